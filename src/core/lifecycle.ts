@@ -1,0 +1,73 @@
+/**
+ * The job life cycle, written down once. Every state change anywhere in the
+ * system goes through `transition`; docs/state-machines.md draws the same table.
+ *
+ *   CREATED --start--> QUEUED --lease--> LEASED --ack--> RUNNING
+ *   LEASED|RUNNING --succeed--> SUCCEEDED
+ *   LEASED|RUNNING --fail(retryable, attempts left)--> QUEUED (after backoff)
+ *   LEASED|RUNNING --fail--> FAILED, --time_out--> TIMED_OUT, --reject--> REJECTED
+ *   LEASED|RUNNING --lease_expired--> QUEUED (attempts left) | FAILED
+ *   CREATED|QUEUED --deadline_passed--> EXPIRED
+ *   any non-terminal --cancel--> CANCELED
+ */
+import { isTerminal, type FailureKind, type JobState } from "../protocol/job.js";
+
+export type JobEvent =
+  | { type: "start" }
+  | { type: "lease" }
+  | { type: "ack" }
+  | { type: "succeed" }
+  | { type: "fail"; kind: FailureKind }
+  | { type: "time_out" }
+  | { type: "reject" }
+  | { type: "lease_expired" }
+  | { type: "deadline_passed" }
+  | { type: "cancel" };
+
+export interface AttemptCounts {
+  /** attempts started so far, including the one that just ended */
+  attempts: number;
+  maxAttempts: number;
+}
+
+export type Transition = { ok: true; to: JobState; retry: boolean } | { ok: false; reason: string };
+
+/**
+ * Failures that say something about the device or the moment (a lost agent, a
+ * timeout) are retried; failures that say something about the job itself (a
+ * trap, bad arguments, a missing export) would fail again and are not.
+ */
+export const RETRYABLE_FAILURES: ReadonlySet<FailureKind> = new Set(["lease-expired", "timeout", "module-unavailable", "internal"]);
+
+const ACTIVE: ReadonlySet<JobState> = new Set(["LEASED", "RUNNING"]);
+
+export function transition(from: JobState, event: JobEvent, counts: AttemptCounts): Transition {
+  const illegal = (): Transition => ({ ok: false, reason: `${event.type} is not allowed in state ${from}` });
+  const retryOr = (terminal: JobState): Transition =>
+    counts.attempts < counts.maxAttempts ? { ok: true, to: "QUEUED", retry: true } : { ok: true, to: terminal, retry: false };
+  const done = (to: JobState): Transition => ({ ok: true, to, retry: false });
+
+  switch (event.type) {
+    case "start":
+      return from === "CREATED" ? done("QUEUED") : illegal();
+    case "lease":
+      return from === "QUEUED" ? done("LEASED") : illegal();
+    case "ack":
+      return from === "LEASED" ? done("RUNNING") : illegal();
+    case "succeed":
+      return ACTIVE.has(from) ? done("SUCCEEDED") : illegal();
+    case "fail":
+      if (!ACTIVE.has(from)) return illegal();
+      return RETRYABLE_FAILURES.has(event.kind) ? retryOr("FAILED") : done("FAILED");
+    case "time_out":
+      return ACTIVE.has(from) ? retryOr("TIMED_OUT") : illegal();
+    case "reject":
+      return ACTIVE.has(from) || from === "QUEUED" ? done("REJECTED") : illegal();
+    case "lease_expired":
+      return ACTIVE.has(from) ? retryOr("FAILED") : illegal();
+    case "deadline_passed":
+      return from === "CREATED" || from === "QUEUED" ? done("EXPIRED") : illegal();
+    case "cancel":
+      return isTerminal(from) ? illegal() : done("CANCELED");
+  }
+}

@@ -1,0 +1,412 @@
+/**
+ * One object per device: its registration, presence and health, and the
+ * queue, leases, results and waiters of its jobs, all in its own SQLite
+ * database (enqueue and every state change is one transaction). Decisions
+ * (transitions, lease expiry, backoff, presence, alarm time) are pure
+ * functions in src/core; this class stores, answers RPC and runs the alarm.
+ */
+import { SqlObject } from "./sql-object.js";
+import { fail, ok, type Outcome } from "./rpc.js";
+import { jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
+import { registryStub } from "./registry-object.js";
+import { transition, type JobEvent } from "../core/lifecycle.js";
+import { isOnline, leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
+import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
+import { settingsFrom, type Env, type Settings } from "../worker/env.js";
+import { randomBase32 } from "../protocol/ids.js";
+import { isTerminal, type JobError, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
+import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../protocol/device.js";
+import type { Delivery, Heartbeat, LeasedJob, LeaseRef, ResultReport } from "../protocol/agent.js";
+import type { Arg } from "../protocol/wasm.js";
+
+const DEVICE_TABLE = `
+CREATE TABLE device (
+  id              TEXT PRIMARY KEY,
+  name            TEXT,
+  description     TEXT NOT NULL,
+  credential_hash TEXT NOT NULL,
+  registered_at   INTEGER NOT NULL,
+  last_seen       INTEGER,
+  health          TEXT,
+  health_at       INTEGER,
+  status          TEXT NOT NULL DEFAULT 'offline'
+);`;
+
+type DeviceRow = {
+  id: string;
+  name: string | null;
+  description: string;
+  credential_hash: string;
+  registered_at: number;
+  last_seen: number | null;
+  health: string | null;
+  health_at: number | null;
+  status: DeviceStatus;
+};
+
+interface Poller {
+  max: number;
+  deliver(jobs: LeasedJob[]): void;
+}
+
+export type Disposition = "accepted" | "duplicate" | "stale";
+
+const counts = (row: JobRow) => ({ attempts: row.attempts, maxAttempts: row.max_attempts });
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export class DeviceObject extends SqlObject<Env> {
+  private device: DeviceRow | undefined;
+  private readonly settings: Settings = settingsFrom(this.env);
+  private pollers: Poller[] = [];
+  private readonly resultWaiters = new Map<string, Set<(view: JobView) => void>>();
+  private alarmAt: number | null = null;
+  /** the last secret whose hash matched: spares a digest on every agent request */
+  private verifiedSecret: string | null = null;
+
+  protected migrations() {
+    return [DEVICE_TABLE + JOBS_TABLE];
+  }
+
+  protected override async load() {
+    this.device = this.one<DeviceRow>("SELECT * FROM device LIMIT 1");
+    this.alarmAt = await this.ctx.storage.getAlarm();
+  }
+
+  // ---- registration and presence -------------------------------------------------
+
+  async register(deviceId: string, name: string | null, description: DeviceDescription, credentialHash: string): Promise<Outcome<DeviceView>> {
+    if (this.device) return fail("conflict", `device ${deviceId} is already registered`);
+    const now = Date.now();
+    this.run(
+      "INSERT INTO device (id, name, description, credential_hash, registered_at) VALUES (?, ?, ?, ?, ?)",
+      deviceId, name, JSON.stringify(description), credentialHash, now,
+    );
+    this.device = this.one<DeviceRow>("SELECT * FROM device LIMIT 1");
+    await this.publish();
+    return ok(this.deviceView());
+  }
+
+  async view(): Promise<Outcome<DeviceView>> {
+    return this.device ? ok(this.deviceView()) : fail("not-found", "no such device");
+  }
+
+  async authenticate(secret: string): Promise<boolean> {
+    if (!this.device) return false;
+    if (this.verifiedSecret !== null && timingSafeEqual(secret, this.verifiedSecret)) return true;
+    if (!timingSafeEqual(await sha256Hex(secret), this.device.credential_hash)) return false;
+    this.verifiedSecret = secret;
+    return true;
+  }
+
+  async heartbeat(secret: string, hb: Heartbeat): Promise<Outcome<{ serverTime: number; cancel: string[] }>> {
+    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
+    const now = Date.now();
+    this.run("UPDATE device SET health = ?, health_at = ? WHERE id = ?", JSON.stringify(hb.health), now, this.device!.id);
+    this.device!.health = JSON.stringify(hb.health);
+    this.device!.health_at = now;
+    this.markSeen(now);
+    await this.publish();
+    return ok({ serverTime: now, cancel: this.leasesNoLongerHeld(hb.runningJobs) });
+  }
+
+  /** Jobs the agent runs whose lease is no longer its own (canceled, expired): it should stop them. */
+  private leasesNoLongerHeld(running: LeaseRef[]): string[] {
+    return running
+      .filter((ref) => {
+        const row = this.one<{ state: JobState; lease_token: string | null }>("SELECT state, lease_token FROM jobs WHERE id = ?", ref.jobId);
+        return !row || row.lease_token !== ref.leaseToken || !(row.state === "LEASED" || row.state === "RUNNING");
+      })
+      .map((ref) => ref.jobId);
+  }
+
+  private markSeen(now: number) {
+    const d = this.device!;
+    const wasOnline = d.status === "online";
+    d.last_seen = now;
+    d.status = "online";
+    this.run("UPDATE device SET last_seen = ?, status = 'online' WHERE id = ?", now, d.id);
+    if (!wasOnline) this.ctx.waitUntil(this.publish());
+    this.ensureAlarmBy(now + this.settings.heartbeatTimeoutMs);
+  }
+
+  /** Keeps the registry's listing row (GET /v1/devices) current. */
+  private async publish() {
+    const d = this.device!;
+    await registryStub(this.env).upsertDevice({
+      id: d.id,
+      name: d.name,
+      status: d.status,
+      description: d.description,
+      health: d.health,
+      healthAt: d.health_at,
+      lastSeen: d.last_seen,
+      registeredAt: d.registered_at,
+    });
+  }
+
+  private deviceView(): DeviceView {
+    const d = this.device!;
+    const counts = this.all<{ state: JobState; n: number }>(
+      "SELECT state, COUNT(*) AS n FROM jobs WHERE state IN ('QUEUED', 'LEASED', 'RUNNING') GROUP BY state",
+    );
+    const count = (s: JobState) => counts.find((c) => c.state === s)?.n ?? 0;
+    return {
+      id: d.id,
+      name: d.name,
+      status: d.status,
+      description: JSON.parse(d.description) as DeviceDescription,
+      health: d.health ? { ...(JSON.parse(d.health) as Health), at: iso(d.health_at)! } : null,
+      registeredAt: iso(d.registered_at)!,
+      lastSeenAt: iso(d.last_seen),
+      queue: { queued: count("QUEUED"), running: count("LEASED") + count("RUNNING") },
+    };
+  }
+
+  // ---- jobs: submission and reads ------------------------------------------------
+
+  async submit(jobId: string, spec: JobSubmission): Promise<Outcome<JobView>> {
+    if (!this.device) return fail("not-found", `device ${spec.device} is not registered`);
+    const now = Date.now();
+    const deadline = spec.deadline ? Date.parse(spec.deadline) : null;
+    if (deadline !== null && deadline <= now) return fail("unprocessable", "the deadline has already passed");
+    this.run(
+      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at)
+       VALUES (?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      jobId, spec.priority, spec.module, spec.function, JSON.stringify(spec.args), spec.timeoutMs, spec.maxAttempts, deadline, now, now,
+    );
+    if (deadline !== null) this.ensureAlarmBy(deadline);
+    this.dispatch();
+    return ok(this.jobViewById(jobId)!);
+  }
+
+  async getJob(jobId: string): Promise<Outcome<JobView>> {
+    const view = this.jobViewById(jobId);
+    return view ? ok(view) : fail("not-found", `no job ${jobId}`);
+  }
+
+  /** The job once it is terminal, or as it stands when `waitMs` runs out. */
+  async awaitResult(jobId: string, waitMs: number): Promise<Outcome<{ done: boolean; job: JobView }>> {
+    const view = this.jobViewById(jobId);
+    if (!view) return fail("not-found", `no job ${jobId}`);
+    if (isTerminal(view.state) || waitMs <= 0) return ok({ done: isTerminal(view.state), job: view });
+    return new Promise((resolve) => {
+      const waiters = this.resultWaiters.get(jobId) ?? new Set();
+      this.resultWaiters.set(jobId, waiters);
+      const finish = (job: JobView, done: boolean) => {
+        clearTimeout(timer);
+        waiters.delete(onDone);
+        if (waiters.size === 0) this.resultWaiters.delete(jobId);
+        resolve(ok({ done, job }));
+      };
+      const onDone = (job: JobView) => finish(job, true);
+      const timer = setTimeout(() => finish(this.jobViewById(jobId)!, false), waitMs);
+      waiters.add(onDone);
+    });
+  }
+
+  async cancel(jobId: string): Promise<Outcome<JobView>> {
+    const row = this.jobRow(jobId);
+    if (!row) return fail("not-found", `no job ${jobId}`);
+    const t = transition(row.state, { type: "cancel" }, counts(row));
+    if (!t.ok) return fail("conflict", t.reason);
+    this.finish(row, "CANCELED", null, { kind: "canceled", message: "canceled by request" }, Date.now());
+    return ok(this.jobViewById(jobId)!);
+  }
+
+  private jobRow(jobId: string) {
+    return this.one<JobRow>("SELECT * FROM jobs WHERE id = ?", jobId);
+  }
+
+  private jobViewById(jobId: string) {
+    const row = this.jobRow(jobId);
+    return row ? jobView(row, this.device!.id) : undefined;
+  }
+
+  // ---- jobs: delivery to the agent -------------------------------------------------
+
+  async poll(secret: string, waitMs: number, max: number): Promise<Outcome<Delivery>> {
+    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
+    this.markSeen(Date.now());
+    // One agent per device keeps one poll open: a new poll means any older one is dead.
+    for (const p of this.pollers.splice(0)) p.deliver([]);
+    const jobs = this.leaseReady(max);
+    if (jobs.length > 0 || waitMs <= 0) return ok({ jobs, serverTime: Date.now() });
+    return new Promise((resolve) => {
+      const poller: Poller = {
+        max,
+        deliver: (delivered) => {
+          clearTimeout(timer);
+          this.pollers = this.pollers.filter((p) => p !== poller);
+          resolve(ok({ jobs: delivered, serverTime: Date.now() }));
+        },
+      };
+      const timer = setTimeout(() => poller.deliver([]), waitMs);
+      this.pollers.push(poller);
+    });
+  }
+
+  /** Hands ready jobs to a waiting poll, if there is one. */
+  private dispatch() {
+    const poller = this.pollers[0];
+    if (!poller) return;
+    const jobs = this.leaseReady(poller.max);
+    if (jobs.length > 0) poller.deliver(jobs);
+  }
+
+  private leaseReady(max: number): LeasedJob[] {
+    const now = Date.now();
+    const leased: LeasedJob[] = [];
+    this.ctx.storage.transactionSync(() => {
+      const rows = this.all<JobRow>(
+        "SELECT * FROM jobs WHERE state = 'QUEUED' AND not_before <= ? ORDER BY priority DESC, seq LIMIT ?",
+        now, max,
+      );
+      for (const row of rows) {
+        if (row.deadline !== null && row.deadline <= now) {
+          this.apply(row, { type: "deadline_passed" }, now, null, { kind: "deadline", message: "the deadline passed before the job started" });
+          continue;
+        }
+        const leaseToken = randomBase32(16);
+        const expires = leaseExpiry(now, "delivered", row.timeout_ms, this.settings);
+        this.run(
+          "UPDATE jobs SET state = 'LEASED', attempts = attempts + 1, lease_token = ?, lease_expires = ?, updated_at = ? WHERE id = ?",
+          leaseToken, expires, now, row.id,
+        );
+        leased.push({
+          jobId: row.id,
+          leaseToken,
+          leaseExpiresAt: expires,
+          attempt: row.attempts + 1,
+          module: row.module,
+          function: row.function,
+          args: JSON.parse(row.args) as Arg[],
+          timeoutMs: row.timeout_ms,
+        });
+      }
+    });
+    if (leased.length > 0) this.ensureAlarmBy(leased[0]!.leaseExpiresAt);
+    return leased;
+  }
+
+  async ack(secret: string, refs: LeaseRef[]): Promise<Outcome<{ started: number }>> {
+    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
+    const now = Date.now();
+    let started = 0;
+    let earliest: number | null = null;
+    this.ctx.storage.transactionSync(() => {
+      for (const ref of refs) {
+        const row = this.jobRow(ref.jobId);
+        if (!row || row.lease_token !== ref.leaseToken || !transition(row.state, { type: "ack" }, counts(row)).ok) continue;
+        const expires = leaseExpiry(now, "started", row.timeout_ms, this.settings);
+        this.run("UPDATE jobs SET state = 'RUNNING', started_at = ?, lease_expires = ?, updated_at = ? WHERE id = ?", now, expires, now, row.id);
+        earliest = nextAlarm([earliest, expires]);
+        started++;
+      }
+    });
+    if (earliest !== null) this.ensureAlarmBy(earliest);
+    return ok({ started });
+  }
+
+  async report(secret: string, reports: ResultReport[]): Promise<Outcome<{ jobId: string; disposition: Disposition }[]>> {
+    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
+    const now = Date.now();
+    const out: { jobId: string; disposition: Disposition }[] = [];
+    this.ctx.storage.transactionSync(() => {
+      for (const r of reports) {
+        const row = this.jobRow(r.jobId);
+        if (!row || row.lease_token !== r.leaseToken) {
+          out.push({ jobId: r.jobId, disposition: "stale" });
+        } else if (row.state !== "LEASED" && row.state !== "RUNNING") {
+          out.push({ jobId: r.jobId, disposition: "duplicate" });
+        } else {
+          const event: JobEvent =
+            r.outcome === "succeeded" ? { type: "succeed" } : r.outcome === "timed_out" ? { type: "time_out" } : { type: "fail", kind: r.error?.kind ?? "internal" };
+          this.apply(row, event, now, r.result, r.error);
+          out.push({ jobId: r.jobId, disposition: "accepted" });
+        }
+      }
+    });
+    this.dispatch();
+    return ok(out);
+  }
+
+  // ---- state changes -----------------------------------------------------------
+
+  /** Applies one life-cycle event: either back to the queue after a backoff, or to a terminal state. */
+  private apply(row: JobRow, event: JobEvent, now: number, result: unknown, error: JobError | null) {
+    const t = transition(row.state, event, counts(row));
+    if (!t.ok) return;
+    if (t.to === "QUEUED") {
+      const notBefore = now + retryDelayMs(row.attempts, Math.random());
+      this.run(
+        "UPDATE jobs SET state = 'QUEUED', lease_token = NULL, lease_expires = NULL, not_before = ?, error = ?, updated_at = ? WHERE id = ?",
+        notBefore, error ? JSON.stringify(error) : null, now, row.id,
+      );
+      this.ensureAlarmBy(notBefore);
+    } else {
+      this.finish(row, t.to, result, error, now);
+    }
+  }
+
+  private finish(row: JobRow, state: JobState, result: unknown, error: JobError | null, now: number) {
+    this.run(
+      `UPDATE jobs SET state = ?, result = ?, error = ?, lease_expires = NULL, finished_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?
+       WHERE id = ?`,
+      state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, row.id,
+    );
+    const waiters = this.resultWaiters.get(row.id);
+    if (waiters) {
+      const view = this.jobViewById(row.id)!;
+      for (const w of [...waiters]) w(view);
+    }
+  }
+
+  // ---- the one alarm: leases, retries, deadlines, presence --------------------------
+
+  override async alarm() {
+    const now = Date.now();
+    this.alarmAt = null;
+    this.ctx.storage.transactionSync(() => {
+      const expired = this.all<JobRow>("SELECT * FROM jobs WHERE state IN ('LEASED', 'RUNNING') AND lease_expires <= ?", now);
+      for (const row of expired) {
+        this.apply(row, { type: "lease_expired" }, now, null, { kind: "lease-expired", message: `the agent did not report within the lease (attempt ${row.attempts})` });
+      }
+      const late = this.all<JobRow>("SELECT * FROM jobs WHERE state IN ('CREATED', 'QUEUED') AND deadline <= ?", now);
+      for (const row of late) {
+        this.apply(row, { type: "deadline_passed" }, now, null, { kind: "deadline", message: "the deadline passed before the job started" });
+      }
+    });
+    const d = this.device;
+    if (d && d.status === "online" && !isOnline(d.last_seen, now, this.settings.heartbeatTimeoutMs)) {
+      d.status = "offline";
+      this.run("UPDATE device SET status = 'offline' WHERE id = ?", d.id);
+      await this.publish();
+    }
+    this.dispatch();
+    await this.rescheduleAlarm(now);
+  }
+
+  private async rescheduleAlarm(now: number) {
+    const min = (q: string, ...p: SqlStorageValue[]) => this.one<{ t: number | null }>(q, ...p)?.t ?? null;
+    const d = this.device;
+    const at = nextAlarm([
+      min("SELECT MIN(lease_expires) AS t FROM jobs WHERE state IN ('LEASED', 'RUNNING')"),
+      min("SELECT MIN(deadline) AS t FROM jobs WHERE state IN ('CREATED', 'QUEUED')"),
+      min("SELECT MIN(not_before) AS t FROM jobs WHERE state = 'QUEUED' AND not_before > ?", now),
+      d && d.status === "online" && d.last_seen !== null ? d.last_seen + this.settings.heartbeatTimeoutMs : null,
+    ]);
+    if (at === null) {
+      await this.ctx.storage.deleteAlarm();
+    } else {
+      await this.ctx.storage.setAlarm(at);
+    }
+    this.alarmAt = at;
+  }
+
+  /** Moves the alarm earlier if `at` comes before it; a too-early alarm just reschedules. */
+  private ensureAlarmBy(at: number) {
+    if (this.alarmAt !== null && this.alarmAt <= at) return;
+    this.alarmAt = at;
+    void this.ctx.storage.setAlarm(at);
+  }
+}

@@ -1,0 +1,79 @@
+/** The jobs table of a device object, and its mapping to the API's JobView. */
+import { jobLinks, type JobError, type JobResult, type JobState, type JobView } from "../protocol/job.js";
+import type { Arg } from "../protocol/wasm.js";
+
+export const JOBS_TABLE = `
+CREATE TABLE jobs (
+  seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+  id            TEXT NOT NULL UNIQUE,
+  state         TEXT NOT NULL,
+  priority      INTEGER NOT NULL,
+  module        TEXT NOT NULL,
+  function      TEXT NOT NULL,
+  args          TEXT NOT NULL,
+  timeout_ms    INTEGER NOT NULL,
+  attempts      INTEGER NOT NULL DEFAULT 0,
+  max_attempts  INTEGER NOT NULL,
+  deadline      INTEGER,
+  not_before    INTEGER NOT NULL DEFAULT 0,
+  lease_token   TEXT,
+  lease_expires INTEGER,
+  created_at    INTEGER NOT NULL,
+  updated_at    INTEGER NOT NULL,
+  started_at    INTEGER,
+  finished_at   INTEGER,
+  result        TEXT,
+  error         TEXT
+);
+CREATE INDEX jobs_ready ON jobs (state, priority DESC, seq);
+CREATE INDEX jobs_lease ON jobs (lease_expires) WHERE lease_expires IS NOT NULL;
+CREATE INDEX jobs_deadline ON jobs (deadline) WHERE deadline IS NOT NULL;
+`;
+
+export type JobRow = {
+  seq: number;
+  id: string;
+  state: JobState;
+  priority: number;
+  module: string;
+  function: string;
+  args: string;
+  timeout_ms: number;
+  attempts: number;
+  max_attempts: number;
+  deadline: number | null;
+  not_before: number;
+  lease_token: string | null;
+  lease_expires: number | null;
+  created_at: number;
+  updated_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  result: string | null;
+  error: string | null;
+};
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export function jobView(row: JobRow, deviceId: string): JobView {
+  return {
+    id: row.id,
+    device: deviceId,
+    state: row.state,
+    module: row.module,
+    function: row.function,
+    args: JSON.parse(row.args) as Arg[],
+    priority: row.priority,
+    timeoutMs: row.timeout_ms,
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    deadline: iso(row.deadline),
+    createdAt: iso(row.created_at)!,
+    updatedAt: iso(row.updated_at)!,
+    startedAt: iso(row.started_at),
+    finishedAt: iso(row.finished_at),
+    result: row.result ? (JSON.parse(row.result) as JobResult) : null,
+    error: row.error ? (JSON.parse(row.error) as JobError) : null,
+    links: jobLinks(row.id),
+  };
+}

@@ -1,0 +1,50 @@
+/**
+ * A small base for SQLite-backed Durable Objects: runs idempotent migrations
+ * once per instance and offers a typed `sql` helper. Subclasses stay thin:
+ * storage, RPC and alarm.
+ */
+import { DurableObject } from "cloudflare:workers";
+
+export type Row = Record<string, SqlStorageValue>;
+
+export abstract class SqlObject<E = unknown> extends DurableObject<E> {
+  /** Schema versions in order; each runs once, in a transaction. */
+  protected abstract migrations(): readonly string[];
+
+  constructor(ctx: DurableObjectState, env: E) {
+    super(ctx, env);
+    ctx.blockConcurrencyWhile(async () => {
+      // Let the subclass constructor finish (field initialisers) before touching `this`.
+      await Promise.resolve();
+      this.migrate();
+      await this.load();
+    });
+  }
+
+  /** Read what the object keeps in memory; runs before any request is served. */
+  protected async load(): Promise<void> {}
+
+  private migrate(): void {
+    this.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS _migrations (version INTEGER PRIMARY KEY)");
+    const done = this.one<{ v: number | null }>("SELECT MAX(version) AS v FROM _migrations")?.v ?? 0;
+    const migrations = this.migrations();
+    for (let i = done; i < migrations.length; i++) {
+      this.ctx.storage.transactionSync(() => {
+        this.ctx.storage.sql.exec(migrations[i]!);
+        this.ctx.storage.sql.exec("INSERT INTO _migrations (version) VALUES (?)", i + 1);
+      });
+    }
+  }
+
+  protected all<T extends Row>(query: string, ...params: SqlStorageValue[]): T[] {
+    return this.ctx.storage.sql.exec<T>(query, ...params).toArray();
+  }
+
+  protected one<T extends Row>(query: string, ...params: SqlStorageValue[]): T | undefined {
+    return this.all<T>(query, ...params)[0];
+  }
+
+  protected run(query: string, ...params: SqlStorageValue[]): number {
+    return this.ctx.storage.sql.exec(query, ...params).rowsWritten;
+  }
+}

@@ -1,0 +1,63 @@
+/** Devices: the capability description (wasmiot's shape, extended), health and views. */
+import { z } from "zod";
+import { DeviceId } from "./ids.js";
+
+/** wasmiot's `wasmiot-device-description.json`, with our additions under `capabilities`. */
+export const DeviceDescription = z.object({
+  platform: z.object({
+    memory: z.object({ bytes: z.number().nonnegative() }),
+    cpu: z.object({
+      humanReadableName: z.string().max(256),
+      clockSpeed: z.object({ Hz: z.number().nonnegative() }),
+      cores: z.number().int().positive().optional(),
+      arch: z.string().max(64).optional(),
+    }),
+    os: z.object({ type: z.string().max(64), release: z.string().max(128) }).optional(),
+  }),
+  /** Host functions the agent really links into modules (WASI preview1 names). */
+  supervisorInterfaces: z.array(z.string().max(128)).max(512),
+  capabilities: z
+    .object({
+      cameras: z.array(z.string().max(128)).max(64).default([]),
+      sensors: z.array(z.string().max(128)).max(256).default([]),
+      labels: z.record(z.string().max(64), z.string().max(256)).default({}),
+    })
+    .default({ cameras: [], sensors: [], labels: {} }),
+  agent: z.object({ version: z.string().max(64), node: z.string().max(64), poolSize: z.number().int().positive() }).optional(),
+});
+export type DeviceDescription = z.infer<typeof DeviceDescription>;
+
+export const Health = z.object({
+  cpuPercent: z.number().min(0).max(100),
+  memoryUsedBytes: z.number().nonnegative(),
+  memoryTotalBytes: z.number().nonnegative(),
+  loadAverage: z.tuple([z.number(), z.number(), z.number()]),
+  uptimeSeconds: z.number().nonnegative(),
+  diskFreeBytes: z.number().nonnegative(),
+  jobsRunning: z.number().int().nonnegative(),
+  agentRssBytes: z.number().nonnegative().optional(),
+});
+export type Health = z.infer<typeof Health>;
+
+export const DeviceRegistration = z.strictObject({
+  name: z.string().min(1).max(128).regex(/^[\w.-]+$/, "letters, digits, _ . - only").optional(),
+  description: DeviceDescription,
+});
+export type DeviceRegistration = z.infer<typeof DeviceRegistration>;
+
+export const DeviceStatus = z.enum(["online", "offline"]);
+export type DeviceStatus = z.infer<typeof DeviceStatus>;
+
+export const DeviceView = z.object({
+  id: DeviceId,
+  name: z.string().nullable(),
+  status: DeviceStatus,
+  description: DeviceDescription,
+  health: Health.extend({ at: z.string() }).nullable(),
+  registeredAt: z.string(),
+  lastSeenAt: z.string().nullable(),
+  queue: z.object({ queued: z.number().int(), running: z.number().int() }).optional(),
+});
+export type DeviceView = z.infer<typeof DeviceView>;
+
+export const RegistrationResult = z.object({ deviceId: DeviceId, credential: z.string() });

@@ -1,0 +1,75 @@
+/**
+ * Identifier and credential formats. Job ids embed their device id so that any
+ * job id routes to its device's Durable Object without a lookup.
+ */
+import { z } from "zod";
+
+const BASE32 = "abcdefghijklmnopqrstuvwxyz234567";
+
+export function randomBase32(length: number): string {
+  const bytes = new Uint8Array(length);
+  crypto.getRandomValues(bytes);
+  let out = "";
+  for (const b of bytes) out += BASE32[b & 31];
+  return out;
+}
+
+/** Time-sortable part: 10 chars of millisecond timestamp + 6 random chars. */
+export function timeSortablePart(nowMs: number): string {
+  let t = nowMs;
+  let ts = "";
+  for (let i = 0; i < 10; i++) {
+    ts = BASE32[t % 32] + ts;
+    t = Math.floor(t / 32);
+  }
+  return ts + randomBase32(6);
+}
+
+export const DeviceId = z
+  .string()
+  .regex(/^d[a-z2-7]{16}$/, "a device id looks like d + 16 base32 characters");
+export type DeviceId = z.infer<typeof DeviceId>;
+
+export const JobId = z
+  .string()
+  .regex(/^d[a-z2-7]{16}-[a-z2-7]{16}$/, "a job id looks like <deviceId>-<16 base32 characters>");
+export type JobId = z.infer<typeof JobId>;
+
+export const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, "a sha256 digest is 64 lowercase hex characters");
+
+export const newDeviceId = (): DeviceId => "d" + randomBase32(16);
+export const newJobId = (deviceId: DeviceId, nowMs: number): JobId => `${deviceId}-${timeSortablePart(nowMs)}`;
+export const deviceOfJob = (jobId: JobId): DeviceId => jobId.slice(0, jobId.indexOf("-"));
+
+/**
+ * Bearer credentials. The prefix says what kind of credential it is, the middle
+ * part names the record that holds its hash, the last part is the secret.
+ * Secrets are 32 random bytes, so a single SHA-256 is enough to store them
+ * (no password stretching needed for high-entropy secrets).
+ */
+export type ParsedCredential =
+  | { kind: "api-key"; keyId: string; secret: string }
+  | { kind: "device"; deviceId: DeviceId; secret: string };
+
+export function parseCredential(token: string): ParsedCredential | undefined {
+  const parts = token.split(".");
+  if (parts.length !== 3) return undefined;
+  const [prefix, id, secret] = parts as [string, string, string];
+  if (!/^[A-Za-z0-9_-]{43}$/.test(secret)) return undefined;
+  if (prefix === "wvk" && /^k[a-z2-7]{12}$/.test(id)) return { kind: "api-key", keyId: id, secret };
+  if (prefix === "wvd" && DeviceId.safeParse(id).success) return { kind: "device", deviceId: id, secret };
+  return undefined;
+}
+
+export const newKeyId = () => "k" + randomBase32(12);
+
+export function newSecret(): string {
+  const bytes = new Uint8Array(32);
+  crypto.getRandomValues(bytes);
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+export const formatApiKey = (keyId: string, secret: string) => `wvk.${keyId}.${secret}`;
+export const formatDeviceCredential = (deviceId: DeviceId, secret: string) => `wvd.${deviceId}.${secret}`;

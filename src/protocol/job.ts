@@ -1,0 +1,111 @@
+/** Jobs as the API shows them. The life cycle rules live in src/core/lifecycle.ts. */
+import { z } from "zod";
+import { Arg, ResultValue } from "./wasm.js";
+import { DeviceId, JobId, Sha256Hex } from "./ids.js";
+
+export const JOB_STATES = [
+  "CREATED",
+  "QUEUED",
+  "LEASED",
+  "RUNNING",
+  "SUCCEEDED",
+  "FAILED",
+  "TIMED_OUT",
+  "CANCELED",
+  "EXPIRED",
+  "REJECTED",
+] as const;
+export const JobState = z.enum(JOB_STATES);
+export type JobState = z.infer<typeof JobState>;
+
+export const TERMINAL_STATES: ReadonlySet<JobState> = new Set(["SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELED", "EXPIRED", "REJECTED"]);
+export const isTerminal = (s: JobState) => TERMINAL_STATES.has(s);
+
+export const LIMITS = {
+  maxArgs: 64,
+  maxTimeoutMs: 15 * 60_000,
+  defaultTimeoutMs: 30_000,
+  maxAttempts: 20,
+  defaultMaxAttempts: 3,
+  maxWaitSeconds: 60,
+  /** per stream, per job */
+  maxCapturedOutputBytes: 64 * 1024,
+  maxModuleBytes: 32 * 1024 * 1024,
+  maxJsonBodyBytes: 256 * 1024,
+  maxPollBatch: 256,
+} as const;
+
+export const FunctionName = z.string().min(1).max(256);
+
+export const JobSubmission = z.strictObject({
+  device: DeviceId,
+  module: Sha256Hex.describe("sha256 of a module uploaded with POST /v1/modules"),
+  function: FunctionName,
+  args: z.array(Arg).max(LIMITS.maxArgs).default([]),
+  timeoutMs: z.number().int().min(1).max(LIMITS.maxTimeoutMs).default(LIMITS.defaultTimeoutMs),
+  maxAttempts: z.number().int().min(1).max(LIMITS.maxAttempts).default(LIMITS.defaultMaxAttempts),
+  priority: z.number().int().min(-1000).max(1000).default(0),
+  /** Work not started by then is EXPIRED, never run. */
+  deadline: z.iso.datetime({ offset: true }).optional(),
+});
+export type JobSubmission = z.output<typeof JobSubmission>;
+export type JobSubmissionInput = z.input<typeof JobSubmission>;
+
+export const JobOutcome = z.enum(["succeeded", "failed", "timed_out", "rejected"]);
+export type JobOutcome = z.infer<typeof JobOutcome>;
+
+/** Failure kinds tell retryable failures (the device or time) from the job's own faults. */
+export const FailureKind = z.enum([
+  "trap",
+  "bad-arguments",
+  "missing-function",
+  "link-error",
+  "module-unavailable",
+  "memory-limit",
+  "timeout",
+  "exit",
+  "lease-expired",
+  "deadline",
+  "canceled",
+  "internal",
+]);
+export type FailureKind = z.infer<typeof FailureKind>;
+
+export const JobResult = z.object({
+  /** the function's return value as JSON (see resultToJson) */
+  value: ResultValue,
+  exitCode: z.number().int().nullable(),
+  stdout: z.string(),
+  stderr: z.string(),
+  stdoutTruncated: z.boolean(),
+  stderrTruncated: z.boolean(),
+  durationMs: z.number(),
+});
+export type JobResult = z.infer<typeof JobResult>;
+
+export const JobError = z.object({ kind: FailureKind, message: z.string() });
+export type JobError = z.infer<typeof JobError>;
+
+export const JobView = z.object({
+  id: JobId,
+  device: DeviceId,
+  state: JobState,
+  module: Sha256Hex,
+  function: z.string(),
+  args: z.array(Arg),
+  priority: z.number().int(),
+  timeoutMs: z.number().int(),
+  attempts: z.number().int(),
+  maxAttempts: z.number().int(),
+  deadline: z.string().nullable(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  startedAt: z.string().nullable(),
+  finishedAt: z.string().nullable(),
+  result: JobResult.nullable(),
+  error: JobError.nullable(),
+  links: z.object({ self: z.string(), result: z.string() }),
+});
+export type JobView = z.infer<typeof JobView>;
+
+export const jobLinks = (id: string) => ({ self: `/v1/jobs/${id}`, result: `/v1/jobs/${id}/result` });

@@ -1,0 +1,65 @@
+/** The control plane's HTTP surface: middleware, routes (one file per resource), error mapping. */
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { HTTPException } from "hono/http-exception";
+import { bodyLimit } from "hono/body-limit";
+import { requestId } from "hono/request-id";
+import { LIMITS } from "../protocol/job.js";
+import { log, problem, validationProblem, type AppEnv } from "./http.js";
+import { healthRoutes } from "./routes/health.js";
+import { keyRoutes } from "./routes/keys.js";
+import { deviceRoutes } from "./routes/devices.js";
+import { moduleRoutes } from "./routes/modules.js";
+import { jobRoutes } from "./routes/jobs.js";
+import { agentRoutes } from "./routes/agent.js";
+
+export function createApp() {
+  const app = new OpenAPIHono<AppEnv>({
+    defaultHook: (result, c) => (result.success ? undefined : validationProblem(c, result.error)),
+  });
+
+  app.use(requestId({ headerName: "x-request-id" }));
+  app.use(async (c, next) => {
+    const started = Date.now();
+    await next();
+    // The long poll is the agent's idle loop: logging each one would drown everything else.
+    if (c.req.path === "/v1/agent/jobs" && c.res.status === 200) return;
+    log(c.res.status >= 500 ? "error" : "info", "request", {
+      requestId: c.get("requestId"),
+      method: c.req.method,
+      path: c.req.path,
+      status: c.res.status,
+      durationMs: Date.now() - started,
+      role: c.get("principal")?.role,
+    });
+  });
+  app.use("/v1/*", async (c, next) => {
+    if (c.req.path === "/v1/modules") return next();
+    return bodyLimit({
+      maxSize: LIMITS.maxJsonBodyBytes,
+      onError: (c) => problem(c, "too-large", `JSON bodies are limited to ${LIMITS.maxJsonBodyBytes} bytes`),
+    })(c, next);
+  });
+
+  healthRoutes(app);
+  keyRoutes(app);
+  deviceRoutes(app);
+  moduleRoutes(app);
+  jobRoutes(app);
+  agentRoutes(app);
+
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: { title: "wasmvisor control plane", version: "0.1.0", description: "Supervises WebAssembly on edge and IoT devices." },
+  });
+
+  app.notFound((c) => problem(c, "not-found", `no route ${c.req.method} ${c.req.path}`));
+  app.onError((err, c) => {
+    if (err instanceof HTTPException && err.status < 500) {
+      return problem(c, err.status === 415 ? "unsupported-media-type" : "validation", err.message);
+    }
+    log("error", "unhandled error", { requestId: c.get("requestId"), path: c.req.path, error: String(err), stack: (err as Error)?.stack });
+    return problem(c, "internal", "something went wrong on our side; the request id identifies it in the logs");
+  });
+  return app;
+}

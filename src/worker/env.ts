@@ -1,0 +1,31 @@
+import type { DeviceObject } from "../durable/device-object.js";
+import type { RegistryObject } from "../durable/registry-object.js";
+import { DEFAULT_LEASE_SETTINGS, type LeaseSettings } from "../core/timing.js";
+
+export interface Env {
+  DEVICES: DurableObjectNamespace<DeviceObject>;
+  REGISTRY: DurableObjectNamespace<RegistryObject>;
+  MODULES: R2Bucket;
+  /** bootstrap admin credential (a Worker secret; .dev.vars locally) */
+  ADMIN_TOKEN?: string;
+  HEARTBEAT_TIMEOUT_MS?: string;
+  ACK_TIMEOUT_MS?: string;
+  LEASE_GRACE_MS?: string;
+}
+
+const num = (v: string | undefined, fallback: number) => {
+  const n = Number(v);
+  return v !== undefined && Number.isFinite(n) && n > 0 ? n : fallback;
+};
+
+export interface Settings extends LeaseSettings {
+  heartbeatTimeoutMs: number;
+}
+
+export function settingsFrom(env: Env): Settings {
+  return {
+    heartbeatTimeoutMs: num(env.HEARTBEAT_TIMEOUT_MS, 30_000),
+    ackTimeoutMs: num(env.ACK_TIMEOUT_MS, DEFAULT_LEASE_SETTINGS.ackTimeoutMs),
+    graceMs: num(env.LEASE_GRACE_MS, DEFAULT_LEASE_SETTINGS.graceMs),
+  };
+}

@@ -1,0 +1,37 @@
+/** The Hono app type, problem+json answers and structured logs shared by every route. */
+import type { Context } from "hono";
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { makeProblem, zodErrors, type Problem, type ProblemType } from "../protocol/problem.js";
+import type { Outcome } from "../durable/rpc.js";
+import type { Env } from "./env.js";
+import type { Principal } from "./auth.js";
+import type { z } from "zod";
+
+export type AppEnv = { Bindings: Env; Variables: { requestId: string; principal: Principal } };
+export type App = OpenAPIHono<AppEnv>;
+export type Ctx = Context<AppEnv>;
+
+export function problem(c: Ctx | Context, type: ProblemType, detail?: string, extra: Partial<Problem> = {}): Response {
+  const body = makeProblem(type, detail, { instance: c.req.path, requestId: c.get("requestId") as string | undefined, ...extra });
+  return new Response(JSON.stringify(body), { status: body.status, headers: { "content-type": "application/problem+json" } });
+}
+
+export function validationProblem(c: Ctx | Context, error: z.ZodError, what = "request"): Response {
+  const errors = zodErrors(error);
+  return problem(c, "validation", `the ${what} is not valid: ${errors.map((e) => `${e.path}: ${e.message}`).join("; ")}`, { errors });
+}
+
+/** Unwraps a Durable Object's answer, or turns its failure into problem+json. */
+export function fromOutcome<T>(c: Ctx, outcome: Outcome<T>, onOk: (value: T) => Response): Response {
+  return outcome.ok ? onOk(outcome.value) : problem(c, outcome.problem, outcome.detail);
+}
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** One JSON object per event: the Cloudflare dashboard indexes its fields. */
+export function log(level: LogLevel, msg: string, fields: Record<string, unknown> = {}) {
+  const line = JSON.stringify({ level, msg, time: new Date().toISOString(), ...fields });
+  if (level === "error") console.error(line);
+  else if (level === "warn") console.warn(line);
+  else console.log(line);
+}

@@ -1,0 +1,6 @@
+import { createApp } from "./app.js";
+
+export { DeviceObject } from "../durable/device-object.js";
+export { RegistryObject } from "../durable/registry-object.js";
+
+export default createApp();

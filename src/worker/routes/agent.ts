@@ -1,0 +1,68 @@
+/** The routes a device agent calls with its device credential; each acts only on that device's object. */
+import { z } from "zod";
+import { Ack, Delivery, Heartbeat, PollQuery, ResultBatch, ResultBatchResponse } from "../../protocol/agent.js";
+import { jsonBody, jsonResponse, route } from "../route.js";
+import { fromOutcome, type App, type Ctx } from "../http.js";
+import { devicePrincipal } from "../auth.js";
+import { deviceStub } from "../stubs.js";
+
+const poll = route({
+  method: "get",
+  path: "/v1/agent/jobs",
+  roles: ["device"],
+  summary: "Long-poll for leased jobs (answers as soon as work is ready, or empty after ?wait= seconds)",
+  request: { query: PollQuery },
+  responses: { 200: jsonResponse(Delivery, "Leased jobs, possibly none") },
+});
+
+const ack = route({
+  method: "post",
+  path: "/v1/agent/acks",
+  roles: ["device"],
+  summary: "Say which delivered jobs have started (extends their leases)",
+  request: { body: jsonBody(Ack) },
+  responses: { 200: jsonResponse(z.object({ started: z.number().int() }), "How many leases were extended") },
+});
+
+const results = route({
+  method: "post",
+  path: "/v1/agent/results",
+  roles: ["device"],
+  summary: "Report results, quoting lease tokens; duplicates and stale reports change nothing",
+  request: { body: jsonBody(ResultBatch) },
+  responses: { 200: jsonResponse(ResultBatchResponse, "What became of each report") },
+});
+
+const heartbeat = route({
+  method: "post",
+  path: "/v1/agent/heartbeat",
+  roles: ["device"],
+  summary: "Report health; answers the running jobs the agent should stop",
+  request: { body: jsonBody(Heartbeat) },
+  responses: { 200: jsonResponse(z.object({ serverTime: z.number(), cancel: z.array(z.string()) }), "Acknowledged") },
+});
+
+const caller = (c: Ctx) => {
+  const p = devicePrincipal(c.get("principal"))!;
+  return { stub: deviceStub(c.env, p.deviceId), secret: p.secret };
+};
+
+export function agentRoutes(app: App) {
+  app.openapi(poll, async (c) => {
+    const { stub, secret } = caller(c);
+    const q = c.req.valid("query");
+    return fromOutcome(c, await stub.poll(secret, q.wait * 1000, q.max), (d) => c.json(d, 200));
+  });
+  app.openapi(ack, async (c) => {
+    const { stub, secret } = caller(c);
+    return fromOutcome(c, await stub.ack(secret, c.req.valid("json").started), (r) => c.json(r, 200));
+  });
+  app.openapi(results, async (c) => {
+    const { stub, secret } = caller(c);
+    return fromOutcome(c, await stub.report(secret, c.req.valid("json").results), (dispositions) => c.json({ dispositions }, 200));
+  });
+  app.openapi(heartbeat, async (c) => {
+    const { stub, secret } = caller(c);
+    return fromOutcome(c, await stub.heartbeat(secret, c.req.valid("json")), (r) => c.json(r, 200));
+  });
+}

@@ -1,0 +1,45 @@
+import { z } from "zod";
+import { KeyCreate, KeyCreated, KeyView } from "../../protocol/keys.js";
+import { registryStub } from "../../durable/registry-object.js";
+import { jsonBody, jsonResponse as json, route } from "../route.js";
+import { fromOutcome, log, type App } from "../http.js";
+
+const createKey = route({
+  method: "post",
+  path: "/v1/keys",
+  roles: ["admin"],
+  summary: "Create an API key (the secret is shown once)",
+  request: { body: jsonBody(KeyCreate) },
+  responses: { 201: json(KeyCreated, "The new key, with its secret") },
+});
+
+const listKeys = route({
+  method: "get",
+  path: "/v1/keys",
+  roles: ["admin"],
+  summary: "List API keys (never their secrets)",
+  responses: { 200: json(z.object({ keys: z.array(KeyView) }), "The keys") },
+});
+
+const revokeKey = route({
+  method: "delete",
+  path: "/v1/keys/{id}",
+  roles: ["admin"],
+  summary: "Revoke an API key",
+  request: { params: z.object({ id: z.string().max(64) }) },
+  responses: { 200: json(KeyView, "The revoked key") },
+});
+
+export function keyRoutes(app: App) {
+  app.openapi(createKey, async (c) => {
+    const body = c.req.valid("json");
+    const key = await registryStub(c.env).createKey(body.role, body.label ?? null);
+    log("info", "key created", { requestId: c.get("requestId"), keyId: key.id, role: key.role });
+    return c.json(key, 201);
+  });
+  app.openapi(listKeys, async (c) => c.json({ keys: await registryStub(c.env).listKeys() }, 200));
+  app.openapi(revokeKey, async (c) => {
+    const out = await registryStub(c.env).revokeKey(c.req.valid("param").id);
+    return fromOutcome(c, out, (key) => c.json(key, 200));
+  });
+}
