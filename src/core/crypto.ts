@@ -1,6 +1,6 @@
 /** Hashing and comparison of secrets (WebCrypto: the same in workerd and Node). */
 
-export async function sha256Hex(data: string | Uint8Array | ArrayBuffer): Promise<string> {
+export async function sha256Hex(data: string | Uint8Array<ArrayBuffer> | ArrayBuffer): Promise<string> {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const digest = await crypto.subtle.digest("SHA-256", bytes);
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");

@@ -204,7 +204,7 @@ function encodeU32(n: number): number[] {
 }
 
 export type CapResult =
-  | { ok: true; bytes: Uint8Array; maxPages: number | null }
+  | { ok: true; bytes: Uint8Array<ArrayBuffer>; maxPages: number | null }
   | { ok: false; reason: string };
 
 /**
@@ -212,7 +212,7 @@ export type CapResult =
  * so `memory.grow` past the cap fails inside the guest instead of taking the
  * host's memory. A module that needs more than the cap at start is refused.
  */
-export function capMemory(bytes: Uint8Array, capPages: number): CapResult {
+export function capMemory(bytes: Uint8Array<ArrayBuffer>, capPages: number): CapResult {
   const info = inspect(bytes);
   if (!info.memory) return { ok: true, bytes, maxPages: null };
   if (info.memory.imported) return { ok: false, reason: "modules that import their memory are not supported" };

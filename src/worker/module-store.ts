@@ -14,7 +14,7 @@ const infoKey = (digest: string) => `modules/${digest}.json`;
 
 export type StoreResult = { ok: true; info: ModuleInfo; created: boolean } | { ok: false; detail: string };
 
-export async function storeModule(env: Env, bytes: Uint8Array): Promise<StoreResult> {
+export async function storeModule(env: Env, bytes: Uint8Array<ArrayBuffer>): Promise<StoreResult> {
   // workerd may not compile Wasm, but validate() checks the whole module as a compiler would.
   if (!WebAssembly.validate(bytes)) return { ok: false, detail: "the binary does not validate as a WebAssembly module" };
   let inspected;

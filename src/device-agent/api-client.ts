@@ -1,0 +1,64 @@
+/** The agent's side of the wire: typed calls to the control plane with its device credential. */
+import { Delivery, ResultBatchResponse, type LeaseRef, type ResultReport, type Heartbeat } from "../protocol/agent.js";
+import { RegistrationResult, type DeviceRegistration } from "../protocol/device.js";
+import type { Problem } from "../protocol/problem.js";
+import { z } from "zod";
+
+const AckResponse = z.object({ started: z.number() });
+const HeartbeatResponse = z.object({ serverTime: z.number(), cancel: z.array(z.string()) });
+
+export class ApiError extends Error {
+  constructor(readonly status: number, readonly problem: Partial<Problem> | null, what: string) {
+    super(`${what}: HTTP ${status}${problem?.detail ? ` - ${problem.detail}` : problem?.title ? ` - ${problem.title}` : ""}`);
+  }
+  /** 4xx other than 408/429 will fail again the same way. */
+  get permanent() {
+    return this.status >= 400 && this.status < 500 && this.status !== 408 && this.status !== 429;
+  }
+}
+
+export class ControlPlaneClient {
+  constructor(readonly server: string, private credential: string | null = null) {
+    this.server = server.replace(/\/+$/, "");
+  }
+
+  setCredential(credential: string) {
+    this.credential = credential;
+  }
+
+  private async call<S extends z.ZodType>(what: string, path: string, init: RequestInit, schema: S, signal?: AbortSignal): Promise<z.infer<S>> {
+    const res = await fetch(this.server + path, {
+      ...init,
+      signal,
+      headers: { authorization: `Bearer ${this.credential}`, ...(init.body ? { "content-type": "application/json" } : {}), ...init.headers },
+    });
+    if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, what);
+    return schema.parse(await res.json());
+  }
+
+  register(registerToken: string, body: DeviceRegistration) {
+    return this.call("register", "/v1/devices/register", { method: "POST", body: JSON.stringify(body), headers: { authorization: `Bearer ${registerToken}` } }, RegistrationResult);
+  }
+
+  poll(waitSeconds: number, max: number, signal?: AbortSignal) {
+    return this.call("poll", `/v1/agent/jobs?wait=${waitSeconds}&max=${max}`, { method: "GET" }, Delivery, signal);
+  }
+
+  ack(started: LeaseRef[]) {
+    return this.call("ack", "/v1/agent/acks", { method: "POST", body: JSON.stringify({ started }) }, AckResponse);
+  }
+
+  report(results: ResultReport[]) {
+    return this.call("report", "/v1/agent/results", { method: "POST", body: JSON.stringify({ results }) }, ResultBatchResponse);
+  }
+
+  heartbeat(hb: Heartbeat) {
+    return this.call("heartbeat", "/v1/agent/heartbeat", { method: "POST", body: JSON.stringify(hb) }, HeartbeatResponse);
+  }
+
+  async moduleBinary(digest: string): Promise<Uint8Array<ArrayBuffer>> {
+    const res = await fetch(`${this.server}/v1/modules/${digest}/binary`, { headers: { authorization: `Bearer ${this.credential}` } });
+    if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, `download module ${digest}`);
+    return new Uint8Array(await res.arrayBuffer());
+  }
+}

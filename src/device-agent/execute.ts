@@ -1,0 +1,144 @@
+/**
+ * Runs one call of one export in a fresh instance. This is what a pool worker
+ * thread does per job; it is kept free of thread plumbing so it can be read
+ * (and measured) on its own.
+ */
+import { WASI } from "node:wasi";
+import { coerceArgs, resultToJson, type Arg, type FunctionSignature, type ResultValue } from "../protocol/wasm.js";
+import type { FailureKind } from "../protocol/job.js";
+
+export interface ExecTask {
+  module: WebAssembly.Module;
+  function: string;
+  signature: FunctionSignature;
+  args: Arg[];
+  /** preopened as the guest's "." */
+  sandboxDir: string;
+  maxOutputBytes: number;
+}
+
+export interface Captured {
+  stdout: string;
+  stderr: string;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  durationMs: number;
+}
+
+export type ExecResult =
+  | ({ ok: true; value: ResultValue; exitCode: number | null } & Captured)
+  | ({ ok: false; kind: FailureKind; message: string; exitCode: number | null } & Captured);
+
+const WASI_MODULES = new Set(["wasi_snapshot_preview1", "wasi_unstable"]);
+
+/** Thrown by our proc_exit: unwinds the guest and carries the code. */
+class ProcExit {
+  constructor(readonly code: number) {}
+}
+
+/** Keeps what the guest writes to fds 1 and 2, up to a bound per stream, in memory (no files). */
+class OutputCapture {
+  private readonly chunks: [Uint8Array[], Uint8Array[]] = [[], []];
+  private readonly sizes = [0, 0];
+  readonly truncated = [false, false];
+  constructor(private readonly max: number) {}
+
+  fdWrite(memory: WebAssembly.Memory, fd: 1 | 2, iovs: number, iovsLen: number, nwrittenPtr: number): number {
+    const view = new DataView(memory.buffer);
+    const s = fd - 1;
+    let total = 0;
+    for (let i = 0; i < iovsLen; i++) {
+      const ptr = view.getUint32(iovs + i * 8, true);
+      const len = view.getUint32(iovs + i * 8 + 4, true);
+      total += len;
+      const room = this.max - this.sizes[s]!;
+      if (room <= 0) {
+        if (len > 0) this.truncated[s] = true;
+        continue;
+      }
+      const take = Math.min(room, len);
+      this.chunks[s]!.push(new Uint8Array(memory.buffer, ptr, take).slice());
+      this.sizes[s]! += take;
+      if (take < len) this.truncated[s] = true;
+    }
+    view.setUint32(nwrittenPtr, total, true);
+    return 0;
+  }
+
+  text(fd: 1 | 2): string {
+    return Buffer.concat(this.chunks[fd - 1]!).toString("utf8");
+  }
+}
+
+export function execute(task: ExecTask): ExecResult {
+  const started = performance.now();
+  const capture = new OutputCapture(task.maxOutputBytes);
+  const captured = (): Captured => ({
+    stdout: capture.text(1),
+    stderr: capture.text(2),
+    stdoutTruncated: capture.truncated[0]!,
+    stderrTruncated: capture.truncated[1]!,
+    durationMs: performance.now() - started,
+  });
+  const failure = (kind: FailureKind, message: string, exitCode: number | null = null): ExecResult => ({ ok: false, kind, message, exitCode, ...captured() });
+
+  const args = coerceArgs(task.signature, task.args);
+  if (!args.ok) return failure("bad-arguments", `${task.function}: ${args.message}`);
+
+  const imports: WebAssembly.Imports = {};
+  let memory: WebAssembly.Memory | undefined;
+  let wasi: WASI | undefined;
+  const needsWasi = WebAssembly.Module.imports(task.module).some((i) => WASI_MODULES.has(i.module));
+  if (needsWasi) {
+    // No host environment leaks in: env is empty and only the sandbox is preopened.
+    wasi = new WASI({ version: "preview1", args: [task.function], env: {}, preopens: { ".": task.sandboxDir }, returnOnExit: true });
+    const base = wasi.wasiImport as Record<string, (...a: number[]) => number>;
+    const ns = {
+      ...base,
+      fd_write: (fd: number, iovs: number, iovsLen: number, nwritten: number) =>
+        (fd === 1 || fd === 2) && memory ? capture.fdWrite(memory, fd, iovs, iovsLen, nwritten) : base.fd_write!(fd, iovs, iovsLen, nwritten),
+      proc_exit: (code: number) => {
+        throw new ProcExit(code);
+      },
+    };
+    for (const m of WASI_MODULES) imports[m] = ns;
+  }
+
+  let instance: WebAssembly.Instance;
+  try {
+    instance = new WebAssembly.Instance(task.module, imports);
+  } catch (e) {
+    if (e instanceof RangeError) return failure("memory-limit", `cannot allocate the module's memory: ${e.message}`);
+    const missing = WebAssembly.Module.imports(task.module)
+      .filter((i) => !(imports[i.module] && i.name in (imports[i.module] as object)))
+      .map((i) => `${i.module}.${i.name}`);
+    const detail = missing.length ? ` (this agent does not provide: ${missing.join(", ")})` : "";
+    return failure("link-error", `${(e as Error).message}${detail}`);
+  }
+
+  const exports = instance.exports;
+  memory = exports.memory instanceof WebAssembly.Memory ? exports.memory : undefined;
+  const fn = exports[task.function];
+  if (typeof fn !== "function") return failure("missing-function", `the module exports no function "${task.function}"`);
+
+  try {
+    if (wasi && memory) {
+      // Bind WASI to the memory only: a command module's _start is not run for a function call (as wasmiot does),
+      // but a reactor's _initialize is.
+      const init = exports._initialize;
+      wasi.initialize({ exports: { memory } } as unknown as WebAssembly.Instance);
+      if (typeof init === "function" && task.function !== "_initialize") (init as () => void)();
+    }
+    const value = (fn as (...a: unknown[]) => unknown)(...args.values);
+    return { ok: true, value: resultToJson(value), exitCode: null, ...captured() };
+  } catch (e) {
+    if (e instanceof ProcExit) {
+      return e.code === 0
+        ? { ok: true, value: null, exitCode: 0, ...captured() }
+        : failure("exit", `the module exited with code ${e.code}`, e.code);
+    }
+    if (e instanceof WebAssembly.RuntimeError) return failure("trap", `trap: ${e.message}`);
+    if (e instanceof RangeError) return failure("memory-limit", e.message);
+    return failure("trap", `the call threw: ${(e as Error)?.message ?? String(e)}`);
+  }
+}

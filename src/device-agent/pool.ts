@@ -1,0 +1,108 @@
+/**
+ * A fixed pool of worker threads. A job that overruns its time is stopped by
+ * terminating its thread (the only way to stop a Wasm loop), and the slot gets
+ * a fresh thread; the pool keeps serving.
+ */
+import { Worker } from "node:worker_threads";
+import type { ExecResult, ExecTask } from "./execute.js";
+
+interface Pending {
+  id: number;
+  key: string;
+  task: ExecTask;
+  timeoutMs: number;
+  resolve(r: ExecResult): void;
+}
+
+interface Slot {
+  worker: Worker;
+  current: (Pending & { timer: NodeJS.Timeout; started: number }) | null;
+}
+
+const EMPTY = { stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false };
+
+export class WorkerPool {
+  private readonly slots: Slot[] = [];
+  private readonly queue: Pending[] = [];
+  private nextId = 1;
+  private closed = false;
+
+  constructor(readonly size: number, private readonly workerUrl = new URL("./pool-worker.js", import.meta.url)) {
+    for (let i = 0; i < size; i++) this.slots.push(this.spawn());
+  }
+
+  /** Jobs running plus jobs waiting for a thread. */
+  get load(): number {
+    return this.queue.length + this.slots.filter((s) => s.current).length;
+  }
+
+  get running(): number {
+    return this.slots.filter((s) => s.current).length;
+  }
+
+  run(key: string, task: ExecTask, timeoutMs: number): Promise<ExecResult> {
+    if (this.closed) return Promise.resolve({ ok: false, kind: "internal", message: "the agent is shutting down", exitCode: null, durationMs: 0, ...EMPTY });
+    return new Promise((resolve) => {
+      this.queue.push({ id: this.nextId++, key, task, timeoutMs, resolve });
+      this.pump();
+    });
+  }
+
+  /** Stops a job if it is queued or running; it then ends as "canceled". */
+  cancel(key: string): boolean {
+    const qi = this.queue.findIndex((p) => p.key === key);
+    if (qi >= 0) {
+      const [p] = this.queue.splice(qi, 1);
+      p!.resolve({ ok: false, kind: "canceled", message: "canceled", exitCode: null, durationMs: 0, ...EMPTY });
+      return true;
+    }
+    const slot = this.slots.find((s) => s.current?.key === key);
+    if (!slot) return false;
+    this.recycle(slot, { kind: "canceled", message: "canceled while running" });
+    return true;
+  }
+
+  async close() {
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+
+  private spawn(): Slot {
+    const slot: Slot = { worker: new Worker(this.workerUrl), current: null };
+    slot.worker.on("message", (msg: { id: number; result: ExecResult }) => {
+      const cur = slot.current;
+      if (!cur || cur.id !== msg.id) return;
+      clearTimeout(cur.timer);
+      slot.current = null;
+      cur.resolve(msg.result);
+      this.pump();
+    });
+    slot.worker.on("error", (err) => {
+      if (slot.current) this.recycle(slot, { kind: "internal", message: `the worker thread failed: ${err.message}` });
+    });
+    slot.worker.unref();
+    return slot;
+  }
+
+  /** Ends the slot's job with `why`, replaces its thread and moves on. */
+  private recycle(slot: Slot, why: { kind: "timeout" | "canceled" | "internal"; message: string }) {
+    const cur = slot.current!;
+    clearTimeout(cur.timer);
+    slot.current = null;
+    void slot.worker.terminate();
+    const i = this.slots.indexOf(slot);
+    if (!this.closed) this.slots[i] = this.spawn();
+    cur.resolve({ ok: false, ...why, exitCode: null, durationMs: performance.now() - cur.started, ...EMPTY });
+    this.pump();
+  }
+
+  private pump() {
+    for (const slot of this.slots) {
+      if (slot.current || this.queue.length === 0) continue;
+      const p = this.queue.shift()!;
+      const timer = setTimeout(() => this.recycle(slot, { kind: "timeout", message: `the job ran past its ${p.timeoutMs} ms limit and was stopped` }), p.timeoutMs);
+      slot.current = { ...p, timer, started: performance.now() };
+      slot.worker.postMessage({ id: p.id, task: p.task });
+    }
+  }
+}
