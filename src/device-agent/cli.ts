@@ -1,66 +1,6 @@
 #!/usr/bin/env node
-/** The `wasmvisor` command. `wasmvisor agent` runs the device agent. */
+// Entry point of the `wasmvisor` command. node:wasi warns as soon as it is linked, so
+// the warning filter goes in first and everything else is loaded after it.
 import "./quiet-warnings.js";
-import { readFileSync } from "node:fs";
-import os from "node:os";
-import { resolve } from "node:path";
-import { Command, InvalidArgumentError, Option } from "commander";
-import { Agent, agentLog } from "./agent.js";
-import { readDeviceConfig } from "./machine.js";
 
-const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
-
-const positiveInt = (value: string) => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError("expected a positive whole number");
-  return n;
-};
-
-const program = new Command("wasmvisor").description("Supervise WebAssembly on edge and IoT devices").version(pkg.version);
-
-program
-  .command("agent")
-  .description("run the device agent: register, long-poll for jobs, run them with WASI, report results and health")
-  .addOption(new Option("--server <url>", "control plane URL").env("WASMVISOR_SERVER").makeOptionMandatory())
-  .addOption(new Option("--token <token>", "register key (only needed the first time)").env("WASMVISOR_TOKEN"))
-  .addOption(new Option("--data-dir <dir>", "where the credential, modules, sandboxes and outbox live").env("WASMVISOR_DATA_DIR").default(".wasmvisor/agent"))
-  .option("--name <name>", "device name shown in listings")
-  .option("--config <file>", "JSON file with the device's name and capabilities (cameras, sensors, labels)")
-  .option("--pool-size <n>", "worker threads running jobs", positiveInt, Math.max(1, os.availableParallelism()))
-  .option("--max-memory-mb <n>", "memory cap per module instance", positiveInt, 256)
-  .option("--max-output-kb <n>", "captured stdout/stderr per stream per job", positiveInt, 64)
-  .option("--heartbeat-interval <seconds>", "seconds between health reports", positiveInt, 10)
-  .option("--poll-wait <seconds>", "long-poll wait", positiveInt, 25)
-  .action(async (o: Record<string, string | number | undefined>) => {
-    const device = readDeviceConfig(o.config as string | undefined);
-    if (o.name) device.name = String(o.name);
-    const agent = new Agent({
-      server: String(o.server),
-      registerToken: o.token as string | undefined,
-      dataDir: resolve(String(o.dataDir)),
-      poolSize: Number(o.poolSize),
-      maxMemoryMb: Number(o.maxMemoryMb),
-      maxOutputBytes: Number(o.maxOutputKb) * 1024,
-      heartbeatIntervalMs: Number(o.heartbeatInterval) * 1000,
-      pollWaitSeconds: Math.min(30, Number(o.pollWait)),
-      device,
-      version: pkg.version,
-    });
-    let stopping = false;
-    const shutdown = (signal: string) => {
-      if (stopping) process.exit(130);
-      stopping = true;
-      agentLog("info", "shutting down", { signal });
-      void agent.stop().then(() => process.exit(process.exitCode ?? 0));
-    };
-    process.on("SIGINT", () => shutdown("SIGINT"));
-    process.on("SIGTERM", () => shutdown("SIGTERM"));
-    try {
-      await agent.start();
-    } catch (e) {
-      agentLog("error", "agent could not start", { error: String(e) });
-      process.exit(1);
-    }
-  });
-
-await program.parseAsync();
+await import("./commands.js");

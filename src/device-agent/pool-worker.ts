@@ -1,7 +1,10 @@
 /** Entry point of a pool worker thread: runs tasks one at a time. */
 import "./quiet-warnings.js";
 import { parentPort } from "node:worker_threads";
-import { execute, type ExecTask } from "./execute.js";
+import type { ExecTask } from "./execute.js";
+
+// Loaded after the warning filter (see cli.ts).
+const { execute } = await import("./execute.js");
 
 parentPort!.on("message", (msg: { id: number; task: ExecTask }) => {
   parentPort!.postMessage({ id: msg.id, result: execute(msg.task) });

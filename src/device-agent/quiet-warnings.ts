@@ -1,12 +1,11 @@
 /**
  * node:wasi prints an ExperimentalWarning on every thread that loads it; on a
- * device that is noise in the logs. Imported first so it runs before node:wasi loads.
+ * device that is noise in the logs. Warnings are emitted on the next tick, so
+ * replacing the default printer here (imported first) still catches it.
  */
-const emit = process.emitWarning.bind(process);
-process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-  const text = typeof warning === "string" ? warning : warning.message;
-  const type = typeof rest[0] === "string" ? rest[0] : (rest[0] as { type?: string } | undefined)?.type;
-  if (type === "ExperimentalWarning" && text.includes("WASI")) return;
-  (emit as (...a: unknown[]) => void)(warning, ...rest);
-}) as typeof process.emitWarning;
+process.removeAllListeners("warning");
+process.on("warning", (w) => {
+  if (w.name === "ExperimentalWarning" && w.message.includes("WASI")) return;
+  process.stderr.write(`${w.name}: ${w.message}\n`);
+});
 export {};
