@@ -337,7 +337,7 @@ export class DeviceObject extends SqlObject<Env> {
     const t = transition(row.state, event, counts(row));
     if (!t.ok) return;
     if (t.to === "QUEUED") {
-      const notBefore = now + retryDelayMs(row.attempts, Math.random());
+      const notBefore = now + retryDelayMs(row.attempts, Math.random(), this.settings.retryBaseMs);
       this.run(
         "UPDATE jobs SET state = 'QUEUED', lease_token = NULL, lease_expires = NULL, not_before = ?, error = ?, updated_at = ? WHERE id = ?",
         notBefore, error ? JSON.stringify(error) : null, now, row.id,

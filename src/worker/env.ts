@@ -11,6 +11,7 @@ export interface Env {
   HEARTBEAT_TIMEOUT_MS?: string;
   ACK_TIMEOUT_MS?: string;
   LEASE_GRACE_MS?: string;
+  RETRY_BASE_MS?: string;
 }
 
 const num = (v: string | undefined, fallback: number) => {
@@ -20,6 +21,7 @@ const num = (v: string | undefined, fallback: number) => {
 
 export interface Settings extends LeaseSettings {
   heartbeatTimeoutMs: number;
+  retryBaseMs: number;
 }
 
 export function settingsFrom(env: Env): Settings {
@@ -27,5 +29,6 @@ export function settingsFrom(env: Env): Settings {
     heartbeatTimeoutMs: num(env.HEARTBEAT_TIMEOUT_MS, 30_000),
     ackTimeoutMs: num(env.ACK_TIMEOUT_MS, DEFAULT_LEASE_SETTINGS.ackTimeoutMs),
     graceMs: num(env.LEASE_GRACE_MS, DEFAULT_LEASE_SETTINGS.graceMs),
+    retryBaseMs: num(env.RETRY_BASE_MS, 1_000),
   };
 }

@@ -1,0 +1,71 @@
+import { describe, expect, it } from "vitest";
+import fc from "fast-check";
+import { transition, RETRYABLE_FAILURES, type JobEvent } from "./lifecycle.js";
+import { JOB_STATES, isTerminal, FailureKind, type JobState } from "../protocol/job.js";
+
+const once = { attempts: 1, maxAttempts: 1 };
+const firstOfThree = { attempts: 1, maxAttempts: 3 };
+
+describe("job life cycle", () => {
+  it.each<[JobState, JobEvent, JobState]>([
+    ["CREATED", { type: "start" }, "QUEUED"],
+    ["QUEUED", { type: "lease" }, "LEASED"],
+    ["LEASED", { type: "ack" }, "RUNNING"],
+    ["RUNNING", { type: "succeed" }, "SUCCEEDED"],
+    ["LEASED", { type: "succeed" }, "SUCCEEDED"],
+    ["RUNNING", { type: "fail", kind: "trap" }, "FAILED"],
+    ["RUNNING", { type: "time_out" }, "TIMED_OUT"],
+    ["RUNNING", { type: "lease_expired" }, "FAILED"],
+    ["QUEUED", { type: "deadline_passed" }, "EXPIRED"],
+    ["CREATED", { type: "deadline_passed" }, "EXPIRED"],
+    ["RUNNING", { type: "cancel" }, "CANCELED"],
+    ["QUEUED", { type: "reject" }, "REJECTED"],
+  ])("%s --%o--> %s (no attempts left)", (from, event, to) => {
+    expect(transition(from, event, once)).toEqual({ ok: true, to, retry: false });
+  });
+
+  it("retries a lost agent and a timeout while attempts remain, but not a trap or bad arguments", () => {
+    expect(transition("RUNNING", { type: "lease_expired" }, firstOfThree)).toEqual({ ok: true, to: "QUEUED", retry: true });
+    expect(transition("RUNNING", { type: "time_out" }, firstOfThree)).toEqual({ ok: true, to: "QUEUED", retry: true });
+    expect(transition("RUNNING", { type: "fail", kind: "trap" }, firstOfThree)).toMatchObject({ to: "FAILED" });
+    expect(transition("RUNNING", { type: "fail", kind: "bad-arguments" }, firstOfThree)).toMatchObject({ to: "FAILED" });
+    expect(transition("RUNNING", { type: "time_out" }, { attempts: 3, maxAttempts: 3 })).toMatchObject({ to: "TIMED_OUT" });
+  });
+
+  it("refuses illegal transitions with a reason", () => {
+    const t = transition("SUCCEEDED", { type: "succeed" }, once);
+    expect(t.ok).toBe(false);
+    expect(transition("QUEUED", { type: "ack" }, once).ok).toBe(false);
+    expect(transition("CREATED", { type: "lease" }, once).ok).toBe(false);
+  });
+
+  const event: fc.Arbitrary<JobEvent> = fc.oneof(
+    fc.constantFrom<JobEvent>(
+      { type: "start" }, { type: "lease" }, { type: "ack" }, { type: "succeed" }, { type: "time_out" },
+      { type: "reject" }, { type: "lease_expired" }, { type: "deadline_passed" }, { type: "cancel" },
+    ),
+    fc.constantFrom(...FailureKind.options).map((kind): JobEvent => ({ type: "fail", kind })),
+  );
+
+  it("never leaves a terminal state, and every run of events ends within maxAttempts deliveries", () => {
+    fc.assert(
+      fc.property(fc.array(event, { maxLength: 60 }), fc.integer({ min: 1, max: 5 }), (events, maxAttempts) => {
+        let state: JobState = "CREATED";
+        let attempts = 0;
+        for (const e of events) {
+          const t = transition(state, e, { attempts, maxAttempts });
+          if (isTerminal(state)) expect(t.ok).toBe(false);
+          if (!t.ok) continue;
+          if (e.type === "lease") attempts++;
+          expect(JOB_STATES).toContain(t.to);
+          if (t.retry) {
+            expect(attempts).toBeLessThan(maxAttempts);
+            expect(e.type === "fail" ? RETRYABLE_FAILURES.has(e.kind) : true).toBe(true);
+          }
+          state = t.to;
+        }
+        expect(attempts).toBeLessThanOrEqual(maxAttempts);
+      }),
+    );
+  });
+});

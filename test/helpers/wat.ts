@@ -1,0 +1,121 @@
+/** Test modules written in WAT and compiled with wabt: each one exercises one behaviour of the agent. */
+import wabtInit from "wabt";
+
+const WASI = `"wasi_snapshot_preview1"`;
+
+export const WAT = {
+  /** writes to stdout and stderr, returns 42 */
+  hello: `(module
+    (import ${WASI} "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 16) "hello from wasm\\n")
+    (data (i32.const 48) "a warning\\n")
+    (func (export "greet") (result i32)
+      (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 16))
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (i32.store (i32.const 0) (i32.const 48)) (i32.store (i32.const 4) (i32.const 10))
+      (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (i32.const 42))
+    (func (export "shout") (param $times i32) (result i32)
+      (local $i i32)
+      (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 16))
+      (loop $l
+        (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $i) (local.get $times))))
+      (local.get $i)))`,
+
+  /** path_open relative to the preopened sandbox (fd 3); returns the errno */
+  files: `(module
+    (import ${WASI} "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+    (import ${WASI} "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+    (import ${WASI} "fd_close" (func $fd_close (param i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 100) "out.txt")
+    (data (i32.const 200) "../escape.txt")
+    (data (i32.const 300) "/etc/passwd")
+    (data (i32.const 400) "sandboxed\\n")
+    (func $open (param $path i32) (param $len i32) (param $oflags i32) (result i32)
+      (call $path_open (i32.const 3) (i32.const 0) (local.get $path) (local.get $len) (local.get $oflags)
+        (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 0)))
+    (func $write_to (param $path i32) (param $len i32) (result i32)
+      (local $err i32)
+      (local.set $err (call $open (local.get $path) (local.get $len) (i32.const 9)))
+      (if (i32.ne (local.get $err) (i32.const 0)) (then (return (local.get $err))))
+      (i32.store (i32.const 8) (i32.const 400)) (i32.store (i32.const 12) (i32.const 10))
+      (drop (call $fd_write (i32.load (i32.const 0)) (i32.const 8) (i32.const 1) (i32.const 16)))
+      (drop (call $fd_close (i32.load (i32.const 0))))
+      (i32.const 0))
+    (func (export "write_file") (result i32) (call $write_to (i32.const 100) (i32.const 7)))
+    (func (export "escape") (result i32) (call $write_to (i32.const 200) (i32.const 13)))
+    (func (export "read_absolute") (result i32) (call $open (i32.const 300) (i32.const 11) (i32.const 0))))`,
+
+  /** environ_sizes_get: how many environment variables the guest sees */
+  environ: `(module
+    (import ${WASI} "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (func (export "env_count") (result i32)
+      (drop (call $sizes (i32.const 0) (i32.const 4)))
+      (i32.load (i32.const 0))))`,
+
+  /** never returns */
+  spin: `(module (func (export "spin") (loop $l (br $l))))`,
+
+  /** grows memory until it cannot, then traps */
+  bomb: `(module
+    (memory (export "memory") 1)
+    (func (export "grow")
+      (loop $l
+        (if (i32.eq (memory.grow (i32.const 256)) (i32.const -1)) (then unreachable))
+        (br $l))))`,
+
+  /** proc_exit with the given code */
+  exit: `(module
+    (import ${WASI} "proc_exit" (func $exit (param i32)))
+    (memory (export "memory") 1)
+    (func (export "exit_with") (param $code i32) (call $exit (local.get $code))))`,
+
+  /** busy-waits on the monotonic clock for the given milliseconds, returns them */
+  sleep: `(module
+    (import ${WASI} "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+    (memory (export "memory") 1)
+    (func (export "sleep_ms") (param $ms i64) (result i64)
+      (local $start i64)
+      (drop (call $clock (i32.const 1) (i64.const 1000) (i32.const 0)))
+      (local.set $start (i64.load (i32.const 0)))
+      (loop $l
+        (drop (call $clock (i32.const 1) (i64.const 1000) (i32.const 0)))
+        (br_if $l (i64.lt_u (i64.sub (i64.load (i32.const 0)) (local.get $start)) (i64.mul (local.get $ms) (i64.const 1000000)))))
+      (local.get $ms)))`,
+
+  /** arithmetic over every numeric type; `trap` divides by zero */
+  math: `(module
+    (func (export "add64") (param i64 i64) (result i64) (i64.add (local.get 0) (local.get 1)))
+    (func (export "add32") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1)))
+    (func (export "half") (param f64) (result f64) (f64.div (local.get 0) (f64.const 2)))
+    (func (export "pair") (param i32) (result i32 i64) (local.get 0) (i64.const 9007199254740993))
+    (func (export "trap") (result i32) (i32.div_s (i32.const 1) (i32.const 0))))`,
+
+  /** imports a host function no agent provides */
+  needsHost: `(module (import "camera" "takeImage" (func (param i32))) (func (export "run")))`,
+} as const;
+
+export type WatName = keyof typeof WAT;
+
+let wabt: Awaited<ReturnType<typeof wabtInit>> | undefined;
+
+export async function compileWat(source: string): Promise<Uint8Array<ArrayBuffer>> {
+  wabt ??= await wabtInit();
+  const mod = wabt.parseWat("test.wat", source, { multi_value: true });
+  try {
+    return new Uint8Array(mod.toBinary({}).buffer) as Uint8Array<ArrayBuffer>;
+  } finally {
+    mod.destroy();
+  }
+}
+
+export async function compileAll(): Promise<Record<WatName, Uint8Array<ArrayBuffer>>> {
+  const out = {} as Record<WatName, Uint8Array<ArrayBuffer>>;
+  for (const [name, src] of Object.entries(WAT)) out[name as WatName] = await compileWat(src);
+  return out;
+}

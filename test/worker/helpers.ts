@@ -1,0 +1,77 @@
+/** Drives the real Worker inside workerd (vitest-pool-workers) the way clients do: over HTTP. */
+import { SELF, env } from "cloudflare:test";
+import { inject } from "vitest";
+
+export const ADMIN = env.ADMIN_TOKEN!;
+
+export function wasm(name: string): Uint8Array<ArrayBuffer> {
+  const b64 = inject("wasm")[name];
+  if (!b64) throw new Error(`no test module ${name}`);
+  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+}
+
+export async function call(method: string, path: string, opts: { token?: string | null; json?: unknown; body?: BodyInit; type?: string } = {}) {
+  const headers: Record<string, string> = {};
+  const token = opts.token === undefined ? ADMIN : opts.token;
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (opts.json !== undefined) headers["content-type"] = "application/json";
+  if (opts.type) headers["content-type"] = opts.type;
+  const res = await SELF.fetch(`https://wasmvisor.test${path}`, {
+    method,
+    headers,
+    body: opts.json !== undefined ? JSON.stringify(opts.json) : opts.body,
+  });
+  if (res.headers.get("content-type") === "application/wasm") {
+    return { status: res.status, type: res.headers.get("content-type"), body: new Uint8Array(await res.arrayBuffer()), headers: res.headers };
+  }
+  const text = await res.text();
+  let body: any = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = text;
+  }
+  return { status: res.status, type: res.headers.get("content-type"), body, headers: res.headers };
+}
+
+export const DESCRIPTION = {
+  platform: { memory: { bytes: 1 << 30 }, cpu: { humanReadableName: "test cpu", clockSpeed: { Hz: 1e9 } } },
+  supervisorInterfaces: ["fd_write", "proc_exit"],
+};
+
+export async function registerDevice(name = "dev") {
+  const key = await call("POST", "/v1/keys", { json: { role: "register" } });
+  const reg = await call("POST", "/v1/devices/register", { token: key.body.key, json: { name, description: DESCRIPTION } });
+  if (reg.status !== 201) throw new Error(JSON.stringify(reg.body));
+  return reg.body as { deviceId: string; credential: string };
+}
+
+export async function uploadModule(name: string) {
+  const res = await call("POST", "/v1/modules", { body: wasm(name), type: "application/wasm" });
+  if (res.status !== 201 && res.status !== 200) throw new Error(JSON.stringify(res.body));
+  return res.body.digest as string;
+}
+
+export async function submit(device: string, module: string, fn: string, args: unknown[] = [], extra: Record<string, unknown> = {}) {
+  return call("POST", "/v1/jobs", { json: { device, module, function: fn, args, ...extra } });
+}
+
+export const poll = (credential: string, max = 16, wait = 0) => call("GET", `/v1/agent/jobs?wait=${wait}&max=${max}`, { token: credential });
+
+export function report(credential: string, jobId: string, leaseToken: string, value: unknown = 1, outcome = "succeeded", error: unknown = null) {
+  return call("POST", "/v1/agent/results", {
+    token: credential,
+    json: {
+      results: [{
+        jobId, leaseToken, outcome, error,
+        result: { value, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 1 },
+      }],
+    },
+  });
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function health() {
+  return { cpuPercent: 12.5, memoryUsedBytes: 1, memoryTotalBytes: 2, loadAverage: [0.1, 0.2, 0.3], uptimeSeconds: 5, diskFreeBytes: 10, jobsRunning: 0 };
+}

@@ -1,0 +1,48 @@
+import { defineConfig } from "vitest/config";
+import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
+
+/** Short timers so lease expiry, retries and presence can be driven by the tests. */
+export const TEST_VARS = {
+  ADMIN_TOKEN: "test-admin-token-0123456789",
+  ACK_TIMEOUT_MS: "300",
+  LEASE_GRACE_MS: "300",
+  HEARTBEAT_TIMEOUT_MS: "600",
+  RETRY_BASE_MS: "20",
+};
+
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: { name: "unit", include: ["src/**/*.test.ts"], environment: "node" },
+      },
+      {
+        plugins: [
+          cloudflareTest({
+            main: "./src/worker/index.ts",
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: { bindings: TEST_VARS },
+          }),
+        ],
+        test: {
+          name: "workers",
+          include: ["test/worker/**/*.test.ts"],
+          globalSetup: ["test/helpers/global-setup.ts"],
+          // The Worker logs every request as JSON; show it only for failing tests.
+          silent: "passed-only",
+        },
+      },
+      {
+        test: {
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          environment: "node",
+          // Each file starts its own control plane and agents; on 2 cores, one file at a time.
+          fileParallelism: false,
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+        },
+      },
+    ],
+  },
+});
