@@ -12,6 +12,8 @@ export const TEST_VARS = {
 
 export default defineConfig({
   test: {
+    // The Worker logs every request as JSON; show logs only for failing tests.
+    silent: "passed-only",
     projects: [
       {
         test: { name: "unit", include: ["src/**/*.test.ts"], environment: "node" },
@@ -28,8 +30,6 @@ export default defineConfig({
           name: "workers",
           include: ["test/worker/**/*.test.ts"],
           globalSetup: ["test/helpers/global-setup.ts"],
-          // The Worker logs every request as JSON; show it only for failing tests.
-          silent: "passed-only",
         },
       },
       {

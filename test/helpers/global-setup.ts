@@ -7,8 +7,3 @@ export default async function setup(project: TestProject) {
   project.provide("wasm", Object.fromEntries(Object.entries(modules).map(([k, v]) => [k, Buffer.from(v).toString("base64")])));
 }
 
-declare module "vitest" {
-  export interface ProvidedContext {
-    wasm: Record<string, string>;
-  }
-}

@@ -1,3 +1,5 @@
+type WasmvisorEnv = import("../../src/worker/env.js").Env;
+
 declare namespace Cloudflare {
-  interface Env extends import("../../src/worker/env.js").Env {}
+  interface Env extends WasmvisorEnv {}
 }
