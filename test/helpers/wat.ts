@@ -37,7 +37,7 @@ export const WAT = {
     (data (i32.const 400) "sandboxed\\n")
     (func $open (param $path i32) (param $len i32) (param $oflags i32) (result i32)
       (call $path_open (i32.const 3) (i32.const 0) (local.get $path) (local.get $len) (local.get $oflags)
-        (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 0)))
+        (i64.const 0x42) (i64.const 0) (i32.const 0) (i32.const 0)))
     (func $write_to (param $path i32) (param $len i32) (result i32)
       (local $err i32)
       (local.set $err (call $open (local.get $path) (local.get $len) (i32.const 9)))

@@ -1,0 +1,99 @@
+/**
+ * Typed client for the wasmvisor control plane, built on the protocol schemas.
+ * Errors come back as `WasmvisorError` carrying the RFC 9457 problem.
+ */
+import type { DeviceView, JobSubmissionInput, JobView, KeyView, ModuleInfo, Problem, Role } from "../protocol/index.js";
+
+export * from "../protocol/index.js";
+
+export class WasmvisorError extends Error {
+  constructor(readonly status: number, readonly problem: Partial<Problem>) {
+    super(`${status} ${problem.title ?? "error"}${problem.detail ? `: ${problem.detail}` : ""}`);
+  }
+}
+
+export interface ClientOptions {
+  /** control plane URL, e.g. http://127.0.0.1:8787 */
+  server: string;
+  /** an API key (wvk.…) or the admin token */
+  token: string;
+}
+
+export class WasmvisorClient {
+  readonly server: string;
+  constructor(private readonly opts: ClientOptions) {
+    this.server = opts.server.replace(/\/+$/, "");
+  }
+
+  /** One HTTP call; answers the parsed body and status, throwing on 4xx/5xx. */
+  async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T }> {
+    const isBinary = body instanceof Uint8Array;
+    const res = await fetch(this.server + path, {
+      method,
+      headers: {
+        authorization: `Bearer ${this.opts.token}`,
+        ...(body === undefined ? {} : { "content-type": isBinary ? "application/wasm" : "application/json" }),
+        ...headers,
+      },
+      body: body === undefined ? undefined : isBinary ? (body as Uint8Array<ArrayBuffer>) : JSON.stringify(body),
+    });
+    const text = await res.text();
+    const parsed = text ? JSON.parse(text) : null;
+    if (!res.ok) throw new WasmvisorError(res.status, parsed ?? {});
+    return { status: res.status, body: parsed as T };
+  }
+
+  async uploadModule(bytes: Uint8Array): Promise<ModuleInfo> {
+    return (await this.request<ModuleInfo>("POST", "/v1/modules", bytes)).body;
+  }
+
+  async submitJob(job: JobSubmissionInput): Promise<JobView> {
+    return (await this.request<JobView>("POST", "/v1/jobs", job)).body;
+  }
+
+  async getJob(id: string): Promise<JobView> {
+    return (await this.request<JobView>("GET", `/v1/jobs/${id}`)).body;
+  }
+
+  /** The job once it has ended, or as it stands after `waitSeconds` (then `done` is false). */
+  async jobResult(id: string, waitSeconds = 0): Promise<{ done: boolean; job: JobView }> {
+    const r = await this.request<JobView>("GET", `/v1/jobs/${id}/result?wait=${waitSeconds}`);
+    return { done: r.status === 200, job: r.body };
+  }
+
+  /** Waits until the job ends, asking again every `pollSeconds` (each ask blocks server-side). */
+  async waitForJob(id: string, { timeoutSeconds = 120, pollSeconds = 25 } = {}): Promise<JobView> {
+    const until = Date.now() + timeoutSeconds * 1000;
+    for (;;) {
+      const left = Math.max(0, (until - Date.now()) / 1000);
+      const r = await this.jobResult(id, Math.min(pollSeconds, left));
+      if (r.done) return r.job;
+      if (Date.now() >= until) throw new Error(`job ${id} did not end within ${timeoutSeconds}s (state ${r.job.state})`);
+    }
+  }
+
+  async cancelJob(id: string): Promise<JobView> {
+    return (await this.request<JobView>("POST", `/v1/jobs/${id}/cancel`)).body;
+  }
+
+  async listDevices(params: { limit?: number; cursor?: string; status?: "online" | "offline" } = {}) {
+    const q = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]));
+    return (await this.request<{ devices: DeviceView[]; nextCursor: string | null }>("GET", `/v1/devices?${q}`)).body;
+  }
+
+  async getDevice(id: string): Promise<DeviceView> {
+    return (await this.request<DeviceView>("GET", `/v1/devices/${id}`)).body;
+  }
+
+  async createKey(role: Role, label?: string): Promise<KeyView & { key: string }> {
+    return (await this.request<KeyView & { key: string }>("POST", "/v1/keys", { role, ...(label ? { label } : {}) })).body;
+  }
+
+  async listKeys(): Promise<KeyView[]> {
+    return (await this.request<{ keys: KeyView[] }>("GET", "/v1/keys")).body.keys;
+  }
+
+  async revokeKey(id: string): Promise<KeyView> {
+    return (await this.request<KeyView>("DELETE", `/v1/keys/${id}`)).body;
+  }
+}
