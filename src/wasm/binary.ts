@@ -45,7 +45,12 @@ class Reader {
   name(): string {
     const len = this.u32();
     if (this.pos + len > this.end) throw new WasmFormatError("name runs past its section");
-    const s = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(this.bytes.subarray(this.pos, this.pos + len));
+    let s: string;
+    try {
+      s = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(this.bytes.subarray(this.pos, this.pos + len));
+    } catch {
+      throw new WasmFormatError("a name is not valid UTF-8");
+    }
     this.pos += len;
     return s;
   }

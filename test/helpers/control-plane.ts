@@ -26,14 +26,14 @@ export interface ControlPlane {
   stop(): Promise<void>;
 }
 
-export async function startControlPlane(opts: { persistDir?: string; vars?: Record<string, string> } = {}): Promise<ControlPlane> {
+export async function startControlPlane(opts: { persistDir?: string; vars?: Record<string, string>; port?: number } = {}): Promise<ControlPlane> {
   const { unstable_startWorker } = await import("wrangler");
   const persistDir = opts.persistDir ?? mkdtempSync(join(tmpdir(), "wv-state-"));
   const vars = { ADMIN_TOKEN, ...E2E_VARS, ...opts.vars };
   const worker = await unstable_startWorker({
     config: "wrangler.toml",
     bindings: Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, { type: "plain_text" as const, value: v }])),
-    dev: { server: { hostname: "127.0.0.1", port: 0 }, persist: persistDir, inspector: false, logLevel: "none", watch: false },
+    dev: { server: { hostname: "127.0.0.1", port: opts.port ?? 0 }, persist: persistDir, inspector: false, logLevel: "none", watch: false },
   });
   const url = (await worker.url).toString().replace(/\/$/, "");
   return { url, persistDir, admin: new WasmvisorClient({ server: url, token: ADMIN_TOKEN }), stop: () => worker.dispose() };
