@@ -164,7 +164,8 @@ export class DeviceObject extends SqlObject<Env> {
 
   // ---- jobs: submission and reads ------------------------------------------------
 
-  async submit(jobId: string, spec: JobSubmission): Promise<Outcome<JobView>> {
+  /** Queues the job; with `waitMs`, also waits for it to end (create-and-wait in one round trip). */
+  async submit(jobId: string, spec: JobSubmission, waitMs = 0): Promise<Outcome<{ done: boolean; job: JobView }>> {
     if (!this.device) return fail("not-found", `device ${spec.device} is not registered`);
     const now = Date.now();
     const deadline = spec.deadline ? Date.parse(spec.deadline) : null;
@@ -176,7 +177,7 @@ export class DeviceObject extends SqlObject<Env> {
     );
     if (deadline !== null) this.ensureAlarmBy(deadline);
     this.dispatch();
-    return ok(this.jobViewById(jobId)!);
+    return this.awaitResult(jobId, waitMs);
   }
 
   async getJob(jobId: string): Promise<Outcome<JobView>> {

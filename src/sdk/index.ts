@@ -51,6 +51,12 @@ export class WasmvisorClient {
     return (await this.request<JobView>("POST", "/v1/jobs", job)).body;
   }
 
+  /** Creates the job and waits up to `waitSeconds` for it to end, in one request (`done` says whether it did). */
+  async runJob(job: JobSubmissionInput, waitSeconds: number): Promise<{ done: boolean; job: JobView }> {
+    const r = await this.request<JobView>("POST", `/v1/jobs?wait=${waitSeconds}`, job);
+    return { done: r.status === 200, job: r.body };
+  }
+
   async getJob(id: string): Promise<JobView> {
     return (await this.request<JobView>("GET", `/v1/jobs/${id}`)).body;
   }

@@ -137,3 +137,13 @@ describe("the device as the control plane sees it", () => {
     expect(done.map((j) => j.result?.value)).toEqual([1, 2, 3, 5, 8, 13, 21, 34]);
   });
 });
+
+describe("create and wait in one request", () => {
+  it("answers 200 with the ended job when it finishes within ?wait=, 202 when it does not", async () => {
+    const quick = await cp.admin.runJob({ device: agent.deviceId, module: digests.fibo, function: "fibo", args: [20] }, 10);
+    expect(quick).toMatchObject({ done: true, job: { state: "SUCCEEDED", result: { value: 10946 } } });
+    const slow = await cp.admin.runJob({ device: agent.deviceId, module: digests.sleep, function: "sleep_ms", args: [1500] }, 0.2);
+    expect(slow.done).toBe(false);
+    expect((await cp.admin.waitForJob(slow.job.id)).result?.value).toBe(1500);
+  });
+});

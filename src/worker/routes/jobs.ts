@@ -1,20 +1,24 @@
 import { z } from "zod";
-import { JobId, newJobId } from "../../protocol/ids.js";
+import { deviceOfJob, JobId, newJobId } from "../../protocol/ids.js";
 import { JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
 import { coerceArgs } from "../../protocol/wasm.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { fromOutcome, log, problem, type App, type Ctx } from "../http.js";
 import { moduleInfo } from "../module-store.js";
 import { deviceStub } from "../stubs.js";
-import { deviceOfJob } from "../../protocol/ids.js";
+
+const WaitQuery = z.object({ wait: z.coerce.number().min(0).max(LIMITS.maxWaitSeconds).default(0) });
 
 const submit = route({
   method: "post",
   path: "/v1/jobs",
   roles: ["admin", "user"],
-  summary: "Submit a job; answers 202 at once with its status and result URLs",
-  request: { body: jsonBody(JobSubmission) },
-  responses: { 202: jsonResponse(JobView, "Accepted and queued on the device") },
+  summary: "Submit a job; answers 202 at once with its status and result URLs, or with ?wait= the ended job (200)",
+  request: { body: jsonBody(JobSubmission), query: WaitQuery },
+  responses: {
+    202: jsonResponse(JobView, "Accepted and queued on the device (or still running when the wait ran out)"),
+    200: jsonResponse(JobView, "With ?wait=: the job ended within the wait"),
+  },
 });
 
 const idParam = z.object({ id: JobId });
@@ -35,7 +39,7 @@ const result = route({
   summary: "The job once it has ended, waiting up to ?wait= seconds; 202 while it has not",
   request: {
     params: idParam,
-    query: z.object({ wait: z.coerce.number().min(0).max(LIMITS.maxWaitSeconds).default(0) }),
+    query: WaitQuery,
   },
   responses: { 200: jsonResponse(JobView, "The job has ended"), 202: jsonResponse(JobView, "Not yet; ask again") },
 });
@@ -68,10 +72,11 @@ export function jobRoutes(app: App) {
     const refused = await checkCall(c, spec);
     if (refused) return refused;
     const jobId = newJobId(spec.device, Date.now());
-    const out = await deviceStub(c.env, spec.device).submit(jobId, spec);
-    return fromOutcome(c, out, (job) => {
+    const waitMs = Math.round(c.req.valid("query").wait * 1000);
+    const out = await deviceStub(c.env, spec.device).submit(jobId, spec, waitMs);
+    return fromOutcome(c, out, ({ done, job }) => {
       log("info", "job queued", { requestId: c.get("requestId"), jobId, device: spec.device, function: spec.function });
-      return c.json(job, 202, { Location: job.links.self });
+      return c.json(job, done ? 200 : 202, { Location: job.links.self });
     });
   });
 

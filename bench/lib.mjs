@@ -1,0 +1,60 @@
+// Shared pieces of the benchmark suite: a control plane as users run it (workerd via wrangler,
+// state persisted on disk), real agents as child processes, and latency statistics.
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { WasmvisorClient } from "../dist/sdk/index.js";
+
+process.env.CI = "true";
+process.env.WRANGLER_SEND_METRICS = "false";
+process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
+process.env.XDG_CONFIG_HOME ??= mkdtempSync(join(tmpdir(), "wv-xdg-"));
+
+export const ADMIN = "bench-admin-token-0123456789";
+
+export async function startControlPlane() {
+  const { unstable_startWorker } = await import("wrangler");
+  const persist = mkdtempSync(join(tmpdir(), "wv-bench-state-"));
+  const worker = await unstable_startWorker({
+    config: "wrangler.toml",
+    bindings: { ADMIN_TOKEN: { type: "plain_text", value: ADMIN } },
+    dev: { server: { hostname: "127.0.0.1", port: 0 }, persist, inspector: false, logLevel: "none", watch: false },
+  });
+  const url = (await worker.url).toString().replace(/\/$/, "");
+  return { url, admin: new WasmvisorClient({ server: url, token: ADMIN }), stop: () => worker.dispose() };
+}
+
+export async function startAgent(url, token, extra = []) {
+  const dataDir = mkdtempSync(join(tmpdir(), "wv-bench-agent-"));
+  const proc = spawn(process.execPath, ["dist/device-agent/cli.js", "agent", "--server", url, "--token", token, "--data-dir", dataDir, ...extra], { stdio: ["ignore", "pipe", "inherit"] });
+  await new Promise((resolve, reject) => {
+    const rl = createInterface({ input: proc.stdout });
+    rl.on("line", (line) => {
+      if (line.includes('"agent started"')) resolve();
+      if (line.includes('"level":"error"')) reject(new Error(line));
+    });
+    proc.on("exit", (code) => reject(new Error(`agent exited ${code}`)));
+  });
+  const deviceId = JSON.parse(readFileSync(join(dataDir, "credential.json"), "utf8")).deviceId;
+  return { proc, deviceId, stop: () => proc.kill("SIGTERM") };
+}
+
+export function stats(samplesMs) {
+  const s = [...samplesMs].sort((a, b) => a - b);
+  const q = (p) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
+  return { n: s.length, p50: q(0.5), p99: q(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length };
+}
+
+export async function timeSequential(n, fn) {
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await fn(i);
+    out.push(performance.now() - t);
+  }
+  return out;
+}
+
+export const fmt = (ms) => (ms < 10 ? ms.toFixed(2) : ms.toFixed(1));
