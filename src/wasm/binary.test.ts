@@ -58,8 +58,8 @@ describe("Wasm binary inspection", () => {
           expect(e).toBeInstanceOf(WasmFormatError);
         }
       }),
-      // The example is a regression: an invalid UTF-8 export name once escaped as a TypeError.
-      { numRuns: 300, examples: [[Uint8Array.from([128]), 210]] },
+      // Regressions: an invalid UTF-8 name escaped as a TypeError; a huge vector count as a RangeError.
+      { numRuns: 300, examples: [[Uint8Array.from([128]), 210], [Uint8Array.from([128, 128, 128, 128]), 12]] },
     );
   });
 });

@@ -42,9 +42,14 @@ class Reader {
     }
     return result;
   }
+  /** A vector length: every element takes at least one byte, so it cannot exceed what is left. */
+  count(): number {
+    const n = this.u32();
+    if (n > this.end - this.pos) throw new WasmFormatError(`a vector claims ${n} elements, more than its section holds`);
+    return n;
+  }
   name(): string {
-    const len = this.u32();
-    if (this.pos + len > this.end) throw new WasmFormatError("name runs past its section");
+    const len = this.count();
     let s: string;
     try {
       s = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(this.bytes.subarray(this.pos, this.pos + len));
@@ -126,18 +131,18 @@ export function inspect(bytes: Uint8Array): WasmInspection {
     const r = new Reader(bytes, s.contentStart, s.end);
     switch (s.id) {
       case 1: {
-        const n = r.u32();
+        const n = r.count();
         for (let i = 0; i < n; i++) {
           const form = r.u8();
           if (form !== 0x60) throw new WasmFormatError("only plain function types are supported (no GC types)");
-          const params = Array.from({ length: r.u32() }, () => r.valtype());
-          const results = Array.from({ length: r.u32() }, () => r.valtype());
+          const params = Array.from({ length: r.count() }, () => r.valtype());
+          const results = Array.from({ length: r.count() }, () => r.valtype());
           types.push({ params, results });
         }
         break;
       }
       case 2: {
-        const n = r.u32();
+        const n = r.count();
         for (let i = 0; i < n; i++) {
           const module = r.name();
           const name = r.name();
@@ -167,12 +172,12 @@ export function inspect(bytes: Uint8Array): WasmInspection {
         break;
       }
       case 3: {
-        const n = r.u32();
+        const n = r.count();
         for (let i = 0; i < n; i++) funcTypes.push(r.u32());
         break;
       }
       case 5: {
-        const n = r.u32();
+        const n = r.count();
         if (n > 0) {
           const l = r.limits();
           memory ??= { minPages: l.min, maxPages: l.max, shared: (l.flags & 2) !== 0, memory64: (l.flags & 4) !== 0, imported: false };
@@ -180,7 +185,7 @@ export function inspect(bytes: Uint8Array): WasmInspection {
         break;
       }
       case 7: {
-        const n = r.u32();
+        const n = r.count();
         for (let i = 0; i < n; i++) {
           const name = r.name();
           const kindByte = r.u8();
@@ -229,7 +234,7 @@ export function capMemory(bytes: Uint8Array<ArrayBuffer>, capPages: number): Cap
 
   const memSection = sections(bytes).find((s) => s.id === 5)!;
   const r = new Reader(bytes, memSection.contentStart, memSection.end);
-  const count = r.u32();
+  const count = r.count();
   const content: number[] = [...encodeU32(count)];
   for (let i = 0; i < count; i++) {
     const l = r.limits();
