@@ -13,7 +13,8 @@ import { WorkerPool } from "./pool.js";
 import { Outbox } from "./outbox.js";
 import { describeDevice, HealthSampler, type DeviceConfig } from "./machine.js";
 import type { ExecResult } from "./execute.js";
-import type { FailureKind } from "../protocol/job.js";
+import { SocketLink } from "./socket-link.js";
+import { LIMITS, type FailureKind } from "../protocol/job.js";
 
 export interface AgentOptions {
   server: string;
@@ -25,10 +26,15 @@ export interface AgentOptions {
   maxOutputBytes: number;
   heartbeatIntervalMs: number;
   pollWaitSeconds: number;
+  /** "auto": WebSocket push, falling back to long-poll when WebSockets are blocked */
+  transport: TransportMode;
+  /** jobs the agent may hold at once (running plus waiting for a thread) */
+  prefetch: number;
   device: DeviceConfig;
   version: string;
 }
 
+export type TransportMode = "auto" | "ws" | "poll";
 type Saved = { server: string; deviceId: string; credential: string };
 type Level = "debug" | "info" | "warn" | "error";
 
@@ -38,6 +44,13 @@ export function agentLog(level: Level, msg: string, fields: Record<string, unkno
 
 /** Starts are acknowledged after this delay, unless the job has already ended: fast jobs need no ack. */
 const ACK_DELAY_MS = 200;
+/** Jobs held but not started have their short lease renewed this often (well inside the ack window). */
+const RENEW_INTERVAL_MS = 2_000;
+/** After falling back to long-poll, try the WebSocket again this much later. */
+const WS_RETRY_AFTER_MS = 60_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const backoff = (failures: number) => Math.min(30_000, 250 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2);
 
 export class Agent {
   readonly client: ControlPlaneClient;
@@ -45,10 +58,15 @@ export class Agent {
   private readonly modules: ModuleCache;
   private readonly outbox: Outbox;
   private readonly health: HealthSampler;
+  /** every job the agent holds: waiting for a thread or running */
   private readonly leases = new Map<string, LeasedJob>();
+  private readonly running = new Set<string>();
   private readonly unacked = new Map<string, LeaseRef>();
   private ackTimer: NodeJS.Timeout | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
+  private renewTimer: NodeJS.Timeout | null = null;
+  private link: SocketLink | null = null;
+  private credential = "";
   private stopping = false;
   private pollAbort = new AbortController();
   private slotWaiters: (() => void)[] = [];
@@ -59,7 +77,7 @@ export class Agent {
     this.client = new ControlPlaneClient(opts.server);
     this.pool = new WorkerPool(opts.poolSize);
     this.modules = new ModuleCache(opts.dataDir, this.client, Math.floor((opts.maxMemoryMb * 1024 * 1024) / WASM_PAGE_BYTES));
-    this.outbox = new Outbox(opts.dataDir, (batch) => this.client.report(batch), (l, m, f) => this.log(l, m, f));
+    this.outbox = new Outbox(opts.dataDir, (batch) => this.sendResults(batch), (l, m, f) => this.log(l, m, f));
     this.health = new HealthSampler(opts.dataDir);
   }
 
@@ -67,22 +85,31 @@ export class Agent {
     await mkdir(this.opts.dataDir, { recursive: true });
     const saved = await this.loadOrRegister();
     this.deviceId = saved.deviceId;
+    this.credential = saved.credential;
     this.client.setCredential(saved.credential);
     await this.outbox.restore();
     await this.beat();
     this.heartbeatTimer = setInterval(() => void this.beat(), this.opts.heartbeatIntervalMs);
-    this.loop = this.pollLoop();
-    this.log("info", "agent started", { deviceId: saved.deviceId, server: this.opts.server, poolSize: this.opts.poolSize });
+    this.renewTimer = setInterval(() => this.renewHeld(), RENEW_INTERVAL_MS);
+    this.loop = this.transportLoop();
+    this.log("info", "agent started", { deviceId: saved.deviceId, server: this.opts.server, poolSize: this.opts.poolSize, transport: this.opts.transport });
+  }
+
+  /** How many more jobs the agent takes now. */
+  private capacity(): number {
+    return Math.max(0, Math.min(LIMITS.maxPollBatch, this.opts.prefetch - this.leases.size));
   }
 
   /** Stops taking work, lets running jobs finish (up to `graceMs`), sends what it can, keeps the rest on disk. */
   async stop(graceMs = 5_000) {
     this.stopping = true;
     this.pollAbort.abort();
+    this.link?.close();
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    if (this.renewTimer) clearInterval(this.renewTimer);
     const deadline = Date.now() + graceMs;
     while (this.leases.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    await this.loop?.catch(() => undefined);
+    await Promise.race([this.loop?.catch(() => undefined), sleep(2_000)]);
     await Promise.race([this.outbox.flush(), new Promise((r) => setTimeout(r, 2_000))]);
     this.outbox.stop();
     await this.outbox.persist();
@@ -106,25 +133,99 @@ export class Agent {
     try {
       const health = await this.health.sample(this.pool.running);
       const runningJobs = [...this.leases.values()].map((l) => ({ jobId: l.jobId, leaseToken: l.leaseToken }));
-      const res = await this.client.heartbeat({ health, runningJobs });
-      for (const jobId of res.cancel) {
-        if (this.pool.cancel(jobId)) this.log("info", "stopped a job the control plane no longer leases to us", { jobId });
+      let cancel: string[];
+      if (this.link?.isOpen) {
+        const reply = await this.link.request<"heartbeat">({ t: "heartbeat", health, runningJobs });
+        cancel = reply.t === "heartbeat-ack" ? reply.cancel : [];
+      } else {
+        cancel = (await this.client.heartbeat({ health, runningJobs })).cancel;
       }
+      this.stopJobs(cancel);
     } catch (e) {
       this.log("warn", "heartbeat failed", { error: String(e) });
     }
   }
 
-  private async pollLoop() {
+  private stopJobs(jobIds: string[]) {
+    for (const jobId of jobIds) {
+      if (this.pool.cancel(jobId)) this.log("info", "stopped a job the control plane no longer leases to us", { jobId });
+    }
+  }
+
+  /** WebSocket push first; in "auto" mode, long-poll while WebSockets do not get through. */
+  private async transportLoop() {
     let failures = 0;
     while (!this.stopping) {
-      const free = this.pool.size - this.pool.load;
+      if (this.opts.transport === "poll") {
+        await this.pollLoop(Number.POSITIVE_INFINITY);
+        continue;
+      }
+      const opened = await this.runSocket();
+      if (this.stopping) break;
+      if (opened) {
+        failures = 0;
+        await sleep(100 + Math.random() * 200);
+        continue;
+      }
+      failures++;
+      if (this.opts.transport === "ws" || failures < 2) {
+        await sleep(backoff(failures));
+        continue;
+      }
+      this.log("warn", "WebSocket transport unavailable; using long-poll", { retryWebSocketInMs: WS_RETRY_AFTER_MS });
+      await this.pollLoop(Date.now() + WS_RETRY_AFTER_MS);
+      failures = 0;
+    }
+  }
+
+  /** Runs one WebSocket session; resolves when it ends, saying whether it ever opened. */
+  private runSocket(): Promise<boolean> {
+    return new Promise((resolve) => {
+      SocketLink.open(
+        this.opts.server,
+        this.credential,
+        {
+          jobs: (jobs) => {
+            for (const job of jobs) void this.runJob(job);
+          },
+          cancel: (jobIds) => this.stopJobs(jobIds),
+          problem: (message) => this.log("warn", "the control plane refused a message", { message }),
+        },
+        (code, reason) => {
+          this.link = null;
+          if (!this.stopping) this.log("warn", "push transport closed; reconnecting", { code, reason });
+          resolve(true);
+        },
+      ).then(
+        (link) => {
+          if (this.stopping) {
+            link.close(); // opened after stop() began: its close event ends this session
+            return;
+          }
+          this.link = link;
+          this.log("info", "push transport connected");
+          link.send({ t: "credit", free: this.capacity() });
+          void this.outbox.flush();
+        },
+        (e) => {
+          if (!this.stopping) this.log("warn", "WebSocket connection failed", { error: String(e) });
+          resolve(false);
+        },
+      );
+    });
+  }
+
+  private async pollLoop(until: number) {
+    let failures = 0;
+    while (!this.stopping && Date.now() < until) {
+      const free = this.capacity();
       if (free <= 0) {
         await new Promise<void>((r) => this.slotWaiters.push(r));
         continue;
       }
       try {
-        const delivery = await this.client.poll(this.opts.pollWaitSeconds, free, this.pollAbort.signal);
+        const wait = Math.max(0, Math.min(this.opts.pollWaitSeconds, Math.ceil((until - Date.now()) / 1000)));
+        const delivery = await this.client.poll(wait, free, this.pollAbort.signal);
         failures = 0;
         for (const job of delivery.jobs) void this.runJob(job);
       } catch (e) {
@@ -136,21 +237,34 @@ export class Agent {
           break;
         }
         failures++;
-        const delay = Math.min(30_000, 250 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2);
+        const delay = backoff(failures);
         this.log("warn", "poll failed; retrying", { error: String(e), retryInMs: Math.round(delay) });
-        await new Promise((r) => setTimeout(r, delay));
+        await sleep(delay);
       }
     }
   }
 
+  private async sendResults(batch: ResultReport[]) {
+    if (this.link?.isOpen) {
+      await this.link.request<"results">({ t: "results", results: batch, free: this.capacity() });
+      return;
+    }
+    await this.client.report(batch);
+  }
+
   private async runJob(job: LeasedJob) {
+    if (this.leases.has(job.jobId)) return; // a redelivery of a job this agent still holds
     this.leases.set(job.jobId, job);
-    this.scheduleAck(job);
     const result = await this.execute(job);
     this.leases.delete(job.jobId);
+    this.running.delete(job.jobId);
     this.unacked.delete(job.jobId);
     for (const wake of this.slotWaiters.splice(0)) wake();
-    if (!result.ok && result.kind === "canceled") return; // the control plane already ended it
+    if (!result.ok && result.kind === "canceled") {
+      // The control plane already ended it; only the freed capacity is news.
+      if (this.link?.isOpen) this.link.send({ t: "credit", free: this.capacity() });
+      return;
+    }
     this.outbox.add(toReport(job, result));
     this.log(result.ok ? "info" : "warn", "job finished", {
       jobId: job.jobId,
@@ -179,7 +293,19 @@ export class Agent {
       job.jobId,
       { module: loaded.module, function: job.function, signature: fn.signature, args: job.args, sandboxDir, maxOutputBytes: this.opts.maxOutputBytes },
       job.timeoutMs,
+      () => {
+        this.running.add(job.jobId);
+        this.scheduleAck(job);
+      },
     );
+  }
+
+  /** Keeps the short lease of jobs that wait for a thread, so a busy agent's queue is not redelivered. */
+  private renewHeld() {
+    const held = [...this.leases.values()].filter((l) => !this.running.has(l.jobId)).map((l) => ({ jobId: l.jobId, leaseToken: l.leaseToken }));
+    if (held.length === 0) return;
+    if (this.link?.isOpen) this.link.send({ t: "started", started: [], held });
+    else this.client.ack([], held).catch((e) => this.log("warn", "lease renewal failed", { error: String(e) }));
   }
 
   private scheduleAck(job: LeasedJob) {
@@ -189,7 +315,8 @@ export class Agent {
       const started = [...this.unacked.values()];
       this.unacked.clear();
       if (started.length === 0) return;
-      this.client.ack(started).catch((e) => this.log("warn", "ack failed (the lease may be redelivered)", { error: String(e) }));
+      if (this.link?.isOpen) this.link.send({ t: "started", started, held: [] });
+      else this.client.ack(started).catch((e) => this.log("warn", "ack failed (the lease may be redelivered)", { error: String(e) }));
     }, ACK_DELAY_MS);
   }
 }

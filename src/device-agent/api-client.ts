@@ -4,7 +4,7 @@ import { RegistrationResult, type DeviceRegistration } from "../protocol/device.
 import type { Problem } from "../protocol/problem.js";
 import { z } from "zod";
 
-const AckResponse = z.object({ started: z.number() });
+const AckResponse = z.object({ started: z.number(), held: z.number() });
 const HeartbeatResponse = z.object({ serverTime: z.number(), cancel: z.array(z.string()) });
 
 export class ApiError extends Error {
@@ -44,8 +44,8 @@ export class ControlPlaneClient {
     return this.call("poll", `/v1/agent/jobs?wait=${waitSeconds}&max=${max}`, { method: "GET" }, Delivery, signal);
   }
 
-  ack(started: LeaseRef[]) {
-    return this.call("ack", "/v1/agent/acks", { method: "POST", body: JSON.stringify({ started }) }, AckResponse);
+  ack(started: LeaseRef[], held: LeaseRef[] = []) {
+    return this.call("ack", "/v1/agent/acks", { method: "POST", body: JSON.stringify({ started, held }) }, AckResponse);
   }
 
   report(results: ResultReport[]) {

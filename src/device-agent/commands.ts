@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import os from "node:os";
 import { resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { Agent, agentLog } from "./agent.js";
+import { Agent, agentLog, type TransportMode } from "./agent.js";
 import { readDeviceConfig } from "./machine.js";
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
@@ -29,6 +29,8 @@ program
   .option("--max-output-kb <n>", "captured stdout/stderr per stream per job", positiveInt, 64)
   .option("--heartbeat-interval <seconds>", "seconds between health reports", positiveInt, 10)
   .option("--poll-wait <seconds>", "long-poll wait", positiveInt, 25)
+  .addOption(new Option("--transport <mode>", "ws: WebSocket push; poll: long-poll; auto: push, falling back to long-poll").choices(["auto", "ws", "poll"]).default("auto"))
+  .option("--prefetch <n>", "jobs held at once, running or waiting for a thread (default: 4 per thread)", positiveInt)
   .action(async (o: Record<string, string | number | undefined>) => {
     const device = readDeviceConfig(o.config as string | undefined);
     if (o.name) device.name = String(o.name);
@@ -41,6 +43,8 @@ program
       maxOutputBytes: Number(o.maxOutputKb) * 1024,
       heartbeatIntervalMs: Number(o.heartbeatInterval) * 1000,
       pollWaitSeconds: Math.min(30, Number(o.pollWait)),
+      transport: o.transport as TransportMode,
+      prefetch: o.prefetch ? Number(o.prefetch) : Number(o.poolSize) * 4,
       device,
       version: pkg.version,
     });

@@ -12,6 +12,7 @@ interface Pending {
   task: ExecTask;
   timeoutMs: number;
   resolve(r: ExecResult): void;
+  onStart?: () => void;
 }
 
 interface Slot {
@@ -40,10 +41,11 @@ export class WorkerPool {
     return this.slots.filter((s) => s.current).length;
   }
 
-  run(key: string, task: ExecTask, timeoutMs: number): Promise<ExecResult> {
+  /** Runs the task when a thread is free; `onStart` is called when it gets one. */
+  run(key: string, task: ExecTask, timeoutMs: number, onStart?: () => void): Promise<ExecResult> {
     if (this.closed) return Promise.resolve({ ok: false, kind: "internal", message: "the agent is shutting down", exitCode: null, durationMs: 0, ...EMPTY });
     return new Promise((resolve) => {
-      this.queue.push({ id: this.nextId++, key, task, timeoutMs, resolve });
+      this.queue.push({ id: this.nextId++, key, task, timeoutMs, resolve, ...(onStart ? { onStart } : {}) });
       this.pump();
     });
   }
@@ -103,6 +105,7 @@ export class WorkerPool {
       const timer = setTimeout(() => this.recycle(slot, { kind: "timeout", message: `the job ran past its ${p.timeoutMs} ms limit and was stopped` }), p.timeoutMs);
       slot.current = { ...p, timer, started: performance.now() };
       slot.worker.postMessage({ id: p.id, task: p.task });
+      p.onStart?.();
     }
   }
 }

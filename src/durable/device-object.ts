@@ -16,7 +16,7 @@ import { settingsFrom, type Env, type Settings } from "../worker/env.js";
 import { randomBase32 } from "../protocol/ids.js";
 import { isTerminal, type JobError, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
 import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../protocol/device.js";
-import type { Delivery, Heartbeat, LeasedJob, LeaseRef, ResultReport } from "../protocol/agent.js";
+import { AgentMessage, WS_PING, WS_PONG, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type ResultReport, type ServerMessage } from "../protocol/agent.js";
 import type { Arg } from "../protocol/wasm.js";
 
 const DEVICE_TABLE = `
@@ -51,6 +51,11 @@ interface Poller {
 
 export type Disposition = "accepted" | "duplicate" | "stale";
 
+/** The Worker forwards the agent's WebSocket upgrade with the credential's secret in this header. */
+export const DEVICE_SECRET_HEADER = "x-wasmvisor-device-secret";
+const AGENT_TAG = "agent";
+type SocketState = { credit: number };
+
 const counts = (row: JobRow) => ({ attempts: row.attempts, maxAttempts: row.max_attempts });
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -68,6 +73,8 @@ export class DeviceObject extends SqlObject<Env> {
   }
 
   protected override async load() {
+    // Keepalives are answered by the runtime itself, so an idle device's object can hibernate.
+    this.ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(WS_PING, WS_PONG));
     this.device = this.one<DeviceRow>("SELECT * FROM device LIMIT 1");
     this.alarmAt = await this.ctx.storage.getAlarm();
   }
@@ -100,13 +107,17 @@ export class DeviceObject extends SqlObject<Env> {
 
   async heartbeat(secret: string, hb: Heartbeat): Promise<Outcome<{ serverTime: number; cancel: string[] }>> {
     if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
+    return ok(await this.recordHeartbeat(hb));
+  }
+
+  private async recordHeartbeat(hb: Heartbeat): Promise<{ serverTime: number; cancel: string[] }> {
     const now = Date.now();
     this.run("UPDATE device SET health = ?, health_at = ? WHERE id = ?", JSON.stringify(hb.health), now, this.device!.id);
     this.device!.health = JSON.stringify(hb.health);
     this.device!.health_at = now;
     this.markSeen(now);
     await this.publish();
-    return ok({ serverTime: now, cancel: this.leasesNoLongerHeld(hb.runningJobs) });
+    return { serverTime: now, cancel: this.leasesNoLongerHeld(hb.runningJobs) };
   }
 
   /** Jobs the agent runs whose lease is no longer its own (canceled, expired): it should stop them. */
@@ -211,6 +222,8 @@ export class DeviceObject extends SqlObject<Env> {
     const t = transition(row.state, { type: "cancel" }, counts(row));
     if (!t.ok) return fail("conflict", t.reason);
     this.finish(row, "CANCELED", null, { kind: "canceled", message: "canceled by request" }, Date.now());
+    const socket = this.agentSocket();
+    if (socket && (row.state === "LEASED" || row.state === "RUNNING")) this.send(socket, { t: "cancel", jobIds: [jobId] });
     return ok(this.jobViewById(jobId)!);
   }
 
@@ -246,8 +259,18 @@ export class DeviceObject extends SqlObject<Env> {
     });
   }
 
-  /** Hands ready jobs to a waiting poll, if there is one. */
+  /** Hands ready jobs to the agent: pushed over its WebSocket up to its credit, else to a waiting poll. */
   private dispatch() {
+    const socket = this.agentSocket();
+    if (socket) {
+      const credit = this.credit(socket);
+      if (credit <= 0) return;
+      const jobs = this.leaseReady(credit);
+      if (jobs.length === 0) return;
+      this.setCredit(socket, credit - jobs.length);
+      this.send(socket, { t: "jobs", jobs });
+      return;
+    }
     const poller = this.pollers[0];
     if (!poller) return;
     const jobs = this.leaseReady(poller.max);
@@ -289,8 +312,26 @@ export class DeviceObject extends SqlObject<Env> {
     return leased;
   }
 
-  async ack(secret: string, refs: LeaseRef[]): Promise<Outcome<{ started: number }>> {
+  async ack(secret: string, started: LeaseRef[], held: LeaseRef[] = []): Promise<Outcome<{ started: number; held: number }>> {
     if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
+    return ok({ started: this.applyAcks(started), held: this.renewHeld(held) });
+  }
+
+  /** Jobs an agent holds but has not started yet keep their short lease while it says so. */
+  private renewHeld(refs: LeaseRef[]): number {
+    const now = Date.now();
+    let renewed = 0;
+    for (const ref of refs) {
+      renewed += this.run(
+        "UPDATE jobs SET lease_expires = ? WHERE id = ? AND lease_token = ? AND state = 'LEASED'",
+        leaseExpiry(now, "delivered", 0, this.settings), ref.jobId, ref.leaseToken,
+      );
+    }
+    return renewed;
+  }
+
+  /** Started jobs get the long lease (timeout + grace); answers how many were extended. */
+  private applyAcks(refs: LeaseRef[]): number {
     const now = Date.now();
     let started = 0;
     let earliest: number | null = null;
@@ -305,11 +346,18 @@ export class DeviceObject extends SqlObject<Env> {
       }
     });
     if (earliest !== null) this.ensureAlarmBy(earliest);
-    return ok({ started });
+    return started;
   }
 
   async report(secret: string, reports: ResultReport[]): Promise<Outcome<{ jobId: string; disposition: Disposition }[]>> {
     if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
+    const out = this.applyReports(reports);
+    this.dispatch();
+    return ok(out);
+  }
+
+  /** Results quoting the current lease are applied; repeats are duplicates, others stale: neither changes anything. */
+  private applyReports(reports: ResultReport[]): { jobId: string; disposition: Disposition }[] {
     const now = Date.now();
     const out: { jobId: string; disposition: Disposition }[] = [];
     this.ctx.storage.transactionSync(() => {
@@ -327,8 +375,80 @@ export class DeviceObject extends SqlObject<Env> {
         }
       }
     });
+    return out;
+  }
+
+  // ---- the push transport: one WebSocket to the agent (hibernation API) ---------------
+
+  override async fetch(request: Request): Promise<Response> {
+    const secret = request.headers.get(DEVICE_SECRET_HEADER);
+    if (!secret || !(await this.authenticate(secret))) return new Response("bad device credential", { status: 401 });
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") return new Response("expected a WebSocket upgrade", { status: 426 });
+    // One agent per device: a new connection replaces any older (possibly dead) one.
+    for (const old of this.ctx.getWebSockets(AGENT_TAG)) old.close(4000, "replaced by a newer connection");
+    const { 0: client, 1: server } = new WebSocketPair();
+    this.ctx.acceptWebSocket(server, [AGENT_TAG]);
+    server.serializeAttachment({ credit: 0 } satisfies SocketState);
+    this.markSeen(Date.now());
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  override async webSocketMessage(ws: WebSocket, raw: string | ArrayBuffer) {
+    let msg: AgentMessage;
+    try {
+      msg = AgentMessage.parse(JSON.parse(typeof raw === "string" ? raw : new TextDecoder().decode(raw)));
+    } catch (e) {
+      this.send(ws, { t: "error", message: `message refused: ${e instanceof Error ? e.message : String(e)}`.slice(0, 2000) });
+      return;
+    }
+    switch (msg.t) {
+      case "credit":
+        this.setCredit(ws, msg.free);
+        break;
+      case "started":
+        this.applyAcks(msg.started);
+        this.renewHeld(msg.held);
+        return;
+      case "results":
+        this.send(ws, { t: "reported", id: msg.id, dispositions: this.applyReports(msg.results) });
+        this.setCredit(ws, msg.free);
+        break;
+      case "heartbeat": {
+        const { cancel } = await this.recordHeartbeat({ health: msg.health, runningJobs: msg.runningJobs });
+        this.send(ws, { t: "heartbeat-ack", id: msg.id, cancel });
+        return;
+      }
+    }
     this.dispatch();
-    return ok(out);
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number) {
+    // Jobs pushed on this socket keep their leases: they expire and come back if nobody reports.
+    try {
+      ws.close(code === 1005 || code === 1006 ? 1000 : code, "closed");
+    } catch {
+      // already closed
+    }
+  }
+
+  private agentSocket(): WebSocket | undefined {
+    return this.ctx.getWebSockets(AGENT_TAG)[0];
+  }
+
+  private credit(ws: WebSocket): number {
+    return (ws.deserializeAttachment() as SocketState | null)?.credit ?? 0;
+  }
+
+  private setCredit(ws: WebSocket, credit: number) {
+    ws.serializeAttachment({ credit: Math.max(0, credit) } satisfies SocketState);
+  }
+
+  private send(ws: WebSocket, msg: ServerMessage) {
+    try {
+      ws.send(JSON.stringify(msg));
+    } catch {
+      // A dead socket: leases cover whatever it was carrying.
+    }
   }
 
   // ---- state changes -----------------------------------------------------------

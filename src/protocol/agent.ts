@@ -27,7 +27,17 @@ export type Delivery = z.infer<typeof Delivery>;
 export const LeaseRef = z.object({ jobId: JobId, leaseToken: z.string().max(64) });
 export type LeaseRef = z.infer<typeof LeaseRef>;
 
-export const Ack = z.strictObject({ started: z.array(LeaseRef).min(1).max(LIMITS.maxPollBatch) });
+/**
+ * `started`: jobs the agent began running (their lease becomes timeout + grace).
+ * `held`: jobs it has received but not started yet (their short lease is renewed).
+ */
+export const Ack = z
+  .strictObject({
+    started: z.array(LeaseRef).max(LIMITS.maxPollBatch).default([]),
+    held: z.array(LeaseRef).max(LIMITS.maxPollBatch).default([]),
+  })
+  .refine((a) => a.started.length + a.held.length > 0, "name at least one lease in started or held");
+export type Ack = z.output<typeof Ack>;
 
 export const ResultReport = LeaseRef.extend({
   outcome: z.enum(["succeeded", "failed", "timed_out"]),
@@ -51,3 +61,38 @@ export const PollQuery = z.object({
   wait: z.coerce.number().int().min(0).max(30).default(25),
   max: z.coerce.number().int().min(1).max(LIMITS.maxPollBatch).default(16),
 });
+
+/**
+ * The push transport: one WebSocket between the agent and its device object.
+ * `credit` is how many more jobs the agent can take now; the object pushes
+ * at most that many. Requests that need an answer carry an `id` echoed back.
+ */
+export const AgentMessage = z.discriminatedUnion("t", [
+  z.object({ t: z.literal("credit"), free: z.number().int().min(0).max(LIMITS.maxPollBatch) }),
+  z.object({
+    t: z.literal("started"),
+    started: z.array(LeaseRef).max(LIMITS.maxPollBatch).default([]),
+    held: z.array(LeaseRef).max(LIMITS.maxPollBatch).default([]),
+  }),
+  z.object({
+    t: z.literal("results"),
+    id: z.number().int(),
+    results: z.array(ResultReport).min(1).max(LIMITS.maxPollBatch),
+    free: z.number().int().min(0).max(LIMITS.maxPollBatch),
+  }),
+  z.object({ t: z.literal("heartbeat"), id: z.number().int(), health: Health, runningJobs: z.array(LeaseRef).max(LIMITS.maxPollBatch) }),
+]);
+export type AgentMessage = z.infer<typeof AgentMessage>;
+
+export const ServerMessage = z.discriminatedUnion("t", [
+  z.object({ t: z.literal("jobs"), jobs: z.array(LeasedJob) }),
+  z.object({ t: z.literal("reported"), id: z.number().int(), dispositions: ResultBatchResponse.shape.dispositions }),
+  z.object({ t: z.literal("heartbeat-ack"), id: z.number().int(), cancel: z.array(z.string()) }),
+  z.object({ t: z.literal("cancel"), jobIds: z.array(z.string()) }),
+  z.object({ t: z.literal("error"), message: z.string() }),
+]);
+export type ServerMessage = z.infer<typeof ServerMessage>;
+
+/** Application-level keepalive, answered by the runtime without waking a hibernated object. */
+export const WS_PING = "ping";
+export const WS_PONG = "pong";

@@ -17,6 +17,7 @@ export const PROBLEM_TYPES = {
   "too-large": { status: 413, title: "The request body is too large" },
   "unsupported-media-type": { status: 415, title: "Unsupported media type" },
   "unprocessable": { status: 422, title: "The request cannot be processed" },
+  "upgrade-required": { status: 426, title: "Upgrade required" },
   "internal": { status: 500, title: "Internal error" },
 } as const;
 

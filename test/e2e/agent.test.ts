@@ -10,140 +10,145 @@ import { startAgent, type AgentProcess } from "../helpers/agent-process.js";
 import { compileAll, type WatName } from "../helpers/wat.js";
 import type { JobSubmissionInput } from "../../src/sdk/index.js";
 
-let cp: ControlPlane;
-let agent: AgentProcess;
-const digests = {} as Record<WatName | "fibo", string>;
+// Both transports carry the same guarantees, so the whole file runs over each.
+describe.each(["ws", "poll"] as const)("over the %s transport", (transport) => {
+  let cp: ControlPlane;
+  let agent: AgentProcess;
+  const digests = {} as Record<WatName | "fibo", string>;
 
-beforeAll(async () => {
-  cp = await startControlPlane();
-  const key = await cp.admin.createKey("register", "e2e");
-  agent = await startAgent({ server: cp.url, token: key.key, args: ["--pool-size", "2", "--max-memory-mb", "16", "--name", "e2e-device"] });
-  const modules = await compileAll();
-  for (const [name, bytes] of Object.entries(modules)) digests[name as WatName] = (await cp.admin.uploadModule(bytes)).digest;
-  digests.fibo = (await cp.admin.uploadModule(readFileSync("examples/wasm/fibo.wasm"))).digest;
-});
-
-afterAll(async () => {
-  await agent?.kill();
-  await cp?.stop();
-});
-
-async function run(module: WatName | "fibo", fn: string, args: JobSubmissionInput["args"] = [], extra: Partial<JobSubmissionInput> = {}) {
-  const job = await cp.admin.submitJob({ device: agent.deviceId, module: digests[module], function: fn, args, ...extra });
-  return cp.admin.waitForJob(job.id, { timeoutSeconds: 45 });
-}
-
-describe("the real wasmiot fibo.wasm", () => {
-  it("computes fibo(12) = 233 and subtract(10, 3) = 7", async () => {
-    expect(await run("fibo", "fibo", [12])).toMatchObject({ state: "SUCCEEDED", result: { value: 233 }, attempts: 1 });
-    expect((await run("fibo", "subtract", [10, 3])).result?.value).toBe(7);
+  beforeAll(async () => {
+    cp = await startControlPlane();
+    const key = await cp.admin.createKey("register", "e2e");
+    agent = await startAgent({ server: cp.url, token: key.key, args: ["--pool-size", "2", "--max-memory-mb", "16", "--name", "e2e-device", "--transport", transport] });
+    await agent.waitForLog((l) => (transport === "ws" ? l.msg === "push transport connected" : true));
+    const modules = await compileAll();
+    for (const [name, bytes] of Object.entries(modules)) digests[name as WatName] = (await cp.admin.uploadModule(bytes)).digest;
+    digests.fibo = (await cp.admin.uploadModule(readFileSync("examples/wasm/fibo.wasm"))).digest;
   });
 
-  it("answers 202 at once with status and result URLs", async () => {
-    const job = await cp.admin.submitJob({ device: agent.deviceId, module: digests.fibo, function: "fibo", args: [20] });
-    // The agent's open poll may receive the job inside the same request.
-    expect(["QUEUED", "LEASED"]).toContain(job.state);
-    expect(job.links).toEqual({ self: `/v1/jobs/${job.id}`, result: `/v1/jobs/${job.id}/result` });
-    expect((await cp.admin.waitForJob(job.id)).result?.value).toBe(10946);
-  });
-});
-
-describe("WASI in the sandbox", () => {
-  it("captures stdout and stderr", async () => {
-    const job = await run("hello", "greet");
-    expect(job).toMatchObject({ state: "SUCCEEDED", result: { value: 42, stdout: "hello from wasm\n", stderr: "a warning\n", stdoutTruncated: false } });
+  afterAll(async () => {
+    await agent?.kill();
+    await cp?.stop();
   });
 
-  it("bounds captured output and marks the truncation", async () => {
-    const job = await run("hello", "shout", [10_000]);
-    expect(job.state).toBe("SUCCEEDED");
-    expect(job.result!.stdout.length).toBe(64 * 1024);
-    expect(job.result!.stdoutTruncated).toBe(true);
+  async function run(module: WatName | "fibo", fn: string, args: JobSubmissionInput["args"] = [], extra: Partial<JobSubmissionInput> = {}) {
+    const job = await cp.admin.submitJob({ device: agent.deviceId, module: digests[module], function: fn, args, ...extra });
+    return cp.admin.waitForJob(job.id, { timeoutSeconds: 45 });
+  }
+
+  describe("the real wasmiot fibo.wasm", () => {
+    it("computes fibo(12) = 233 and subtract(10, 3) = 7", async () => {
+      expect(await run("fibo", "fibo", [12])).toMatchObject({ state: "SUCCEEDED", result: { value: 233 }, attempts: 1 });
+      expect((await run("fibo", "subtract", [10, 3])).result?.value).toBe(7);
+    });
+
+    it("answers 202 at once with status and result URLs", async () => {
+      const job = await cp.admin.submitJob({ device: agent.deviceId, module: digests.fibo, function: "fibo", args: [20] });
+      // The agent's open poll may receive the job inside the same request.
+      expect(["QUEUED", "LEASED"]).toContain(job.state);
+      expect(job.links).toEqual({ self: `/v1/jobs/${job.id}`, result: `/v1/jobs/${job.id}/result` });
+      expect((await cp.admin.waitForJob(job.id)).result?.value).toBe(10946);
+    });
   });
 
-  it("writes files inside the module's sandbox directory", async () => {
-    expect((await run("files", "write_file")).result?.value).toBe(0);
-    const file = join(agent.dataDir, "sandbox", digests.files, "out.txt");
-    expect(readFileSync(file, "utf8")).toBe("sandboxed\n");
+  describe("WASI in the sandbox", () => {
+    it("captures stdout and stderr", async () => {
+      const job = await run("hello", "greet");
+      expect(job).toMatchObject({ state: "SUCCEEDED", result: { value: 42, stdout: "hello from wasm\n", stderr: "a warning\n", stdoutTruncated: false } });
+    });
+
+    it("bounds captured output and marks the truncation", async () => {
+      const job = await run("hello", "shout", [10_000]);
+      expect(job.state).toBe("SUCCEEDED");
+      expect(job.result!.stdout.length).toBe(64 * 1024);
+      expect(job.result!.stdoutTruncated).toBe(true);
+    });
+
+    it("writes files inside the module's sandbox directory", async () => {
+      expect((await run("files", "write_file")).result?.value).toBe(0);
+      const file = join(agent.dataDir, "sandbox", digests.files, "out.txt");
+      expect(readFileSync(file, "utf8")).toBe("sandboxed\n");
+    });
+
+    it("refuses ../ and absolute paths (ENOTCAPABLE)", async () => {
+      expect((await run("files", "escape")).result?.value).toBe(76);
+      expect(existsSync(join(agent.dataDir, "sandbox", "escape.txt"))).toBe(false);
+      expect((await run("files", "read_absolute")).result?.value).not.toBe(0);
+    });
+
+    it("leaks no host environment variables", async () => {
+      expect((await run("environ", "env_count")).result?.value).toBe(0);
+    });
+
+    it("reports proc_exit codes: 0 succeeds, anything else fails with the code", async () => {
+      expect(await run("exit", "exit_with", [0])).toMatchObject({ state: "SUCCEEDED", result: { exitCode: 0 } });
+      expect(await run("exit", "exit_with", [3])).toMatchObject({ state: "FAILED", result: { exitCode: 3 }, error: { kind: "exit" } });
+    });
   });
 
-  it("refuses ../ and absolute paths (ENOTCAPABLE)", async () => {
-    expect((await run("files", "escape")).result?.value).toBe(76);
-    expect(existsSync(join(agent.dataDir, "sandbox", "escape.txt"))).toBe(false);
-    expect((await run("files", "read_absolute")).result?.value).not.toBe(0);
+  describe("limits and faults in the guest", () => {
+    it("stops an infinite loop at its timeout, and keeps serving", async () => {
+      const spun = await run("spin", "spin", [], { timeoutMs: 500, maxAttempts: 1 });
+      expect(spun).toMatchObject({ state: "TIMED_OUT", error: { kind: "timeout" } });
+      expect((await run("fibo", "fibo", [5])).result?.value).toBe(8);
+    });
+
+    it("fails a memory-growth bomb at the memory cap, and keeps serving", async () => {
+      const bomb = await run("bomb", "grow");
+      expect(bomb.state).toBe("FAILED");
+      expect(bomb.error?.kind).toBe("trap");
+      expect((await run("fibo", "fibo", [5])).result?.value).toBe(8);
+    });
+
+    it("fails a trap with a clear message and does not retry it", async () => {
+      const job = await run("math", "trap", [], { maxAttempts: 3 });
+      expect(job).toMatchObject({ state: "FAILED", attempts: 1, error: { kind: "trap" } });
+      expect(job.error?.message).toMatch(/divide by zero/);
+    });
+
+    it("fails a module whose imports the agent cannot satisfy, naming them", async () => {
+      const job = await run("needsHost", "run");
+      expect(job).toMatchObject({ state: "FAILED", error: { kind: "link-error" } });
+      expect(job.error?.message).toContain("camera.takeImage");
+    });
+
+    it("passes i64 values beyond 2^53 exactly, as decimal strings", async () => {
+      const job = await run("math", "add64", ["9007199254740993", 2]);
+      expect(job.result?.value).toBe("9007199254740995");
+      expect((await run("math", "pair", [7])).result?.value).toEqual([7, "9007199254740993"]);
+      expect((await run("math", "half", [5])).result?.value).toBe(2.5);
+    });
   });
 
-  it("leaks no host environment variables", async () => {
-    expect((await run("environ", "env_count")).result?.value).toBe(0);
+  describe("the device as the control plane sees it", () => {
+    it("shows real capabilities and real health", async () => {
+      await agent.waitForLog(() => true);
+      const device = await cp.admin.getDevice(agent.deviceId);
+      expect(device.status).toBe("online");
+      expect(device.name).toBe("e2e-device");
+      expect(device.description.platform.memory.bytes).toBeGreaterThan(0);
+      expect(device.description.platform.cpu.humanReadableName.length).toBeGreaterThan(0);
+      expect(device.description.supervisorInterfaces).toEqual(expect.arrayContaining(["fd_write", "path_open", "proc_exit"]));
+      expect(device.health).toMatchObject({ memoryTotalBytes: expect.any(Number), diskFreeBytes: expect.any(Number) });
+      expect(device.health!.uptimeSeconds).toBeGreaterThan(0);
+      expect(device.health!.loadAverage).toHaveLength(3);
+    });
+
+    it("runs several jobs at once on its pool", async () => {
+      const jobs = await Promise.all(Array.from({ length: 8 }, (_, i) => cp.admin.submitJob({ device: agent.deviceId, module: digests.fibo, function: "fibo", args: [i + 1] })));
+      const done = await Promise.all(jobs.map((j) => cp.admin.waitForJob(j.id)));
+      expect(done.map((j) => j.result?.value)).toEqual([1, 2, 3, 5, 8, 13, 21, 34]);
+    });
   });
 
-  it("reports proc_exit codes: 0 succeeds, anything else fails with the code", async () => {
-    expect(await run("exit", "exit_with", [0])).toMatchObject({ state: "SUCCEEDED", result: { exitCode: 0 } });
-    expect(await run("exit", "exit_with", [3])).toMatchObject({ state: "FAILED", result: { exitCode: 3 }, error: { kind: "exit" } });
-  });
-});
-
-describe("limits and faults in the guest", () => {
-  it("stops an infinite loop at its timeout, and keeps serving", async () => {
-    const spun = await run("spin", "spin", [], { timeoutMs: 500, maxAttempts: 1 });
-    expect(spun).toMatchObject({ state: "TIMED_OUT", error: { kind: "timeout" } });
-    expect((await run("fibo", "fibo", [5])).result?.value).toBe(8);
+  describe("create and wait in one request", () => {
+    it("answers 200 with the ended job when it finishes within ?wait=, 202 when it does not", async () => {
+      const quick = await cp.admin.runJob({ device: agent.deviceId, module: digests.fibo, function: "fibo", args: [20] }, 10);
+      expect(quick).toMatchObject({ done: true, job: { state: "SUCCEEDED", result: { value: 10946 } } });
+      const slow = await cp.admin.runJob({ device: agent.deviceId, module: digests.sleep, function: "sleep_ms", args: [1500] }, 0.2);
+      expect(slow.done).toBe(false);
+      expect((await cp.admin.waitForJob(slow.job.id)).result?.value).toBe(1500);
+    });
   });
 
-  it("fails a memory-growth bomb at the memory cap, and keeps serving", async () => {
-    const bomb = await run("bomb", "grow");
-    expect(bomb.state).toBe("FAILED");
-    expect(bomb.error?.kind).toBe("trap");
-    expect((await run("fibo", "fibo", [5])).result?.value).toBe(8);
-  });
-
-  it("fails a trap with a clear message and does not retry it", async () => {
-    const job = await run("math", "trap", [], { maxAttempts: 3 });
-    expect(job).toMatchObject({ state: "FAILED", attempts: 1, error: { kind: "trap" } });
-    expect(job.error?.message).toMatch(/divide by zero/);
-  });
-
-  it("fails a module whose imports the agent cannot satisfy, naming them", async () => {
-    const job = await run("needsHost", "run");
-    expect(job).toMatchObject({ state: "FAILED", error: { kind: "link-error" } });
-    expect(job.error?.message).toContain("camera.takeImage");
-  });
-
-  it("passes i64 values beyond 2^53 exactly, as decimal strings", async () => {
-    const job = await run("math", "add64", ["9007199254740993", 2]);
-    expect(job.result?.value).toBe("9007199254740995");
-    expect((await run("math", "pair", [7])).result?.value).toEqual([7, "9007199254740993"]);
-    expect((await run("math", "half", [5])).result?.value).toBe(2.5);
-  });
-});
-
-describe("the device as the control plane sees it", () => {
-  it("shows real capabilities and real health", async () => {
-    await agent.waitForLog(() => true);
-    const device = await cp.admin.getDevice(agent.deviceId);
-    expect(device.status).toBe("online");
-    expect(device.name).toBe("e2e-device");
-    expect(device.description.platform.memory.bytes).toBeGreaterThan(0);
-    expect(device.description.platform.cpu.humanReadableName.length).toBeGreaterThan(0);
-    expect(device.description.supervisorInterfaces).toEqual(expect.arrayContaining(["fd_write", "path_open", "proc_exit"]));
-    expect(device.health).toMatchObject({ memoryTotalBytes: expect.any(Number), diskFreeBytes: expect.any(Number) });
-    expect(device.health!.uptimeSeconds).toBeGreaterThan(0);
-    expect(device.health!.loadAverage).toHaveLength(3);
-  });
-
-  it("runs several jobs at once on its pool", async () => {
-    const jobs = await Promise.all(Array.from({ length: 8 }, (_, i) => cp.admin.submitJob({ device: agent.deviceId, module: digests.fibo, function: "fibo", args: [i + 1] })));
-    const done = await Promise.all(jobs.map((j) => cp.admin.waitForJob(j.id)));
-    expect(done.map((j) => j.result?.value)).toEqual([1, 2, 3, 5, 8, 13, 21, 34]);
-  });
-});
-
-describe("create and wait in one request", () => {
-  it("answers 200 with the ended job when it finishes within ?wait=, 202 when it does not", async () => {
-    const quick = await cp.admin.runJob({ device: agent.deviceId, module: digests.fibo, function: "fibo", args: [20] }, 10);
-    expect(quick).toMatchObject({ done: true, job: { state: "SUCCEEDED", result: { value: 10946 } } });
-    const slow = await cp.admin.runJob({ device: agent.deviceId, module: digests.sleep, function: "sleep_ms", args: [1500] }, 0.2);
-    expect(slow.done).toBe(false);
-    expect((await cp.admin.waitForJob(slow.job.id)).result?.value).toBe(1500);
-  });
 });

@@ -2,7 +2,8 @@
 import { z } from "zod";
 import { Ack, Delivery, Heartbeat, PollQuery, ResultBatch, ResultBatchResponse } from "../../protocol/agent.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
-import { fromOutcome, type App, type Ctx } from "../http.js";
+import { fromOutcome, problem, type App, type Ctx } from "../http.js";
+import { DEVICE_SECRET_HEADER } from "../../durable/device-object.js";
 import { devicePrincipal } from "../auth.js";
 import { deviceStub } from "../stubs.js";
 
@@ -19,9 +20,9 @@ const ack = route({
   method: "post",
   path: "/v1/agent/acks",
   roles: ["device"],
-  summary: "Say which delivered jobs have started (extends their leases)",
+  summary: "Say which delivered jobs have started, and which are held but not started (extends their leases)",
   request: { body: jsonBody(Ack) },
-  responses: { 200: jsonResponse(z.object({ started: z.number().int() }), "How many leases were extended") },
+  responses: { 200: jsonResponse(z.object({ started: z.number().int(), held: z.number().int() }), "How many leases were extended") },
 });
 
 const results = route({
@@ -42,12 +43,29 @@ const heartbeat = route({
   responses: { 200: jsonResponse(z.object({ serverTime: z.number(), cancel: z.array(z.string()) }), "Acknowledged") },
 });
 
+const connect = route({
+  method: "get",
+  path: "/v1/agent/ws",
+  roles: ["device"],
+  summary: "Open the push transport: a WebSocket to the device's object (jobs pushed, results and health as messages)",
+  responses: { 101: { description: "Switching to the WebSocket protocol" } },
+});
+
 const caller = (c: Ctx) => {
   const p = devicePrincipal(c.get("principal"))!;
   return { stub: deviceStub(c.env, p.deviceId), secret: p.secret };
 };
 
 export function agentRoutes(app: App) {
+  app.openapi(connect, async (c) => {
+    if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+      return problem(c, "upgrade-required", "this route opens a WebSocket: send Upgrade: websocket");
+    }
+    const { stub, secret } = caller(c);
+    const headers = new Headers(c.req.raw.headers);
+    headers.set(DEVICE_SECRET_HEADER, secret);
+    return stub.fetch(new Request(c.req.url, { headers }));
+  });
   app.openapi(poll, async (c) => {
     const { stub, secret } = caller(c);
     const q = c.req.valid("query");
@@ -55,7 +73,8 @@ export function agentRoutes(app: App) {
   });
   app.openapi(ack, async (c) => {
     const { stub, secret } = caller(c);
-    return fromOutcome(c, await stub.ack(secret, c.req.valid("json").started), (r) => c.json(r, 200));
+    const body = c.req.valid("json");
+    return fromOutcome(c, await stub.ack(secret, body.started, body.held), (r) => c.json(r, 200));
   });
   app.openapi(results, async (c) => {
     const { stub, secret } = caller(c);

@@ -1,0 +1,129 @@
+/**
+ * The agent's end of the push transport: one WebSocket to its device object.
+ * Requests that need an answer (results, heartbeats) are matched by id; a
+ * keepalive detects a dead link that TCP would not notice for minutes.
+ */
+import WebSocket from "ws";
+import { ServerMessage, WS_PING, WS_PONG, type AgentMessage, type LeasedJob } from "../protocol/agent.js";
+
+type Reply = Extract<ServerMessage, { id: number }>;
+type Pending = { resolve(m: Reply): void; reject(e: Error): void; timer: NodeJS.Timeout };
+type Request = Extract<AgentMessage, { id: number }>;
+
+export interface LinkEvents {
+  jobs(jobs: LeasedJob[]): void;
+  cancel(jobIds: string[]): void;
+  problem(message: string): void;
+}
+
+const KEEPALIVE_MS = 15_000;
+const REQUEST_TIMEOUT_MS = 15_000;
+
+export class SocketLink {
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private keepalive: NodeJS.Timeout | null = null;
+  private lastPong = Date.now();
+
+  private constructor(private readonly ws: WebSocket, private readonly events: LinkEvents) {}
+
+  /** Opens the link; resolves once it is open, rejects if it cannot be opened (blocked, refused, unauthorized). */
+  static open(server: string, credential: string, events: LinkEvents, onClose: (code: number, reason: string) => void): Promise<SocketLink> {
+    const url = server.replace(/^http/, "ws") + "/v1/agent/ws";
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${credential}` }, handshakeTimeout: 10_000, perMessageDeflate: false });
+      const link = new SocketLink(ws, events);
+      let opened = false;
+      ws.on("open", () => {
+        opened = true;
+        link.startKeepalive();
+        resolve(link);
+      });
+      ws.on("unexpected-response", (_req, res) => reject(new Error(`WebSocket upgrade refused: HTTP ${res.statusCode}`)));
+      ws.on("error", (e) => {
+        if (!opened) reject(e);
+      });
+      ws.on("message", (data) => link.onMessage(String(data)));
+      ws.on("close", (code, reason) => {
+        link.shutdown(new Error(`link closed (${code})`));
+        if (opened) onClose(code, reason.toString());
+      });
+    });
+  }
+
+  get isOpen() {
+    return this.ws.readyState === WebSocket.OPEN;
+  }
+
+  send(msg: Exclude<AgentMessage, { id: number }>) {
+    this.ws.send(JSON.stringify(msg));
+  }
+
+  request<T extends Request["t"]>(msg: Omit<Extract<AgentMessage, { t: T }>, "id">): Promise<Reply> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`no answer to ${msg.t} within ${REQUEST_TIMEOUT_MS} ms`));
+      }, REQUEST_TIMEOUT_MS);
+      this.pending.set(id, { resolve, reject, timer });
+      this.ws.send(JSON.stringify({ ...msg, id }), (err) => {
+        if (!err) return;
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject(err);
+      });
+    });
+  }
+
+  close() {
+    this.ws.close(1000, "agent stopping");
+    this.shutdown(new Error("link closed by the agent"));
+  }
+
+  private onMessage(text: string) {
+    if (text === WS_PONG) {
+      this.lastPong = Date.now();
+      return;
+    }
+    const parsed = ServerMessage.safeParse(JSON.parse(text));
+    if (!parsed.success) return this.events.problem(`unreadable message from the control plane: ${text.slice(0, 200)}`);
+    const msg = parsed.data;
+    switch (msg.t) {
+      case "jobs":
+        return this.events.jobs(msg.jobs);
+      case "cancel":
+        return this.events.cancel(msg.jobIds);
+      case "error":
+        return this.events.problem(msg.message);
+      default: {
+        const p = this.pending.get(msg.id);
+        if (!p) return;
+        clearTimeout(p.timer);
+        this.pending.delete(msg.id);
+        p.resolve(msg);
+      }
+    }
+  }
+
+  private startKeepalive() {
+    this.keepalive = setInterval(() => {
+      if (Date.now() - this.lastPong > 2.5 * KEEPALIVE_MS) {
+        this.ws.terminate(); // silent peer: let the agent reconnect
+        return;
+      }
+      this.ws.send(WS_PING);
+    }, KEEPALIVE_MS);
+    this.keepalive.unref();
+  }
+
+  private shutdown(reason: Error) {
+    if (this.keepalive) clearInterval(this.keepalive);
+    this.keepalive = null;
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(reason);
+    }
+    this.pending.clear();
+  }
+}
