@@ -66,6 +66,7 @@ export class Agent {
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private renewTimer: NodeJS.Timeout | null = null;
   private link: SocketLink | null = null;
+  private readonly sandboxes = new Set<string>();
   private credential = "";
   private stopping = false;
   private pollAbort = new AbortController();
@@ -288,7 +289,10 @@ export class Agent {
     const fn = loaded.info.exports.find((x) => x.kind === "function" && x.name === job.function);
     if (!fn?.signature) return failed("missing-function", `the module exports no function "${job.function}"`);
     const sandboxDir = join(this.opts.dataDir, "sandbox", job.module);
-    await mkdir(sandboxDir, { recursive: true });
+    if (!this.sandboxes.has(sandboxDir)) {
+      await mkdir(sandboxDir, { recursive: true });
+      this.sandboxes.add(sandboxDir);
+    }
     return this.pool.run(
       job.jobId,
       { module: loaded.module, function: job.function, signature: fn.signature, args: job.args, sandboxDir, maxOutputBytes: this.opts.maxOutputBytes },

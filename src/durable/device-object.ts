@@ -181,14 +181,44 @@ export class DeviceObject extends SqlObject<Env> {
     const now = Date.now();
     const deadline = spec.deadline ? Date.parse(spec.deadline) : null;
     if (deadline !== null && deadline <= now) return fail("unprocessable", "the deadline has already passed");
-    this.run(
-      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at)
-       VALUES (?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      jobId, spec.priority, spec.module, spec.function, JSON.stringify(spec.args), spec.timeoutMs, spec.maxAttempts, deadline, now, now,
-    );
+    if (!this.pushAtOnce(jobId, spec, deadline, now)) {
+      this.run(
+        `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at)
+         VALUES (?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        jobId, spec.priority, spec.module, spec.function, JSON.stringify(spec.args), spec.timeoutMs, spec.maxAttempts, deadline, now, now,
+      );
+      this.dispatch();
+    }
     if (deadline !== null) this.ensureAlarmBy(deadline);
-    this.dispatch();
     return this.awaitResult(jobId, waitMs);
+  }
+
+  /**
+   * The fast path: when the agent is connected with credit and nothing is queued
+   * ahead, push the job first and record it as leased in the same turn. The
+   * output gate holds messages sent after a write until it commits; sending
+   * first saves that wait on the push, while the caller's answer still waits
+   * for the commit, so nothing is acknowledged before it is durable.
+   */
+  private pushAtOnce(jobId: string, spec: JobSubmission, deadline: number | null, now: number): boolean {
+    const socket = this.agentSocket();
+    if (!socket) return false;
+    const credit = this.credit(socket);
+    if (credit <= 0 || this.one("SELECT 1 AS x FROM jobs WHERE state = 'QUEUED' AND not_before <= ? LIMIT 1", now)) return false;
+    const leaseToken = randomBase32(16);
+    const expires = leaseExpiry(now, "delivered", spec.timeoutMs, this.settings);
+    this.send(socket, {
+      t: "jobs",
+      jobs: [{ jobId, leaseToken, leaseExpiresAt: expires, attempt: 1, module: spec.module, function: spec.function, args: spec.args, timeoutMs: spec.timeoutMs }],
+    });
+    this.setCredit(socket, credit - 1);
+    this.run(
+      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, attempts, max_attempts, deadline, lease_token, lease_expires, created_at, updated_at)
+       VALUES (?, 'LEASED', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)`,
+      jobId, spec.priority, spec.module, spec.function, JSON.stringify(spec.args), spec.timeoutMs, spec.maxAttempts, deadline, leaseToken, expires, now, now,
+    );
+    this.ensureAlarmBy(expires);
+    return true;
   }
 
   async getJob(jobId: string): Promise<Outcome<JobView>> {
