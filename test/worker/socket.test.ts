@@ -1,0 +1,106 @@
+/** The push transport inside workerd: the agent's WebSocket to its device object. */
+import { describe, expect, it } from "vitest";
+import { SELF } from "cloudflare:test";
+import { call, health, registerDevice, sleep, submit, uploadModule } from "./helpers.js";
+
+async function connect(credential: string) {
+  const res = await SELF.fetch("https://wasmvisor.test/v1/agent/ws", { headers: { upgrade: "websocket", authorization: `Bearer ${credential}` } });
+  expect(res.status).toBe(101);
+  const ws = res.webSocket!;
+  ws.accept();
+  const inbox: any[] = [];
+  const waiters: (() => void)[] = [];
+  ws.addEventListener("message", (e) => {
+    inbox.push(e.data === "pong" ? "pong" : JSON.parse(e.data as string));
+    for (const w of waiters.splice(0)) w();
+  });
+  const next = async (pred: (m: any) => boolean, timeoutMs = 5_000) => {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const i = inbox.findIndex(pred);
+      if (i >= 0) return inbox.splice(i, 1)[0];
+      if (Date.now() > end) throw new Error(`no matching message; inbox: ${JSON.stringify(inbox)}`);
+      await Promise.race([new Promise<void>((r) => waiters.push(r)), sleep(50)]);
+    }
+  };
+  const send = (m: unknown) => ws.send(typeof m === "string" ? m : JSON.stringify(m));
+  let closed: { code: number } | null = null;
+  ws.addEventListener("close", (e) => (closed = { code: e.code }));
+  return { ws, next, send, inbox, closed: () => closed };
+}
+
+const result = (value: number) => ({ value, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 1 });
+
+describe("the agent's WebSocket", () => {
+  it("needs the device's own credential and an upgrade", async () => {
+    const { credential } = await registerDevice();
+    const noUpgrade = await call("GET", "/v1/agent/ws", { token: credential });
+    expect(noUpgrade.status).toBe(426);
+    const other = await registerDevice("other");
+    const forged = `wvd.${other.deviceId}.${credential.split(".")[2]}`;
+    const res = await SELF.fetch("https://wasmvisor.test/v1/agent/ws", { headers: { upgrade: "websocket", authorization: `Bearer ${forged}` } });
+    expect(res.status).toBe(401);
+  });
+
+  it("pushes jobs only against credit, and takes results as messages", async () => {
+    const { deviceId, credential } = await registerDevice();
+    const digest = await uploadModule("math");
+    const agent = await connect(credential);
+    const queued = (await submit(deviceId, digest, "add32", [1, 2])).body;
+    expect(queued.state).toBe("QUEUED"); // no credit yet
+    agent.send({ t: "credit", free: 2 });
+    const first = await agent.next((m) => m.t === "jobs");
+    expect(first.jobs.map((j: any) => j.jobId)).toEqual([queued.id]);
+    const pushed = (await submit(deviceId, digest, "add32", [3, 4])).body;
+    expect(pushed.state).toBe("LEASED"); // pushed at once: credit left, nothing queued ahead
+    const second = await agent.next((m) => m.t === "jobs");
+    const third = (await submit(deviceId, digest, "add32", [5, 6])).body;
+    expect(third.state).toBe("QUEUED"); // credit used up
+
+    const lease = first.jobs[0];
+    agent.send({ t: "results", id: 7, free: 1, results: [{ jobId: lease.jobId, leaseToken: lease.leaseToken, outcome: "succeeded", result: result(3), error: null }] });
+    const reported = await agent.next((m) => m.t === "reported");
+    expect(reported).toEqual({ t: "reported", id: 7, dispositions: [{ jobId: lease.jobId, disposition: "accepted" }] });
+    expect((await agent.next((m) => m.t === "jobs")).jobs[0].jobId).toBe(third.id); // credit 1 again
+    expect((await call("GET", `/v1/jobs/${queued.id}`)).body).toMatchObject({ state: "SUCCEEDED", result: { value: 3 } });
+    expect(second.jobs[0].jobId).toBe(pushed.id);
+    agent.ws.close();
+  });
+
+  it("answers heartbeats, keepalives, and refuses malformed messages without closing", async () => {
+    const { deviceId, credential } = await registerDevice();
+    const agent = await connect(credential);
+    agent.send({ t: "heartbeat", id: 1, health: health(), runningJobs: [] });
+    expect(await agent.next((m) => m.t === "heartbeat-ack")).toEqual({ t: "heartbeat-ack", id: 1, cancel: [] });
+    expect((await call("GET", `/v1/devices/${deviceId}`)).body).toMatchObject({ status: "online", health: { cpuPercent: 12.5 } });
+    agent.send("ping");
+    expect(await agent.next((m) => m === "pong")).toBe("pong");
+    agent.send("{not json");
+    expect((await agent.next((m) => m.t === "error")).message).toContain("message refused");
+    agent.send({ t: "credit", free: -5 });
+    await agent.next((m) => m.t === "error");
+    agent.send({ t: "heartbeat", id: 2, health: health(), runningJobs: [] });
+    expect((await agent.next((m) => m.t === "heartbeat-ack")).id).toBe(2);
+    agent.ws.close();
+  });
+
+  it("tells the agent at once when one of its running jobs is canceled", async () => {
+    const { deviceId, credential } = await registerDevice();
+    const digest = await uploadModule("math");
+    const agent = await connect(credential);
+    agent.send({ t: "credit", free: 1 });
+    const job = (await submit(deviceId, digest, "add32", [1, 1])).body;
+    await agent.next((m) => m.t === "jobs");
+    await call("POST", `/v1/jobs/${job.id}/cancel`);
+    expect(await agent.next((m) => m.t === "cancel")).toEqual({ t: "cancel", jobIds: [job.id] });
+    agent.ws.close();
+  });
+
+  it("replaces an older connection of the same device", async () => {
+    const { credential } = await registerDevice();
+    const a = await connect(credential);
+    await connect(credential);
+    for (let i = 0; i < 40 && !a.closed(); i++) await sleep(25);
+    expect(a.closed()?.code).toBe(4000);
+  });
+});
