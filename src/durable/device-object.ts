@@ -7,14 +7,14 @@
  */
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
-import { jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
+import { IDEMPOTENCY_TABLE, jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
 import { registryStub } from "./registry-object.js";
 import { transition, type JobEvent } from "../core/lifecycle.js";
 import { isOnline, leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
 import { settingsFrom, type Env, type Settings } from "../worker/env.js";
 import { randomBase32 } from "../protocol/ids.js";
-import { isTerminal, type JobError, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
+import { isTerminal, jobLinks, type JobError, type JobRef, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
 import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../protocol/device.js";
 import { AgentMessage, WS_PING, WS_PONG, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type ResultReport, type ServerMessage } from "../protocol/agent.js";
 import type { Arg } from "../protocol/wasm.js";
@@ -69,7 +69,7 @@ export class DeviceObject extends SqlObject<Env> {
   private verifiedSecret: string | null = null;
 
   protected migrations() {
-    return [DEVICE_TABLE + JOBS_TABLE];
+    return [DEVICE_TABLE + JOBS_TABLE, IDEMPOTENCY_TABLE];
   }
 
   protected override async load() {
@@ -175,22 +175,102 @@ export class DeviceObject extends SqlObject<Env> {
 
   // ---- jobs: submission and reads ------------------------------------------------
 
-  /** Queues the job; with `waitMs`, also waits for it to end (create-and-wait in one round trip). */
-  async submit(jobId: string, spec: JobSubmission, waitMs = 0): Promise<Outcome<{ done: boolean; job: JobView }>> {
+  /**
+   * Queues the job (or only creates it, with `start: false`); with `waitMs`, also waits
+   * for it to end (create-and-wait in one round trip). With an idempotency key, a repeat
+   * of the same request answers the job it created; the same key with another body is a conflict.
+   */
+  async submit(
+    jobId: string,
+    spec: JobSubmission,
+    waitMs = 0,
+    idempotency: { key: string; bodyHash: string } | null = null,
+  ): Promise<Outcome<{ done: boolean; job: JobView; replayed: boolean }>> {
     if (!this.device) return fail("not-found", `device ${spec.device} is not registered`);
     const now = Date.now();
+    if (idempotency) {
+      const seen = this.one<{ body_hash: string; job_id: string }>("SELECT body_hash, job_id FROM idempotency WHERE key = ?", idempotency.key);
+      if (seen && seen.body_hash !== idempotency.bodyHash) return fail("conflict", "this Idempotency-Key was used with a different request body");
+      if (seen) {
+        const replay = await this.awaitResult(seen.job_id, waitMs);
+        return replay.ok ? ok({ ...replay.value, replayed: true }) : replay;
+      }
+    }
     const deadline = spec.deadline ? Date.parse(spec.deadline) : null;
     if (deadline !== null && deadline <= now) return fail("unprocessable", "the deadline has already passed");
-    if (!this.pushAtOnce(jobId, spec, deadline, now)) {
-      this.run(
-        `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at)
-         VALUES (?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        jobId, spec.priority, spec.module, spec.function, JSON.stringify(spec.args), spec.timeoutMs, spec.maxAttempts, deadline, now, now,
-      );
-      this.dispatch();
+    if (!spec.start || !this.pushAtOnce(jobId, spec, deadline, now)) {
+      this.insertJob(jobId, spec, deadline, now);
+      if (spec.start) this.dispatch();
+    }
+    if (idempotency) {
+      this.run("INSERT INTO idempotency (key, body_hash, job_id, created_at) VALUES (?, ?, ?, ?)", idempotency.key, idempotency.bodyHash, jobId, now);
     }
     if (deadline !== null) this.ensureAlarmBy(deadline);
-    return this.awaitResult(jobId, waitMs);
+    const out = await this.awaitResult(jobId, waitMs);
+    return out.ok ? ok({ ...out.value, replayed: false }) : out;
+  }
+
+  /** Many jobs in one transaction, delivered together. */
+  async submitBatch(entries: { jobId: string; spec: JobSubmission }[]): Promise<Outcome<JobRef[]>> {
+    if (!this.device) return fail("not-found", "the device is not registered");
+    const now = Date.now();
+    for (const { spec } of entries) {
+      if (spec.deadline && Date.parse(spec.deadline) <= now) return fail("unprocessable", "a deadline has already passed");
+    }
+    let earliestDeadline: number | null = null;
+    this.ctx.storage.transactionSync(() => {
+      for (const { jobId, spec } of entries) {
+        const deadline = spec.deadline ? Date.parse(spec.deadline) : null;
+        this.insertJob(jobId, spec, deadline, now);
+        earliestDeadline = nextAlarm([earliestDeadline, deadline]);
+      }
+    });
+    if (earliestDeadline !== null) this.ensureAlarmBy(earliestDeadline);
+    const leased = new Set(this.dispatch());
+    return ok(
+      entries.map(({ jobId, spec }) => ({
+        id: jobId,
+        device: this.device!.id,
+        state: leased.has(jobId) ? "LEASED" : spec.start ? "QUEUED" : "CREATED",
+        links: jobLinks(jobId),
+      })),
+    );
+  }
+
+  private insertJob(jobId: string, spec: JobSubmission, deadline: number | null, now: number) {
+    this.run(
+      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      jobId, spec.start ? "QUEUED" : "CREATED", spec.priority, spec.module, spec.function, JSON.stringify(spec.args),
+      spec.timeoutMs, spec.maxAttempts, deadline, now, now,
+    );
+  }
+
+  /** Queues a job that was created without being queued. */
+  async start(jobId: string): Promise<Outcome<JobView>> {
+    const row = this.jobRow(jobId);
+    if (!row) return fail("not-found", `no job ${jobId}`);
+    const t = transition(row.state, { type: "start" }, counts(row));
+    if (!t.ok) return fail("conflict", t.reason);
+    this.run("UPDATE jobs SET state = 'QUEUED', updated_at = ? WHERE id = ?", Date.now(), jobId);
+    this.dispatch();
+    return ok(this.jobViewById(jobId)!);
+  }
+
+  /** Deletes an ended job with its result and logs. */
+  async remove(jobId: string): Promise<Outcome<{ id: string }>> {
+    const row = this.jobRow(jobId);
+    if (!row) return fail("not-found", `no job ${jobId}`);
+    if (!isTerminal(row.state)) return fail("conflict", `job ${jobId} is ${row.state}; cancel it first`);
+    this.ctx.storage.transactionSync(() => {
+      this.run("DELETE FROM jobs WHERE id = ?", jobId);
+      this.run("DELETE FROM idempotency WHERE job_id = ?", jobId);
+    });
+    return ok({ id: jobId });
+  }
+
+  async exists(): Promise<boolean> {
+    return this.device !== undefined;
   }
 
   /**
@@ -289,22 +369,23 @@ export class DeviceObject extends SqlObject<Env> {
     });
   }
 
-  /** Hands ready jobs to the agent: pushed over its WebSocket up to its credit, else to a waiting poll. */
-  private dispatch() {
+  /** Hands ready jobs to the agent: pushed over its WebSocket up to its credit, else to a waiting poll. Answers the ids leased. */
+  private dispatch(): string[] {
     const socket = this.agentSocket();
     if (socket) {
       const credit = this.credit(socket);
-      if (credit <= 0) return;
+      if (credit <= 0) return [];
       const jobs = this.leaseReady(credit);
-      if (jobs.length === 0) return;
+      if (jobs.length === 0) return [];
       this.setCredit(socket, credit - jobs.length);
       this.send(socket, { t: "jobs", jobs });
-      return;
+      return jobs.map((j) => j.jobId);
     }
     const poller = this.pollers[0];
-    if (!poller) return;
+    if (!poller) return [];
     const jobs = this.leaseReady(poller.max);
     if (jobs.length > 0) poller.deliver(jobs);
+    return jobs.map((j) => j.jobId);
   }
 
   private leaseReady(max: number): LeasedJob[] {

@@ -30,6 +30,15 @@ CREATE INDEX jobs_lease ON jobs (lease_expires) WHERE lease_expires IS NOT NULL;
 CREATE INDEX jobs_deadline ON jobs (deadline) WHERE deadline IS NOT NULL;
 `;
 
+/** Idempotency-Key -> the job it created, with a hash of the request that created it. */
+export const IDEMPOTENCY_TABLE = `
+CREATE TABLE idempotency (
+  key        TEXT PRIMARY KEY,
+  body_hash  TEXT NOT NULL,
+  job_id     TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);`;
+
 export type JobRow = {
   seq: number;
   id: string;

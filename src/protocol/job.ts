@@ -33,6 +33,8 @@ export const LIMITS = {
   maxModuleBytes: 32 * 1024 * 1024,
   maxJsonBodyBytes: 256 * 1024,
   maxPollBatch: 256,
+  maxBatchJobs: 1000,
+  maxBatchBodyBytes: 1024 * 1024,
 } as const;
 
 export const FunctionName = z.string().min(1).max(256);
@@ -47,6 +49,8 @@ export const JobSubmission = z.strictObject({
   priority: z.number().int().min(-1000).max(1000).default(0),
   /** Work not started by then is EXPIRED, never run. */
   deadline: z.iso.datetime({ offset: true }).optional(),
+  /** false: create the job without queueing it (CREATED); start it later with POST /v1/jobs/:id/start */
+  start: z.boolean().default(true),
 });
 export type JobSubmission = z.output<typeof JobSubmission>;
 export type JobSubmissionInput = z.input<typeof JobSubmission>;
@@ -109,3 +113,8 @@ export const JobView = z.object({
 export type JobView = z.infer<typeof JobView>;
 
 export const jobLinks = (id: string) => ({ self: `/v1/jobs/${id}`, result: `/v1/jobs/${id}/result` });
+
+export const JobBatch = z.strictObject({ jobs: z.array(JobSubmission).min(1).max(LIMITS.maxBatchJobs) });
+
+export const JobRef = z.object({ id: JobId, device: DeviceId, state: JobState, links: z.object({ self: z.string(), result: z.string() }) });
+export type JobRef = z.infer<typeof JobRef>;

@@ -32,12 +32,13 @@ export function createApp() {
       role: c.get("principal")?.role,
     });
   });
+  const jsonLimit = (maxSize: number) =>
+    bodyLimit({ maxSize, onError: (c) => problem(c, "too-large", `this request body is limited to ${maxSize} bytes`) });
+  const batchLimit = jsonLimit(LIMITS.maxBatchBodyBytes);
+  const defaultLimit = jsonLimit(LIMITS.maxJsonBodyBytes);
   app.use("/v1/*", async (c, next) => {
-    if (c.req.path === "/v1/modules") return next();
-    return bodyLimit({
-      maxSize: LIMITS.maxJsonBodyBytes,
-      onError: (c) => problem(c, "too-large", `JSON bodies are limited to ${LIMITS.maxJsonBodyBytes} bytes`),
-    })(c, next);
+    if (c.req.path === "/v1/modules") return next(); // its own, larger limit
+    return (c.req.path === "/v1/jobs/batch" ? batchLimit : defaultLimit)(c, next);
   });
 
   healthRoutes(app);

@@ -10,8 +10,12 @@ export function wasm(name: string): Uint8Array<ArrayBuffer> {
   return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
 }
 
-export async function call(method: string, path: string, opts: { token?: string | null; json?: unknown; body?: BodyInit; type?: string } = {}) {
-  const headers: Record<string, string> = {};
+export async function call(
+  method: string,
+  path: string,
+  opts: { token?: string | null; json?: unknown; body?: BodyInit; type?: string; headersExtra?: Record<string, string> } = {},
+) {
+  const headers: Record<string, string> = { ...opts.headersExtra };
   const token = opts.token === undefined ? ADMIN : opts.token;
   if (token) headers.authorization = `Bearer ${token}`;
   if (opts.json !== undefined) headers["content-type"] = "application/json";

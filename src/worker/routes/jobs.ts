@@ -1,6 +1,8 @@
 import { z } from "zod";
 import { deviceOfJob, JobId, newJobId } from "../../protocol/ids.js";
-import { JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
+import { JobBatch, JobRef, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
+import { sha256Hex } from "../../core/crypto.js";
+import type { ProblemType } from "../../protocol/problem.js";
 import { coerceArgs } from "../../protocol/wasm.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { fromOutcome, log, problem, type App, type Ctx } from "../http.js";
@@ -14,7 +16,11 @@ const submit = route({
   path: "/v1/jobs",
   roles: ["admin", "user"],
   summary: "Submit a job; answers 202 at once with its status and result URLs, or with ?wait= the ended job (200)",
-  request: { body: jsonBody(JobSubmission), query: WaitQuery },
+  request: {
+    body: jsonBody(JobSubmission),
+    query: WaitQuery,
+    headers: z.object({ "idempotency-key": z.string().min(1).max(200).optional() }),
+  },
   responses: {
     202: jsonResponse(JobView, "Accepted and queued on the device (or still running when the wait ran out)"),
     200: jsonResponse(JobView, "With ?wait=: the job ended within the wait"),
@@ -44,6 +50,33 @@ const result = route({
   responses: { 200: jsonResponse(JobView, "The job has ended"), 202: jsonResponse(JobView, "Not yet; ask again") },
 });
 
+const batch = route({
+  method: "post",
+  path: "/v1/jobs/batch",
+  roles: ["admin", "user"],
+  summary: `Submit up to ${LIMITS.maxBatchJobs} jobs at once; each device's share is stored in one transaction`,
+  request: { body: jsonBody(JobBatch) },
+  responses: { 202: jsonResponse(z.object({ jobs: z.array(JobRef) }), "Accepted, in the order given") },
+});
+
+const start = route({
+  method: "post",
+  path: "/v1/jobs/{id}/start",
+  roles: ["admin", "user"],
+  summary: "Queue a job that was created with start: false",
+  request: { params: z.object({ id: JobId }) },
+  responses: { 200: jsonResponse(JobView, "Queued") },
+});
+
+const remove = route({
+  method: "delete",
+  path: "/v1/jobs/{id}",
+  roles: ["admin", "user"],
+  summary: "Delete an ended job with its result and logs",
+  request: { params: z.object({ id: JobId }) },
+  responses: { 200: jsonResponse(z.object({ id: JobId }), "Deleted") },
+});
+
 const cancel = route({
   method: "post",
   path: "/v1/jobs/{id}/cancel",
@@ -53,31 +86,68 @@ const cancel = route({
   responses: { 200: jsonResponse(JobView, "Canceled") },
 });
 
+type Refusal = { type: ProblemType; detail: string };
+
 /** Checks the call against the module's real signature before anything is queued. */
-async function checkCall(c: Ctx, spec: JobSubmission): Promise<Response | null> {
+async function checkCall(c: Ctx, spec: JobSubmission): Promise<Refusal | null> {
   const info = await moduleInfo(c.env, spec.module);
-  if (!info) return problem(c, "unprocessable", `module ${spec.module} has not been uploaded (POST /v1/modules)`);
+  if (!info) return { type: "unprocessable", detail: `module ${spec.module} has not been uploaded (POST /v1/modules)` };
   const fn = info.exports.find((e) => e.kind === "function" && e.name === spec.function);
   if (!fn?.signature) {
     const names = info.exports.filter((e) => e.kind === "function").map((e) => e.name);
-    return problem(c, "bad-arguments", `the module exports no function "${spec.function}" (it exports: ${names.join(", ") || "none"})`);
+    return { type: "bad-arguments", detail: `the module exports no function "${spec.function}" (it exports: ${names.join(", ") || "none"})` };
   }
   const args = coerceArgs(fn.signature, spec.args);
-  return args.ok ? null : problem(c, "bad-arguments", `${spec.function}: ${args.message}`);
+  return args.ok ? null : { type: "bad-arguments", detail: `${spec.function}: ${args.message}` };
 }
 
 export function jobRoutes(app: App) {
   app.openapi(submit, async (c) => {
     const spec = c.req.valid("json");
     const refused = await checkCall(c, spec);
-    if (refused) return refused;
+    if (refused) return problem(c, refused.type, refused.detail);
     const jobId = newJobId(spec.device, Date.now());
     const waitMs = Math.round(c.req.valid("query").wait * 1000);
-    const out = await deviceStub(c.env, spec.device).submit(jobId, spec, waitMs);
-    return fromOutcome(c, out, ({ done, job }) => {
-      log("info", "job queued", { requestId: c.get("requestId"), jobId, device: spec.device, function: spec.function });
-      return c.json(job, done ? 200 : 202, { Location: job.links.self });
+    const key = c.req.valid("header")["idempotency-key"];
+    const idempotency = key ? { key, bodyHash: await sha256Hex(JSON.stringify(spec)) } : null;
+    const out = await deviceStub(c.env, spec.device).submit(jobId, spec, waitMs, idempotency);
+    return fromOutcome(c, out, ({ done, job, replayed }) => {
+      if (!replayed) log("info", "job queued", { requestId: c.get("requestId"), jobId, device: spec.device, function: spec.function });
+      return c.json(job, done ? 200 : 202, { Location: job.links.self, ...(replayed ? { "Idempotent-Replayed": "true" } : {}) });
     });
+  });
+
+  app.openapi(batch, async (c) => {
+    const { jobs } = c.req.valid("json");
+    for (const [i, spec] of jobs.entries()) {
+      const refused = await checkCall(c, spec);
+      if (refused) return problem(c, refused.type, `jobs.${i}: ${refused.detail}`);
+    }
+    // All or nothing: every device must exist before any job is stored.
+    const devices = [...new Set(jobs.map((j) => j.device))];
+    const known = await Promise.all(devices.map((d) => deviceStub(c.env, d).exists()));
+    const unknown = devices.filter((_, i) => !known[i]);
+    if (unknown.length) return problem(c, "not-found", `not registered: ${unknown.join(", ")}`);
+    const now = Date.now();
+    const entries = jobs.map((spec) => ({ jobId: newJobId(spec.device, now), spec }));
+    const refs = new Map<string, JobRef>();
+    for (const device of devices) {
+      const out = await deviceStub(c.env, device).submitBatch(entries.filter((e) => e.spec.device === device));
+      if (!out.ok) return problem(c, out.problem, out.detail);
+      for (const r of out.value) refs.set(r.id, r);
+    }
+    log("info", "jobs queued", { requestId: c.get("requestId"), count: jobs.length, devices: devices.length });
+    return c.json({ jobs: entries.map((e) => refs.get(e.jobId)!) }, 202);
+  });
+
+  app.openapi(start, async (c) => {
+    const id = c.req.valid("param").id;
+    return fromOutcome(c, await deviceStub(c.env, deviceOfJob(id)).start(id), (job) => c.json(job, 200));
+  });
+
+  app.openapi(remove, async (c) => {
+    const id = c.req.valid("param").id;
+    return fromOutcome(c, await deviceStub(c.env, deviceOfJob(id)).remove(id), (r) => c.json(r, 200));
   });
 
   app.openapi(status, async (c) => {
