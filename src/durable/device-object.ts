@@ -42,6 +42,7 @@ type DeviceRow = {
   health: string | null;
   health_at: number | null;
   status: DeviceStatus;
+  drained: number;
 };
 
 interface Poller {
@@ -69,7 +70,7 @@ export class DeviceObject extends SqlObject<Env> {
   private verifiedSecret: string | null = null;
 
   protected migrations() {
-    return [DEVICE_TABLE + JOBS_TABLE, IDEMPOTENCY_TABLE];
+    return [DEVICE_TABLE + JOBS_TABLE, IDEMPOTENCY_TABLE, "ALTER TABLE device ADD COLUMN drained INTEGER NOT NULL DEFAULT 0"];
   }
 
   protected override async load() {
@@ -155,6 +156,15 @@ export class DeviceObject extends SqlObject<Env> {
     });
   }
 
+  /** A drained device gets no new work; what it runs finishes. `resume` undoes it. */
+  async setDrained(drained: boolean): Promise<Outcome<DeviceView>> {
+    if (!this.device) return fail("not-found", "no such device");
+    this.device.drained = drained ? 1 : 0;
+    this.run("UPDATE device SET drained = ? WHERE id = ?", this.device.drained, this.device.id);
+    if (!drained) this.dispatch();
+    return ok(this.deviceView());
+  }
+
   private deviceView(): DeviceView {
     const d = this.device!;
     const counts = this.all<{ state: JobState; n: number }>(
@@ -170,6 +180,7 @@ export class DeviceObject extends SqlObject<Env> {
       registeredAt: iso(d.registered_at)!,
       lastSeenAt: iso(d.last_seen),
       queue: { queued: count("QUEUED"), running: count("LEASED") + count("RUNNING") },
+      drained: d.drained === 1,
     };
   }
 
@@ -282,7 +293,7 @@ export class DeviceObject extends SqlObject<Env> {
    */
   private pushAtOnce(jobId: string, spec: JobSubmission, deadline: number | null, now: number): boolean {
     const socket = this.agentSocket();
-    if (!socket) return false;
+    if (!socket || this.device?.drained) return false;
     const credit = this.credit(socket);
     if (credit <= 0 || this.one("SELECT 1 AS x FROM jobs WHERE state = 'QUEUED' AND not_before <= ? LIMIT 1", now)) return false;
     const leaseToken = randomBase32(16);
@@ -353,7 +364,7 @@ export class DeviceObject extends SqlObject<Env> {
     this.markSeen(Date.now());
     // One agent per device keeps one poll open: a new poll means any older one is dead.
     for (const p of this.pollers.splice(0)) p.deliver([]);
-    const jobs = this.leaseReady(max);
+    const jobs = this.device!.drained ? [] : this.leaseReady(max);
     if (jobs.length > 0 || waitMs <= 0) return ok({ jobs, serverTime: Date.now() });
     return new Promise((resolve) => {
       const poller: Poller = {
@@ -371,6 +382,7 @@ export class DeviceObject extends SqlObject<Env> {
 
   /** Hands ready jobs to the agent: pushed over its WebSocket up to its credit, else to a waiting poll. Answers the ids leased. */
   private dispatch(): string[] {
+    if (this.device?.drained) return [];
     const socket = this.agentSocket();
     if (socket) {
       const credit = this.credit(socket);

@@ -57,6 +57,8 @@ export const DeviceView = z.object({
   registeredAt: z.string(),
   lastSeenAt: z.string().nullable(),
   queue: z.object({ queued: z.number().int(), running: z.number().int() }).optional(),
+  /** drained devices get no new work (Hero's runner.stop) */
+  drained: z.boolean().optional(),
 });
 export type DeviceView = z.infer<typeof DeviceView>;
 

@@ -12,6 +12,12 @@ export class WasmvisorError extends Error {
   }
 }
 
+export class RpcError extends Error {
+  constructor(readonly code: number, message: string, readonly data?: unknown) {
+    super(`${code}: ${message}`);
+  }
+}
+
 export interface ClientOptions {
   /** control plane URL, e.g. http://127.0.0.1:8787 */
   server: string;
@@ -77,6 +83,15 @@ export class WasmvisorClient {
       if (Date.now() >= until) throw new Error(`job ${id} did not end within ${timeoutSeconds}s (state ${r.job.state})`);
     }
   }
+
+  /** Calls a JSON-RPC method (Hero naming, see rpc.discover); a JSON-RPC error is thrown as RpcError. */
+  async rpc<T = unknown>(method: string, params: Record<string, unknown> = {}): Promise<T> {
+    const id = ++this.rpcId;
+    const { body } = await this.request<{ result?: T; error?: { code: number; message: string; data?: unknown } }>("POST", "/rpc", { jsonrpc: "2.0", method, params, id });
+    if (body.error) throw new RpcError(body.error.code, body.error.message, body.error.data);
+    return body.result as T;
+  }
+  private rpcId = 0;
 
   async cancelJob(id: string): Promise<JobView> {
     return (await this.request<JobView>("POST", `/v1/jobs/${id}/cancel`)).body;

@@ -11,6 +11,9 @@ import { deviceRoutes } from "./routes/devices.js";
 import { moduleRoutes } from "./routes/modules.js";
 import { jobRoutes } from "./routes/jobs.js";
 import { agentRoutes } from "./routes/agent.js";
+import { API_VERSION, infoRoutes } from "./routes/info.js";
+import { rpcRoutes } from "./routes/rpc.js";
+import { Scalar } from "@scalar/hono-api-reference";
 
 export function createApp() {
   const app = new OpenAPIHono<AppEnv>({
@@ -47,12 +50,17 @@ export function createApp() {
   moduleRoutes(app);
   jobRoutes(app);
   agentRoutes(app);
+  infoRoutes(app);
+  rpcRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
-    info: { title: "wasmvisor control plane", version: "0.1.0", description: "Supervises WebAssembly on edge and IoT devices." },
+    info: { title: "wasmvisor control plane", version: API_VERSION, description: "Supervises WebAssembly on edge and IoT devices." },
   });
+
+  // The interactive API reference (it loads its script from a CDN in the browser).
+  app.get("/docs", Scalar({ url: "/openapi.json", pageTitle: "wasmvisor API" }));
 
   app.notFound((c) => problem(c, "not-found", `no route ${c.req.method} ${c.req.path}`));
   app.onError((err, c) => {

@@ -42,3 +42,12 @@ it("switches to long-poll when the WebSocket upgrade is refused, and still runs 
   expect((await cp.admin.waitForJob(job.id)).result?.value).toBe(233);
   expect(agent.logs.some((l) => l.msg === "push transport connected")).toBe(false);
 });
+
+it("answers JSON-RPC through the SDK, with a real agent behind job.run", async () => {
+  const fibo = await cp.admin.uploadModule(readFileSync("examples/wasm/fibo.wasm"));
+  const info = await cp.admin.rpc<{ name: string }>("supervisor.info");
+  expect(info.name).toBe("wasmvisor");
+  const job = await cp.admin.rpc<{ state: string; result: { value: number } }>("job.run", { device: agent!.deviceId, module: fibo.digest, function: "subtract", args: [10, 3], wait: 20 });
+  expect(job).toMatchObject({ state: "SUCCEEDED", result: { value: 7 } });
+  await expect(cp.admin.rpc("job.status", { id: "nope" })).rejects.toMatchObject({ code: -32602 });
+});

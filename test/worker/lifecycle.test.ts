@@ -71,3 +71,14 @@ describe("batch create", () => {
     expect((await call("POST", "/v1/jobs/batch", { json: { jobs: Array(1001).fill(good) } })).status).toBe(400);
   });
 });
+
+describe("drain", () => {
+  it("gives a drained device no new work, and resumes it", async () => {
+    const { deviceId, credential, digest } = await setup();
+    expect((await call("POST", `/v1/devices/${deviceId}/drain`)).body.drained).toBe(true);
+    const job = (await submit(deviceId, digest, "add32", [1, 2])).body;
+    expect((await poll(credential)).body.jobs).toHaveLength(0);
+    expect((await call("POST", `/v1/devices/${deviceId}/resume`)).body.drained).toBe(false);
+    expect((await poll(credential)).body.jobs[0].jobId).toBe(job.id);
+  });
+});

@@ -42,6 +42,24 @@ const show = route({
   responses: { 200: jsonResponse(DeviceView, "The device"), 404: jsonResponse(z.unknown(), "No such device") },
 });
 
+const drain = route({
+  method: "post",
+  path: "/v1/devices/{id}/drain",
+  roles: ["admin", "user"],
+  summary: "Stop giving the device new work; jobs it runs finish",
+  request: { params: z.object({ id: DeviceId }) },
+  responses: { 200: jsonResponse(DeviceView, "Drained") },
+});
+
+const resume = route({
+  method: "post",
+  path: "/v1/devices/{id}/resume",
+  roles: ["admin", "user"],
+  summary: "Give a drained device work again",
+  request: { params: z.object({ id: DeviceId }) },
+  responses: { 200: jsonResponse(DeviceView, "Resumed") },
+});
+
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 function listItem(s: DeviceSummary): z.infer<typeof DeviceListItem> {
@@ -73,6 +91,9 @@ export function deviceRoutes(app: App) {
     const page = await registryStub(c.env).listDevices(q.limit, q.cursor ?? null, q.status ?? null);
     return c.json({ devices: page.devices.map(listItem), nextCursor: page.next }, 200);
   });
+
+  app.openapi(drain, async (c) => fromOutcome(c, await deviceStub(c.env, c.req.valid("param").id).setDrained(true), (v) => c.json(v, 200)));
+  app.openapi(resume, async (c) => fromOutcome(c, await deviceStub(c.env, c.req.valid("param").id).setDrained(false), (v) => c.json(v, 200)));
 
   app.openapi(show, async (c) => {
     const out = await deviceStub(c.env, c.req.valid("param").id).view();

@@ -1,0 +1,84 @@
+/**
+ * JSON-RPC 2.0 over POST /rpc. A call is replayed as its REST request through the
+ * same app, with the caller's Authorization header, so roles, validation and
+ * handlers are exactly those of REST. Problems become JSON-RPC errors carrying
+ * the problem as `data`.
+ */
+import { z } from "zod";
+import type { Problem } from "../../protocol/problem.js";
+import { METHOD_BY_NAME } from "../rpc/methods.js";
+import { openRpcDocument } from "../rpc/openrpc.js";
+import { API_VERSION } from "./info.js";
+import { route } from "../route.js";
+import type { App, Ctx } from "../http.js";
+
+const Envelope = z.object({
+  jsonrpc: z.literal("2.0"),
+  method: z.string(),
+  params: z.unknown().optional(),
+  id: z.union([z.string(), z.number(), z.null()]).optional(),
+});
+
+type RpcError = { code: number; message: string; data?: unknown };
+type RpcResponse = { jsonrpc: "2.0"; id: string | number | null; result?: unknown; error?: RpcError };
+
+/** HTTP statuses of problems mapped to JSON-RPC error codes (server-defined range). */
+const CODE_BY_STATUS: Record<number, number> = { 400: -32602, 401: -32001, 403: -32003, 404: -32004, 409: -32009, 413: -32013, 422: -32602 };
+
+const rpc = route({
+  method: "post",
+  path: "/rpc",
+  roles: ["admin", "user", "register", "device"],
+  // No request schema here: the handler parses the body itself so that bad JSON is a JSON-RPC -32700, not a 400.
+  summary: "JSON-RPC 2.0 (OpenRPC document: method rpc.discover); each method enforces its REST route's roles",
+  responses: { 200: { description: "JSON-RPC response (or batch of responses)" } },
+});
+
+async function invoke(app: App, c: Ctx, raw: unknown): Promise<RpcResponse | null> {
+  const env = Envelope.safeParse(raw);
+  if (!env.success) return { jsonrpc: "2.0", id: null, error: { code: -32600, message: "Invalid Request", data: env.error.issues } };
+  const { method: name, params, id } = env.data;
+  const reply = (body: { result: unknown } | { error: RpcError }): RpcResponse | null => (id === undefined ? null : { jsonrpc: "2.0", id, ...body });
+  if (name === "rpc.discover") return reply({ result: openRpcDocument(API_VERSION) });
+  const m = METHOD_BY_NAME.get(name);
+  if (!m) return reply({ error: { code: -32601, message: `Method not found: ${name}` } });
+  if (params !== undefined && (typeof params !== "object" || params === null || Array.isArray(params))) {
+    return reply({ error: { code: -32602, message: "params must be an object (by-name)" } });
+  }
+  const parsed = m.params.safeParse(params ?? {});
+  if (!parsed.success) return reply({ error: { code: -32602, message: "Invalid params", data: parsed.error.issues } });
+
+  const call = m.rest(parsed.data);
+  const url = new URL(call.path, c.req.url);
+  for (const [k, v] of Object.entries(call.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
+  const headers = new Headers({ authorization: c.req.header("authorization") ?? "", "x-request-id": c.get("requestId") });
+  if (call.body !== undefined) headers.set("content-type", "application/json");
+  const res = await app.fetch(new Request(url, { method: call.method, headers, body: call.body === undefined ? undefined : JSON.stringify(call.body) }), c.env, c.executionCtx);
+  const body = (await res.json().catch(() => null)) as unknown;
+  if (res.ok) return reply({ result: body });
+  const problem = body as Partial<Problem> | null;
+  return reply({ error: { code: CODE_BY_STATUS[res.status] ?? -32000, message: problem?.detail ?? problem?.title ?? `HTTP ${res.status}`, data: problem } });
+}
+
+export function rpcRoutes(app: App) {
+  app.openapi(rpc, async (c) => {
+    let raw: unknown;
+    try {
+      raw = await c.req.json();
+    } catch {
+      return c.json({ jsonrpc: "2.0", id: null, error: { code: -32700, message: "Parse error" } }, 200);
+    }
+    if (Array.isArray(raw)) {
+      if (raw.length === 0) return c.json({ jsonrpc: "2.0", id: null, error: { code: -32600, message: "Invalid Request: empty batch" } }, 200);
+      if (raw.length > 100) return c.json({ jsonrpc: "2.0", id: null, error: { code: -32600, message: "Invalid Request: at most 100 calls per batch" } }, 200);
+      const out: RpcResponse[] = [];
+      for (const call of raw) {
+        const r = await invoke(app, c, call);
+        if (r) out.push(r);
+      }
+      return out.length ? c.json(out, 200) : c.body(null, 204);
+    }
+    const r = await invoke(app, c, raw);
+    return r ? c.json(r, 200) : c.body(null, 204);
+  });
+}

@@ -1,0 +1,88 @@
+/**
+ * The JSON-RPC methods, in Hero's naming. Each names the REST route it is: the
+ * RPC endpoint replays the call through the same app (auth, validation, handler),
+ * so there is no second implementation. rpc.discover is generated from this table.
+ */
+import { z } from "zod";
+import { DeviceId, JobId } from "../../protocol/ids.js";
+import { JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
+import { DeviceRegistration, DeviceStatus, DeviceView, RegistrationResult } from "../../protocol/device.js";
+import { KeyCreate, KeyCreated, KeyView } from "../../protocol/keys.js";
+
+export interface RestCall {
+  method: "GET" | "POST" | "DELETE";
+  path: string;
+  query?: Record<string, string | number | undefined>;
+  body?: unknown;
+}
+
+export interface RpcMethod<P extends z.ZodObject = z.ZodObject> {
+  name: string;
+  summary: string;
+  params: P;
+  result: z.ZodType;
+  rest(params: z.output<P>): RestCall;
+}
+
+const method = <P extends z.ZodObject>(m: RpcMethod<P>) => m as unknown as RpcMethod;
+
+const JobIdParams = z.object({ id: JobId });
+const DeviceIdParams = z.object({ id: DeviceId });
+const Wait = z.number().min(0).max(LIMITS.maxWaitSeconds);
+
+export const METHODS: readonly RpcMethod[] = [
+  method({
+    name: "jobs.create",
+    summary: "Create a job; it is queued only with start: true (otherwise call job.start)",
+    params: JobSubmission.extend({ start: z.boolean().default(false) }),
+    result: JobView,
+    rest: (p) => ({ method: "POST", path: "/v1/jobs", body: p }),
+  }),
+  method({
+    name: "job.run",
+    summary: "Create a job and wait up to `wait` seconds for it to end",
+    params: JobSubmission.omit({ start: true }).extend({ wait: Wait.default(30) }),
+    result: JobView,
+    rest: ({ wait, ...job }) => ({ method: "POST", path: "/v1/jobs", query: { wait }, body: job }),
+  }),
+  method({ name: "job.start", summary: "Queue a created job", params: JobIdParams, result: JobView, rest: ({ id }) => ({ method: "POST", path: `/v1/jobs/${id}/start` }) }),
+  method({ name: "job.status", summary: "A job's state, attempts, result or error", params: JobIdParams, result: JobView, rest: ({ id }) => ({ method: "GET", path: `/v1/jobs/${id}` }) }),
+  method({
+    name: "job.result",
+    summary: "The job once it has ended, blocking up to `wait` seconds (then its current state)",
+    params: JobIdParams.extend({ wait: Wait.default(30) }),
+    result: JobView,
+    rest: ({ id, wait }) => ({ method: "GET", path: `/v1/jobs/${id}/result`, query: { wait } }),
+  }),
+  method({ name: "job.stop", summary: "Cancel a job (a running one is stopped on the device)", params: JobIdParams, result: JobView, rest: ({ id }) => ({ method: "POST", path: `/v1/jobs/${id}/cancel` }) }),
+  method({ name: "job.delete", summary: "Delete an ended job with its result and logs", params: JobIdParams, result: z.object({ id: JobId }), rest: ({ id }) => ({ method: "DELETE", path: `/v1/jobs/${id}` }) }),
+  method({
+    name: "runner.register",
+    summary: "Register a device (a runner); answers its credential once",
+    params: DeviceRegistration,
+    result: RegistrationResult,
+    rest: (p) => ({ method: "POST", path: "/v1/devices/register", body: p }),
+  }),
+  method({
+    name: "runner.list",
+    summary: "List devices",
+    params: z.object({ limit: z.number().int().min(1).max(500).optional(), cursor: DeviceId.optional(), status: DeviceStatus.optional() }),
+    result: z.object({ devices: z.array(DeviceView), nextCursor: z.string().nullable() }),
+    rest: (p) => ({ method: "GET", path: "/v1/devices", query: p }),
+  }),
+  method({ name: "runner.status", summary: "One device", params: DeviceIdParams, result: DeviceView, rest: ({ id }) => ({ method: "GET", path: `/v1/devices/${id}` }) }),
+  method({ name: "runner.stop", summary: "Drain a device: no new work, running jobs finish", params: DeviceIdParams, result: DeviceView, rest: ({ id }) => ({ method: "POST", path: `/v1/devices/${id}/drain` }) }),
+  method({ name: "runner.start", summary: "Resume a drained device", params: DeviceIdParams, result: DeviceView, rest: ({ id }) => ({ method: "POST", path: `/v1/devices/${id}/resume` }) }),
+  method({ name: "key.create", summary: "Create an API key (secret shown once)", params: KeyCreate, result: KeyCreated, rest: (p) => ({ method: "POST", path: "/v1/keys", body: p }) }),
+  method({ name: "key.list", summary: "List API keys", params: z.object({}), result: z.object({ keys: z.array(KeyView) }), rest: () => ({ method: "GET", path: "/v1/keys" }) }),
+  method({ name: "key.remove", summary: "Revoke an API key", params: z.object({ id: z.string().max(64) }), result: KeyView, rest: ({ id }) => ({ method: "DELETE", path: `/v1/keys/${id}` }) }),
+  method({
+    name: "supervisor.info",
+    summary: "What this control plane is and its limits",
+    params: z.object({}),
+    result: z.object({ name: z.string(), version: z.string(), transports: z.array(z.string()), limits: z.record(z.string(), z.number()), time: z.string() }),
+    rest: () => ({ method: "GET", path: "/v1/info" }),
+  }),
+];
+
+export const METHOD_BY_NAME = new Map(METHODS.map((m) => [m.name, m]));

@@ -1,0 +1,62 @@
+import { describe, expect, it } from "vitest";
+import { call, poll, registerDevice, report, uploadModule, ADMIN } from "./helpers.js";
+
+const rpc = (method: string, params?: unknown, token: string | null = ADMIN, id = 1) =>
+  call("POST", "/rpc", { token, json: { jsonrpc: "2.0", method, ...(params === undefined ? {} : { params }), ...(id === undefined ? {} : { id }) } });
+
+describe("JSON-RPC 2.0", () => {
+  it("serves every method rpc.discover describes, and nothing it does not", async () => {
+    const doc = (await rpc("rpc.discover")).body.result;
+    expect(doc.openrpc).toBe("1.3.2");
+    for (const m of doc.methods as { name: string }[]) {
+      const res = await rpc(m.name, {});
+      expect(res.body.error?.code, m.name).not.toBe(-32601);
+    }
+    expect((await rpc("jobs.fly", {})).body.error.code).toBe(-32601);
+  });
+
+  it("runs the Hero flow: jobs.create, job.start, job.result, job.delete", async () => {
+    const { deviceId, credential } = await registerDevice();
+    const digest = await uploadModule("math");
+    const created = (await rpc("jobs.create", { device: deviceId, module: digest, function: "add32", args: [40, 2] })).body.result;
+    expect(created.state).toBe("CREATED");
+    expect((await rpc("job.start", { id: created.id })).body.result.state).toBe("QUEUED");
+    const lease = (await poll(credential)).body.jobs[0];
+    await report(credential, created.id, lease.leaseToken, 42);
+    const result = (await rpc("job.result", { id: created.id, wait: 1 })).body.result;
+    expect(result).toMatchObject({ state: "SUCCEEDED", result: { value: 42 } });
+    expect((await rpc("job.status", { id: created.id })).body.result.state).toBe("SUCCEEDED");
+    expect((await rpc("job.delete", { id: created.id })).body.result).toEqual({ id: created.id });
+    expect((await rpc("job.status", { id: created.id })).body.error.code).toBe(-32004);
+  });
+
+  it("drains and resumes a runner", async () => {
+    const { deviceId, credential } = await registerDevice();
+    const digest = await uploadModule("math");
+    expect((await rpc("runner.stop", { id: deviceId })).body.result.drained).toBe(true);
+    const job = (await rpc("jobs.create", { device: deviceId, module: digest, function: "add32", args: [1, 1], start: true })).body.result;
+    expect((await poll(credential)).body.jobs).toHaveLength(0);
+    expect((await rpc("runner.start", { id: deviceId })).body.result.drained).toBe(false);
+    expect((await poll(credential)).body.jobs[0].jobId).toBe(job.id);
+  });
+
+  it("enforces each method's REST roles, with the key in the Authorization header", async () => {
+    const user = (await rpc("key.create", { role: "user" })).body.result.key;
+    const denied = await rpc("key.create", { role: "admin" }, user);
+    expect(denied.body.error).toMatchObject({ code: -32003, data: { type: "urn:wasmvisor:problem:forbidden" } });
+    expect((await rpc("supervisor.info", {}, user)).body.result.name).toBe("wasmvisor");
+    expect((await rpc("supervisor.info", {}, null)).status).toBe(401);
+  });
+
+  it("answers protocol errors as JSON-RPC errors", async () => {
+    expect((await call("POST", "/rpc", { body: "{oops", type: "application/json" })).body.error.code).toBe(-32700);
+    expect((await call("POST", "/rpc", { json: { method: "job.status" } })).body.error.code).toBe(-32600);
+    expect((await rpc("job.status", { id: "nope" })).body.error.code).toBe(-32602);
+    expect((await rpc("job.status", ["positional"])).body.error.code).toBe(-32602);
+    const notification = await call("POST", "/rpc", { json: { jsonrpc: "2.0", method: "supervisor.info" } });
+    expect(notification.status).toBe(204); // no id: nothing to answer
+    const batch = await call("POST", "/rpc", { json: [{ jsonrpc: "2.0", method: "supervisor.info", id: 1 }, { jsonrpc: "2.0", method: "nope", id: 2 }] });
+    expect(batch.body.map((r: { id: number }) => r.id)).toEqual([1, 2]);
+    expect(batch.body[1].error.code).toBe(-32601);
+  });
+});
