@@ -5,6 +5,7 @@ import { resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { Agent, agentLog, type TransportMode } from "./agent.js";
 import { readDeviceConfig } from "./machine.js";
+import { operatorCommands } from "./cli/operator.js";
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
 
@@ -15,6 +16,8 @@ const positiveInt = (value: string) => {
 };
 
 const program = new Command("wasmvisor").description("Supervise WebAssembly on edge and IoT devices").version(pkg.version);
+// Usage errors exit 2 (see cli/output.ts); set before subcommands are added so they inherit it.
+program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 
 program
   .command("agent")
@@ -64,5 +67,7 @@ program
       process.exit(1);
     }
   });
+
+operatorCommands(program);
 
 await program.parseAsync();

@@ -1,0 +1,214 @@
+/** The operator commands: jobs, devices, modules and keys, on the typed SDK. */
+import { readFileSync } from "node:fs";
+import { Command, Option } from "commander";
+import { isTerminal, WasmvisorClient, type DeviceView, type JobView } from "../../sdk/index.js";
+import { EXIT, fail, parseArg, print, table, withProgress } from "./output.js";
+
+type Global = { server: string; token: string; json?: boolean };
+
+/** Every operator command takes the connection options itself (the agent command has its own). */
+function withConnection(cmd: Command): Command {
+  return cmd
+    .addOption(new Option("--server <url>", "control plane URL").env("WASMVISOR_SERVER"))
+    .addOption(new Option("--token <token>", "API key or admin token").env("WASMVISOR_TOKEN"))
+    .option("--json", "print JSON instead of tables");
+}
+
+function client(cmd: Command): { api: WasmvisorClient; json: boolean } {
+  const g = cmd.opts<Global>();
+  if (!g.server || !g.token) {
+    process.stderr.write("error: set --server and --token (or WASMVISOR_SERVER and WASMVISOR_TOKEN)\n");
+    process.exit(EXIT.usage);
+  }
+  return { api: new WasmvisorClient({ server: g.server, token: g.token }), json: Boolean(g.json) };
+}
+
+const jobRow = (j: JobView) => ({
+  id: j.id,
+  state: j.state,
+  function: j.function,
+  attempts: `${j.attempts}/${j.maxAttempts}`,
+  result: j.result?.value ?? j.error?.message ?? null,
+  created: j.createdAt,
+});
+
+function showJob(json: boolean, job: JobView) {
+  print(json, job, () => {
+    const lines = [table([jobRow(job)], ["id", "state", "function", "attempts", "result", "created"])];
+    if (job.error) lines.push(`error (${job.error.kind}): ${job.error.message}`);
+    if (job.result?.stdout) lines.push(`--- stdout${job.result.stdoutTruncated ? " (truncated)" : ""}\n${job.result.stdout.trimEnd()}`);
+    if (job.result?.stderr) lines.push(`--- stderr${job.result.stderrTruncated ? " (truncated)" : ""}\n${job.result.stderr.trimEnd()}`);
+    return lines.join("\n");
+  });
+}
+
+/** Waits for the job, then exits 0 if it succeeded and 1 if it ended otherwise. */
+async function waitAndExit(api: WasmvisorClient, json: boolean, id: string, timeoutSeconds: number) {
+  const job = await withProgress(`waiting for ${id}`, api.waitForJob(id, { timeoutSeconds }));
+  showJob(json, job);
+  process.exit(job.state === "SUCCEEDED" ? EXIT.ok : EXIT.jobFailed);
+}
+
+const action = <A extends unknown[]>(fn: (...args: A) => Promise<void>) => (...args: A) => fn(...args).catch(fail);
+
+export function operatorCommands(program: Command) {
+  // Added at the end: the connection options on every leaf command.
+  const leaves = (cmd: Command): Command[] => (cmd.commands.length ? cmd.commands.flatMap(leaves) : [cmd]);
+  const jobs = program.command("jobs").description("submit, inspect, wait for and cancel jobs");
+  jobs
+    .command("submit")
+    .description("submit a job: wasmvisor jobs submit <device> <module sha256> <function> [args...]")
+    .argument("<device>")
+    .argument("<module>")
+    .argument("<function>")
+    .argument("[args...]", "arguments; whole numbers stay exact, large ones may be given as they are")
+    .option("--wait [seconds]", "wait for the job to end (exit 1 unless it succeeds)")
+    .option("--timeout-ms <ms>", "job time limit", Number)
+    .option("--max-attempts <n>", "attempts before giving up", Number)
+    .option("--priority <n>", "higher runs first", Number)
+    .option("--deadline <iso>", "not started by then: EXPIRED")
+    .option("--no-start", "create without queueing (start later)")
+    .option("--idempotency-key <key>", "repeat-safe submission")
+    .action(
+      action(async (device: string, module: string, fn: string, args: string[], o: Record<string, unknown>, cmd: Command) => {
+        const { api, json } = client(cmd);
+        const spec = {
+          device,
+          module,
+          function: fn,
+          args: args.map(parseArg),
+          ...(o.timeoutMs ? { timeoutMs: o.timeoutMs as number } : {}),
+          ...(o.maxAttempts ? { maxAttempts: o.maxAttempts as number } : {}),
+          ...(o.priority !== undefined ? { priority: o.priority as number } : {}),
+          ...(o.deadline ? { deadline: o.deadline as string } : {}),
+          start: o.start !== false,
+        };
+        const headers: Record<string, string> = o.idempotencyKey ? { "idempotency-key": String(o.idempotencyKey) } : {};
+        const job = (await api.request<JobView>("POST", "/v1/jobs", spec, headers)).body;
+        if (o.wait === undefined) return showJob(json, job);
+        await waitAndExit(api, json, job.id, o.wait === true ? 3600 : Number(o.wait));
+      }),
+    );
+  jobs
+    .command("get")
+    .argument("<id>")
+    .description("a job's state, result or error")
+    .action(action(async (id: string, _o: unknown, cmd: Command) => {
+      const { api, json } = client(cmd);
+      showJob(json, await api.getJob(id));
+    }));
+  jobs
+    .command("wait")
+    .argument("<id>")
+    .option("--timeout <seconds>", "give up after this long", Number, 3600)
+    .description("wait for a job to end; exit 0 if it succeeded, 1 otherwise")
+    .action(action(async (id: string, o: { timeout: number }, cmd: Command) => {
+      const { api, json } = client(cmd);
+      await waitAndExit(api, json, id, o.timeout);
+    }));
+  jobs
+    .command("cancel")
+    .argument("<id>")
+    .description("cancel a job (a running one is stopped on its device)")
+    .action(action(async (id: string, _o: unknown, cmd: Command) => {
+      const { api, json } = client(cmd);
+      showJob(json, await api.cancelJob(id));
+    }));
+  jobs
+    .command("logs")
+    .argument("<id>")
+    .description("what the job wrote to stdout and stderr")
+    .action(action(async (id: string, _o: unknown, cmd: Command) => {
+      const { api, json } = client(cmd);
+      const job = await api.getJob(id);
+      print(json, { stdout: job.result?.stdout ?? "", stderr: job.result?.stderr ?? "" }, () =>
+        [job.result?.stdout ?? "", job.result?.stderr ? `--- stderr\n${job.result.stderr}` : ""].filter(Boolean).join("\n").trimEnd(),
+      );
+      if (!isTerminal(job.state)) process.stderr.write(`(job is ${job.state}; output appears when it ends)\n`);
+    }));
+
+  const devices = program.command("devices").description("list and inspect devices");
+  devices
+    .command("ls")
+    .option("--status <status>", "online or offline")
+    .description("list devices")
+    .action(action(async (o: { status?: "online" | "offline" }, cmd: Command) => {
+      const { api, json } = client(cmd);
+      const all: DeviceView[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await api.listDevices({ limit: 500, ...(cursor ? { cursor } : {}), ...(o.status ? { status: o.status } : {}) });
+        all.push(...page.devices);
+        cursor = page.nextCursor ?? undefined;
+      } while (cursor);
+      print(json, all, () =>
+        table(
+          all.map((d) => ({ id: d.id, name: d.name, status: d.status, cpu: d.health ? `${d.health.cpuPercent.toFixed(0)}%` : null, memory: d.health ? `${((100 * d.health.memoryUsedBytes) / d.health.memoryTotalBytes).toFixed(0)}%` : null, "last seen": d.lastSeenAt })),
+          ["id", "name", "status", "cpu", "memory", "last seen"],
+        ),
+      );
+    }));
+  devices
+    .command("show")
+    .argument("<id>")
+    .description("one device: capabilities, health, queue")
+    .action(action(async (id: string, _o: unknown, cmd: Command) => {
+      const { api, json } = client(cmd);
+      const d = await api.getDevice(id);
+      print(json, d, () =>
+        [
+          table([{ id: d.id, name: d.name, status: d.status, drained: d.drained, queued: d.queue?.queued, running: d.queue?.running }], ["id", "name", "status", "drained", "queued", "running"]),
+          `cpu: ${d.description.platform.cpu.humanReadableName} (${d.description.platform.cpu.cores ?? "?"} cores), memory: ${(d.description.platform.memory.bytes / 2 ** 30).toFixed(1)} GiB`,
+          d.health ? `health at ${d.health.at}: cpu ${d.health.cpuPercent.toFixed(1)}%, load ${d.health.loadAverage.map((l) => l.toFixed(2)).join(" ")}, disk free ${(d.health.diskFreeBytes / 2 ** 30).toFixed(1)} GiB, jobs running ${d.health.jobsRunning}` : "no health reported yet",
+          `host interfaces: ${d.description.supervisorInterfaces.join(", ")}`,
+        ].join("\n"),
+      );
+    }));
+
+  program
+    .command("modules")
+    .description("upload modules")
+    .command("push")
+    .argument("<file>", "a .wasm file")
+    .description("upload a module; prints its sha256 and exports")
+    .action(action(async (file: string, _o: unknown, cmd: Command) => {
+      const { api, json } = client(cmd);
+      const info = await api.uploadModule(readFileSync(file));
+      print(json, info, () =>
+        [`sha256 ${info.digest} (${info.size} bytes)`, table(info.exports.filter((e) => e.kind === "function").map((e) => ({ export: e.name, params: e.signature?.params.join(", "), results: e.signature?.results.join(", ") })), ["export", "params", "results"])].join("\n"),
+      );
+    }));
+
+  const keys = program.command("keys").description("API keys (admin)");
+  keys
+    .command("create")
+    .argument("<role>", "admin, user or register")
+    .option("--label <label>")
+    .description("create a key; its secret is shown once")
+    .action(action(async (role: "admin" | "user" | "register", o: { label?: string }, cmd: Command) => {
+      const { api, json } = client(cmd);
+      const key = await api.createKey(role, o.label);
+      print(json, key, () => `${key.key}\n(key ${key.id}, role ${key.role}: store it now, it is not shown again)`);
+    }));
+  keys
+    .command("ls")
+    .description("list keys")
+    .action(action(async (_o: unknown, cmd: Command) => {
+      const { api, json } = client(cmd);
+      const list = await api.listKeys();
+      print(json, list, () => table(list.map((k) => ({ ...k })), ["id", "role", "label", "createdAt", "revokedAt"]));
+    }));
+  keys
+    .command("revoke")
+    .argument("<id>")
+    .description("revoke a key")
+    .action(action(async (id: string, _o: unknown, cmd: Command) => {
+      const { api, json } = client(cmd);
+      const k = await api.revokeKey(id);
+      print(json, k, () => `revoked ${k.id}`);
+    }));
+
+  for (const group of ["jobs", "devices", "modules", "keys"]) {
+    for (const leaf of leaves(program.commands.find((c) => c.name() === group)!)) withConnection(leaf);
+  }
+}

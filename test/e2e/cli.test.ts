@@ -1,0 +1,100 @@
+/** The `wasmvisor` CLI as operators and scripts use it: output and exit codes. */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startControlPlane, ADMIN_TOKEN, type ControlPlane } from "../helpers/control-plane.js";
+import { startAgent, type AgentProcess } from "../helpers/agent-process.js";
+import { compileWat, WAT } from "../helpers/wat.js";
+
+let cp: ControlPlane;
+let agent: AgentProcess;
+
+beforeAll(async () => {
+  cp = await startControlPlane();
+  agent = await startAgent({ server: cp.url, token: (await cp.admin.createKey("register")).key, args: ["--name", "cli-device"] });
+});
+afterAll(async () => {
+  await agent?.kill();
+  await cp?.stop();
+});
+
+function cli(args: string[], env: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, ["dist/device-agent/cli.js", ...args], {
+    encoding: "utf8",
+    env: { ...process.env, WASMVISOR_SERVER: cp.url, WASMVISOR_TOKEN: ADMIN_TOKEN, ...env },
+    timeout: 60_000,
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+describe("wasmvisor CLI", () => {
+  let digest: string;
+
+  it("pushes a module and shows its exports", () => {
+    const r = cli(["modules", "push", "examples/wasm/fibo.wasm", "--json"]);
+    expect(r.code).toBe(0);
+    digest = JSON.parse(r.out).digest;
+    const table = cli(["modules", "push", "examples/wasm/fibo.wasm"]);
+    expect(table.out).toMatch(/fibo\s+i64\s+i64/);
+  });
+
+  it("submits and waits: exit 0 and the result", () => {
+    const r = cli(["jobs", "submit", agent.deviceId, digest, "fibo", "12", "--wait", "30", "--json"]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ state: "SUCCEEDED", result: { value: 233 } });
+    const human = cli(["jobs", "submit", agent.deviceId, digest, "subtract", "10", "3", "--wait"]);
+    expect(human.code).toBe(0);
+    expect(human.out).toMatch(/SUCCEEDED\s+subtract\s+1\/3\s+7/);
+  });
+
+  it("submits without waiting, then gets and waits by id", () => {
+    const id = JSON.parse(cli(["jobs", "submit", agent.deviceId, digest, "fibo", "5", "--json"]).out).id;
+    expect(cli(["jobs", "wait", id, "--json"]).code).toBe(0);
+    expect(JSON.parse(cli(["jobs", "get", id, "--json"]).out).result.value).toBe(8);
+  });
+
+  it("exits 1 when the job ends unsuccessfully", async () => {
+    const spin = (await cp.admin.uploadModule(await compileWat(WAT.spin))).digest;
+    const r = cli(["jobs", "submit", agent.deviceId, spin, "spin", "--timeout-ms", "300", "--max-attempts", "1", "--wait", "30"]);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain("TIMED_OUT");
+  });
+
+  it("exits 3 when the control plane refuses, 4 when it cannot be reached, 2 on usage errors", () => {
+    const bad = cli(["jobs", "submit", agent.deviceId, digest, "fibo"]);
+    expect(bad.code).toBe(3);
+    expect(bad.err).toContain("expected 1 argument");
+    expect(cli(["devices", "ls"], { WASMVISOR_TOKEN: "wrong" }).code).toBe(3);
+    expect(cli(["devices", "ls"], { WASMVISOR_SERVER: "http://127.0.0.1:9" }).code).toBe(4);
+    expect(cli(["jobs", "frobnicate"]).code).toBe(2);
+  });
+
+  it("lists and shows devices, and manages keys", () => {
+    const ls = cli(["devices", "ls"]);
+    expect(ls.code).toBe(0);
+    expect(ls.out).toMatch(new RegExp(`${agent.deviceId}\\s+cli-device\\s+online`));
+    const show = cli(["devices", "show", agent.deviceId]);
+    expect(show.out).toContain("host interfaces: ");
+    const key = JSON.parse(cli(["keys", "create", "user", "--label", "ci", "--json"]).out);
+    expect(key.key).toMatch(/^wvk\./);
+    expect(cli(["devices", "ls", "--json"], { WASMVISOR_TOKEN: key.key }).code).toBe(0);
+    expect(cli(["keys", "revoke", key.id]).code).toBe(0);
+    expect(cli(["keys", "ls"]).out).toContain(key.id);
+  });
+
+  it("reports the capabilities from the agent's device config file", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "wv-cfg-"));
+    const config = join(dir, "device.json");
+    writeFileSync(config, JSON.stringify({ name: "cam-1", capabilities: { cameras: ["front"], sensors: ["temp"], labels: { site: "lab" } } }));
+    const cam = await startAgent({ server: cp.url, token: (await cp.admin.createKey("register")).key, args: ["--config", config] });
+    try {
+      const d = await cp.admin.getDevice(cam.deviceId);
+      expect(d.name).toBe("cam-1");
+      expect(d.description.capabilities).toEqual({ cameras: ["front"], sensors: ["temp"], labels: { site: "lab" } });
+    } finally {
+      await cam.kill();
+    }
+  });
+});
