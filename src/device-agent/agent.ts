@@ -5,7 +5,7 @@
  */
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { LeasedJob, LeaseRef, ResultReport } from "../protocol/agent.js";
+import type { LeasedJob, LeaseRef, LogBatch, ResultReport } from "../protocol/agent.js";
 import { WASM_PAGE_BYTES } from "../wasm/binary.js";
 import { ApiError, ControlPlaneClient } from "./api-client.js";
 import { ModuleCache, ModuleRejected } from "./module-cache.js";
@@ -245,6 +245,12 @@ export class Agent {
     }
   }
 
+  /** Output of a running job, as it comes; lost lines are not worth a retry (the result carries the output too). */
+  private sendLogs(batch: LogBatch) {
+    if (this.link?.isOpen) this.link.send({ t: "logs", ...batch });
+    else this.client.logs(batch).catch((e) => this.log("warn", "could not send job output", { error: String(e) }));
+  }
+
   private async sendResults(batch: ResultReport[]) {
     if (this.link?.isOpen) {
       await this.link.request<"results">({ t: "results", results: batch, free: this.capacity() });
@@ -278,7 +284,7 @@ export class Agent {
 
   private async execute(job: LeasedJob): Promise<ExecResult> {
     const failed = (kind: FailureKind, message: string): ExecResult => ({
-      ok: false, kind, message, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 0,
+      ok: false, kind, message, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 0, logs: [],
     });
     let loaded;
     try {
@@ -297,9 +303,12 @@ export class Agent {
       job.jobId,
       { module: loaded.module, function: job.function, signature: fn.signature, args: job.args, sandboxDir, maxOutputBytes: this.opts.maxOutputBytes },
       job.timeoutMs,
-      () => {
-        this.running.add(job.jobId);
-        this.scheduleAck(job);
+      {
+        onStart: () => {
+          this.running.add(job.jobId);
+          this.scheduleAck(job);
+        },
+        onLog: (lines) => this.sendLogs({ jobId: job.jobId, leaseToken: job.leaseToken, lines }),
       },
     );
   }
@@ -340,5 +349,6 @@ function toReport(job: LeasedJob, r: ExecResult): ResultReport {
     outcome: r.ok ? "succeeded" : r.kind === "timeout" ? "timed_out" : "failed",
     result: { value: r.ok ? r.value : null, ...captured },
     error: r.ok ? null : { kind: r.kind, message: r.message },
+    logs: r.logs,
   };
 }

@@ -1,5 +1,5 @@
 /** The agent's side of the wire: typed calls to the control plane with its device credential. */
-import { Delivery, ResultBatchResponse, type LeaseRef, type ResultReport, type Heartbeat } from "../protocol/agent.js";
+import { Delivery, ResultBatchResponse, type LeaseRef, type LogBatch, type ResultReport, type Heartbeat } from "../protocol/agent.js";
 import { RegistrationResult, type DeviceRegistration } from "../protocol/device.js";
 import type { Problem } from "../protocol/problem.js";
 import { z } from "zod";
@@ -50,6 +50,10 @@ export class ControlPlaneClient {
 
   report(results: ResultReport[]) {
     return this.call("report", "/v1/agent/results", { method: "POST", body: JSON.stringify({ results }) }, ResultBatchResponse);
+  }
+
+  logs(batch: LogBatch) {
+    return this.call("logs", "/v1/agent/logs", { method: "POST", body: JSON.stringify(batch) }, z.object({ accepted: z.number() }));
   }
 
   heartbeat(hb: Heartbeat) {

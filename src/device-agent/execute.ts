@@ -5,7 +5,7 @@
  */
 import { WASI } from "node:wasi";
 import { coerceArgs, resultToJson, type Arg, type FunctionSignature, type ResultValue } from "../protocol/wasm.js";
-import type { FailureKind } from "../protocol/job.js";
+import { LIMITS, type FailureKind, type LogLine } from "../protocol/job.js";
 
 export interface ExecTask {
   module: WebAssembly.Module;
@@ -23,6 +23,56 @@ export interface Captured {
   stdoutTruncated: boolean;
   stderrTruncated: boolean;
   durationMs: number;
+  /** output lines not yet handed to `onLines` while the job ran */
+  logs: LogLine[];
+}
+
+/** Lines are handed out while the guest runs, at most this often (or when this many are waiting). */
+const LINE_FLUSH_MS = 50;
+const LINE_FLUSH_COUNT = 100;
+
+/** Splits what the guest writes into timestamped lines, bounded in count and length. */
+class LineSplitter {
+  private readonly partial = ["", ""];
+  private readonly decoders = [new TextDecoder(), new TextDecoder()];
+  private pending: LogLine[] = [];
+  private total = 0;
+  private lastFlush = Date.now();
+  truncated = false;
+
+  constructor(private readonly onLines?: (lines: LogLine[]) => void) {}
+
+  write(fd: 1 | 2, bytes: Uint8Array) {
+    const s = fd - 1;
+    const parts = (this.partial[s] + this.decoders[s]!.decode(bytes, { stream: true })).split("\n");
+    this.partial[s] = parts.pop()!;
+    for (const line of parts) this.push(fd, line);
+    const now = Date.now();
+    if (this.onLines && this.pending.length > 0 && (now - this.lastFlush >= LINE_FLUSH_MS || this.pending.length >= LINE_FLUSH_COUNT)) {
+      this.onLines(this.pending);
+      this.pending = [];
+      this.lastFlush = now;
+    }
+  }
+
+  private push(fd: 1 | 2, line: string) {
+    if (this.total >= LIMITS.maxLogLines) {
+      if (!this.truncated) this.pending.push({ at: Date.now(), stream: "stderr", line: `[wasmvisor] output truncated after ${LIMITS.maxLogLines} lines` });
+      this.truncated = true;
+      return;
+    }
+    this.total++;
+    this.pending.push({ at: Date.now(), stream: fd === 1 ? "stdout" : "stderr", line: line.length > LIMITS.maxLogLineBytes ? line.slice(0, LIMITS.maxLogLineBytes) : line });
+  }
+
+  /** What is left, including unterminated last lines. */
+  rest(): LogLine[] {
+    for (const fd of [1, 2] as const) if (this.partial[fd - 1]) this.push(fd, this.partial[fd - 1]!);
+    this.partial[0] = this.partial[1] = "";
+    const out = this.pending;
+    this.pending = [];
+    return out;
+  }
 }
 
 export type ExecResult =
@@ -41,7 +91,7 @@ class OutputCapture {
   private readonly chunks: [Uint8Array[], Uint8Array[]] = [[], []];
   private readonly sizes = [0, 0];
   readonly truncated = [false, false];
-  constructor(private readonly max: number) {}
+  constructor(private readonly max: number, readonly lines: LineSplitter) {}
 
   fdWrite(memory: WebAssembly.Memory, fd: 1 | 2, iovs: number, iovsLen: number, nwrittenPtr: number): number {
     const view = new DataView(memory.buffer);
@@ -51,6 +101,7 @@ class OutputCapture {
       const ptr = view.getUint32(iovs + i * 8, true);
       const len = view.getUint32(iovs + i * 8 + 4, true);
       total += len;
+      if (len > 0) this.lines.write(fd, new Uint8Array(memory.buffer, ptr, len));
       const room = this.max - this.sizes[s]!;
       if (room <= 0) {
         if (len > 0) this.truncated[s] = true;
@@ -70,15 +121,16 @@ class OutputCapture {
   }
 }
 
-export function execute(task: ExecTask): ExecResult {
+export function execute(task: ExecTask, onLines?: (lines: LogLine[]) => void): ExecResult {
   const started = performance.now();
-  const capture = new OutputCapture(task.maxOutputBytes);
+  const capture = new OutputCapture(task.maxOutputBytes, new LineSplitter(onLines));
   const captured = (): Captured => ({
     stdout: capture.text(1),
     stderr: capture.text(2),
     stdoutTruncated: capture.truncated[0]!,
     stderrTruncated: capture.truncated[1]!,
     durationMs: performance.now() - started,
+    logs: capture.lines.rest(),
   });
   const failure = (kind: FailureKind, message: string, exitCode: number | null = null): ExecResult => ({ ok: false, kind, message, exitCode, ...captured() });
 

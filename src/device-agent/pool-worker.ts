@@ -7,5 +7,6 @@ import type { ExecTask } from "./execute.js";
 const { execute } = await import("./execute.js");
 
 parentPort!.on("message", (msg: { id: number; task: ExecTask }) => {
-  parentPort!.postMessage({ id: msg.id, result: execute(msg.task) });
+  const result = execute(msg.task, (lines) => parentPort!.postMessage({ id: msg.id, log: lines }));
+  parentPort!.postMessage({ id: msg.id, result });
 });

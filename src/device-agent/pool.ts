@@ -5,6 +5,7 @@
  */
 import { Worker } from "node:worker_threads";
 import type { ExecResult, ExecTask } from "./execute.js";
+import type { LogLine } from "../protocol/job.js";
 
 interface Pending {
   id: number;
@@ -13,6 +14,7 @@ interface Pending {
   timeoutMs: number;
   resolve(r: ExecResult): void;
   onStart?: () => void;
+  onLog?: (lines: LogLine[]) => void;
 }
 
 interface Slot {
@@ -20,7 +22,7 @@ interface Slot {
   current: (Pending & { timer: NodeJS.Timeout; started: number }) | null;
 }
 
-const EMPTY = { stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false };
+const EMPTY = { stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, logs: [] };
 
 export class WorkerPool {
   private readonly slots: Slot[] = [];
@@ -41,11 +43,11 @@ export class WorkerPool {
     return this.slots.filter((s) => s.current).length;
   }
 
-  /** Runs the task when a thread is free; `onStart` is called when it gets one. */
-  run(key: string, task: ExecTask, timeoutMs: number, onStart?: () => void): Promise<ExecResult> {
+  /** Runs the task when a thread is free; `onStart` is called when it gets one, `onLog` with output lines as they come. */
+  run(key: string, task: ExecTask, timeoutMs: number, hooks: { onStart?: () => void; onLog?: (lines: LogLine[]) => void } = {}): Promise<ExecResult> {
     if (this.closed) return Promise.resolve({ ok: false, kind: "internal", message: "the agent is shutting down", exitCode: null, durationMs: 0, ...EMPTY });
     return new Promise((resolve) => {
-      this.queue.push({ id: this.nextId++, key, task, timeoutMs, resolve, ...(onStart ? { onStart } : {}) });
+      this.queue.push({ id: this.nextId++, key, task, timeoutMs, resolve, ...hooks });
       this.pump();
     });
   }
@@ -71,9 +73,11 @@ export class WorkerPool {
 
   private spawn(): Slot {
     const slot: Slot = { worker: new Worker(this.workerUrl), current: null };
-    slot.worker.on("message", (msg: { id: number; result: ExecResult }) => {
+    slot.worker.on("message", (msg: { id: number; result?: ExecResult; log?: LogLine[] }) => {
       const cur = slot.current;
       if (!cur || cur.id !== msg.id) return;
+      if (msg.log) return cur.onLog?.(msg.log);
+      if (!msg.result) return;
       clearTimeout(cur.timer);
       slot.current = null;
       cur.resolve(msg.result);

@@ -7,16 +7,16 @@
  */
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
-import { IDEMPOTENCY_TABLE, jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
+import { IDEMPOTENCY_TABLE, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
 import { registryStub } from "./registry-object.js";
 import { transition, type JobEvent } from "../core/lifecycle.js";
 import { isOnline, leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
 import { settingsFrom, type Env, type Settings } from "../worker/env.js";
 import { randomBase32 } from "../protocol/ids.js";
-import { isTerminal, jobLinks, type JobError, type JobRef, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
+import { isTerminal, jobLinks, LIMITS, type JobError, type JobLogs, type JobRef, type JobState, type JobSubmission, type JobView, type LogLine } from "../protocol/job.js";
 import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../protocol/device.js";
-import { AgentMessage, WS_PING, WS_PONG, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type ResultReport, type ServerMessage } from "../protocol/agent.js";
+import { AgentMessage, WS_PING, WS_PONG, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport, type ServerMessage } from "../protocol/agent.js";
 import type { Arg } from "../protocol/wasm.js";
 
 const DEVICE_TABLE = `
@@ -65,12 +65,14 @@ export class DeviceObject extends SqlObject<Env> {
   private readonly settings: Settings = settingsFrom(this.env);
   private pollers: Poller[] = [];
   private readonly resultWaiters = new Map<string, Set<(view: JobView) => void>>();
+  /** SSE writers of clients following a job's output */
+  private readonly logFollowers = new Map<string, Set<WritableStreamDefaultWriter<Uint8Array>>>();
   private alarmAt: number | null = null;
   /** the last secret whose hash matched: spares a digest on every agent request */
   private verifiedSecret: string | null = null;
 
   protected migrations() {
-    return [DEVICE_TABLE + JOBS_TABLE, IDEMPOTENCY_TABLE, "ALTER TABLE device ADD COLUMN drained INTEGER NOT NULL DEFAULT 0"];
+    return [DEVICE_TABLE + JOBS_TABLE, IDEMPOTENCY_TABLE, "ALTER TABLE device ADD COLUMN drained INTEGER NOT NULL DEFAULT 0", JOB_LOGS_TABLE];
   }
 
   protected override async load() {
@@ -276,6 +278,7 @@ export class DeviceObject extends SqlObject<Env> {
     this.ctx.storage.transactionSync(() => {
       this.run("DELETE FROM jobs WHERE id = ?", jobId);
       this.run("DELETE FROM idempotency WHERE job_id = ?", jobId);
+      this.run("DELETE FROM job_logs WHERE job_id = ?", jobId);
     });
     return ok({ id: jobId });
   }
@@ -493,12 +496,92 @@ export class DeviceObject extends SqlObject<Env> {
         } else {
           const event: JobEvent =
             r.outcome === "succeeded" ? { type: "succeed" } : r.outcome === "timed_out" ? { type: "time_out" } : { type: "fail", kind: r.error?.kind ?? "internal" };
+          if (r.logs.length) this.appendLogs(r.jobId, r.logs);
           this.apply(row, event, now, r.result, r.error);
           out.push({ jobId: r.jobId, disposition: "accepted" });
         }
       }
     });
     return out;
+  }
+
+  // ---- job output: lines with timestamps, followed live over SSE ---------------------
+
+  async postLogs(secret: string, batch: LogBatch): Promise<Outcome<{ accepted: number }>> {
+    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
+    return ok({ accepted: this.acceptLogs(batch) });
+  }
+
+  /** Lines of a running job, from the agent holding its lease; anything else is ignored. */
+  private acceptLogs(batch: LogBatch): number {
+    const row = this.one<{ state: JobState; lease_token: string | null }>("SELECT state, lease_token FROM jobs WHERE id = ?", batch.jobId);
+    if (!row || row.lease_token !== batch.leaseToken || (row.state !== "LEASED" && row.state !== "RUNNING")) return 0;
+    return this.appendLogs(batch.jobId, batch.lines);
+  }
+
+  private appendLogs(jobId: string, lines: LogLine[]): number {
+    let seq = this.one<{ n: number | null }>("SELECT MAX(seq) AS n FROM job_logs WHERE job_id = ?", jobId)?.n ?? 0;
+    if (seq > LIMITS.maxLogLines) return 0; // already marked truncated
+    const room = LIMITS.maxLogLines - seq;
+    const kept = lines.slice(0, Math.max(0, room));
+    const rows: (LogLine & { seq: number })[] = [];
+    for (const l of kept) {
+      seq++;
+      this.run("INSERT INTO job_logs (job_id, seq, at, stream, line) VALUES (?, ?, ?, ?, ?)", jobId, seq, l.at, l.stream, l.line);
+      rows.push({ ...l, seq });
+    }
+    if (kept.length < lines.length) {
+      seq++;
+      const marker = { at: Date.now(), stream: "stderr" as const, line: `[wasmvisor] output truncated after ${LIMITS.maxLogLines} lines`, seq };
+      this.run("INSERT INTO job_logs (job_id, seq, at, stream, line) VALUES (?, ?, ?, ?, ?)", jobId, marker.seq, marker.at, marker.stream, marker.line);
+      rows.push(marker);
+    }
+    const followers = this.logFollowers.get(jobId);
+    if (followers) for (const row of rows) this.sse(followers, "line", row, row.seq);
+    return kept.length;
+  }
+
+  async logs(jobId: string): Promise<Outcome<JobLogs>> {
+    const job = this.jobRow(jobId);
+    if (!job) return fail("not-found", `no job ${jobId}`);
+    const lines = this.all<{ seq: number; at: number; stream: "stdout" | "stderr"; line: string }>(
+      "SELECT seq, at, stream, line FROM job_logs WHERE job_id = ? ORDER BY seq", jobId,
+    );
+    return ok({ lines, truncated: lines.length > LIMITS.maxLogLines, done: isTerminal(job.state) });
+  }
+
+  /** Server-sent events: the lines so far, then new ones as they arrive, then `end` when the job ends. */
+  async followLogs(jobId: string): Promise<Outcome<ReadableStream<Uint8Array>>> {
+    const current = await this.logs(jobId);
+    if (!current.ok) return current;
+    const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+    const writer = writable.getWriter();
+    const one = new Set([writer]);
+    for (const l of current.value.lines) this.sse(one, "line", l, l.seq);
+    if (current.value.done) {
+      this.sse(one, "end", { state: this.jobRow(jobId)!.state });
+      void writer.close().catch(() => undefined);
+    } else {
+      const set = this.logFollowers.get(jobId) ?? new Set();
+      set.add(writer);
+      this.logFollowers.set(jobId, set);
+      // A client that goes away makes writes fail; drop it then.
+      writer.closed.catch(() => set.delete(writer));
+    }
+    return ok(readable);
+  }
+
+  private sse(writers: Set<WritableStreamDefaultWriter<Uint8Array>>, event: string, data: unknown, id?: number) {
+    const bytes = new TextEncoder().encode(`${id !== undefined ? `id: ${id}\n` : ""}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    for (const w of writers) w.write(bytes).catch(() => writers.delete(w));
+  }
+
+  private endFollowers(jobId: string, state: JobState) {
+    const followers = this.logFollowers.get(jobId);
+    if (!followers) return;
+    this.logFollowers.delete(jobId);
+    this.sse(followers, "end", { state });
+    for (const w of followers) void w.close().catch(() => undefined);
   }
 
   // ---- the push transport: one WebSocket to the agent (hibernation API) ---------------
@@ -536,6 +619,9 @@ export class DeviceObject extends SqlObject<Env> {
         this.send(ws, { t: "reported", id: msg.id, dispositions: this.applyReports(msg.results) });
         this.setCredit(ws, msg.free);
         break;
+      case "logs":
+        this.acceptLogs(msg);
+        return;
       case "heartbeat": {
         const { cancel } = await this.recordHeartbeat({ health: msg.health, runningJobs: msg.runningJobs });
         this.send(ws, { t: "heartbeat-ack", id: msg.id, cancel });
@@ -598,6 +684,7 @@ export class DeviceObject extends SqlObject<Env> {
        WHERE id = ?`,
       state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, row.id,
     );
+    this.endFollowers(row.id, state);
     const waiters = this.resultWaiters.get(row.id);
     if (waiters) {
       const view = this.jobViewById(row.id)!;

@@ -86,3 +86,14 @@ export function jobView(row: JobRow, deviceId: string): JobView {
     links: jobLinks(row.id),
   };
 }
+
+/** Output lines of each job, in order; bounded by LIMITS.maxLogLines (a last row marks truncation). */
+export const JOB_LOGS_TABLE = `
+CREATE TABLE job_logs (
+  job_id TEXT NOT NULL,
+  seq    INTEGER NOT NULL,
+  at     INTEGER NOT NULL,
+  stream TEXT NOT NULL,
+  line   TEXT NOT NULL,
+  PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;`;

@@ -6,7 +6,7 @@
 import { z } from "zod";
 import { Arg } from "./wasm.js";
 import { JobId, Sha256Hex } from "./ids.js";
-import { FailureKind, JobResult, LIMITS } from "./job.js";
+import { FailureKind, JobResult, LIMITS, LogLine } from "./job.js";
 import { Health } from "./device.js";
 
 export const LeasedJob = z.object({
@@ -43,8 +43,14 @@ export const ResultReport = LeaseRef.extend({
   outcome: z.enum(["succeeded", "failed", "timed_out"]),
   result: JobResult.nullable(),
   error: z.object({ kind: FailureKind, message: z.string().max(4096) }).nullable(),
+  /** output lines not yet sent while the job ran */
+  logs: z.array(LogLine).max(LIMITS.maxLogLines).default([]),
 });
 export type ResultReport = z.infer<typeof ResultReport>;
+
+/** Output lines of a running job, sent while it runs. */
+export const LogBatch = LeaseRef.extend({ lines: z.array(LogLine).min(1).max(1000) });
+export type LogBatch = z.infer<typeof LogBatch>;
 
 export const ResultBatch = z.strictObject({ results: z.array(ResultReport).min(1).max(LIMITS.maxPollBatch) });
 export type ResultBatch = z.infer<typeof ResultBatch>;
@@ -81,6 +87,7 @@ export const AgentMessage = z.discriminatedUnion("t", [
     free: z.number().int().min(0).max(LIMITS.maxPollBatch),
   }),
   z.object({ t: z.literal("heartbeat"), id: z.number().int(), health: Health, runningJobs: z.array(LeaseRef).max(LIMITS.maxPollBatch) }),
+  LogBatch.extend({ t: z.literal("logs") }),
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 

@@ -34,6 +34,9 @@ export const LIMITS = {
   maxJsonBodyBytes: 256 * 1024,
   maxPollBatch: 256,
   maxBatchJobs: 1000,
+  /** kept per job; further lines are dropped and the truncation is marked */
+  maxLogLines: 5000,
+  maxLogLineBytes: 4096,
   maxBatchBodyBytes: 1024 * 1024,
 } as const;
 
@@ -118,3 +121,18 @@ export const JobBatch = z.strictObject({ jobs: z.array(JobSubmission).min(1).max
 
 export const JobRef = z.object({ id: JobId, device: DeviceId, state: JobState, links: z.object({ self: z.string(), result: z.string() }) });
 export type JobRef = z.infer<typeof JobRef>;
+
+export const LogLine = z.object({
+  /** epoch milliseconds when the guest wrote it */
+  at: z.number(),
+  stream: z.enum(["stdout", "stderr"]),
+  line: z.string().max(LIMITS.maxLogLineBytes),
+});
+export type LogLine = z.infer<typeof LogLine>;
+
+export const JobLogs = z.object({
+  lines: z.array(LogLine.extend({ seq: z.number().int() })),
+  truncated: z.boolean(),
+  done: z.boolean(),
+});
+export type JobLogs = z.infer<typeof JobLogs>;

@@ -2,7 +2,7 @@
  * Typed client for the wasmvisor control plane, built on the protocol schemas.
  * Errors come back as `WasmvisorError` carrying the RFC 9457 problem.
  */
-import type { DeviceView, JobSubmissionInput, JobView, KeyView, ModuleInfo, Problem, Role } from "../protocol/index.js";
+import type { DeviceView, JobLogs, JobSubmissionInput, JobView, KeyView, LogLine, ModuleInfo, Problem, Role } from "../protocol/index.js";
 
 export * from "../protocol/index.js";
 
@@ -92,6 +92,31 @@ export class WasmvisorClient {
     return body.result as T;
   }
   private rpcId = 0;
+
+  async jobLogs(id: string): Promise<JobLogs> {
+    return (await this.request<JobLogs>("GET", `/v1/jobs/${id}/logs`)).body;
+  }
+
+  /** Yields the job's output lines as they are written, until the job ends. */
+  async *followLogs(id: string): AsyncGenerator<LogLine & { seq: number }, { state: string }> {
+    const res = await fetch(`${this.server}/v1/jobs/${id}/logs?follow=1`, { headers: { authorization: `Bearer ${this.opts.token}` } });
+    if (!res.ok || !res.body) throw new WasmvisorError(res.status, ((await res.json().catch(() => ({}))) as Partial<Problem>) ?? {});
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const type = /^event: (.*)$/m.exec(event)?.[1];
+        const data = JSON.parse(/^data: (.*)$/m.exec(event)?.[1] ?? "null");
+        if (type === "end") return data as { state: string };
+        if (type === "line") yield data as LogLine & { seq: number };
+      }
+    }
+    return { state: "UNKNOWN" };
+  }
 
   async cancelJob(id: string): Promise<JobView> {
     return (await this.request<JobView>("POST", `/v1/jobs/${id}/cancel`)).body;

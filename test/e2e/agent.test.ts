@@ -151,4 +151,42 @@ describe.each(["ws", "poll"] as const)("over the %s transport", (transport) => {
     });
   });
 
+
+  describe("job logs", () => {
+    it("keeps output line by line with timestamps, stdout and stderr apart", async () => {
+      const job = await run("hello", "greet");
+      const logs = await cp.admin.jobLogs(job.id);
+      expect(logs.done).toBe(true);
+      expect(logs.lines.map((l) => [l.stream, l.line])).toEqual([["stdout", "hello from wasm"], ["stderr", "a warning"]]);
+      expect(logs.lines[0]!.at).toBeGreaterThanOrEqual(Date.parse(job.createdAt));
+    });
+
+    it("bounds the lines kept and marks the truncation", async () => {
+      const job = await run("hello", "shout", [6000]);
+      const logs = await cp.admin.jobLogs(job.id);
+      expect(logs.truncated).toBe(true);
+      expect(logs.lines).toHaveLength(5001);
+      expect(logs.lines.at(-1)!.line).toContain("truncated");
+    });
+
+    it("streams lines while the job runs (SSE), then the end", async () => {
+      const job = await cp.admin.submitJob({ device: agent.deviceId, module: digests.ticker, function: "tick", args: [5, 300] });
+      const seen: { line: string; receivedAt: number }[] = [];
+      const follow = cp.admin.followLogs(job.id);
+      let end: { state: string } | undefined;
+      for (;;) {
+        const n = await follow.next();
+        if (n.done) {
+          end = n.value;
+          break;
+        }
+        seen.push({ line: n.value.line, receivedAt: Date.now() });
+      }
+      expect(end).toEqual({ state: "SUCCEEDED" });
+      expect(seen.map((s) => s.line)).toEqual(["tick 0", "tick 1", "tick 2", "tick 3", "tick 4"]);
+      const finished = Date.parse((await cp.admin.getJob(job.id)).finishedAt!);
+      // The guest spends 1.5 s after its first line: that line reached us well before the job ended.
+      expect(seen[0]!.receivedAt).toBeLessThan(finished);
+    });
+  });
 });

@@ -88,6 +88,30 @@ export const WAT = {
         (br_if $l (i64.lt_u (i64.sub (i64.load (i32.const 0)) (local.get $start)) (i64.mul (local.get $ms) (i64.const 1000000)))))
       (local.get $ms)))`,
 
+  /** writes "tick N" lines to stdout, busy-waiting `ms` between them */
+  ticker: `(module
+    (import ${WASI} "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+    (import ${WASI} "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 64) "tick 0\\n")
+    (func $wait (param $ms i64)
+      (local $start i64)
+      (drop (call $clock (i32.const 1) (i64.const 1000) (i32.const 32)))
+      (local.set $start (i64.load (i32.const 32)))
+      (loop $l
+        (drop (call $clock (i32.const 1) (i64.const 1000) (i32.const 32)))
+        (br_if $l (i64.lt_u (i64.sub (i64.load (i32.const 32)) (local.get $start)) (i64.mul (local.get $ms) (i64.const 1000000))))))
+    (func (export "tick") (param $n i32) (param $ms i64) (result i32)
+      (local $i i32)
+      (loop $l
+        (i32.store8 (i32.const 69) (i32.add (i32.const 48) (i32.rem_u (local.get $i) (i32.const 10))))
+        (i32.store (i32.const 0) (i32.const 64)) (i32.store (i32.const 4) (i32.const 7))
+        (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+        (call $wait (local.get $ms))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+      (local.get $i)))`,
+
   /** arithmetic over every numeric type; `trap` divides by zero */
   math: `(module
     (func (export "add64") (param i64 i64) (result i64) (i64.add (local.get 0) (local.get 1)))

@@ -82,3 +82,23 @@ describe("drain", () => {
     expect((await poll(credential)).body.jobs[0].jobId).toBe(job.id);
   });
 });
+
+describe("job logs in the device object", () => {
+  it("keeps lines only from the lease holder, and serves them as JSON and as a finished SSE stream", async () => {
+    const { deviceId, credential, digest } = await setup();
+    const job = (await submit(deviceId, digest, "add32", [1, 2])).body;
+    const lease = (await poll(credential)).body.jobs[0];
+    const line = (l: string) => ({ at: Date.now(), stream: "stdout", line: l });
+    const stale = await call("POST", "/v1/agent/logs", { token: credential, json: { jobId: job.id, leaseToken: "x".repeat(16), lines: [line("forged")] } });
+    expect(stale.body.accepted).toBe(0);
+    expect((await call("POST", "/v1/agent/logs", { token: credential, json: { jobId: job.id, leaseToken: lease.leaseToken, lines: [line("one"), line("two")] } })).body.accepted).toBe(2);
+    expect((await call("GET", `/v1/jobs/${job.id}/logs`)).body).toMatchObject({ done: false, lines: [{ seq: 1, line: "one" }, { seq: 2, line: "two" }] });
+    await report(credential, job.id, lease.leaseToken, 3);
+    const sse = await call("GET", `/v1/jobs/${job.id}/logs?follow=1`);
+    expect(sse.type).toBe("text/event-stream");
+    expect(sse.body).toContain("event: line");
+    expect(sse.body).toContain('"line":"two"');
+    expect(sse.body).toMatch(/event: end\ndata: \{"state":"SUCCEEDED"\}/);
+    expect((await call("GET", "/v1/jobs/dabcdefghijklmnop-abcdefghijklmnop/logs")).status).toBe(404);
+  });
+});

@@ -1,7 +1,7 @@
 /** The operator commands: jobs, devices, modules and keys, on the typed SDK. */
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
-import { isTerminal, WasmvisorClient, type DeviceView, type JobView } from "../../sdk/index.js";
+import { WasmvisorClient, type DeviceView, type JobView, type LogLine } from "../../sdk/index.js";
 import { EXIT, fail, parseArg, print, table, withProgress } from "./output.js";
 
 type Global = { server: string; token: string; json?: boolean };
@@ -117,14 +117,25 @@ export function operatorCommands(program: Command) {
   jobs
     .command("logs")
     .argument("<id>")
-    .description("what the job wrote to stdout and stderr")
-    .action(action(async (id: string, _o: unknown, cmd: Command) => {
+    .option("-f, --follow", "keep printing lines as the job writes them, until it ends")
+    .description("what the job wrote to stdout and stderr, line by line with times")
+    .action(action(async (id: string, o: { follow?: boolean }, cmd: Command) => {
       const { api, json } = client(cmd);
-      const job = await api.getJob(id);
-      print(json, { stdout: job.result?.stdout ?? "", stderr: job.result?.stderr ?? "" }, () =>
-        [job.result?.stdout ?? "", job.result?.stderr ? `--- stderr\n${job.result.stderr}` : ""].filter(Boolean).join("\n").trimEnd(),
-      );
-      if (!isTerminal(job.state)) process.stderr.write(`(job is ${job.state}; output appears when it ends)\n`);
+      const fmt = (l: LogLine) => (json ? JSON.stringify(l) : `${new Date(l.at).toISOString()} ${l.stream === "stderr" ? "ERR" : "OUT"} ${l.line}`);
+      if (!o.follow) {
+        const logs = await api.jobLogs(id);
+        print(json, logs, () => logs.lines.map(fmt).join("\n"));
+        return;
+      }
+      const lines = api.followLogs(id);
+      for (;;) {
+        const next = await lines.next();
+        if (next.done) {
+          process.stderr.write(`(job ${next.value.state})\n`);
+          process.exit(next.value.state === "SUCCEEDED" ? EXIT.ok : EXIT.jobFailed);
+        }
+        process.stdout.write(fmt(next.value) + "\n");
+      }
     }));
 
   const devices = program.command("devices").description("list and inspect devices");

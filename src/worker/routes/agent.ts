@@ -1,6 +1,6 @@
 /** The routes a device agent calls with its device credential; each acts only on that device's object. */
 import { z } from "zod";
-import { Ack, Delivery, Heartbeat, PollQuery, ResultBatch, ResultBatchResponse } from "../../protocol/agent.js";
+import { Ack, Delivery, Heartbeat, LogBatch, PollQuery, ResultBatch, ResultBatchResponse } from "../../protocol/agent.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { fromOutcome, problem, type App, type Ctx } from "../http.js";
 import { DEVICE_SECRET_HEADER } from "../../durable/device-object.js";
@@ -32,6 +32,15 @@ const results = route({
   summary: "Report results, quoting lease tokens; duplicates and stale reports change nothing",
   request: { body: jsonBody(ResultBatch) },
   responses: { 200: jsonResponse(ResultBatchResponse, "What became of each report") },
+});
+
+const logs = route({
+  method: "post",
+  path: "/v1/agent/logs",
+  roles: ["device"],
+  summary: "Output lines of a running job (the long-poll transport's way; over the WebSocket they are messages)",
+  request: { body: jsonBody(LogBatch) },
+  responses: { 200: jsonResponse(z.object({ accepted: z.number().int() }), "How many lines were kept") },
 });
 
 const heartbeat = route({
@@ -79,6 +88,10 @@ export function agentRoutes(app: App) {
   app.openapi(results, async (c) => {
     const { stub, secret } = caller(c);
     return fromOutcome(c, await stub.report(secret, c.req.valid("json").results), (dispositions) => c.json({ dispositions }, 200));
+  });
+  app.openapi(logs, async (c) => {
+    const { stub, secret } = caller(c);
+    return fromOutcome(c, await stub.postLogs(secret, c.req.valid("json")), (r) => c.json(r, 200));
   });
   app.openapi(heartbeat, async (c) => {
     const { stub, secret } = caller(c);

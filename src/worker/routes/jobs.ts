@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { deviceOfJob, JobId, newJobId } from "../../protocol/ids.js";
-import { JobBatch, JobRef, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
+import { JobBatch, JobLogs, JobRef, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
 import { sha256Hex } from "../../core/crypto.js";
 import type { ProblemType } from "../../protocol/problem.js";
 import { coerceArgs } from "../../protocol/wasm.js";
@@ -77,6 +77,20 @@ const remove = route({
   responses: { 200: jsonResponse(z.object({ id: JobId }), "Deleted") },
 });
 
+const logs = route({
+  method: "get",
+  path: "/v1/jobs/{id}/logs",
+  roles: ["admin", "user"],
+  summary: "The job's output lines with timestamps; ?follow=1 streams them (server-sent events) until the job ends",
+  request: { params: z.object({ id: JobId }), query: z.object({ follow: z.enum(["0", "1", "true", "false"]).optional() }) },
+  responses: {
+    200: {
+      description: "The lines so far (JSON), or an event stream: `line` events, then one `end` event",
+      content: { "application/json": { schema: JobLogs }, "text/event-stream": { schema: z.string() } },
+    },
+  },
+});
+
 const cancel = route({
   method: "post",
   path: "/v1/jobs/{id}/cancel",
@@ -138,6 +152,16 @@ export function jobRoutes(app: App) {
     }
     log("info", "jobs queued", { requestId: c.get("requestId"), count: jobs.length, devices: devices.length });
     return c.json({ jobs: entries.map((e) => refs.get(e.jobId)!) }, 202);
+  });
+
+  app.openapi(logs, async (c) => {
+    const id = c.req.valid("param").id;
+    const follow = ["1", "true"].includes(c.req.valid("query").follow ?? "");
+    const stub = deviceStub(c.env, deviceOfJob(id));
+    if (!follow) return fromOutcome(c, await stub.logs(id), (l) => c.json(l, 200));
+    return fromOutcome(c, await stub.followLogs(id), (stream) =>
+      new Response(stream, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } }),
+    );
   });
 
   app.openapi(start, async (c) => {

@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { DeviceId, JobId } from "../../protocol/ids.js";
-import { JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
+import { JobLogs, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
 import { DeviceRegistration, DeviceStatus, DeviceView, RegistrationResult } from "../../protocol/device.js";
 import { KeyCreate, KeyCreated, KeyView } from "../../protocol/keys.js";
 
@@ -56,6 +56,7 @@ export const METHODS: readonly RpcMethod[] = [
   }),
   method({ name: "job.stop", summary: "Cancel a job (a running one is stopped on the device)", params: JobIdParams, result: JobView, rest: ({ id }) => ({ method: "POST", path: `/v1/jobs/${id}/cancel` }) }),
   method({ name: "job.delete", summary: "Delete an ended job with its result and logs", params: JobIdParams, result: z.object({ id: JobId }), rest: ({ id }) => ({ method: "DELETE", path: `/v1/jobs/${id}` }) }),
+  method({ name: "job.logs", summary: "The job's output lines with timestamps", params: JobIdParams, result: JobLogs, rest: ({ id }) => ({ method: "GET", path: `/v1/jobs/${id}/logs` }) }),
   method({
     name: "runner.register",
     summary: "Register a device (a runner); answers its credential once",
