@@ -67,6 +67,7 @@ export class Agent {
   private renewTimer: NodeJS.Timeout | null = null;
   private link: SocketLink | null = null;
   private readonly sandboxes = new Set<string>();
+  private logsInFlight: Promise<void> = Promise.resolve();
   private credential = "";
   private stopping = false;
   private pollAbort = new AbortController();
@@ -245,10 +246,21 @@ export class Agent {
     }
   }
 
-  /** Output of a running job, as it comes; lost lines are not worth a retry (the result carries the output too). */
+  /**
+   * Output of a running job, as it comes; lost lines are not worth a retry (the result carries the output too).
+   * Over HTTP the batches go one after another, and results wait for them, so no line lands after its job ended.
+   */
   private sendLogs(batch: LogBatch) {
-    if (this.link?.isOpen) this.link.send({ t: "logs", ...batch });
-    else this.client.logs(batch).catch((e) => this.log("warn", "could not send job output", { error: String(e) }));
+    if (this.link?.isOpen) {
+      this.link.send({ t: "logs", ...batch });
+      return;
+    }
+    this.logsInFlight = this.logsInFlight
+      .then(() => this.client.logs(batch))
+      .then(
+        () => undefined,
+        (e) => this.log("warn", "could not send job output", { error: String(e) }),
+      );
   }
 
   private async sendResults(batch: ResultReport[]) {
@@ -256,6 +268,7 @@ export class Agent {
       await this.link.request<"results">({ t: "results", results: batch, free: this.capacity() });
       return;
     }
+    await this.logsInFlight;
     await this.client.report(batch);
   }
 

@@ -7,7 +7,8 @@
  */
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
-import { IDEMPOTENCY_TABLE, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
+import { IDEMPOTENCY_TABLE, INDEX_OUTBOX, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type IndexRow, type JobRow } from "./job-row.js";
+import { jobIndexStub } from "./job-index-object.js";
 import { registryStub } from "./registry-object.js";
 import { transition, type JobEvent } from "../core/lifecycle.js";
 import { isOnline, leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
@@ -68,11 +69,12 @@ export class DeviceObject extends SqlObject<Env> {
   /** SSE writers of clients following a job's output */
   private readonly logFollowers = new Map<string, Set<WritableStreamDefaultWriter<Uint8Array>>>();
   private alarmAt: number | null = null;
+  private indexFlush: ReturnType<typeof setTimeout> | null = null;
   /** the last secret whose hash matched: spares a digest on every agent request */
   private verifiedSecret: string | null = null;
 
   protected migrations() {
-    return [DEVICE_TABLE + JOBS_TABLE, IDEMPOTENCY_TABLE, "ALTER TABLE device ADD COLUMN drained INTEGER NOT NULL DEFAULT 0", JOB_LOGS_TABLE];
+    return [DEVICE_TABLE + JOBS_TABLE, IDEMPOTENCY_TABLE, "ALTER TABLE device ADD COLUMN drained INTEGER NOT NULL DEFAULT 0", JOB_LOGS_TABLE, INDEX_OUTBOX];
   }
 
   protected override async load() {
@@ -80,6 +82,7 @@ export class DeviceObject extends SqlObject<Env> {
     this.ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(WS_PING, WS_PONG));
     this.device = this.one<DeviceRow>("SELECT * FROM device LIMIT 1");
     this.alarmAt = await this.ctx.storage.getAlarm();
+    if (this.one("SELECT 1 AS x FROM index_outbox LIMIT 1")) this.scheduleIndexFlush(); // left over from before a restart
   }
 
   // ---- registration and presence -------------------------------------------------
@@ -257,6 +260,7 @@ export class DeviceObject extends SqlObject<Env> {
       jobId, spec.start ? "QUEUED" : "CREATED", spec.priority, spec.module, spec.function, JSON.stringify(spec.args),
       spec.timeoutMs, spec.maxAttempts, deadline, now, now,
     );
+    this.scheduleIndexFlush();
   }
 
   /** Queues a job that was created without being queued. */
@@ -266,6 +270,7 @@ export class DeviceObject extends SqlObject<Env> {
     const t = transition(row.state, { type: "start" }, counts(row));
     if (!t.ok) return fail("conflict", t.reason);
     this.run("UPDATE jobs SET state = 'QUEUED', updated_at = ? WHERE id = ?", Date.now(), jobId);
+    this.scheduleIndexFlush();
     this.dispatch();
     return ok(this.jobViewById(jobId)!);
   }
@@ -280,6 +285,7 @@ export class DeviceObject extends SqlObject<Env> {
       this.run("DELETE FROM idempotency WHERE job_id = ?", jobId);
       this.run("DELETE FROM job_logs WHERE job_id = ?", jobId);
     });
+    this.scheduleIndexFlush();
     return ok({ id: jobId });
   }
 
@@ -311,6 +317,7 @@ export class DeviceObject extends SqlObject<Env> {
        VALUES (?, 'LEASED', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)`,
       jobId, spec.priority, spec.module, spec.function, JSON.stringify(spec.args), spec.timeoutMs, spec.maxAttempts, deadline, leaseToken, expires, now, now,
     );
+    this.scheduleIndexFlush();
     this.ensureAlarmBy(expires);
     return true;
   }
@@ -434,7 +441,10 @@ export class DeviceObject extends SqlObject<Env> {
         });
       }
     });
-    if (leased.length > 0) this.ensureAlarmBy(leased[0]!.leaseExpiresAt);
+    if (leased.length > 0) {
+      this.ensureAlarmBy(leased[0]!.leaseExpiresAt);
+      this.scheduleIndexFlush();
+    }
     return leased;
   }
 
@@ -472,6 +482,7 @@ export class DeviceObject extends SqlObject<Env> {
       }
     });
     if (earliest !== null) this.ensureAlarmBy(earliest);
+    if (started > 0) this.scheduleIndexFlush();
     return started;
   }
 
@@ -666,6 +677,7 @@ export class DeviceObject extends SqlObject<Env> {
   private apply(row: JobRow, event: JobEvent, now: number, result: unknown, error: JobError | null) {
     const t = transition(row.state, event, counts(row));
     if (!t.ok) return;
+    this.scheduleIndexFlush();
     if (t.to === "QUEUED") {
       const notBefore = now + retryDelayMs(row.attempts, Math.random(), this.settings.retryBaseMs);
       this.run(
@@ -679,6 +691,7 @@ export class DeviceObject extends SqlObject<Env> {
   }
 
   private finish(row: JobRow, state: JobState, result: unknown, error: JobError | null, now: number) {
+    this.scheduleIndexFlush();
     this.run(
       `UPDATE jobs SET state = ?, result = ?, error = ?, lease_expires = NULL, finished_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?
        WHERE id = ?`,
@@ -690,6 +703,32 @@ export class DeviceObject extends SqlObject<Env> {
       const view = this.jobViewById(row.id)!;
       for (const w of [...waiters]) w(view);
     }
+  }
+
+  // ---- the job index: listing without fan-out ----------------------------------------
+
+  /** Sends the index outbox soon; changes in the next few milliseconds travel in the same batch. */
+  private scheduleIndexFlush(delayMs = 20) {
+    this.indexFlush ??= setTimeout(() => {
+      this.indexFlush = null;
+      void this.flushIndex();
+    }, delayMs);
+  }
+
+  private async flushIndex() {
+    const rows = this.all<IndexRow & { rowid: number }>("SELECT rowid, * FROM index_outbox LIMIT 500");
+    if (rows.length === 0 || !this.device) return;
+    try {
+      await jobIndexStub(this.env).apply(this.device.id, rows.map(({ rowid: _r, ...r }) => r));
+    } catch {
+      this.scheduleIndexFlush(1_000); // the index is unreachable: keep the rows, try again
+      return;
+    }
+    // A row changed again since it was read has a new rowid (INSERT OR REPLACE): it stays for the next batch.
+    this.ctx.storage.transactionSync(() => {
+      for (const r of rows) this.run("DELETE FROM index_outbox WHERE job_id = ? AND rowid = ?", r.job_id, r.rowid);
+    });
+    if (this.one("SELECT 1 AS x FROM index_outbox LIMIT 1")) this.scheduleIndexFlush(0);
   }
 
   // ---- the one alarm: leases, retries, deadlines, presence --------------------------
@@ -714,6 +753,7 @@ export class DeviceObject extends SqlObject<Env> {
       await this.publish();
     }
     this.dispatch();
+    if (this.one("SELECT 1 AS x FROM index_outbox LIMIT 1")) this.scheduleIndexFlush();
     await this.rescheduleAlarm(now);
   }
 

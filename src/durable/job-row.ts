@@ -97,3 +97,29 @@ CREATE TABLE job_logs (
   line   TEXT NOT NULL,
   PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;`;
+
+/**
+ * What the job index has not yet acknowledged. Triggers fill it in the same
+ * transaction as every change to `jobs`, so no state change can miss the index;
+ * the device object sends it in batches and deletes what was acknowledged.
+ */
+export const INDEX_OUTBOX = `
+CREATE TABLE index_outbox (
+  job_id     TEXT PRIMARY KEY,
+  state      TEXT NOT NULL,
+  function   TEXT NOT NULL,
+  module     TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE TRIGGER jobs_index_insert AFTER INSERT ON jobs BEGIN
+  INSERT OR REPLACE INTO index_outbox VALUES (NEW.id, NEW.state, NEW.function, NEW.module, NEW.created_at, NEW.updated_at);
+END;
+CREATE TRIGGER jobs_index_update AFTER UPDATE OF state ON jobs BEGIN
+  INSERT OR REPLACE INTO index_outbox VALUES (NEW.id, NEW.state, NEW.function, NEW.module, NEW.created_at, NEW.updated_at);
+END;
+CREATE TRIGGER jobs_index_delete AFTER DELETE ON jobs BEGIN
+  INSERT OR REPLACE INTO index_outbox VALUES (OLD.id, 'DELETED', OLD.function, OLD.module, OLD.created_at, OLD.updated_at);
+END;`;
+
+export type IndexRow = { job_id: string; state: string; function: string; module: string; created_at: number; updated_at: number };

@@ -12,6 +12,16 @@ export class WasmvisorError extends Error {
   }
 }
 
+export interface JobListItem {
+  id: string;
+  device: string;
+  state: string;
+  function: string;
+  module: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
 export class RpcError extends Error {
   constructor(readonly code: number, message: string, readonly data?: unknown) {
     super(`${code}: ${message}`);
@@ -92,6 +102,11 @@ export class WasmvisorClient {
     return body.result as T;
   }
   private rpcId = 0;
+
+  async listJobs(params: { device?: string; status?: string; limit?: number; cursor?: string } = {}) {
+    const q = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]));
+    return (await this.request<{ jobs: JobListItem[]; nextCursor: string | null }>("GET", `/v1/jobs?${q}`)).body;
+  }
 
   async jobLogs(id: string): Promise<JobLogs> {
     return (await this.request<JobLogs>("GET", `/v1/jobs/${id}/logs`)).body;

@@ -1,10 +1,12 @@
 import type { DeviceObject } from "../durable/device-object.js";
 import type { RegistryObject } from "../durable/registry-object.js";
+import type { JobIndexObject } from "../durable/job-index-object.js";
 import { DEFAULT_LEASE_SETTINGS, type LeaseSettings } from "../core/timing.js";
 
 export interface Env {
   DEVICES: DurableObjectNamespace<DeviceObject>;
   REGISTRY: DurableObjectNamespace<RegistryObject>;
+  JOB_INDEX: DurableObjectNamespace<JobIndexObject>;
   MODULES: R2Bucket;
   /** bootstrap admin credential (a Worker secret; .dev.vars locally) */
   ADMIN_TOKEN?: string;

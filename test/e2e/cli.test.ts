@@ -55,6 +55,14 @@ describe("wasmvisor CLI", () => {
     expect(JSON.parse(cli(["jobs", "get", id, "--json"]).out).result.value).toBe(8);
   });
 
+  it("lists jobs", async () => {
+    const id = JSON.parse(cli(["jobs", "submit", agent.deviceId, digest, "fibo", "7", "--wait", "30", "--json"]).out).id;
+    for (let i = 0; i < 50 && !cli(["jobs", "ls", "--device", agent.deviceId]).out.includes(id); i++) await new Promise((r) => setTimeout(r, 100));
+    const ls = cli(["jobs", "ls", "--device", agent.deviceId, "--status", "SUCCEEDED", "--json"]);
+    expect(ls.code).toBe(0);
+    expect(JSON.parse(ls.out).map((j: { id: string }) => j.id)).toContain(id);
+  });
+
   it("exits 1 when the job ends unsuccessfully", async () => {
     const spin = (await cp.admin.uploadModule(await compileWat(WAT.spin))).digest;
     const r = cli(["jobs", "submit", agent.deviceId, spin, "spin", "--timeout-ms", "300", "--max-attempts", "1", "--wait", "30"]);

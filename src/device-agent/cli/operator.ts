@@ -1,7 +1,7 @@
 /** The operator commands: jobs, devices, modules and keys, on the typed SDK. */
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
-import { WasmvisorClient, type DeviceView, type JobView, type LogLine } from "../../sdk/index.js";
+import { WasmvisorClient, type DeviceView, type JobListItem, type JobView, type LogLine } from "../../sdk/index.js";
 import { EXIT, fail, parseArg, print, table, withProgress } from "./output.js";
 
 type Global = { server: string; token: string; json?: boolean };
@@ -89,6 +89,23 @@ export function operatorCommands(program: Command) {
         await waitAndExit(api, json, job.id, o.wait === true ? 3600 : Number(o.wait));
       }),
     );
+  jobs
+    .command("ls")
+    .option("--device <id>")
+    .option("--status <state>", "QUEUED, RUNNING, SUCCEEDED, FAILED, ...")
+    .option("--limit <n>", "at most this many (newest pages are fetched in order)", Number, 100)
+    .description("list jobs in creation order")
+    .action(action(async (o: { device?: string; status?: string; limit: number }, cmd: Command) => {
+      const { api, json } = client(cmd);
+      const rows: JobListItem[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await api.listJobs({ limit: Math.min(500, o.limit - rows.length), ...(o.device ? { device: o.device } : {}), ...(o.status ? { status: o.status } : {}), ...(cursor ? { cursor } : {}) });
+        rows.push(...page.jobs);
+        cursor = page.nextCursor ?? undefined;
+      } while (cursor && rows.length < o.limit);
+      print(json, rows, () => table(rows.map((j) => ({ ...j })), ["id", "state", "function", "createdAt"]));
+    }));
   jobs
     .command("get")
     .argument("<id>")

@@ -1,6 +1,8 @@
 import { z } from "zod";
 import { deviceOfJob, JobId, newJobId } from "../../protocol/ids.js";
-import { JobBatch, JobLogs, JobRef, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
+import { JobBatch, JobLogs, JobRef, JobState, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
+import { DeviceId } from "../../protocol/ids.js";
+import { jobIndexStub } from "../../durable/job-index-object.js";
 import { sha256Hex } from "../../core/crypto.js";
 import type { ProblemType } from "../../protocol/problem.js";
 import { coerceArgs } from "../../protocol/wasm.js";
@@ -75,6 +77,37 @@ const remove = route({
   summary: "Delete an ended job with its result and logs",
   request: { params: z.object({ id: JobId }) },
   responses: { 200: jsonResponse(z.object({ id: JobId }), "Deleted") },
+});
+
+const JobListItem = z.object({
+  id: JobId, device: DeviceId, state: JobState, function: z.string(), module: z.string(), createdAt: z.string(), updatedAt: z.string(),
+});
+
+/** Cursors are opaque to clients: base64url of "<createdAt>.<id>". */
+const encodeCursor = (c: { createdAt: number; id: string }) => btoa(`${c.createdAt}.${c.id}`).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+function decodeCursor(s: string): { createdAt: number; id: string } | null {
+  try {
+    const [t, id] = atob(s.replace(/-/g, "+").replace(/_/g, "/")).split(".");
+    return Number.isSafeInteger(Number(t)) && id && JobId.safeParse(id).success ? { createdAt: Number(t), id } : null;
+  } catch {
+    return null;
+  }
+}
+
+const list = route({
+  method: "get",
+  path: "/v1/jobs",
+  roles: ["admin", "user"],
+  summary: "List jobs in creation order from the job index (it may lag a job's own state by a few tens of milliseconds)",
+  request: {
+    query: z.object({
+      device: DeviceId.optional(),
+      status: JobState.optional(),
+      limit: z.coerce.number().int().min(1).max(500).default(100),
+      cursor: z.string().max(200).optional(),
+    }),
+  },
+  responses: { 200: jsonResponse(z.object({ jobs: z.array(JobListItem), nextCursor: z.string().nullable() }), "A page of jobs") },
 });
 
 const logs = route({
@@ -152,6 +185,14 @@ export function jobRoutes(app: App) {
     }
     log("info", "jobs queued", { requestId: c.get("requestId"), count: jobs.length, devices: devices.length });
     return c.json({ jobs: entries.map((e) => refs.get(e.jobId)!) }, 202);
+  });
+
+  app.openapi(list, async (c) => {
+    const q = c.req.valid("query");
+    const after = q.cursor ? decodeCursor(q.cursor) : null;
+    if (q.cursor && !after) return problem(c, "validation", "the cursor is not one this API handed out");
+    const page = await jobIndexStub(c.env).list({ device: q.device ?? null, status: q.status ?? null, limit: q.limit, after });
+    return c.json({ jobs: page.jobs, nextCursor: page.next ? encodeCursor(page.next) : null }, 200);
   });
 
   app.openapi(logs, async (c) => {

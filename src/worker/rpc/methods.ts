@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { DeviceId, JobId } from "../../protocol/ids.js";
-import { JobLogs, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
+import { JobLogs, JobState, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
 import { DeviceRegistration, DeviceStatus, DeviceView, RegistrationResult } from "../../protocol/device.js";
 import { KeyCreate, KeyCreated, KeyView } from "../../protocol/keys.js";
 
@@ -37,6 +37,13 @@ export const METHODS: readonly RpcMethod[] = [
     params: JobSubmission.extend({ start: z.boolean().default(false) }),
     result: JobView,
     rest: (p) => ({ method: "POST", path: "/v1/jobs", body: p }),
+  }),
+  method({
+    name: "jobs.list",
+    summary: "List jobs in creation order (filters: device, status; cursor pagination)",
+    params: z.object({ device: DeviceId.optional(), status: JobState.optional(), limit: z.number().int().min(1).max(500).optional(), cursor: z.string().max(200).optional() }),
+    result: z.object({ jobs: z.array(z.object({ id: z.string(), device: z.string(), state: JobState, function: z.string(), module: z.string(), createdAt: z.string(), updatedAt: z.string() })), nextCursor: z.string().nullable() }),
+    rest: (p) => ({ method: "GET", path: "/v1/jobs", query: p }),
   }),
   method({
     name: "job.run",
