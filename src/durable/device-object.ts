@@ -44,6 +44,7 @@ type DeviceRow = {
   health_at: number | null;
   status: DeviceStatus;
   drained: number;
+  namespace: string;
 };
 
 interface Poller {
@@ -74,7 +75,8 @@ export class DeviceObject extends SqlObject<Env> {
   private verifiedSecret: string | null = null;
 
   protected migrations() {
-    return [DEVICE_TABLE + JOBS_TABLE, IDEMPOTENCY_TABLE, "ALTER TABLE device ADD COLUMN drained INTEGER NOT NULL DEFAULT 0", JOB_LOGS_TABLE, INDEX_OUTBOX];
+    return [DEVICE_TABLE + JOBS_TABLE, IDEMPOTENCY_TABLE, "ALTER TABLE device ADD COLUMN drained INTEGER NOT NULL DEFAULT 0", JOB_LOGS_TABLE, INDEX_OUTBOX,
+      "ALTER TABLE device ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'"];
   }
 
   protected override async load() {
@@ -87,16 +89,21 @@ export class DeviceObject extends SqlObject<Env> {
 
   // ---- registration and presence -------------------------------------------------
 
-  async register(deviceId: string, name: string | null, description: DeviceDescription, credentialHash: string): Promise<Outcome<DeviceView>> {
+  async register(deviceId: string, name: string | null, description: DeviceDescription, credentialHash: string, namespace: string): Promise<Outcome<DeviceView>> {
     if (this.device) return fail("conflict", `device ${deviceId} is already registered`);
     const now = Date.now();
     this.run(
-      "INSERT INTO device (id, name, description, credential_hash, registered_at) VALUES (?, ?, ?, ?, ?)",
-      deviceId, name, JSON.stringify(description), credentialHash, now,
+      "INSERT INTO device (id, name, description, credential_hash, registered_at, namespace) VALUES (?, ?, ?, ?, ?, ?)",
+      deviceId, name, JSON.stringify(description), credentialHash, now, namespace,
     );
     this.device = this.one<DeviceRow>("SELECT * FROM device LIMIT 1");
     await this.publish();
     return ok(this.deviceView());
+  }
+
+  /** The tenant this device belongs to (null: not registered). */
+  async namespace(): Promise<string | null> {
+    return this.device?.namespace ?? null;
   }
 
   async view(): Promise<Outcome<DeviceView>> {
@@ -151,6 +158,7 @@ export class DeviceObject extends SqlObject<Env> {
     const d = this.device!;
     await registryStub(this.env).upsertDevice({
       id: d.id,
+      namespace: d.namespace,
       name: d.name,
       status: d.status,
       description: d.description,
@@ -178,6 +186,7 @@ export class DeviceObject extends SqlObject<Env> {
     const count = (s: JobState) => counts.find((c) => c.state === s)?.n ?? 0;
     return {
       id: d.id,
+      namespace: d.namespace,
       name: d.name,
       status: d.status,
       description: JSON.parse(d.description) as DeviceDescription,
@@ -719,7 +728,7 @@ export class DeviceObject extends SqlObject<Env> {
     const rows = this.all<IndexRow & { rowid: number }>("SELECT rowid, * FROM index_outbox LIMIT 500");
     if (rows.length === 0 || !this.device) return;
     try {
-      await jobIndexStub(this.env).apply(this.device.id, rows.map(({ rowid: _r, ...r }) => r));
+      await jobIndexStub(this.env).apply(this.device.id, this.device.namespace, rows.map(({ rowid: _r, ...r }) => r));
     } catch {
       this.scheduleIndexFlush(1_000); // the index is unreachable: keep the rows, try again
       return;

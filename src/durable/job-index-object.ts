@@ -12,6 +12,7 @@ import type { JobState } from "../protocol/job.js";
 const SCHEMA = `
 CREATE TABLE jobs (
   id         TEXT PRIMARY KEY,
+  namespace  TEXT NOT NULL,
   device     TEXT NOT NULL,
   state      TEXT NOT NULL,
   function   TEXT NOT NULL,
@@ -21,7 +22,8 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_by_created ON jobs (created_at, id);
 CREATE INDEX jobs_by_device ON jobs (device, created_at, id);
-CREATE INDEX jobs_by_state ON jobs (state, created_at, id);`;
+CREATE INDEX jobs_by_state ON jobs (state, created_at, id);
+CREATE INDEX jobs_by_namespace ON jobs (namespace, created_at, id);`;
 
 export interface JobListItem {
   id: string;
@@ -34,6 +36,8 @@ export interface JobListItem {
 }
 
 export interface ListQuery {
+  /** null: all namespaces */
+  namespace: string | null;
   device: string | null;
   status: JobState | null;
   limit: number;
@@ -53,7 +57,7 @@ export class JobIndexObject extends SqlObject<Env> {
   }
 
   /** Applies a device's outbox batch; a row only moves forward in time (batches may be retried). */
-  async apply(device: string, rows: IndexRow[]): Promise<number> {
+  async apply(device: string, namespace: string, rows: IndexRow[]): Promise<number> {
     this.ctx.storage.transactionSync(() => {
       for (const r of rows) {
         if (r.state === "DELETED") {
@@ -61,9 +65,9 @@ export class JobIndexObject extends SqlObject<Env> {
           continue;
         }
         this.run(
-          `INSERT INTO jobs (id, device, state, function, module, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+          `INSERT INTO jobs (id, namespace, device, state, function, module, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at WHERE excluded.updated_at >= jobs.updated_at`,
-          r.job_id, device, r.state, r.function, r.module, r.created_at, r.updated_at,
+          r.job_id, namespace, device, r.state, r.function, r.module, r.created_at, r.updated_at,
         );
       }
     });
@@ -73,10 +77,10 @@ export class JobIndexObject extends SqlObject<Env> {
   async list(q: ListQuery): Promise<{ jobs: JobListItem[]; next: { createdAt: number; id: string } | null }> {
     const rows = this.all<Row>(
       `SELECT * FROM jobs
-       WHERE (? IS NULL OR device = ?) AND (? IS NULL OR state = ?)
+       WHERE (? IS NULL OR namespace = ?) AND (? IS NULL OR device = ?) AND (? IS NULL OR state = ?)
          AND (? IS NULL OR (created_at, id) > (?, ?))
        ORDER BY created_at, id LIMIT ?`,
-      q.device, q.device, q.status, q.status, q.after?.createdAt ?? null, q.after?.createdAt ?? null, q.after?.id ?? null, q.limit + 1,
+      q.namespace, q.namespace, q.device, q.device, q.status, q.status, q.after?.createdAt ?? null, q.after?.createdAt ?? null, q.after?.id ?? null, q.limit + 1,
     );
     const page = rows.slice(0, q.limit);
     const last = page[page.length - 1];

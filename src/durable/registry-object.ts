@@ -34,6 +34,7 @@ CREATE TABLE devices (
 /** What a device object publishes; JSON columns stay strings to keep RPC types flat. */
 export interface DeviceSummary {
   id: string;
+  namespace: string;
   name: string | null;
   status: DeviceStatus;
   description: string;
@@ -43,11 +44,11 @@ export interface DeviceSummary {
   registeredAt: number;
 }
 
-type KeyRow = { id: string; role: Role; label: string | null; hash: string; created_at: number; revoked_at: number | null };
-type DeviceRow = { id: string; name: string | null; status: DeviceStatus; description: string; health: string | null; health_at: number | null; last_seen: number | null; registered_at: number };
+type KeyRow = { id: string; role: Role; label: string | null; namespace: string | null; hash: string; created_at: number; revoked_at: number | null };
+type DeviceRow = { id: string; namespace: string; name: string | null; status: DeviceStatus; description: string; health: string | null; health_at: number | null; last_seen: number | null; registered_at: number };
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
-const keyView = (r: KeyRow): KeyView => ({ id: r.id, role: r.role, label: r.label, createdAt: iso(r.created_at)!, revokedAt: iso(r.revoked_at) });
+const keyView = (r: KeyRow): KeyView => ({ id: r.id, role: r.role, label: r.label, namespace: r.namespace, createdAt: iso(r.created_at)!, revokedAt: iso(r.revoked_at) });
 
 export function registryStub(env: Env) {
   return env.REGISTRY.get(env.REGISTRY.idFromName("global"));
@@ -55,53 +56,57 @@ export function registryStub(env: Env) {
 
 export class RegistryObject extends SqlObject<Env> {
   protected migrations() {
-    return [SCHEMA];
+    return [
+      SCHEMA,
+      "ALTER TABLE api_keys ADD COLUMN namespace TEXT; ALTER TABLE devices ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'",
+    ];
   }
 
-  async createKey(role: Role, label: string | null): Promise<KeyView & { key: string }> {
+  async createKey(role: Role, label: string | null, namespace: string | null): Promise<KeyView & { key: string }> {
     const id = newKeyId();
     const secret = newSecret();
     const now = Date.now();
-    this.run("INSERT INTO api_keys (id, role, label, hash, created_at) VALUES (?, ?, ?, ?, ?)", id, role, label, await sha256Hex(secret), now);
-    return { ...keyView({ id, role, label, hash: "", created_at: now, revoked_at: null }), key: formatApiKey(id, secret) };
+    this.run("INSERT INTO api_keys (id, role, label, namespace, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)", id, role, label, namespace, await sha256Hex(secret), now);
+    return { ...keyView({ id, role, label, namespace, hash: "", created_at: now, revoked_at: null }), key: formatApiKey(id, secret) };
   }
 
-  /** The key's role if the secret matches a key that is not revoked. */
-  async verifyKey(id: string, secret: string): Promise<Role | null> {
+  /** The key's role and namespace if the secret matches a key that is not revoked. */
+  async verifyKey(id: string, secret: string): Promise<{ role: Role; namespace: string | null } | null> {
     const row = this.one<KeyRow>("SELECT * FROM api_keys WHERE id = ?", id);
     if (!row || row.revoked_at !== null) return null;
-    return timingSafeEqual(await sha256Hex(secret), row.hash) ? row.role : null;
+    return timingSafeEqual(await sha256Hex(secret), row.hash) ? { role: row.role, namespace: row.namespace } : null;
   }
 
-  async listKeys(): Promise<KeyView[]> {
-    return this.all<KeyRow>("SELECT * FROM api_keys ORDER BY created_at").map(keyView);
+  /** Keys of one namespace, or all of them for `null`. */
+  async listKeys(namespace: string | null): Promise<KeyView[]> {
+    return this.all<KeyRow>("SELECT * FROM api_keys WHERE ? IS NULL OR namespace = ? ORDER BY created_at", namespace, namespace).map(keyView);
   }
 
-  async revokeKey(id: string): Promise<Outcome<KeyView>> {
+  async revokeKey(id: string, namespace: string | null): Promise<Outcome<KeyView>> {
     const row = this.one<KeyRow>("SELECT * FROM api_keys WHERE id = ?", id);
-    if (!row) return fail("not-found", `no key ${id}`);
+    if (!row || (namespace !== null && row.namespace !== namespace)) return fail("not-found", `no key ${id}`);
     if (row.revoked_at === null) this.run("UPDATE api_keys SET revoked_at = ? WHERE id = ?", Date.now(), id);
     return ok(keyView(this.one<KeyRow>("SELECT * FROM api_keys WHERE id = ?", id)!));
   }
 
   async upsertDevice(s: DeviceSummary): Promise<void> {
     this.run(
-      `INSERT INTO devices (id, name, status, description, health, health_at, last_seen, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO devices (id, namespace, name, status, description, health, health_at, last_seen, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET name = excluded.name, status = excluded.status, description = excluded.description,
          health = excluded.health, health_at = excluded.health_at, last_seen = excluded.last_seen`,
-      s.id, s.name, s.status, s.description, s.health, s.healthAt, s.lastSeen, s.registeredAt,
+      s.id, s.namespace, s.name, s.status, s.description, s.health, s.healthAt, s.lastSeen, s.registeredAt,
     );
   }
 
   /** Devices in registration order, `limit` at a time after the cursor (a device id). */
-  async listDevices(limit: number, after: string | null, status: DeviceStatus | null): Promise<{ devices: DeviceSummary[]; next: string | null }> {
+  async listDevices(limit: number, after: string | null, status: DeviceStatus | null, namespace: string | null): Promise<{ devices: DeviceSummary[]; next: string | null }> {
     const rows = this.all<DeviceRow>(
       `SELECT * FROM devices WHERE (? IS NULL OR (registered_at, id) > (SELECT registered_at, id FROM devices WHERE id = ?))
-         AND (? IS NULL OR status = ?) ORDER BY registered_at, id LIMIT ?`,
-      after, after, status, status, limit + 1,
+         AND (? IS NULL OR status = ?) AND (? IS NULL OR namespace = ?) ORDER BY registered_at, id LIMIT ?`,
+      after, after, status, status, namespace, namespace, limit + 1,
     );
     const page = rows.slice(0, limit).map((r) => ({
-      id: r.id, name: r.name, status: r.status, description: r.description, health: r.health,
+      id: r.id, namespace: r.namespace, name: r.name, status: r.status, description: r.description, health: r.health,
       healthAt: r.health_at, lastSeen: r.last_seen, registeredAt: r.registered_at,
     }));
     return { devices: page, next: rows.length > limit ? page[page.length - 1]!.id : null };

@@ -50,6 +50,7 @@ export type DeviceStatus = z.infer<typeof DeviceStatus>;
 
 export const DeviceView = z.object({
   id: DeviceId,
+  namespace: z.string(),
   name: z.string().nullable(),
   status: DeviceStatus,
   description: DeviceDescription,

@@ -4,15 +4,22 @@ import { z } from "zod";
 export const Role = z.enum(["admin", "user", "register"]);
 export type Role = z.infer<typeof Role>;
 
+/** A tenant: keys scoped to one see only its devices and jobs. */
+export const Namespace = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lowercase letters, digits and -, up to 63");
+export const DEFAULT_NAMESPACE = "default";
+
 export const KeyCreate = z.strictObject({
   role: Role,
   label: z.string().min(1).max(128).optional(),
+  /** omit for a key that spans all namespaces (only an unscoped admin may create one) */
+  namespace: Namespace.optional(),
 });
 
 export const KeyView = z.object({
   id: z.string(),
   role: Role,
   label: z.string().nullable(),
+  namespace: z.string().nullable(),
   createdAt: z.string(),
   revokedAt: z.string().nullable(),
 });

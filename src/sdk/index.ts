@@ -146,8 +146,8 @@ export class WasmvisorClient {
     return (await this.request<DeviceView>("GET", `/v1/devices/${id}`)).body;
   }
 
-  async createKey(role: Role, label?: string): Promise<KeyView & { key: string }> {
-    return (await this.request<KeyView & { key: string }>("POST", "/v1/keys", { role, ...(label ? { label } : {}) })).body;
+  async createKey(role: Role, label?: string, namespace?: string): Promise<KeyView & { key: string }> {
+    return (await this.request<KeyView & { key: string }>("POST", "/v1/keys", { role, ...(label ? { label } : {}), ...(namespace ? { namespace } : {}) })).body;
   }
 
   async listKeys(): Promise<KeyView[]> {

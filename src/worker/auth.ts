@@ -13,30 +13,31 @@ import { problem, type AppEnv } from "./http.js";
 
 export type CallerRole = Role | "device";
 
+/** `namespace` null: the key spans all namespaces. */
 export type Principal =
-  | { role: Role; keyId: string }
+  | { role: Role; keyId: string; namespace: string | null }
   | { role: "device"; deviceId: DeviceId; secret: string };
 
 /** Positive key checks are cached briefly per isolate: a revoked key stops working within this time. */
 export const KEY_CACHE_MS = 5_000;
-const keyCache = new Map<string, { role: Role; until: number }>();
+const keyCache = new Map<string, { role: Role; namespace: string | null; until: number }>();
 
 async function identify(token: string, env: AppEnv["Bindings"]): Promise<Principal | null> {
-  if (env.ADMIN_TOKEN && env.ADMIN_TOKEN.length >= 16 && timingSafeEqual(token, env.ADMIN_TOKEN)) return { role: "admin", keyId: "bootstrap" };
+  if (env.ADMIN_TOKEN && env.ADMIN_TOKEN.length >= 16 && timingSafeEqual(token, env.ADMIN_TOKEN)) return { role: "admin", keyId: "bootstrap", namespace: null };
   const parsed = parseCredential(token);
   if (!parsed) return null;
   if (parsed.kind === "device") return { role: "device", deviceId: parsed.deviceId, secret: parsed.secret };
   const cached = keyCache.get(token);
   const now = Date.now();
-  if (cached && cached.until > now) return { role: cached.role, keyId: parsed.keyId };
-  const role = await registryStub(env).verifyKey(parsed.keyId, parsed.secret);
-  if (!role) {
+  if (cached && cached.until > now) return { role: cached.role, keyId: parsed.keyId, namespace: cached.namespace };
+  const key = await registryStub(env).verifyKey(parsed.keyId, parsed.secret);
+  if (!key) {
     keyCache.delete(token);
     return null;
   }
   if (keyCache.size > 10_000) keyCache.clear();
-  keyCache.set(token, { role, until: now + KEY_CACHE_MS });
-  return { role, keyId: parsed.keyId };
+  keyCache.set(token, { ...key, until: now + KEY_CACHE_MS });
+  return { ...key, keyId: parsed.keyId };
 }
 
 export function allow(roles: readonly CallerRole[]): MiddlewareHandler<AppEnv> {

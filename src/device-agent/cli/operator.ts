@@ -212,10 +212,11 @@ export function operatorCommands(program: Command) {
     .command("create")
     .argument("<role>", "admin, user or register")
     .option("--label <label>")
+    .option("--namespace <ns>", "scope the key to one tenant")
     .description("create a key; its secret is shown once")
-    .action(action(async (role: "admin" | "user" | "register", o: { label?: string }, cmd: Command) => {
+    .action(action(async (role: "admin" | "user" | "register", o: { label?: string; namespace?: string }, cmd: Command) => {
       const { api, json } = client(cmd);
-      const key = await api.createKey(role, o.label);
+      const key = await api.createKey(role, o.label, o.namespace);
       print(json, key, () => `${key.key}\n(key ${key.id}, role ${key.role}: store it now, it is not shown again)`);
     }));
   keys
@@ -224,7 +225,7 @@ export function operatorCommands(program: Command) {
     .action(action(async (_o: unknown, cmd: Command) => {
       const { api, json } = client(cmd);
       const list = await api.listKeys();
-      print(json, list, () => table(list.map((k) => ({ ...k })), ["id", "role", "label", "createdAt", "revokedAt"]));
+      print(json, list, () => table(list.map((k) => ({ ...k })), ["id", "role", "namespace", "label", "createdAt", "revokedAt"]));
     }));
   keys
     .command("revoke")

@@ -4,7 +4,8 @@ import { DeviceDescription, DeviceRegistration, DeviceStatus, DeviceView, Health
 import { registryStub, type DeviceSummary } from "../../durable/registry-object.js";
 import { sha256Hex } from "../../core/crypto.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
-import { fromOutcome, log, type App } from "../http.js";
+import { fromOutcome, log, problem, type App } from "../http.js";
+import { callerNamespace, canSeeDevice, namespaceForNewDevice } from "../tenancy.js";
 import { deviceStub } from "../stubs.js";
 
 const register = route({
@@ -65,6 +66,7 @@ const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOStrin
 function listItem(s: DeviceSummary): z.infer<typeof DeviceListItem> {
   return {
     id: s.id,
+    namespace: s.namespace,
     name: s.name,
     status: s.status,
     description: DeviceDescription.parse(JSON.parse(s.description)),
@@ -79,7 +81,7 @@ export function deviceRoutes(app: App) {
     const body = c.req.valid("json");
     const deviceId = newDeviceId();
     const secret = newSecret();
-    const out = await deviceStub(c.env, deviceId).register(deviceId, body.name ?? null, body.description, await sha256Hex(secret));
+    const out = await deviceStub(c.env, deviceId).register(deviceId, body.name ?? null, body.description, await sha256Hex(secret), namespaceForNewDevice(c));
     return fromOutcome(c, out, () => {
       log("info", "device registered", { requestId: c.get("requestId"), deviceId, name: body.name });
       return c.json({ deviceId, credential: formatDeviceCredential(deviceId, secret) }, 201);
@@ -88,15 +90,25 @@ export function deviceRoutes(app: App) {
 
   app.openapi(list, async (c) => {
     const q = c.req.valid("query");
-    const page = await registryStub(c.env).listDevices(q.limit, q.cursor ?? null, q.status ?? null);
+    const page = await registryStub(c.env).listDevices(q.limit, q.cursor ?? null, q.status ?? null, callerNamespace(c));
     return c.json({ devices: page.devices.map(listItem), nextCursor: page.next }, 200);
   });
 
-  app.openapi(drain, async (c) => fromOutcome(c, await deviceStub(c.env, c.req.valid("param").id).setDrained(true), (v) => c.json(v, 200)));
-  app.openapi(resume, async (c) => fromOutcome(c, await deviceStub(c.env, c.req.valid("param").id).setDrained(false), (v) => c.json(v, 200)));
+  app.openapi(drain, async (c) => {
+    const id = c.req.valid("param").id;
+    if (!(await canSeeDevice(c, id))) return problem(c, "not-found", "no such device");
+    return fromOutcome(c, await deviceStub(c.env, id).setDrained(true), (v) => c.json(v, 200));
+  });
+  app.openapi(resume, async (c) => {
+    const id = c.req.valid("param").id;
+    if (!(await canSeeDevice(c, id))) return problem(c, "not-found", "no such device");
+    return fromOutcome(c, await deviceStub(c.env, id).setDrained(false), (v) => c.json(v, 200));
+  });
 
   app.openapi(show, async (c) => {
-    const out = await deviceStub(c.env, c.req.valid("param").id).view();
+    const id = c.req.valid("param").id;
+    if (!(await canSeeDevice(c, id))) return problem(c, "not-found", "no such device");
+    const out = await deviceStub(c.env, id).view();
     return fromOutcome(c, out, (view) => c.json(view, 200));
   });
 }

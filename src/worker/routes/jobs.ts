@@ -9,6 +9,7 @@ import { coerceArgs } from "../../protocol/wasm.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { fromOutcome, log, problem, type App, type Ctx } from "../http.js";
 import { moduleInfo } from "../module-store.js";
+import { callerNamespace, canSeeDevice } from "../tenancy.js";
 import { deviceStub } from "../stubs.js";
 
 const WaitQuery = z.object({ wait: z.coerce.number().min(0).max(LIMITS.maxWaitSeconds).default(0) });
@@ -151,6 +152,7 @@ async function checkCall(c: Ctx, spec: JobSubmission): Promise<Refusal | null> {
 export function jobRoutes(app: App) {
   app.openapi(submit, async (c) => {
     const spec = c.req.valid("json");
+    if (!(await canSeeDevice(c, spec.device))) return problem(c, "not-found", `device ${spec.device} is not registered`);
     const refused = await checkCall(c, spec);
     if (refused) return problem(c, refused.type, refused.detail);
     const jobId = newJobId(spec.device, Date.now());
@@ -172,7 +174,7 @@ export function jobRoutes(app: App) {
     }
     // All or nothing: every device must exist before any job is stored.
     const devices = [...new Set(jobs.map((j) => j.device))];
-    const known = await Promise.all(devices.map((d) => deviceStub(c.env, d).exists()));
+    const known = await Promise.all(devices.map(async (d) => (await canSeeDevice(c, d)) && (await deviceStub(c.env, d).exists())));
     const unknown = devices.filter((_, i) => !known[i]);
     if (unknown.length) return problem(c, "not-found", `not registered: ${unknown.join(", ")}`);
     const now = Date.now();
@@ -191,12 +193,13 @@ export function jobRoutes(app: App) {
     const q = c.req.valid("query");
     const after = q.cursor ? decodeCursor(q.cursor) : null;
     if (q.cursor && !after) return problem(c, "validation", "the cursor is not one this API handed out");
-    const page = await jobIndexStub(c.env).list({ device: q.device ?? null, status: q.status ?? null, limit: q.limit, after });
+    const page = await jobIndexStub(c.env).list({ namespace: callerNamespace(c), device: q.device ?? null, status: q.status ?? null, limit: q.limit, after });
     return c.json({ jobs: page.jobs, nextCursor: page.next ? encodeCursor(page.next) : null }, 200);
   });
 
   app.openapi(logs, async (c) => {
     const id = c.req.valid("param").id;
+    if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
     const follow = ["1", "true"].includes(c.req.valid("query").follow ?? "");
     const stub = deviceStub(c.env, deviceOfJob(id));
     if (!follow) return fromOutcome(c, await stub.logs(id), (l) => c.json(l, 200));
@@ -207,21 +210,25 @@ export function jobRoutes(app: App) {
 
   app.openapi(start, async (c) => {
     const id = c.req.valid("param").id;
+    if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
     return fromOutcome(c, await deviceStub(c.env, deviceOfJob(id)).start(id), (job) => c.json(job, 200));
   });
 
   app.openapi(remove, async (c) => {
     const id = c.req.valid("param").id;
+    if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
     return fromOutcome(c, await deviceStub(c.env, deviceOfJob(id)).remove(id), (r) => c.json(r, 200));
   });
 
   app.openapi(status, async (c) => {
     const id = c.req.valid("param").id;
+    if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
     return fromOutcome(c, await deviceStub(c.env, deviceOfJob(id)).getJob(id), (job) => c.json(job, 200));
   });
 
   app.openapi(result, async (c) => {
     const id = c.req.valid("param").id;
+    if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
     const waitMs = Math.round(c.req.valid("query").wait * 1000);
     const out = await deviceStub(c.env, deviceOfJob(id)).awaitResult(id, waitMs);
     return fromOutcome(c, out, ({ done, job }) => (done ? c.json(job, 200) : c.json(job, 202, { "Retry-After": "1" })));
@@ -229,6 +236,7 @@ export function jobRoutes(app: App) {
 
   app.openapi(cancel, async (c) => {
     const id = c.req.valid("param").id;
+    if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
     return fromOutcome(c, await deviceStub(c.env, deviceOfJob(id)).cancel(id), (job) => c.json(job, 200));
   });
 }

@@ -2,7 +2,8 @@ import { z } from "zod";
 import { KeyCreate, KeyCreated, KeyView } from "../../protocol/keys.js";
 import { registryStub } from "../../durable/registry-object.js";
 import { jsonBody, jsonResponse as json, route } from "../route.js";
-import { fromOutcome, log, type App } from "../http.js";
+import { fromOutcome, log, problem, type App } from "../http.js";
+import { callerNamespace } from "../tenancy.js";
 
 const createKey = route({
   method: "post",
@@ -33,13 +34,18 @@ const revokeKey = route({
 export function keyRoutes(app: App) {
   app.openapi(createKey, async (c) => {
     const body = c.req.valid("json");
-    const key = await registryStub(c.env).createKey(body.role, body.label ?? null);
+    const scope = callerNamespace(c);
+    // A namespace's admin makes keys for its own namespace only.
+    if (scope !== null && body.namespace !== undefined && body.namespace !== scope) {
+      return problem(c, "forbidden", `this key may only create keys in namespace ${scope}`);
+    }
+    const key = await registryStub(c.env).createKey(body.role, body.label ?? null, scope ?? body.namespace ?? null);
     log("info", "key created", { requestId: c.get("requestId"), keyId: key.id, role: key.role });
     return c.json(key, 201);
   });
-  app.openapi(listKeys, async (c) => c.json({ keys: await registryStub(c.env).listKeys() }, 200));
+  app.openapi(listKeys, async (c) => c.json({ keys: await registryStub(c.env).listKeys(callerNamespace(c)) }, 200));
   app.openapi(revokeKey, async (c) => {
-    const out = await registryStub(c.env).revokeKey(c.req.valid("param").id);
+    const out = await registryStub(c.env).revokeKey(c.req.valid("param").id, callerNamespace(c));
     return fromOutcome(c, out, (key) => c.json(key, 200));
   });
 }

@@ -1,0 +1,34 @@
+/**
+ * Namespaces: a key scoped to one acts only on that namespace's devices and their
+ * jobs. Anything outside is answered as if it did not exist (404), so tenants
+ * cannot probe each other. A device's namespace never changes, so the Worker
+ * caches it and the check costs a hop only the first time.
+ */
+import { DEFAULT_NAMESPACE } from "../protocol/keys.js";
+import { deviceStub } from "./stubs.js";
+import type { Ctx } from "./http.js";
+
+const namespaceOf = new Map<string, string>();
+
+/** The namespace new devices and keys of this caller belong to. */
+export function callerNamespace(c: Ctx): string | null {
+  const p = c.get("principal");
+  return p.role === "device" ? null : p.namespace;
+}
+
+export async function canSeeDevice(c: Ctx, deviceId: string): Promise<boolean> {
+  const p = c.get("principal");
+  if (p.role === "device") return p.deviceId === deviceId;
+  if (p.namespace === null) return true;
+  let ns = namespaceOf.get(deviceId);
+  if (ns === undefined) {
+    const found = await deviceStub(c.env, deviceId).namespace();
+    if (found === null) return false;
+    ns = found;
+    if (namespaceOf.size > 100_000) namespaceOf.clear();
+    namespaceOf.set(deviceId, ns);
+  }
+  return ns === p.namespace;
+}
+
+export const namespaceForNewDevice = (c: Ctx) => callerNamespace(c) ?? DEFAULT_NAMESPACE;
