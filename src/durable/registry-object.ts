@@ -9,6 +9,7 @@ import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
 import { formatApiKey, newKeyId, newSecret } from "../protocol/ids.js";
 import type { Role, KeyView } from "../protocol/keys.js";
 import type { DeviceStatus } from "../protocol/device.js";
+import type { NamespaceSettings, OrchestratorKeyView, SigningAlgorithm } from "../protocol/signing.js";
 import type { Env } from "../worker/env.js";
 
 const SCHEMA = `
@@ -30,6 +31,25 @@ CREATE TABLE devices (
   last_seen     INTEGER,
   registered_at INTEGER NOT NULL
 );`;
+
+const TRUST_SCHEMA = `
+CREATE TABLE orchestrator_keys (
+  kid        TEXT PRIMARY KEY,
+  alg        TEXT NOT NULL,
+  jwk        TEXT NOT NULL,
+  namespace  TEXT,
+  label      TEXT,
+  created_at INTEGER NOT NULL,
+  revoked_at INTEGER
+);
+CREATE TABLE used_jtis (jti TEXT PRIMARY KEY, exp INTEGER NOT NULL);
+CREATE TABLE namespace_settings (namespace TEXT PRIMARY KEY, require_signed_jobs INTEGER NOT NULL DEFAULT 0);`;
+
+type TrustRow = { kid: string; alg: SigningAlgorithm; jwk: string; namespace: string | null; label: string | null; created_at: number; revoked_at: number | null };
+const orchestratorKeyView = (r: TrustRow): OrchestratorKeyView => ({
+  kid: r.kid, alg: r.alg, jwk: JSON.parse(r.jwk) as Record<string, string>, namespace: r.namespace, label: r.label,
+  createdAt: new Date(r.created_at).toISOString(), revokedAt: r.revoked_at === null ? null : new Date(r.revoked_at).toISOString(),
+});
 
 /** What a device object publishes; JSON columns stay strings to keep RPC types flat. */
 export interface DeviceSummary {
@@ -59,7 +79,56 @@ export class RegistryObject extends SqlObject<Env> {
     return [
       SCHEMA,
       "ALTER TABLE api_keys ADD COLUMN namespace TEXT; ALTER TABLE devices ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'",
+      TRUST_SCHEMA,
     ];
+  }
+
+  // ---- orchestrator keys, replay protection, namespace settings ----------------------
+
+  async addOrchestratorKey(kid: string, alg: SigningAlgorithm, jwk: string, label: string | null, namespace: string | null): Promise<Outcome<OrchestratorKeyView>> {
+    if (this.one("SELECT 1 AS x FROM orchestrator_keys WHERE kid = ?", kid)) return fail("conflict", `a key with kid ${kid} is already registered`);
+    this.run("INSERT INTO orchestrator_keys (kid, alg, jwk, namespace, label, created_at) VALUES (?, ?, ?, ?, ?, ?)", kid, alg, jwk, namespace, label, Date.now());
+    return ok(orchestratorKeyView(this.one<TrustRow>("SELECT * FROM orchestrator_keys WHERE kid = ?", kid)!));
+  }
+
+  async orchestratorKey(kid: string): Promise<OrchestratorKeyView | null> {
+    const row = this.one<TrustRow>("SELECT * FROM orchestrator_keys WHERE kid = ?", kid);
+    return row ? orchestratorKeyView(row) : null;
+  }
+
+  async listOrchestratorKeys(namespace: string | null): Promise<OrchestratorKeyView[]> {
+    return this.all<TrustRow>("SELECT * FROM orchestrator_keys WHERE ? IS NULL OR namespace = ? ORDER BY created_at", namespace, namespace).map(orchestratorKeyView);
+  }
+
+  async revokeOrchestratorKey(kid: string, namespace: string | null): Promise<Outcome<OrchestratorKeyView>> {
+    const row = this.one<TrustRow>("SELECT * FROM orchestrator_keys WHERE kid = ?", kid);
+    if (!row || (namespace !== null && row.namespace !== namespace)) return fail("not-found", `no orchestrator key ${kid}`);
+    if (row.revoked_at === null) this.run("UPDATE orchestrator_keys SET revoked_at = ? WHERE kid = ?", Date.now(), kid);
+    return ok(orchestratorKeyView(this.one<TrustRow>("SELECT * FROM orchestrator_keys WHERE kid = ?", kid)!));
+  }
+
+  /** True the first time a (key, jti) is seen; remembered until the token expires. */
+  async consumeJti(id: string, expiresAtMs: number): Promise<boolean> {
+    const now = Date.now();
+    if (++this.jtiWrites % 100 === 0) this.run("DELETE FROM used_jtis WHERE exp < ?", now);
+    const existing = this.one<{ exp: number }>("SELECT exp FROM used_jtis WHERE jti = ?", id);
+    if (existing && existing.exp >= now) return false;
+    this.run("INSERT OR REPLACE INTO used_jtis (jti, exp) VALUES (?, ?)", id, expiresAtMs);
+    return true;
+  }
+  private jtiWrites = 0;
+
+  async namespaceSettings(namespace: string): Promise<NamespaceSettings> {
+    const row = this.one<{ require_signed_jobs: number }>("SELECT require_signed_jobs FROM namespace_settings WHERE namespace = ?", namespace);
+    return { requireSignedJobs: row?.require_signed_jobs === 1 };
+  }
+
+  async setNamespaceSettings(namespace: string, s: NamespaceSettings): Promise<NamespaceSettings> {
+    this.run(
+      "INSERT INTO namespace_settings (namespace, require_signed_jobs) VALUES (?, ?) ON CONFLICT (namespace) DO UPDATE SET require_signed_jobs = excluded.require_signed_jobs",
+      namespace, s.requireSignedJobs ? 1 : 0,
+    );
+    return this.namespaceSettings(namespace);
   }
 
   async createKey(role: Role, label: string | null, namespace: string | null): Promise<KeyView & { key: string }> {

@@ -5,3 +5,4 @@ export * from "./job.js";
 export * from "./device.js";
 export * from "./agent.js";
 export * from "./keys.js";
+export * from "./signing.js";

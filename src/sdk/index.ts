@@ -2,7 +2,8 @@
  * Typed client for the wasmvisor control plane, built on the protocol schemas.
  * Errors come back as `WasmvisorError` carrying the RFC 9457 problem.
  */
-import type { DeviceView, JobLogs, JobSubmissionInput, JobView, KeyView, LogLine, ModuleInfo, Problem, Role } from "../protocol/index.js";
+import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
+import type { DeviceView, JobLogs, JobSubmissionInput, JobView, KeyView, LogLine, ModuleInfo, OrchestratorKeyView, Problem, Role, SigningAlgorithm } from "../protocol/index.js";
 
 export * from "../protocol/index.js";
 
@@ -10,6 +11,23 @@ export class WasmvisorError extends Error {
   constructor(readonly status: number, readonly problem: Partial<Problem>) {
     super(`${status} ${problem.title ?? "error"}${problem.detail ? `: ${problem.detail}` : ""}`);
   }
+}
+
+/** A new orchestrator signing key pair, as JWKs (keep the private one secret). */
+export async function generateSigningKey(alg: SigningAlgorithm = "EdDSA", kid: string = crypto.randomUUID()): Promise<{ privateJwk: JWK; publicJwk: JWK }> {
+  const pair = await generateKeyPair(alg, { extractable: true });
+  return { privateJwk: { ...(await exportJWK(pair.privateKey)), kid, alg }, publicJwk: { ...(await exportJWK(pair.publicKey)), kid } };
+}
+
+/** Signs a job submission as a compact JWT (`job` claim; exp, iat, jti set) with a private JWK carrying kid and alg. */
+export async function signJob(privateJwk: JWK, job: JobSubmissionInput, ttlSeconds = 300): Promise<string> {
+  if (!privateJwk.kid || !privateJwk.alg) throw new Error("the private JWK needs kid and alg (EdDSA or ES256)");
+  return new SignJWT({ job })
+    .setProtectedHeader({ alg: privateJwk.alg, kid: privateJwk.kid })
+    .setIssuedAt()
+    .setExpirationTime(`${ttlSeconds}s`)
+    .setJti(crypto.randomUUID())
+    .sign(await importJWK(privateJwk, privateJwk.alg));
 }
 
 export interface JobListItem {
@@ -65,6 +83,23 @@ export class WasmvisorClient {
 
   async submitJob(job: JobSubmissionInput): Promise<JobView> {
     return (await this.request<JobView>("POST", "/v1/jobs", job)).body;
+  }
+
+  /** Submits a job signed with `signJob` (required where the namespace demands signatures). */
+  async submitSignedJob(token: string, waitSeconds = 0): Promise<{ done: boolean; job: JobView }> {
+    const res = await fetch(`${this.server}/v1/jobs/signed?wait=${waitSeconds}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${this.opts.token}`, "content-type": "application/jose" },
+      body: token,
+    });
+    const body = (await res.json()) as JobView & Partial<Problem>;
+    if (!res.ok) throw new WasmvisorError(res.status, body);
+    return { done: res.status === 200, job: body };
+  }
+
+  /** Registers an orchestrator's public JWK so jobs it signs are accepted. */
+  async trustOrchestratorKey(jwk: JWK, label?: string, namespace?: string): Promise<OrchestratorKeyView> {
+    return (await this.request<OrchestratorKeyView>("POST", "/v1/orchestrator-keys", { jwk, ...(label ? { label } : {}), ...(namespace ? { namespace } : {}) })).body;
   }
 
   /** Creates the job and waits up to `waitSeconds` for it to end, in one request (`done` says whether it did). */

@@ -13,6 +13,8 @@ import { jobRoutes } from "./routes/jobs.js";
 import { agentRoutes } from "./routes/agent.js";
 import { API_VERSION, infoRoutes } from "./routes/info.js";
 import { rpcRoutes } from "./routes/rpc.js";
+import { orchestratorKeyRoutes } from "./routes/orchestrator-keys.js";
+import { namespaceRoutes } from "./routes/namespaces.js";
 import { Scalar } from "@scalar/hono-api-reference";
 
 export function createApp() {
@@ -51,6 +53,8 @@ export function createApp() {
   jobRoutes(app);
   agentRoutes(app);
   infoRoutes(app);
+  orchestratorKeyRoutes(app);
+  namespaceRoutes(app);
   rpcRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });

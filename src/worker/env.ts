@@ -14,6 +14,8 @@ export interface Env {
   ACK_TIMEOUT_MS?: string;
   LEASE_GRACE_MS?: string;
   RETRY_BASE_MS?: string;
+  /** "true": every job submission must be signed by a registered orchestrator key */
+  REQUIRE_SIGNED_JOBS?: string;
 }
 
 const num = (v: string | undefined, fallback: number) => {

@@ -16,19 +16,22 @@ export function callerNamespace(c: Ctx): string | null {
   return p.role === "device" ? null : p.namespace;
 }
 
+/** A registered device's namespace (null: not registered). */
+export async function deviceNamespace(c: Ctx, deviceId: string): Promise<string | null> {
+  const cached = namespaceOf.get(deviceId);
+  if (cached !== undefined) return cached;
+  const found = await deviceStub(c.env, deviceId).namespace();
+  if (found === null) return null;
+  if (namespaceOf.size > 100_000) namespaceOf.clear();
+  namespaceOf.set(deviceId, found);
+  return found;
+}
+
 export async function canSeeDevice(c: Ctx, deviceId: string): Promise<boolean> {
   const p = c.get("principal");
   if (p.role === "device") return p.deviceId === deviceId;
   if (p.namespace === null) return true;
-  let ns = namespaceOf.get(deviceId);
-  if (ns === undefined) {
-    const found = await deviceStub(c.env, deviceId).namespace();
-    if (found === null) return false;
-    ns = found;
-    if (namespaceOf.size > 100_000) namespaceOf.clear();
-    namespaceOf.set(deviceId, ns);
-  }
-  return ns === p.namespace;
+  return (await deviceNamespace(c, deviceId)) === p.namespace;
 }
 
 export const namespaceForNewDevice = (c: Ctx) => callerNamespace(c) ?? DEFAULT_NAMESPACE;

@@ -106,3 +106,24 @@ describe("wasmvisor CLI", () => {
     }
   });
 });
+
+describe("signed jobs from the CLI", () => {
+  it("generates a key pair, trusts it, and submits a signed job where signatures are required", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "wv-keys-"));
+    const key = join(dir, "orch.jwk");
+    expect(cli(["keys", "generate", "--out", key]).code).toBe(0);
+    expect(cli(["keys", "trust", `${key}.pub.json`, "--label", "ci orchestrator"]).code).toBe(0);
+    await cp.admin.request("PUT", "/v1/namespaces/default/settings", { requireSignedJobs: true });
+    try {
+      const digest = JSON.parse(cli(["modules", "push", "examples/wasm/fibo.wasm", "--json"]).out).digest;
+      const unsigned = cli(["jobs", "submit", agent.deviceId, digest, "fibo", "12"]);
+      expect(unsigned.code).toBe(3);
+      expect(unsigned.err).toContain("signed");
+      const signed = cli(["jobs", "submit", agent.deviceId, digest, "fibo", "12", "--sign", key, "--wait", "30", "--json"]);
+      expect(signed.code).toBe(0);
+      expect(JSON.parse(signed.out).result.value).toBe(233);
+    } finally {
+      await cp.admin.request("PUT", "/v1/namespaces/default/settings", { requireSignedJobs: false });
+    }
+  });
+});

@@ -1,7 +1,8 @@
 /** The operator commands: jobs, devices, modules and keys, on the typed SDK. */
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import type { JWK } from "jose";
 import { Command, Option } from "commander";
-import { WasmvisorClient, type DeviceView, type JobListItem, type JobView, type LogLine } from "../../sdk/index.js";
+import { generateSigningKey, signJob, WasmvisorClient, type DeviceView, type JobListItem, type JobView, type LogLine } from "../../sdk/index.js";
 import { EXIT, fail, parseArg, print, table, withProgress } from "./output.js";
 
 type Global = { server: string; token: string; json?: boolean };
@@ -69,6 +70,7 @@ export function operatorCommands(program: Command) {
     .option("--deadline <iso>", "not started by then: EXPIRED")
     .option("--no-start", "create without queueing (start later)")
     .option("--idempotency-key <key>", "repeat-safe submission")
+    .option("--sign <private.jwk>", "sign the job with this orchestrator key (see keys generate)")
     .action(
       action(async (device: string, module: string, fn: string, args: string[], o: Record<string, unknown>, cmd: Command) => {
         const { api, json } = client(cmd);
@@ -84,7 +86,9 @@ export function operatorCommands(program: Command) {
           start: o.start !== false,
         };
         const headers: Record<string, string> = o.idempotencyKey ? { "idempotency-key": String(o.idempotencyKey) } : {};
-        const job = (await api.request<JobView>("POST", "/v1/jobs", spec, headers)).body;
+        const job = o.sign
+          ? (await api.submitSignedJob(await signJob(JSON.parse(readFileSync(String(o.sign), "utf8")) as JWK, spec))).job
+          : (await api.request<JobView>("POST", "/v1/jobs", spec, headers)).body;
         if (o.wait === undefined) return showJob(json, job);
         await waitAndExit(api, json, job.id, o.wait === true ? 3600 : Number(o.wait));
       }),
@@ -220,6 +224,29 @@ export function operatorCommands(program: Command) {
       print(json, key, () => `${key.key}\n(key ${key.id}, role ${key.role}: store it now, it is not shown again)`);
     }));
   keys
+    .command("generate")
+    .description("make an orchestrator signing key pair: writes <out> (private, 0600) and <out>.pub.json (public)")
+    .option("--alg <alg>", "EdDSA (Ed25519) or ES256 (P-256)", "EdDSA")
+    .option("--out <file>", "where to write the private JWK", "orchestrator-key.jwk")
+    .option("--kid <kid>", "key id (default: a random UUID)")
+    .action(action(async (o: { alg: "EdDSA" | "ES256"; out: string; kid?: string }) => {
+      const { privateJwk, publicJwk } = await generateSigningKey(o.alg, o.kid);
+      writeFileSync(o.out, JSON.stringify(privateJwk, null, 2), { mode: 0o600 });
+      writeFileSync(`${o.out}.pub.json`, JSON.stringify(publicJwk, null, 2));
+      process.stdout.write(`${JSON.stringify(publicJwk)}\nprivate key: ${o.out}; register the public one with: wasmvisor keys trust ${o.out}.pub.json\n`);
+    }));
+  keys
+    .command("trust")
+    .argument("<public.jwk>", "an orchestrator's public key")
+    .option("--label <label>")
+    .option("--namespace <ns>", "accept its signatures only for this namespace")
+    .description("register an orchestrator's public key: jobs it signs are accepted")
+    .action(action(async (file: string, o: { label?: string; namespace?: string }, cmd: Command) => {
+      const { api, json } = client(cmd);
+      const key = await api.trustOrchestratorKey(JSON.parse(readFileSync(file, "utf8")) as JWK, o.label, o.namespace);
+      print(json, key, () => `trusted ${key.kid} (${key.alg})`);
+    }));
+  keys
     .command("ls")
     .description("list keys")
     .action(action(async (_o: unknown, cmd: Command) => {
@@ -238,6 +265,6 @@ export function operatorCommands(program: Command) {
     }));
 
   for (const group of ["jobs", "devices", "modules", "keys"]) {
-    for (const leaf of leaves(program.commands.find((c) => c.name() === group)!)) withConnection(leaf);
+    for (const leaf of leaves(program.commands.find((c) => c.name() === group)!)) if (leaf.name() !== "generate") withConnection(leaf);
   }
 }

@@ -9,7 +9,8 @@ import { coerceArgs } from "../../protocol/wasm.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { fromOutcome, log, problem, type App, type Ctx } from "../http.js";
 import { moduleInfo } from "../module-store.js";
-import { callerNamespace, canSeeDevice } from "../tenancy.js";
+import { callerNamespace, canSeeDevice, deviceNamespace } from "../tenancy.js";
+import { signingRequired, verifySignedJob } from "../signing.js";
 import { deviceStub } from "../stubs.js";
 
 const WaitQuery = z.object({ wait: z.coerce.number().min(0).max(LIMITS.maxWaitSeconds).default(0) });
@@ -51,6 +52,21 @@ const result = route({
     query: WaitQuery,
   },
   responses: { 200: jsonResponse(JobView, "The job has ended"), 202: jsonResponse(JobView, "Not yet; ask again") },
+});
+
+const signed = route({
+  method: "post",
+  path: "/v1/jobs/signed",
+  roles: ["admin", "user"],
+  summary: "Submit a job signed by a registered orchestrator key: a compact JWT (EdDSA or ES256, kid in the header) whose `job` claim is the submission; exp, iat and jti are required and a jti is accepted once",
+  request: {
+    body: { required: true, content: { "application/jose": { schema: z.string().meta({ description: "compact JWS" }) } } },
+    query: WaitQuery,
+  },
+  responses: {
+    202: jsonResponse(JobView, "Accepted and queued"),
+    200: jsonResponse(JobView, "With ?wait=: the job ended within the wait"),
+  },
 });
 
 const batch = route({
@@ -150,20 +166,41 @@ async function checkCall(c: Ctx, spec: JobSubmission): Promise<Refusal | null> {
 }
 
 export function jobRoutes(app: App) {
-  app.openapi(submit, async (c) => {
-    const spec = c.req.valid("json");
+  /** Everything after authentication, shared by signed and unsigned submissions. */
+  async function queue(c: Ctx, spec: JobSubmission, waitMs: number, idempotencyKey: string | undefined) {
     if (!(await canSeeDevice(c, spec.device))) return problem(c, "not-found", `device ${spec.device} is not registered`);
     const refused = await checkCall(c, spec);
     if (refused) return problem(c, refused.type, refused.detail);
     const jobId = newJobId(spec.device, Date.now());
-    const waitMs = Math.round(c.req.valid("query").wait * 1000);
-    const key = c.req.valid("header")["idempotency-key"];
-    const idempotency = key ? { key, bodyHash: await sha256Hex(JSON.stringify(spec)) } : null;
+    const idempotency = idempotencyKey ? { key: idempotencyKey, bodyHash: await sha256Hex(JSON.stringify(spec)) } : null;
     const out = await deviceStub(c.env, spec.device).submit(jobId, spec, waitMs, idempotency);
     return fromOutcome(c, out, ({ done, job, replayed }) => {
       if (!replayed) log("info", "job queued", { requestId: c.get("requestId"), jobId, device: spec.device, function: spec.function });
       return c.json(job, done ? 200 : 202, { Location: job.links.self, ...(replayed ? { "Idempotent-Replayed": "true" } : {}) });
     });
+  }
+
+  /** Unsigned submissions are refused where the device's namespace (or the deployment) requires signatures. */
+  async function mustBeSigned(c: Ctx, deviceId: string): Promise<boolean> {
+    const ns = await deviceNamespace(c, deviceId);
+    return ns !== null && (await signingRequired(c.env, ns));
+  }
+
+  app.openapi(submit, async (c) => {
+    const spec = c.req.valid("json");
+    if (await mustBeSigned(c, spec.device)) return problem(c, "signature-required", "this device's namespace accepts only signed jobs: POST /v1/jobs/signed");
+    return queue(c, spec, Math.round(c.req.valid("query").wait * 1000), c.req.valid("header")["idempotency-key"]);
+  });
+
+  app.openapi(signed, async (c) => {
+    if (!/^application\/(jose|jwt)\b/.test(c.req.header("content-type") ?? "")) return problem(c, "unsupported-media-type", "send the compact JWS as application/jose");
+    const verified = await verifySignedJob(c.env, (await c.req.text()).trim());
+    if (!verified.ok) return problem(c, verified.problem, verified.detail);
+    const ns = await deviceNamespace(c, verified.job.device);
+    if (verified.keyNamespace !== null && ns !== null && ns !== verified.keyNamespace) {
+      return problem(c, "forbidden", `orchestrator key ${verified.kid} signs only for namespace ${verified.keyNamespace}`);
+    }
+    return queue(c, verified.job, Math.round(c.req.valid("query").wait * 1000), undefined);
   });
 
   app.openapi(batch, async (c) => {
@@ -174,6 +211,9 @@ export function jobRoutes(app: App) {
     }
     // All or nothing: every device must exist before any job is stored.
     const devices = [...new Set(jobs.map((j) => j.device))];
+    for (const d of devices) {
+      if (await mustBeSigned(c, d)) return problem(c, "signature-required", `device ${d}'s namespace accepts only signed jobs: POST /v1/jobs/signed`);
+    }
     const known = await Promise.all(devices.map(async (d) => (await canSeeDevice(c, d)) && (await deviceStub(c.env, d).exists())));
     const unknown = devices.filter((_, i) => !known[i]);
     if (unknown.length) return problem(c, "not-found", `not registered: ${unknown.join(", ")}`);

@@ -52,11 +52,18 @@ async function invoke(app: App, c: Ctx, raw: unknown): Promise<RpcResponse | nul
   const url = new URL(call.path, c.req.url);
   for (const [k, v] of Object.entries(call.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
   const headers = new Headers({ authorization: c.req.header("authorization") ?? "", "x-request-id": c.get("requestId") });
-  if (call.body !== undefined) headers.set("content-type", "application/json");
-  const res = await app.fetch(new Request(url, { method: call.method, headers, body: call.body === undefined ? undefined : JSON.stringify(call.body) }), c.env, c.executionCtx);
-  const body = (await res.json().catch(() => null)) as unknown;
-  if (res.ok) return reply({ result: body });
-  const problem = body as Partial<Problem> | null;
+  let body: string | undefined;
+  if (call.raw) {
+    headers.set("content-type", call.raw.contentType);
+    body = call.raw.body;
+  } else if (call.body !== undefined) {
+    headers.set("content-type", "application/json");
+    body = JSON.stringify(call.body);
+  }
+  const res = await app.fetch(new Request(url, { method: call.method, headers, body }), c.env, c.executionCtx);
+  const answer = (await res.json().catch(() => null)) as unknown;
+  if (res.ok) return reply({ result: answer });
+  const problem = answer as Partial<Problem> | null;
   return reply({ error: { code: CODE_BY_STATUS[res.status] ?? -32000, message: problem?.detail ?? problem?.title ?? `HTTP ${res.status}`, data: problem } });
 }
 

@@ -14,6 +14,8 @@ export interface RestCall {
   path: string;
   query?: Record<string, string | number | undefined>;
   body?: unknown;
+  /** a body sent as is, for routes that take something other than JSON */
+  raw?: { contentType: string; body: string };
 }
 
 export interface RpcMethod<P extends z.ZodObject = z.ZodObject> {
@@ -51,6 +53,13 @@ export const METHODS: readonly RpcMethod[] = [
     params: JobSubmission.omit({ start: true }).extend({ wait: Wait.default(30) }),
     result: JobView,
     rest: ({ wait, ...job }) => ({ method: "POST", path: "/v1/jobs", query: { wait }, body: job }),
+  }),
+  method({
+    name: "jobs.createSigned",
+    summary: "Submit a job signed by a registered orchestrator key (compact JWT with a `job` claim); waits up to `wait` seconds",
+    params: z.object({ token: z.string().min(1).max(64 * 1024), wait: Wait.default(0) }),
+    result: JobView,
+    rest: ({ token, wait }) => ({ method: "POST", path: "/v1/jobs/signed", query: { wait }, raw: { contentType: "application/jose", body: token } }),
   }),
   method({ name: "job.start", summary: "Queue a created job", params: JobIdParams, result: JobView, rest: ({ id }) => ({ method: "POST", path: `/v1/jobs/${id}/start` }) }),
   method({ name: "job.status", summary: "A job's state, attempts, result or error", params: JobIdParams, result: JobView, rest: ({ id }) => ({ method: "GET", path: `/v1/jobs/${id}` }) }),

@@ -1,0 +1,103 @@
+/**
+ * Verifying signed submissions, and deciding when a submission must be signed.
+ * Keys and namespace settings are cached per isolate for a few seconds (like API
+ * keys): a revoked key or a changed setting takes effect within that time.
+ */
+import { calculateJwkThumbprint, decodeProtectedHeader, errors, importJWK, jwtVerify, type JWK } from "jose";
+import { JobSubmission } from "../protocol/job.js";
+import { MAX_SIGNED_LIFETIME_SECONDS, SIGNING_ALGORITHMS, type OrchestratorKeyView, type SigningAlgorithm } from "../protocol/signing.js";
+import type { ProblemType } from "../protocol/problem.js";
+import { registryStub } from "../durable/registry-object.js";
+import type { Env } from "./env.js";
+
+const CACHE_MS = 5_000;
+const keyCache = new Map<string, { key: OrchestratorKeyView | null; until: number }>();
+const settingsCache = new Map<string, { required: boolean; until: number }>();
+
+export type Verified = { ok: true; job: JobSubmission; kid: string; keyNamespace: string | null } | { ok: false; problem: ProblemType; detail: string };
+
+/** The algorithm a public JWK signs with, and its kid (its own, or its RFC 7638 thumbprint). */
+export async function describePublicJwk(jwk: JWK): Promise<{ alg: SigningAlgorithm; kid: string } | null> {
+  const alg: SigningAlgorithm | null = jwk.kty === "OKP" && jwk.crv === "Ed25519" ? "EdDSA" : jwk.kty === "EC" && jwk.crv === "P-256" ? "ES256" : null;
+  if (!alg) return null;
+  try {
+    await importJWK(jwk, alg);
+  } catch {
+    return null;
+  }
+  return { alg, kid: jwk.kid ?? (await calculateJwkThumbprint(jwk)) };
+}
+
+async function orchestratorKey(env: Env, kid: string): Promise<OrchestratorKeyView | null> {
+  const now = Date.now();
+  const hit = keyCache.get(kid);
+  if (hit && hit.until > now) return hit.key;
+  const key = await registryStub(env).orchestratorKey(kid);
+  if (keyCache.size > 10_000) keyCache.clear();
+  keyCache.set(kid, { key, until: now + CACHE_MS });
+  return key;
+}
+
+const JOSE_REASONS: Record<string, string> = {
+  ERR_JWT_EXPIRED: "the token has expired",
+  ERR_JWS_SIGNATURE_VERIFICATION_FAILED: "the signature does not match the key",
+  ERR_JWT_CLAIM_VALIDATION_FAILED: "a required claim is missing or invalid",
+  ERR_JWS_INVALID: "the token is not a valid JWS",
+  ERR_JWT_INVALID: "the token is not a valid JWT",
+  ERR_JOSE_ALG_NOT_ALLOWED: "the algorithm does not match the key",
+};
+
+export async function verifySignedJob(env: Env, token: string): Promise<Verified> {
+  const bad = (detail: string): Verified => ({ ok: false, problem: "invalid-signature", detail });
+  let header;
+  try {
+    header = decodeProtectedHeader(token);
+  } catch {
+    return bad("the body is not a compact JWS");
+  }
+  if (!header.kid) return bad("the protected header names no kid");
+  if (!SIGNING_ALGORITHMS.includes(header.alg as SigningAlgorithm)) return bad(`alg must be one of ${SIGNING_ALGORITHMS.join(", ")}`);
+  const key = await orchestratorKey(env, header.kid);
+  if (!key || key.revokedAt) return bad(`no registered, unrevoked orchestrator key ${header.kid}`);
+
+  let payload;
+  try {
+    ({ payload } = await jwtVerify(token, await importJWK(key.jwk as JWK, key.alg), {
+      algorithms: [key.alg],
+      requiredClaims: ["exp", "iat", "jti"],
+      clockTolerance: 60,
+    }));
+  } catch (e) {
+    const code = e instanceof errors.JOSEError ? e.code : "";
+    return bad(JOSE_REASONS[code] ?? `the token was refused (${code || String(e)})`);
+  }
+  if (payload.exp! - payload.iat! > MAX_SIGNED_LIFETIME_SECONDS) return bad(`exp - iat may be at most ${MAX_SIGNED_LIFETIME_SECONDS} s`);
+  if (payload.iat! > Date.now() / 1000 + 60) return bad("iat is in the future");
+  const job = JobSubmission.safeParse(payload.job);
+  if (!job.success) return { ok: false, problem: "validation", detail: `the job claim is not a valid submission: ${job.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}` };
+  if (!(await registryStub(env).consumeJti(`${key.kid}:${payload.jti}`, payload.exp! * 1000))) {
+    return { ok: false, problem: "replayed", detail: `jti ${payload.jti} was already used with key ${key.kid}` };
+  }
+  return { ok: true, job: job.data, kid: key.kid, keyNamespace: key.namespace };
+}
+
+/** Whether submissions for a device in `namespace` must be signed. */
+export async function signingRequired(env: Env, namespace: string): Promise<boolean> {
+  if (env.REQUIRE_SIGNED_JOBS === "true") return true;
+  const now = Date.now();
+  const hit = settingsCache.get(namespace);
+  if (hit && hit.until > now) return hit.required;
+  const required = (await registryStub(env).namespaceSettings(namespace)).requireSignedJobs;
+  settingsCache.set(namespace, { required, until: now + CACHE_MS });
+  return required;
+}
+
+/** A key revoked here is refused at once in this isolate (others within CACHE_MS). */
+export function forgetOrchestratorKey(kid: string) {
+  keyCache.delete(kid);
+}
+
+/** Settings changed here apply at once in this isolate. */
+export function forgetNamespaceSettings(namespace: string) {
+  settingsCache.delete(namespace);
+}
