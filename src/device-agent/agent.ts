@@ -5,7 +5,7 @@
  */
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { LeasedJob, LeaseRef, LogBatch, ResultReport } from "../protocol/agent.js";
+import { MAX_SHIPPED_AGENT_LINES, type AgentLogLine, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport } from "../protocol/agent.js";
 import { WASM_PAGE_BYTES } from "../wasm/binary.js";
 import { ApiError, ControlPlaneClient } from "./api-client.js";
 import { ModuleCache, ModuleRejected } from "./module-cache.js";
@@ -75,7 +75,16 @@ export class Agent {
   private loop: Promise<void> | null = null;
   deviceId: string | null = null;
 
-  constructor(readonly opts: AgentOptions, private readonly log = agentLog) {
+  /** recent log lines not yet shipped to the control plane (runner.logs), oldest dropped first */
+  private readonly unshipped: AgentLogLine[] = [];
+  private readonly log: typeof agentLog;
+
+  constructor(readonly opts: AgentOptions, print = agentLog) {
+    this.log = (level, msg, fields = {}) => {
+      print(level, msg, fields);
+      this.unshipped.push({ at: Date.now(), level, msg: msg.slice(0, 500), ...(Object.keys(fields).length ? { fields: JSON.stringify(fields).slice(0, 2000) } : {}) });
+      if (this.unshipped.length > MAX_SHIPPED_AGENT_LINES) this.unshipped.shift();
+    };
     this.client = new ControlPlaneClient(opts.server);
     this.pool = new WorkerPool(opts.poolSize);
     this.modules = new ModuleCache(opts.dataDir, this.client, Math.floor((opts.maxMemoryMb * 1024 * 1024) / WASM_PAGE_BYTES));
@@ -135,13 +144,15 @@ export class Agent {
     try {
       const health = await this.health.sample(this.pool.running);
       const runningJobs = [...this.leases.values()].map((l) => ({ jobId: l.jobId, leaseToken: l.leaseToken }));
+      const logs = this.unshipped.slice(0, MAX_SHIPPED_AGENT_LINES);
       let cancel: string[];
       if (this.link?.isOpen) {
-        const reply = await this.link.request<"heartbeat">({ t: "heartbeat", health, runningJobs });
+        const reply = await this.link.request<"heartbeat">({ t: "heartbeat", health, runningJobs, logs });
         cancel = reply.t === "heartbeat-ack" ? reply.cancel : [];
       } else {
-        cancel = (await this.client.heartbeat({ health, runningJobs })).cancel;
+        cancel = (await this.client.heartbeat({ health, runningJobs, logs })).cancel;
       }
+      this.unshipped.splice(0, Math.min(logs.length, this.unshipped.length));
       this.stopJobs(cancel);
     } catch (e) {
       this.log("warn", "heartbeat failed", { error: String(e) });

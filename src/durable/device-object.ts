@@ -17,7 +17,7 @@ import { settingsFrom, type Env, type Settings } from "../worker/env.js";
 import { randomBase32 } from "../protocol/ids.js";
 import { isTerminal, jobLinks, LIMITS, type JobError, type JobLogs, type JobRef, type JobState, type JobSubmission, type JobView, type LogLine } from "../protocol/job.js";
 import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../protocol/device.js";
-import { AgentMessage, WS_PING, WS_PONG, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport, type ServerMessage } from "../protocol/agent.js";
+import { AgentMessage, WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport, type ServerMessage } from "../protocol/agent.js";
 import type { Arg } from "../protocol/wasm.js";
 
 const DEVICE_TABLE = `
@@ -57,6 +57,7 @@ export type Disposition = "accepted" | "duplicate" | "stale";
 /** The Worker forwards the agent's WebSocket upgrade with the credential's secret in this header. */
 export const DEVICE_SECRET_HEADER = "x-wasmvisor-device-secret";
 const AGENT_TAG = "agent";
+const AGENT_LOG_ROWS = 1000;
 type SocketState = { credit: number };
 
 const counts = (row: JobRow) => ({ attempts: row.attempts, maxAttempts: row.max_attempts });
@@ -76,7 +77,8 @@ export class DeviceObject extends SqlObject<Env> {
 
   protected migrations() {
     return [DEVICE_TABLE + JOBS_TABLE, IDEMPOTENCY_TABLE, "ALTER TABLE device ADD COLUMN drained INTEGER NOT NULL DEFAULT 0", JOB_LOGS_TABLE, INDEX_OUTBOX,
-      "ALTER TABLE device ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'"];
+      "ALTER TABLE device ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'",
+      "CREATE TABLE agent_logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, level TEXT NOT NULL, msg TEXT NOT NULL, fields TEXT)"];
   }
 
   protected override async load() {
@@ -128,9 +130,25 @@ export class DeviceObject extends SqlObject<Env> {
     this.run("UPDATE device SET health = ?, health_at = ? WHERE id = ?", JSON.stringify(hb.health), now, this.device!.id);
     this.device!.health = JSON.stringify(hb.health);
     this.device!.health_at = now;
+    this.keepAgentLogs(hb.logs);
     this.markSeen(now);
     await this.publish();
     return { serverTime: now, cancel: this.leasesNoLongerHeld(hb.runningJobs) };
+  }
+
+  /** The agent's own recent log lines (runner.logs): the newest AGENT_LOG_ROWS are kept. */
+  private keepAgentLogs(lines: AgentLogLine[]) {
+    if (lines.length === 0) return;
+    for (const l of lines) this.run("INSERT INTO agent_logs (at, level, msg, fields) VALUES (?, ?, ?, ?)", l.at, l.level, l.msg, l.fields ?? null);
+    this.run("DELETE FROM agent_logs WHERE seq <= (SELECT MAX(seq) FROM agent_logs) - ?", AGENT_LOG_ROWS);
+  }
+
+  async agentLogs(limit: number): Promise<Outcome<{ lines: (AgentLogLine & { seq: number })[] }>> {
+    if (!this.device) return fail("not-found", "no such device");
+    const rows = this.all<{ seq: number; at: number; level: AgentLogLine["level"]; msg: string; fields: string | null }>(
+      "SELECT * FROM (SELECT * FROM agent_logs ORDER BY seq DESC LIMIT ?) ORDER BY seq", limit,
+    );
+    return ok({ lines: rows.map((r) => ({ seq: r.seq, at: r.at, level: r.level, msg: r.msg, ...(r.fields ? { fields: r.fields } : {}) })) });
   }
 
   /** Jobs the agent runs whose lease is no longer its own (canceled, expired): it should stop them. */
@@ -643,7 +661,7 @@ export class DeviceObject extends SqlObject<Env> {
         this.acceptLogs(msg);
         return;
       case "heartbeat": {
-        const { cancel } = await this.recordHeartbeat({ health: msg.health, runningJobs: msg.runningJobs });
+        const { cancel } = await this.recordHeartbeat({ health: msg.health, runningJobs: msg.runningJobs, logs: msg.logs });
         this.send(ws, { t: "heartbeat-ack", id: msg.id, cancel });
         return;
       }

@@ -60,7 +60,21 @@ export const ResultBatchResponse = z.object({
   dispositions: z.array(z.object({ jobId: z.string(), disposition: ReportDisposition })),
 });
 
-export const Heartbeat = z.strictObject({ health: Health, runningJobs: z.array(LeaseRef).max(LIMITS.maxPollBatch).default([]) });
+/** One of the agent's own log lines, shipped with heartbeats so operators can read them centrally. */
+export const AgentLogLine = z.object({
+  at: z.number(),
+  level: z.enum(["debug", "info", "warn", "error"]),
+  msg: z.string().max(500),
+  fields: z.string().max(2000).optional(),
+});
+export type AgentLogLine = z.infer<typeof AgentLogLine>;
+export const MAX_SHIPPED_AGENT_LINES = 200;
+
+export const Heartbeat = z.strictObject({
+  health: Health,
+  runningJobs: z.array(LeaseRef).max(LIMITS.maxPollBatch).default([]),
+  logs: z.array(AgentLogLine).max(MAX_SHIPPED_AGENT_LINES).default([]),
+});
 export type Heartbeat = z.infer<typeof Heartbeat>;
 
 export const PollQuery = z.object({
@@ -86,7 +100,13 @@ export const AgentMessage = z.discriminatedUnion("t", [
     results: z.array(ResultReport).min(1).max(LIMITS.maxPollBatch),
     free: z.number().int().min(0).max(LIMITS.maxPollBatch),
   }),
-  z.object({ t: z.literal("heartbeat"), id: z.number().int(), health: Health, runningJobs: z.array(LeaseRef).max(LIMITS.maxPollBatch) }),
+  z.object({
+    t: z.literal("heartbeat"),
+    id: z.number().int(),
+    health: Health,
+    runningJobs: z.array(LeaseRef).max(LIMITS.maxPollBatch),
+    logs: z.array(AgentLogLine).max(MAX_SHIPPED_AGENT_LINES).default([]),
+  }),
   LogBatch.extend({ t: z.literal("logs") }),
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;

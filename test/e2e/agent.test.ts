@@ -189,4 +189,29 @@ describe.each(["ws", "poll"] as const)("over the %s transport", (transport) => {
       expect(seen[0]!.receivedAt).toBeLessThan(finished);
     });
   });
+
+  describe("operating the device", () => {
+    it("stops a running job when it is canceled, and the slot serves the next job", async () => {
+      const job = await cp.admin.submitJob({ device: agent.deviceId, module: digests.sleep, function: "sleep_ms", args: [20_000], timeoutMs: 30_000 });
+      for (let i = 0; i < 100 && (await cp.admin.getJob(job.id)).state !== "RUNNING"; i++) await new Promise((r) => setTimeout(r, 50));
+      expect((await cp.admin.cancelJob(job.id)).state).toBe("CANCELED");
+      // The agent hears of it (pushed over the WebSocket, or in its next heartbeat when polling) and ends the thread.
+      const stopped = await agent.waitForLog((l) => l.msg === "stopped a job the control plane no longer leases to us" && l.jobId === job.id, 10_000);
+      expect(stopped).toBeTruthy();
+      expect((await run("fibo", "fibo", [5])).result?.value).toBe(8);
+      expect((await cp.admin.getJob(job.id)).state).toBe("CANCELED");
+    });
+
+    it("ships the agent's own log lines to the control plane (runner.logs)", async () => {
+      let lines: { msg: string; level: string }[] = [];
+      for (let i = 0; i < 60; i++) {
+        lines = (await cp.admin.request<{ lines: { msg: string; level: string }[] }>("GET", `/v1/devices/${agent.deviceId}/logs`)).body.lines;
+        if (lines.some((l) => l.msg === "job finished")) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(lines.map((l) => l.msg)).toEqual(expect.arrayContaining(["agent started", "job finished"]));
+      const viaRpc = await cp.admin.rpc<{ lines: unknown[] }>("runner.logs", { id: agent.deviceId, limit: 5 });
+      expect(viaRpc.lines.length).toBeLessThanOrEqual(5);
+    });
+  });
 });

@@ -3,6 +3,7 @@ import { DeviceId, formatDeviceCredential, newDeviceId, newSecret } from "../../
 import { DeviceDescription, DeviceRegistration, DeviceStatus, DeviceView, Health, RegistrationResult } from "../../protocol/device.js";
 import { registryStub, type DeviceSummary } from "../../durable/registry-object.js";
 import { sha256Hex } from "../../core/crypto.js";
+import { AgentLogLine } from "../../protocol/agent.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { fromOutcome, log, problem, type App } from "../http.js";
 import { callerNamespace, canSeeDevice, namespaceForNewDevice } from "../tenancy.js";
@@ -61,6 +62,15 @@ const resume = route({
   responses: { 200: jsonResponse(DeviceView, "Resumed") },
 });
 
+const agentLogs = route({
+  method: "get",
+  path: "/v1/devices/{id}/logs",
+  roles: ["admin", "user"],
+  summary: "The agent's own recent log lines, shipped with its heartbeats (Hero's runner.logs)",
+  request: { params: z.object({ id: DeviceId }), query: z.object({ limit: z.coerce.number().int().min(1).max(1000).default(200) }) },
+  responses: { 200: jsonResponse(z.object({ lines: z.array(AgentLogLine.extend({ seq: z.number().int() })) }), "Oldest first") },
+});
+
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 function listItem(s: DeviceSummary): z.infer<typeof DeviceListItem> {
@@ -103,6 +113,12 @@ export function deviceRoutes(app: App) {
     const id = c.req.valid("param").id;
     if (!(await canSeeDevice(c, id))) return problem(c, "not-found", "no such device");
     return fromOutcome(c, await deviceStub(c.env, id).setDrained(false), (v) => c.json(v, 200));
+  });
+
+  app.openapi(agentLogs, async (c) => {
+    const id = c.req.valid("param").id;
+    if (!(await canSeeDevice(c, id))) return problem(c, "not-found", "no such device");
+    return fromOutcome(c, await deviceStub(c.env, id).agentLogs(c.req.valid("query").limit), (l) => c.json(l, 200));
   });
 
   app.openapi(show, async (c) => {

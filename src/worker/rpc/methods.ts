@@ -88,6 +88,13 @@ export const METHODS: readonly RpcMethod[] = [
     rest: (p) => ({ method: "GET", path: "/v1/devices", query: p }),
   }),
   method({ name: "runner.status", summary: "One device", params: DeviceIdParams, result: DeviceView, rest: ({ id }) => ({ method: "GET", path: `/v1/devices/${id}` }) }),
+  method({
+    name: "runner.logs",
+    summary: "The agent's own recent log lines",
+    params: DeviceIdParams.extend({ limit: z.number().int().min(1).max(1000).optional() }),
+    result: z.object({ lines: z.array(z.object({ seq: z.number(), at: z.number(), level: z.string(), msg: z.string(), fields: z.string().optional() })) }),
+    rest: ({ id, limit }) => ({ method: "GET", path: `/v1/devices/${id}/logs`, query: { limit } }),
+  }),
   method({ name: "runner.stop", summary: "Drain a device: no new work, running jobs finish", params: DeviceIdParams, result: DeviceView, rest: ({ id }) => ({ method: "POST", path: `/v1/devices/${id}/drain` }) }),
   method({ name: "runner.start", summary: "Resume a drained device", params: DeviceIdParams, result: DeviceView, rest: ({ id }) => ({ method: "POST", path: `/v1/devices/${id}/resume` }) }),
   method({ name: "key.create", summary: "Create an API key (secret shown once)", params: KeyCreate, result: KeyCreated, rest: (p) => ({ method: "POST", path: "/v1/keys", body: p }) }),
