@@ -307,14 +307,14 @@ export class Agent {
   }
 
   private async execute(job: LeasedJob): Promise<ExecResult> {
-    const failed = (kind: FailureKind, message: string): ExecResult => ({
-      ok: false, kind, message, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 0, logs: [],
+    const failed = (kind: FailureKind, message: string, rejected = false): ExecResult => ({
+      ok: false, kind, message, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 0, logs: [], ...(rejected ? { rejected } : {}),
     });
     let loaded;
     try {
       loaded = await this.modules.get(job.module);
     } catch (e) {
-      return e instanceof ModuleRejected ? failed(e.kind, e.message) : failed("module-unavailable", String(e));
+      return e instanceof ModuleRejected ? failed(e.kind, e.message, true) : failed("module-unavailable", String(e));
     }
     const fn = loaded.info.exports.find((x) => x.kind === "function" && x.name === job.function);
     if (!fn?.signature) return failed("missing-function", `the module exports no function "${job.function}"`);
@@ -370,7 +370,7 @@ function toReport(job: LeasedJob, r: ExecResult): ResultReport {
   return {
     jobId: job.jobId,
     leaseToken: job.leaseToken,
-    outcome: r.ok ? "succeeded" : r.kind === "timeout" ? "timed_out" : "failed",
+    outcome: r.ok ? "succeeded" : r.kind === "timeout" ? "timed_out" : r.rejected ? "rejected" : "failed",
     result: { value: r.ok ? r.value : null, ...captured },
     error: r.ok ? null : { kind: r.kind, message: r.message },
     logs: r.logs,

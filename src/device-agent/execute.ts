@@ -4,7 +4,7 @@
  * (and measured) on its own.
  */
 import { WASI } from "node:wasi";
-import { coerceArgs, resultToJson, type Arg, type FunctionSignature, type ResultValue } from "../protocol/wasm.js";
+import { coerceArgs, resultToJson, WASI_MODULES, type Arg, type FunctionSignature, type ResultValue } from "../protocol/wasm.js";
 import { LIMITS, type FailureKind, type LogLine } from "../protocol/job.js";
 
 export interface ExecTask {
@@ -77,9 +77,9 @@ class LineSplitter {
 
 export type ExecResult =
   | ({ ok: true; value: ResultValue; exitCode: number | null } & Captured)
-  | ({ ok: false; kind: FailureKind; message: string; exitCode: number | null } & Captured);
+  /** `rejected`: refused before running (it cannot run on this device at all) */
+  | ({ ok: false; kind: FailureKind; message: string; exitCode: number | null; rejected?: boolean } & Captured);
 
-const WASI_MODULES = new Set(["wasi_snapshot_preview1", "wasi_unstable"]);
 
 /** Thrown by our proc_exit: unwinds the guest and carries the code. */
 class ProcExit {
@@ -132,7 +132,9 @@ export function execute(task: ExecTask, onLines?: (lines: LogLine[]) => void): E
     durationMs: performance.now() - started,
     logs: capture.lines.rest(),
   });
-  const failure = (kind: FailureKind, message: string, exitCode: number | null = null): ExecResult => ({ ok: false, kind, message, exitCode, ...captured() });
+  const failure = (kind: FailureKind, message: string, exitCode: number | null = null, rejected = false): ExecResult => ({
+    ok: false, kind, message, exitCode, ...(rejected ? { rejected } : {}), ...captured(),
+  });
 
   const args = coerceArgs(task.signature, task.args);
   if (!args.ok) return failure("bad-arguments", `${task.function}: ${args.message}`);
@@ -160,12 +162,12 @@ export function execute(task: ExecTask, onLines?: (lines: LogLine[]) => void): E
   try {
     instance = new WebAssembly.Instance(task.module, imports);
   } catch (e) {
-    if (e instanceof RangeError) return failure("memory-limit", `cannot allocate the module's memory: ${e.message}`);
+    if (e instanceof RangeError) return failure("memory-limit", `cannot allocate the module's memory: ${e.message}`, null, true);
     const missing = WebAssembly.Module.imports(task.module)
       .filter((i) => !(imports[i.module] && i.name in (imports[i.module] as object)))
       .map((i) => `${i.module}.${i.name}`);
     const detail = missing.length ? ` (this agent does not provide: ${missing.join(", ")})` : "";
-    return failure("link-error", `${(e as Error).message}${detail}`);
+    return failure("link-error", `${(e as Error).message}${detail}`, null, true);
   }
 
   const exports = instance.exports;

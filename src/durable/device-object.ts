@@ -18,7 +18,7 @@ import { randomBase32 } from "../protocol/ids.js";
 import { isTerminal, jobLinks, LIMITS, type JobError, type JobLogs, type JobRef, type JobState, type JobSubmission, type JobView, type LogLine } from "../protocol/job.js";
 import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../protocol/device.js";
 import { AgentMessage, WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport, type ServerMessage } from "../protocol/agent.js";
-import type { Arg } from "../protocol/wasm.js";
+import { missingInterfaces, type Arg } from "../protocol/wasm.js";
 
 const DEVICE_TABLE = `
 CREATE TABLE device (
@@ -228,6 +228,7 @@ export class DeviceObject extends SqlObject<Env> {
     spec: JobSubmission,
     waitMs = 0,
     idempotency: { key: string; bodyHash: string } | null = null,
+    requires: string[] = [],
   ): Promise<Outcome<{ done: boolean; job: JobView; replayed: boolean }>> {
     if (!this.device) return fail("not-found", `device ${spec.device} is not registered`);
     const now = Date.now();
@@ -241,7 +242,10 @@ export class DeviceObject extends SqlObject<Env> {
     }
     const deadline = spec.deadline ? Date.parse(spec.deadline) : null;
     if (deadline !== null && deadline <= now) return fail("unprocessable", "the deadline has already passed");
-    if (!spec.start || !this.pushAtOnce(jobId, spec, deadline, now)) {
+    const missing = missingInterfaces(requires, this.interfaces());
+    if (missing.length > 0) {
+      this.insertRejected(jobId, spec, deadline, now, missing);
+    } else if (!spec.start || !this.pushAtOnce(jobId, spec, deadline, now)) {
       this.insertJob(jobId, spec, deadline, now);
       if (spec.start) this.dispatch();
     }
@@ -254,16 +258,23 @@ export class DeviceObject extends SqlObject<Env> {
   }
 
   /** Many jobs in one transaction, delivered together. */
-  async submitBatch(entries: { jobId: string; spec: JobSubmission }[]): Promise<Outcome<JobRef[]>> {
+  async submitBatch(entries: { jobId: string; spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
     if (!this.device) return fail("not-found", "the device is not registered");
     const now = Date.now();
     for (const { spec } of entries) {
       if (spec.deadline && Date.parse(spec.deadline) <= now) return fail("unprocessable", "a deadline has already passed");
     }
     let earliestDeadline: number | null = null;
+    const rejected = new Set<string>();
     this.ctx.storage.transactionSync(() => {
-      for (const { jobId, spec } of entries) {
+      for (const { jobId, spec, requires } of entries) {
         const deadline = spec.deadline ? Date.parse(spec.deadline) : null;
+        const missing = missingInterfaces(requires, this.interfaces());
+        if (missing.length > 0) {
+          this.insertRejected(jobId, spec, deadline, now, missing);
+          rejected.add(jobId);
+          continue;
+        }
         this.insertJob(jobId, spec, deadline, now);
         earliestDeadline = nextAlarm([earliestDeadline, deadline]);
       }
@@ -274,10 +285,24 @@ export class DeviceObject extends SqlObject<Env> {
       entries.map(({ jobId, spec }) => ({
         id: jobId,
         device: this.device!.id,
-        state: leased.has(jobId) ? "LEASED" : spec.start ? "QUEUED" : "CREATED",
+        state: rejected.has(jobId) ? "REJECTED" : leased.has(jobId) ? "LEASED" : spec.start ? "QUEUED" : "CREATED",
         links: jobLinks(jobId),
       })),
     );
+  }
+
+  /** The host functions this device links (from its description), read once. */
+  private interfaces(): ReadonlySet<string> {
+    this.linked ??= new Set((JSON.parse(this.device!.description) as DeviceDescription).supervisorInterfaces);
+    return this.linked;
+  }
+  private linked: ReadonlySet<string> | undefined;
+
+  /** A job the device cannot run is recorded as REJECTED at once, with what is missing. */
+  private insertRejected(jobId: string, spec: JobSubmission, deadline: number | null, now: number, missing: string[]) {
+    this.insertJob(jobId, { ...spec, start: false }, deadline, now);
+    const error: JobError = { kind: "link-error", message: `device ${this.device!.id} does not provide: ${missing.join(", ")}` };
+    this.run("UPDATE jobs SET state = 'REJECTED', error = ?, finished_at = ?, updated_at = ? WHERE id = ?", JSON.stringify(error), now, now, jobId);
   }
 
   private insertJob(jobId: string, spec: JobSubmission, deadline: number | null, now: number) {
@@ -533,7 +558,10 @@ export class DeviceObject extends SqlObject<Env> {
           out.push({ jobId: r.jobId, disposition: "duplicate" });
         } else {
           const event: JobEvent =
-            r.outcome === "succeeded" ? { type: "succeed" } : r.outcome === "timed_out" ? { type: "time_out" } : { type: "fail", kind: r.error?.kind ?? "internal" };
+            r.outcome === "succeeded" ? { type: "succeed" }
+            : r.outcome === "timed_out" ? { type: "time_out" }
+            : r.outcome === "rejected" ? { type: "reject" }
+            : { type: "fail", kind: r.error?.kind ?? "internal" };
           if (r.logs.length) this.appendLogs(r.jobId, r.logs);
           this.apply(row, event, now, r.result, r.error);
           out.push({ jobId: r.jobId, disposition: "accepted" });

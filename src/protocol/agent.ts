@@ -40,7 +40,8 @@ export const Ack = z
 export type Ack = z.output<typeof Ack>;
 
 export const ResultReport = LeaseRef.extend({
-  outcome: z.enum(["succeeded", "failed", "timed_out"]),
+  /** rejected: the device cannot run it at all (a missing host interface, a module over its memory cap) */
+  outcome: z.enum(["succeeded", "failed", "timed_out", "rejected"]),
   result: JobResult.nullable(),
   error: z.object({ kind: FailureKind, message: z.string().max(4096) }).nullable(),
   /** output lines not yet sent while the job ran */

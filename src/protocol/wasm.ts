@@ -21,6 +21,21 @@ export const ModuleImport = z.object({
 export type ModuleExport = z.infer<typeof ModuleExport>;
 export type ModuleImport = z.infer<typeof ModuleImport>;
 
+export const WASI_MODULES: ReadonlySet<string> = new Set(["wasi_snapshot_preview1", "wasi_unstable"]);
+
+/**
+ * The host functions a module needs, named as device descriptions list them:
+ * WASI functions by their bare name (wasmiot's supervisorInterfaces), others as module.name.
+ */
+export function requiredInterfaces(imports: readonly ModuleImport[]): string[] {
+  return imports.filter((i) => i.kind === "function").map((i) => (WASI_MODULES.has(i.module) ? i.name : `${i.module}.${i.name}`));
+}
+
+/** What the device lacks of `required`; a non-WASI import also matches a bare name in the device's list. */
+export function missingInterfaces(required: readonly string[], provided: ReadonlySet<string>): string[] {
+  return required.filter((r) => !provided.has(r) && !provided.has(r.slice(r.lastIndexOf(".") + 1)));
+}
+
 export const MemoryLimits = z.object({ minPages: z.number().int(), maxPages: z.number().int().nullable() });
 
 export const ModuleInfo = z.object({

@@ -106,10 +106,16 @@ describe.each(["ws", "poll"] as const)("over the %s transport", (transport) => {
       expect(job.error?.message).toMatch(/divide by zero/);
     });
 
-    it("fails a module whose imports the agent cannot satisfy, naming them", async () => {
+    it("rejects a job the device cannot run (a host interface it does not link), naming what is missing", async () => {
       const job = await run("needsHost", "run");
-      expect(job).toMatchObject({ state: "FAILED", error: { kind: "link-error" } });
+      expect(job).toMatchObject({ state: "REJECTED", attempts: 0, error: { kind: "link-error" } });
       expect(job.error?.message).toContain("camera.takeImage");
+    });
+
+    it("rejects on the agent a module that needs more memory at start than its cap, without retrying", async () => {
+      const job = await run("huge", "run", [], { maxAttempts: 3 });
+      expect(job).toMatchObject({ state: "REJECTED", attempts: 1, error: { kind: "memory-limit" } });
+      expect(job.error?.message).toContain("300 pages");
     });
 
     it("passes i64 values beyond 2^53 exactly, as decimal strings", async () => {

@@ -120,6 +120,9 @@ export const WAT = {
     (func (export "pair") (param i32) (result i32 i64) (local.get 0) (i64.const 9007199254740993))
     (func (export "trap") (result i32) (i32.div_s (i32.const 1) (i32.const 0))))`,
 
+  /** needs 300 pages (18.75 MiB) at start: over a 16 MiB agent cap */
+  huge: `(module (memory (export "memory") 300) (func (export "run")))`,
+
   /** imports a host function no agent provides */
   needsHost: `(module (import "camera" "takeImage" (func (param i32))) (func (export "run")))`,
 } as const;

@@ -5,7 +5,7 @@ import { DeviceId } from "../../protocol/ids.js";
 import { jobIndexStub } from "../../durable/job-index-object.js";
 import { sha256Hex } from "../../core/crypto.js";
 import type { ProblemType } from "../../protocol/problem.js";
-import { coerceArgs } from "../../protocol/wasm.js";
+import { coerceArgs, requiredInterfaces } from "../../protocol/wasm.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { fromOutcome, log, problem, type App, type Ctx } from "../http.js";
 import { moduleInfo } from "../module-store.js";
@@ -152,8 +152,8 @@ const cancel = route({
 
 type Refusal = { type: ProblemType; detail: string };
 
-/** Checks the call against the module's real signature before anything is queued. */
-async function checkCall(c: Ctx, spec: JobSubmission): Promise<Refusal | null> {
+/** Checks the call against the module's real signature before anything is queued; answers the host functions it needs. */
+async function checkCall(c: Ctx, spec: JobSubmission): Promise<Refusal | { requires: string[] }> {
   const info = await moduleInfo(c.env, spec.module);
   if (!info) return { type: "unprocessable", detail: `module ${spec.module} has not been uploaded (POST /v1/modules)` };
   const fn = info.exports.find((e) => e.kind === "function" && e.name === spec.function);
@@ -162,18 +162,18 @@ async function checkCall(c: Ctx, spec: JobSubmission): Promise<Refusal | null> {
     return { type: "bad-arguments", detail: `the module exports no function "${spec.function}" (it exports: ${names.join(", ") || "none"})` };
   }
   const args = coerceArgs(fn.signature, spec.args);
-  return args.ok ? null : { type: "bad-arguments", detail: `${spec.function}: ${args.message}` };
+  return args.ok ? { requires: requiredInterfaces(info.imports) } : { type: "bad-arguments", detail: `${spec.function}: ${args.message}` };
 }
 
 export function jobRoutes(app: App) {
   /** Everything after authentication, shared by signed and unsigned submissions. */
   async function queue(c: Ctx, spec: JobSubmission, waitMs: number, idempotencyKey: string | undefined) {
     if (!(await canSeeDevice(c, spec.device))) return problem(c, "not-found", `device ${spec.device} is not registered`);
-    const refused = await checkCall(c, spec);
-    if (refused) return problem(c, refused.type, refused.detail);
+    const checked = await checkCall(c, spec);
+    if ("type" in checked) return problem(c, checked.type, checked.detail);
     const jobId = newJobId(spec.device, Date.now());
     const idempotency = idempotencyKey ? { key: idempotencyKey, bodyHash: await sha256Hex(JSON.stringify(spec)) } : null;
-    const out = await deviceStub(c.env, spec.device).submit(jobId, spec, waitMs, idempotency);
+    const out = await deviceStub(c.env, spec.device).submit(jobId, spec, waitMs, idempotency, checked.requires);
     return fromOutcome(c, out, ({ done, job, replayed }) => {
       if (!replayed) log("info", "job queued", { requestId: c.get("requestId"), jobId, device: spec.device, function: spec.function });
       return c.json(job, done ? 200 : 202, { Location: job.links.self, ...(replayed ? { "Idempotent-Replayed": "true" } : {}) });
@@ -205,9 +205,11 @@ export function jobRoutes(app: App) {
 
   app.openapi(batch, async (c) => {
     const { jobs } = c.req.valid("json");
+    const requires: string[][] = [];
     for (const [i, spec] of jobs.entries()) {
-      const refused = await checkCall(c, spec);
-      if (refused) return problem(c, refused.type, `jobs.${i}: ${refused.detail}`);
+      const checked = await checkCall(c, spec);
+      if ("type" in checked) return problem(c, checked.type, `jobs.${i}: ${checked.detail}`);
+      requires.push(checked.requires);
     }
     // All or nothing: every device must exist before any job is stored.
     const devices = [...new Set(jobs.map((j) => j.device))];
@@ -218,7 +220,7 @@ export function jobRoutes(app: App) {
     const unknown = devices.filter((_, i) => !known[i]);
     if (unknown.length) return problem(c, "not-found", `not registered: ${unknown.join(", ")}`);
     const now = Date.now();
-    const entries = jobs.map((spec) => ({ jobId: newJobId(spec.device, now), spec }));
+    const entries = jobs.map((spec, i) => ({ jobId: newJobId(spec.device, now), spec, requires: requires[i]! }));
     const refs = new Map<string, JobRef>();
     for (const device of devices) {
       const out = await deviceStub(c.env, device).submitBatch(entries.filter((e) => e.spec.device === device));
