@@ -3,6 +3,7 @@ import { Delivery, ResultBatchResponse, type LeaseRef, type LogBatch, type Resul
 import { RegistrationResult, type DeviceRegistration } from "../protocol/device.js";
 import type { Problem } from "../protocol/problem.js";
 import { z } from "zod";
+import { fetchRetryingOnce } from "../sdk/fetch-retry.js";
 
 const AckResponse = z.object({ started: z.number(), held: z.number() });
 const HeartbeatResponse = z.object({ serverTime: z.number(), cancel: z.array(z.string()) });
@@ -26,18 +27,20 @@ export class ControlPlaneClient {
     this.credential = credential;
   }
 
-  private async call<S extends z.ZodType>(what: string, path: string, init: RequestInit, schema: S, signal?: AbortSignal): Promise<z.infer<S>> {
-    const res = await fetch(this.server + path, {
-      ...init,
-      signal,
-      headers: { authorization: `Bearer ${this.credential}`, ...(init.body ? { "content-type": "application/json" } : {}), ...init.headers },
-    });
+  private async call<S extends z.ZodType>(what: string, path: string, init: RequestInit, schema: S, signal?: AbortSignal, repeatable = true): Promise<z.infer<S>> {
+    // Agent calls may be repeated (polls and acks are covered by leases, results and logs by lease tokens);
+    // registration is the exception: a repeat would register a second device.
+    const res = await fetchRetryingOnce(
+      this.server + path,
+      { ...init, signal, headers: { authorization: `Bearer ${this.credential}`, ...(init.body ? { "content-type": "application/json" } : {}), ...init.headers } },
+      repeatable,
+    );
     if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, what);
     return schema.parse(await res.json());
   }
 
   register(registerToken: string, body: DeviceRegistration) {
-    return this.call("register", "/v1/devices/register", { method: "POST", body: JSON.stringify(body), headers: { authorization: `Bearer ${registerToken}` } }, RegistrationResult);
+    return this.call("register", "/v1/devices/register", { method: "POST", body: JSON.stringify(body), headers: { authorization: `Bearer ${registerToken}` } }, RegistrationResult, undefined, false);
   }
 
   poll(waitSeconds: number, max: number, signal?: AbortSignal) {

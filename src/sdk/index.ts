@@ -3,6 +3,7 @@
  * Errors come back as `WasmvisorError` carrying the RFC 9457 problem.
  */
 import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
+import { fetchRetryingOnce, isRepeatable } from "./fetch-retry.js";
 import type { DeviceView, JobLogs, JobSubmissionInput, JobView, KeyView, LogLine, ModuleInfo, OrchestratorKeyView, Problem, Role, SigningAlgorithm } from "../protocol/index.js";
 
 export * from "../protocol/index.js";
@@ -62,15 +63,19 @@ export class WasmvisorClient {
   /** One HTTP call; answers the parsed body and status, throwing on 4xx/5xx. */
   async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T }> {
     const isBinary = body instanceof Uint8Array;
-    const res = await fetch(this.server + path, {
-      method,
-      headers: {
-        authorization: `Bearer ${this.opts.token}`,
-        ...(body === undefined ? {} : { "content-type": isBinary ? "application/wasm" : "application/json" }),
-        ...headers,
+    const res = await fetchRetryingOnce(
+      this.server + path,
+      {
+        method,
+        headers: {
+          authorization: `Bearer ${this.opts.token}`,
+          ...(body === undefined ? {} : { "content-type": isBinary ? "application/wasm" : "application/json" }),
+          ...headers,
+        },
+        body: body === undefined ? undefined : isBinary ? (body as Uint8Array<ArrayBuffer>) : JSON.stringify(body),
       },
-      body: body === undefined ? undefined : isBinary ? (body as Uint8Array<ArrayBuffer>) : JSON.stringify(body),
-    });
+      isRepeatable(method, headers),
+    );
     const text = await res.text();
     const parsed = text ? JSON.parse(text) : null;
     if (!res.ok) throw new WasmvisorError(res.status, parsed ?? {});
@@ -81,8 +86,9 @@ export class WasmvisorClient {
     return (await this.request<ModuleInfo>("POST", "/v1/modules", bytes)).body;
   }
 
-  async submitJob(job: JobSubmissionInput): Promise<JobView> {
-    return (await this.request<JobView>("POST", "/v1/jobs", job)).body;
+  /** Submits a job; an Idempotency-Key (random unless given) makes a retry after a lost connection safe. */
+  async submitJob(job: JobSubmissionInput, idempotencyKey: string = crypto.randomUUID()): Promise<JobView> {
+    return (await this.request<JobView>("POST", "/v1/jobs", job, { "idempotency-key": idempotencyKey })).body;
   }
 
   /** Submits a job signed with `signJob` (required where the namespace demands signatures). */
@@ -103,8 +109,8 @@ export class WasmvisorClient {
   }
 
   /** Creates the job and waits up to `waitSeconds` for it to end, in one request (`done` says whether it did). */
-  async runJob(job: JobSubmissionInput, waitSeconds: number): Promise<{ done: boolean; job: JobView }> {
-    const r = await this.request<JobView>("POST", `/v1/jobs?wait=${waitSeconds}`, job);
+  async runJob(job: JobSubmissionInput, waitSeconds: number, idempotencyKey: string = crypto.randomUUID()): Promise<{ done: boolean; job: JobView }> {
+    const r = await this.request<JobView>("POST", `/v1/jobs?wait=${waitSeconds}`, job, { "idempotency-key": idempotencyKey });
     return { done: r.status === 200, job: r.body };
   }
 

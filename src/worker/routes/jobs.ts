@@ -10,6 +10,11 @@ import { jsonBody, jsonResponse, route } from "../route.js";
 import { fromOutcome, log, problem, type App, type Ctx } from "../http.js";
 import { moduleInfo } from "../module-store.js";
 import { callerNamespace, canSeeDevice, deviceNamespace } from "../tenancy.js";
+import { mapWithConcurrency } from "../../core/concurrency.js";
+import type { Outcome } from "../../durable/rpc.js";
+
+/** How many device objects one batch request talks to at once. */
+const DEVICE_FANOUT = 32;
 import { signingRequired, verifySignedJob } from "../signing.js";
 import { deviceStub } from "../stubs.js";
 
@@ -213,17 +218,23 @@ export function jobRoutes(app: App) {
     }
     // All or nothing: every device must exist before any job is stored.
     const devices = [...new Set(jobs.map((j) => j.device))];
-    for (const d of devices) {
-      if (await mustBeSigned(c, d)) return problem(c, "signature-required", `device ${d}'s namespace accepts only signed jobs: POST /v1/jobs/signed`);
-    }
-    const known = await Promise.all(devices.map(async (d) => (await canSeeDevice(c, d)) && (await deviceStub(c.env, d).exists())));
+    const signed = await mapWithConcurrency(devices, DEVICE_FANOUT, (d) => mustBeSigned(c, d));
+    const needsSignature = devices.find((_, i) => signed[i]);
+    if (needsSignature) return problem(c, "signature-required", `device ${needsSignature}'s namespace accepts only signed jobs: POST /v1/jobs/signed`);
+    const known = await mapWithConcurrency(devices, DEVICE_FANOUT, async (d) => (await canSeeDevice(c, d)) && (await deviceStub(c.env, d).exists()));
     const unknown = devices.filter((_, i) => !known[i]);
     if (unknown.length) return problem(c, "not-found", `not registered: ${unknown.join(", ")}`);
     const now = Date.now();
     const entries = jobs.map((spec, i) => ({ jobId: newJobId(spec.device, now), spec, requires: requires[i]! }));
+    const byDevice = new Map<string, typeof entries>();
+    for (const e of entries) byDevice.set(e.spec.device, [...(byDevice.get(e.spec.device) ?? []), e]);
+    const outs = await mapWithConcurrency([...byDevice], DEVICE_FANOUT, async ([device, mine]): Promise<Outcome<JobRef[]>> => {
+      const out = await deviceStub(c.env, device).submitBatch(mine);
+      return out.ok ? { ok: true, value: out.value } : { ok: false, problem: out.problem, detail: out.detail };
+    });
     const refs = new Map<string, JobRef>();
-    for (const device of devices) {
-      const out = await deviceStub(c.env, device).submitBatch(entries.filter((e) => e.spec.device === device));
+    for (const out of outs) {
+      // Devices were checked above; a failure here is a server fault, not a client's.
       if (!out.ok) return problem(c, out.problem, out.detail);
       for (const r of out.value) refs.set(r.id, r);
     }

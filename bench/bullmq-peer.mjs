@@ -1,0 +1,54 @@
+// The peer: BullMQ on a local redis-server doing the same fibo(20) in Wasm per job.
+import { spawn, spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { Queue, QueueEvents, Worker } from "bullmq";
+import { stats } from "./lib.mjs";
+
+function ensureRedis() {
+  if (spawnSync("sh", ["-c", "command -v redis-server"]).status === 0) return true;
+  if (process.getuid?.() !== 0) return false;
+  console.error("installing redis-server (Debian package) for the BullMQ peer ...");
+  spawnSync("apt-get", ["update", "-qq"], { stdio: "ignore" });
+  return spawnSync("apt-get", ["install", "-y", "-qq", "redis-server"], { stdio: "ignore", env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } }).status === 0;
+}
+
+export async function bullmqPeer({ concurrency = 16, calls = 2000, bulkJobs = 10_000, workerConcurrency = 2 } = {}) {
+  if (!ensureRedis()) return { skipped: "redis-server is not installed and could not be installed" };
+  const port = 6390 + Math.floor(Math.random() * 500);
+  const redis = spawn("redis-server", ["--port", String(port), "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+  await new Promise((r) => setTimeout(r, 500));
+  const connection = { host: "127.0.0.1", port, maxRetriesPerRequest: null };
+  const module = await WebAssembly.compile(readFileSync("examples/wasm/fibo.wasm"));
+  const queue = new Queue("fibo", { connection });
+  const events = new QueueEvents("fibo", { connection });
+  const worker = new Worker("fibo", async (job) => Number(new WebAssembly.Instance(module, {}).exports.fibo(BigInt(job.data.n))), { connection, concurrency: workerConcurrency });
+  await Promise.all([queue.waitUntilReady(), events.waitUntilReady(), worker.waitUntilReady()]);
+  try {
+    for (let i = 0; i < 100; i++) await (await queue.add("f", { n: 20 })).waitUntilFinished(events);
+    const lat = [];
+    let next = 0;
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: concurrency }, async () => {
+      while (next++ < calls) {
+        const t = performance.now();
+        const job = await queue.add("f", { n: 20 }, { removeOnComplete: true });
+        if ((await job.waitUntilFinished(events)) !== 10946) throw new Error("bad result");
+        lat.push(performance.now() - t);
+      }
+    }));
+    const concurrent = { ...stats(lat), perSecond: calls / ((performance.now() - t0) / 1000) };
+
+    let completed = 0;
+    const allDone = new Promise((r) => worker.on("completed", () => ++completed === bulkJobs && r()));
+    const t1 = performance.now();
+    for (let i = 0; i < bulkJobs; i += 1000) await queue.addBulk(Array.from({ length: 1000 }, () => ({ name: "f", data: { n: 20 }, opts: { removeOnComplete: true } })));
+    await allDone;
+    const bulk = { jobs: bulkJobs, perSecond: bulkJobs / ((performance.now() - t1) / 1000) };
+    return { concurrent, bulk };
+  } finally {
+    await worker.close();
+    await events.close();
+    await queue.close();
+    redis.kill("SIGTERM");
+  }
+}

@@ -1,0 +1,47 @@
+// Simulated agents: K devices in this one process, each with its own WebSocket to its own
+// device object, running fibo(20) bare on receipt and reporting over the socket.
+import WebSocket from "ws";
+import { readFileSync } from "node:fs";
+
+const DESCRIPTION = { platform: { memory: { bytes: 1 << 30 }, cpu: { humanReadableName: "sim", clockSpeed: { Hz: 1e9 } } }, supervisorInterfaces: [] };
+
+export async function fleet(cp, registerKey, k) {
+  const module = await WebAssembly.compile(readFileSync("examples/wasm/fibo.wasm"));
+  const devices = [];
+  const reg = async () => {
+    const r = await fetch(`${cp.url}/v1/devices/register`, { method: "POST", headers: { authorization: `Bearer ${registerKey}`, "content-type": "application/json" }, body: JSON.stringify({ description: DESCRIPTION }) });
+    if (!r.ok) throw new Error(`register: ${r.status}`);
+    return r.json();
+  };
+  for (let i = 0; i < k; i += 50) devices.push(...(await Promise.all(Array.from({ length: Math.min(50, k - i) }, reg))));
+
+  let done = 0;
+  let allDone;
+  const finished = new Promise((r) => (allDone = r));
+  const sockets = [];
+  const open = (d) =>
+    new Promise((resolve, reject) => {
+      const ws = new WebSocket(`${cp.url.replace("http", "ws")}/v1/agent/ws`, { headers: { authorization: `Bearer ${d.credential}` }, perMessageDeflate: false });
+      let id = 1;
+      ws.on("open", () => {
+        ws.send(JSON.stringify({ t: "credit", free: 1 }));
+        resolve(ws);
+      });
+      ws.on("error", reject);
+      ws.on("message", (data) => {
+        const m = JSON.parse(String(data));
+        if (m.t === "reported") {
+          if (++done === k) allDone();
+          return;
+        }
+        if (m.t !== "jobs") return;
+        const results = m.jobs.map((j) => {
+          const value = Number(new WebAssembly.Instance(module, {}).exports.fibo(20n));
+          return { jobId: j.jobId, leaseToken: j.leaseToken, outcome: "succeeded", error: null, result: { value, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 0 } };
+        });
+        ws.send(JSON.stringify({ t: "results", id: id++, results, free: 1 }));
+      });
+    });
+  for (let i = 0; i < devices.length; i += 100) sockets.push(...(await Promise.all(devices.slice(i, i + 100).map(open))));
+  return { devices, sockets, finished, close: () => sockets.forEach((s) => s.close()) };
+}
