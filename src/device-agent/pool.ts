@@ -20,27 +20,45 @@ interface Pending {
 interface Slot {
   worker: Worker;
   current: (Pending & { timer: NodeJS.Timeout; started: number }) | null;
+  idleSince: number;
 }
+
+/** A thread idle this long is ended (an idle agent keeps little memory); the next job starts one again. */
+export const THREAD_IDLE_MS = 30_000;
 
 const EMPTY = { stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, logs: [] };
 
 export class WorkerPool {
-  private readonly slots: Slot[] = [];
+  /** up to `size` threads, started when work needs them */
+  private slots: Slot[] = [];
   private readonly queue: Pending[] = [];
   private nextId = 1;
   private closed = false;
+  private readonly reaper: NodeJS.Timeout;
 
-  constructor(readonly size: number, private readonly workerUrl = new URL("./pool-worker.js", import.meta.url)) {
-    for (let i = 0; i < size; i++) this.slots.push(this.spawn());
+  constructor(readonly size: number, private readonly workerUrl = new URL("./pool-worker.js", import.meta.url), private readonly idleMs = THREAD_IDLE_MS) {
+    this.reaper = setInterval(() => this.endIdleThreads(), Math.min(5_000, idleMs));
+    this.reaper.unref();
   }
 
   /** Jobs running plus jobs waiting for a thread. */
   get load(): number {
-    return this.queue.length + this.slots.filter((s) => s.current).length;
+    return this.queue.length + this.running;
   }
 
   get running(): number {
     return this.slots.filter((s) => s.current).length;
+  }
+
+  get threads(): number {
+    return this.slots.length;
+  }
+
+  private endIdleThreads() {
+    const now = Date.now();
+    const [idle, keep] = [this.slots.filter((s) => !s.current && now - s.idleSince > this.idleMs), this.slots.filter((s) => s.current || now - s.idleSince <= this.idleMs)];
+    this.slots = keep;
+    for (const s of idle) void s.worker.terminate();
   }
 
   /** Runs the task when a thread is free; `onStart` is called when it gets one, `onLog` with output lines as they come. */
@@ -68,11 +86,12 @@ export class WorkerPool {
 
   async close() {
     this.closed = true;
+    clearInterval(this.reaper);
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 
   private spawn(): Slot {
-    const slot: Slot = { worker: new Worker(this.workerUrl), current: null };
+    const slot: Slot = { worker: new Worker(this.workerUrl), current: null, idleSince: Date.now() };
     slot.worker.on("message", (msg: { id: number; result?: ExecResult; log?: LogLine[] }) => {
       const cur = slot.current;
       if (!cur || cur.id !== msg.id) return;
@@ -80,11 +99,16 @@ export class WorkerPool {
       if (!msg.result) return;
       clearTimeout(cur.timer);
       slot.current = null;
+      slot.idleSince = Date.now();
       cur.resolve(msg.result);
       this.pump();
     });
     slot.worker.on("error", (err) => {
       if (slot.current) this.recycle(slot, { kind: "internal", message: `the worker thread failed: ${err.message}` });
+    });
+    // A thread that ends while idle (crash, reaped) just leaves the pool; work starts a new one.
+    slot.worker.on("exit", () => {
+      if (!slot.current) this.slots = this.slots.filter((s) => s !== slot);
     });
     slot.worker.unref();
     return slot;
@@ -96,15 +120,19 @@ export class WorkerPool {
     clearTimeout(cur.timer);
     slot.current = null;
     void slot.worker.terminate();
-    const i = this.slots.indexOf(slot);
-    if (!this.closed) this.slots[i] = this.spawn();
+    this.slots = this.slots.filter((s) => s !== slot); // a fresh thread is started when work needs one
     cur.resolve({ ok: false, ...why, exitCode: null, durationMs: performance.now() - cur.started, ...EMPTY });
     this.pump();
   }
 
   private pump() {
-    for (const slot of this.slots) {
-      if (slot.current || this.queue.length === 0) continue;
+    while (this.queue.length > 0 && !this.closed) {
+      let slot = this.slots.find((s) => !s.current);
+      if (!slot) {
+        if (this.slots.length >= this.size) return;
+        slot = this.spawn();
+        this.slots.push(slot);
+      }
       const p = this.queue.shift()!;
       const timer = setTimeout(() => this.recycle(slot, { kind: "timeout", message: `the job ran past its ${p.timeoutMs} ms limit and was stopped` }), p.timeoutMs);
       slot.current = { ...p, timer, started: performance.now() };
