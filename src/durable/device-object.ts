@@ -771,18 +771,17 @@ export class DeviceObject extends SqlObject<Env> {
   }
 
   private async flushIndex() {
-    const rows = this.all<IndexRow & { rowid: number }>("SELECT rowid, * FROM index_outbox LIMIT 500");
+    const rows = this.all<IndexRow & { seq: number }>("SELECT * FROM index_outbox ORDER BY seq LIMIT 500");
     if (rows.length === 0 || !this.device) return;
     try {
-      await jobIndexStub(this.env).apply(this.device.id, this.device.namespace, rows.map(({ rowid: _r, ...r }) => r));
+      await jobIndexStub(this.env).apply(this.device.id, this.device.namespace, rows.map(({ seq: _s, ...r }) => r));
     } catch {
       this.scheduleIndexFlush(1_000); // the index is unreachable: keep the rows, try again
       return;
     }
-    // A row changed again since it was read has a new rowid (INSERT OR REPLACE): it stays for the next batch.
-    this.ctx.storage.transactionSync(() => {
-      for (const r of rows) this.run("DELETE FROM index_outbox WHERE job_id = ? AND rowid = ?", r.job_id, r.rowid);
-    });
+    // A row changed again since it was read was replaced with a larger seq: deleting up to the
+    // largest seq read removes exactly what the index acknowledged.
+    this.run("DELETE FROM index_outbox WHERE seq <= ?", rows[rows.length - 1]!.seq);
     if (this.one("SELECT 1 AS x FROM index_outbox LIMIT 1")) this.scheduleIndexFlush(0);
   }
 

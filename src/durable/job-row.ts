@@ -105,7 +105,9 @@ CREATE TABLE job_logs (
  */
 export const INDEX_OUTBOX = `
 CREATE TABLE index_outbox (
-  job_id     TEXT PRIMARY KEY,
+  -- AUTOINCREMENT: a replaced row always gets a larger seq, never a reused one
+  seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+  job_id     TEXT NOT NULL UNIQUE,
   state      TEXT NOT NULL,
   function   TEXT NOT NULL,
   module     TEXT NOT NULL,
@@ -113,13 +115,16 @@ CREATE TABLE index_outbox (
   updated_at INTEGER NOT NULL
 );
 CREATE TRIGGER jobs_index_insert AFTER INSERT ON jobs BEGIN
-  INSERT OR REPLACE INTO index_outbox VALUES (NEW.id, NEW.state, NEW.function, NEW.module, NEW.created_at, NEW.updated_at);
+  INSERT OR REPLACE INTO index_outbox (job_id, state, function, module, created_at, updated_at)
+    VALUES (NEW.id, NEW.state, NEW.function, NEW.module, NEW.created_at, NEW.updated_at);
 END;
 CREATE TRIGGER jobs_index_update AFTER UPDATE OF state ON jobs BEGIN
-  INSERT OR REPLACE INTO index_outbox VALUES (NEW.id, NEW.state, NEW.function, NEW.module, NEW.created_at, NEW.updated_at);
+  INSERT OR REPLACE INTO index_outbox (job_id, state, function, module, created_at, updated_at)
+    VALUES (NEW.id, NEW.state, NEW.function, NEW.module, NEW.created_at, NEW.updated_at);
 END;
 CREATE TRIGGER jobs_index_delete AFTER DELETE ON jobs BEGIN
-  INSERT OR REPLACE INTO index_outbox VALUES (OLD.id, 'DELETED', OLD.function, OLD.module, OLD.created_at, OLD.updated_at);
+  INSERT OR REPLACE INTO index_outbox (job_id, state, function, module, created_at, updated_at)
+    VALUES (OLD.id, 'DELETED', OLD.function, OLD.module, OLD.created_at, OLD.updated_at);
 END;`;
 
 export type IndexRow = { job_id: string; state: string; function: string; module: string; created_at: number; updated_at: number };

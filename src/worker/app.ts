@@ -4,7 +4,7 @@ import { HTTPException } from "hono/http-exception";
 import { bodyLimit } from "hono/body-limit";
 import { requestId } from "hono/request-id";
 import { LIMITS } from "../protocol/job.js";
-import { log, problem, validationProblem, type AppEnv } from "./http.js";
+import { log, problem, setLogLevel, validationProblem, type AppEnv } from "./http.js";
 import { healthRoutes } from "./routes/health.js";
 import { keyRoutes } from "./routes/keys.js";
 import { deviceRoutes } from "./routes/devices.js";
@@ -22,6 +22,10 @@ export function createApp() {
     defaultHook: (result, c) => (result.success ? undefined : validationProblem(c, result.error)),
   });
 
+  app.use(async (c, next) => {
+    setLogLevel(c.env.LOG_LEVEL);
+    await next();
+  });
   app.use(requestId({ headerName: "x-request-id" }));
   app.use(async (c, next) => {
     const started = Date.now();
@@ -35,6 +39,7 @@ export function createApp() {
       status: c.res.status,
       durationMs: Date.now() - started,
       role: c.get("principal")?.role,
+      ...c.get("logFields"),
     });
   });
   const jsonLimit = (maxSize: number) =>

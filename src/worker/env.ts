@@ -16,6 +16,8 @@ export interface Env {
   RETRY_BASE_MS?: string;
   /** "true": every job submission must be signed by a registered orchestrator key */
   REQUIRE_SIGNED_JOBS?: string;
+  /** debug | info (default) | warn | error */
+  LOG_LEVEL?: string;
 }
 
 const num = (v: string | undefined, fallback: number) => {

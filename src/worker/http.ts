@@ -7,7 +7,7 @@ import type { Env } from "./env.js";
 import type { Principal } from "./auth.js";
 import type { z } from "zod";
 
-export type AppEnv = { Bindings: Env; Variables: { requestId: string; principal: Principal } };
+export type AppEnv = { Bindings: Env; Variables: { requestId: string; principal: Principal; logFields: Record<string, unknown> } };
 export type App = OpenAPIHono<AppEnv>;
 export type Ctx = Context<AppEnv>;
 
@@ -26,10 +26,26 @@ export function fromOutcome<T>(c: Ctx, outcome: Outcome<T>, onOk: (value: T) => 
   return outcome.ok ? onOk(outcome.value) : problem(c, outcome.problem, outcome.detail);
 }
 
+/**
+ * Adds fields (a job id, a device id) to this request's one log line, so each
+ * request is one structured event in the logs rather than several.
+ */
+export function annotate(c: Ctx, fields: Record<string, unknown>) {
+  c.set("logFields", { ...c.get("logFields"), ...fields });
+}
+
 export type LogLevel = "debug" | "info" | "warn" | "error";
+const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+let threshold = RANK.info;
+
+/** From the LOG_LEVEL var (default info); set once per isolate by the app. */
+export function setLogLevel(level: string | undefined) {
+  threshold = RANK[(level ?? "info") as LogLevel] ?? RANK.info;
+}
 
 /** One JSON object per event: the Cloudflare dashboard indexes its fields. */
 export function log(level: LogLevel, msg: string, fields: Record<string, unknown> = {}) {
+  if (RANK[level] < threshold) return;
   const line = JSON.stringify({ level, msg, time: new Date().toISOString(), ...fields });
   if (level === "error") console.error(line);
   else if (level === "warn") console.warn(line);

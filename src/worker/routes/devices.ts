@@ -5,7 +5,7 @@ import { registryStub, type DeviceSummary } from "../../durable/registry-object.
 import { sha256Hex } from "../../core/crypto.js";
 import { AgentLogLine } from "../../protocol/agent.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
-import { fromOutcome, log, problem, type App } from "../http.js";
+import { annotate, type App, fromOutcome, problem } from "../http.js";
 import { callerNamespace, canSeeDevice, namespaceForNewDevice } from "../tenancy.js";
 import { deviceStub } from "../stubs.js";
 
@@ -93,7 +93,7 @@ export function deviceRoutes(app: App) {
     const secret = newSecret();
     const out = await deviceStub(c.env, deviceId).register(deviceId, body.name ?? null, body.description, await sha256Hex(secret), namespaceForNewDevice(c));
     return fromOutcome(c, out, () => {
-      log("info", "device registered", { requestId: c.get("requestId"), deviceId, name: body.name });
+      annotate(c, { event: "device registered", deviceId, name: body.name });
       return c.json({ deviceId, credential: formatDeviceCredential(deviceId, secret) }, 201);
     });
   });

@@ -7,7 +7,7 @@ import { sha256Hex } from "../../core/crypto.js";
 import type { ProblemType } from "../../protocol/problem.js";
 import { coerceArgs, requiredInterfaces } from "../../protocol/wasm.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
-import { fromOutcome, log, problem, type App, type Ctx } from "../http.js";
+import { annotate, type App, type Ctx, fromOutcome, problem } from "../http.js";
 import { moduleInfo } from "../module-store.js";
 import { callerNamespace, canSeeDevice, deviceNamespace } from "../tenancy.js";
 import { mapWithConcurrency } from "../../core/concurrency.js";
@@ -180,7 +180,7 @@ export function jobRoutes(app: App) {
     const idempotency = idempotencyKey ? { key: idempotencyKey, bodyHash: await sha256Hex(JSON.stringify(spec)) } : null;
     const out = await deviceStub(c.env, spec.device).submit(jobId, spec, waitMs, idempotency, checked.requires);
     return fromOutcome(c, out, ({ done, job, replayed }) => {
-      if (!replayed) log("info", "job queued", { requestId: c.get("requestId"), jobId, device: spec.device, function: spec.function });
+      annotate(c, { event: replayed ? "job replayed" : "job queued", jobId: job.id, device: spec.device, function: spec.function });
       return c.json(job, done ? 200 : 202, { Location: job.links.self, ...(replayed ? { "Idempotent-Replayed": "true" } : {}) });
     });
   }
@@ -238,7 +238,7 @@ export function jobRoutes(app: App) {
       if (!out.ok) return problem(c, out.problem, out.detail);
       for (const r of out.value) refs.set(r.id, r);
     }
-    log("info", "jobs queued", { requestId: c.get("requestId"), count: jobs.length, devices: devices.length });
+    annotate(c, { event: "jobs queued", count: jobs.length, devices: devices.length });
     return c.json({ jobs: entries.map((e) => refs.get(e.jobId)!) }, 202);
   });
 

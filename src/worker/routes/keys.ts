@@ -2,7 +2,7 @@ import { z } from "zod";
 import { KeyCreate, KeyCreated, KeyView } from "../../protocol/keys.js";
 import { registryStub } from "../../durable/registry-object.js";
 import { jsonBody, jsonResponse as json, route } from "../route.js";
-import { fromOutcome, log, problem, type App } from "../http.js";
+import { annotate, type App, fromOutcome, problem } from "../http.js";
 import { callerNamespace } from "../tenancy.js";
 
 const createKey = route({
@@ -40,7 +40,7 @@ export function keyRoutes(app: App) {
       return problem(c, "forbidden", `this key may only create keys in namespace ${scope}`);
     }
     const key = await registryStub(c.env).createKey(body.role, body.label ?? null, scope ?? body.namespace ?? null);
-    log("info", "key created", { requestId: c.get("requestId"), keyId: key.id, role: key.role });
+    annotate(c, { event: "key created", keyId: key.id, role: key.role });
     return c.json(key, 201);
   });
   app.openapi(listKeys, async (c) => c.json({ keys: await registryStub(c.env).listKeys(callerNamespace(c)) }, 200));

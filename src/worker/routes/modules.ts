@@ -4,7 +4,7 @@ import { Sha256Hex } from "../../protocol/ids.js";
 import { LIMITS } from "../../protocol/job.js";
 import { ModuleInfo } from "../../protocol/wasm.js";
 import { jsonResponse, route } from "../route.js";
-import { problem, log, type App } from "../http.js";
+import { annotate, type App, problem } from "../http.js";
 import { moduleBinary, moduleInfo, storeModule } from "../module-store.js";
 import { deviceStub } from "../stubs.js";
 
@@ -61,7 +61,7 @@ export function moduleRoutes(app: App) {
     if (bytes.length === 0) return problem(c, "bad-wasm", "the body is empty");
     const out = await storeModule(c.env, bytes);
     if (!out.ok) return problem(c, "bad-wasm", out.detail);
-    log("info", "module stored", { requestId: c.get("requestId"), digest: out.info.digest, size: out.info.size, created: out.created });
+    annotate(c, { event: "module stored", digest: out.info.digest, size: out.info.size, created: out.created });
     return c.json(out.info, out.created ? 201 : 200, { Location: `/v1/modules/${out.info.digest}` });
   });
 

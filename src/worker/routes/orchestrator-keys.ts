@@ -4,7 +4,7 @@ import type { JWK } from "jose";
 import { OrchestratorKeyCreate, OrchestratorKeyView } from "../../protocol/signing.js";
 import { registryStub } from "../../durable/registry-object.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
-import { fromOutcome, log, problem, type App } from "../http.js";
+import { annotate, type App, fromOutcome, problem } from "../http.js";
 import { callerNamespace } from "../tenancy.js";
 import { describePublicJwk, forgetOrchestratorKey } from "../signing.js";
 
@@ -45,7 +45,7 @@ export function orchestratorKeyRoutes(app: App) {
     const publicJwk = { kty, crv, x, ...(y ? { y } : {}) };
     const out = await registryStub(c.env).addOrchestratorKey(described.kid, described.alg, JSON.stringify(publicJwk), body.label ?? null, scope ?? body.namespace ?? null);
     return fromOutcome(c, out, (key) => {
-      log("info", "orchestrator key registered", { requestId: c.get("requestId"), kid: key.kid, alg: key.alg });
+      annotate(c, { event: "orchestrator key registered", kid: key.kid, alg: key.alg });
       return c.json(key, 201);
     });
   });
