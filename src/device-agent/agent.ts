@@ -36,9 +36,16 @@ export interface AgentOptions {
 
 export type TransportMode = "auto" | "ws" | "poll";
 type Saved = { server: string; deviceId: string; credential: string };
-type Level = "debug" | "info" | "warn" | "error";
+export type Level = "debug" | "info" | "warn" | "error";
+
+const RANK: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+let threshold = RANK.info;
+export function setAgentLogLevel(level: Level) {
+  threshold = RANK[level];
+}
 
 export function agentLog(level: Level, msg: string, fields: Record<string, unknown> = {}) {
+  if (RANK[level] < threshold) return;
   process.stdout.write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }) + "\n");
 }
 
@@ -81,6 +88,7 @@ export class Agent {
 
   constructor(readonly opts: AgentOptions, print = agentLog) {
     this.log = (level, msg, fields = {}) => {
+      if (RANK[level] < threshold) return;
       print(level, msg, fields);
       this.unshipped.push({ at: Date.now(), level, msg: msg.slice(0, 500), ...(Object.keys(fields).length ? { fields: JSON.stringify(fields).slice(0, 2000) } : {}) });
       if (this.unshipped.length > MAX_SHIPPED_AGENT_LINES) this.unshipped.shift();
@@ -297,7 +305,8 @@ export class Agent {
       return;
     }
     this.outbox.add(toReport(job, result));
-    this.log(result.ok ? "info" : "warn", "job finished", {
+    // Successes are routine (debug); failures are worth an operator's eye (warn).
+    this.log(result.ok ? "debug" : "warn", "job finished", {
       jobId: job.jobId,
       function: job.function,
       outcome: result.ok ? "succeeded" : result.kind,

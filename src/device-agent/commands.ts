@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import os from "node:os";
 import { resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { Agent, agentLog, type TransportMode } from "./agent.js";
+import { Agent, agentLog, setAgentLogLevel, type Level, type TransportMode } from "./agent.js";
 import { readDeviceConfig } from "./machine.js";
 import { operatorCommands } from "./cli/operator.js";
 
@@ -34,7 +34,9 @@ program
   .option("--poll-wait <seconds>", "long-poll wait", positiveInt, 25)
   .addOption(new Option("--transport <mode>", "ws: WebSocket push; poll: long-poll; auto: push, falling back to long-poll").choices(["auto", "ws", "poll"]).default("auto"))
   .option("--prefetch <n>", "jobs held at once, running or waiting for a thread (default: 4 per thread)", positiveInt)
+  .addOption(new Option("--log-level <level>", "debug shows every job; info (default) shows failures and lifecycle").choices(["debug", "info", "warn", "error"]).default("info"))
   .action(async (o: Record<string, string | number | undefined>) => {
+    setAgentLogLevel(o.logLevel as Level);
     const device = readDeviceConfig(o.config as string | undefined);
     if (o.name) device.name = String(o.name);
     const agent = new Agent({

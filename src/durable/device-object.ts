@@ -60,7 +60,11 @@ const AGENT_TAG = "agent";
 const AGENT_LOG_ROWS = 1000;
 type SocketState = { credit: number };
 
-const counts = (row: JobRow) => ({ attempts: row.attempts, maxAttempts: row.max_attempts });
+/** What life-cycle decisions need of a job row. */
+type JobCore = Pick<JobRow, "id" | "state" | "lease_token" | "attempts" | "max_attempts">;
+const CORE_COLUMNS = "id, state, lease_token, attempts, max_attempts";
+
+const counts = (row: JobCore) => ({ attempts: row.attempts, maxAttempts: row.max_attempts });
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 export class DeviceObject extends SqlObject<Env> {
@@ -253,7 +257,8 @@ export class DeviceObject extends SqlObject<Env> {
       this.run("INSERT INTO idempotency (key, body_hash, job_id, created_at) VALUES (?, ?, ?, ?)", idempotency.key, idempotency.bodyHash, jobId, now);
     }
     if (deadline !== null) this.ensureAlarmBy(deadline);
-    const out = await this.awaitResult(jobId, waitMs);
+    // A job just queued has not ended: wait for it without reading it back first.
+    const out = waitMs > 0 && missing.length === 0 ? await this.waitFor(jobId, waitMs) : await this.awaitResult(jobId, waitMs);
     return out.ok ? ok({ ...out.value, replayed: false }) : out;
   }
 
@@ -384,6 +389,11 @@ export class DeviceObject extends SqlObject<Env> {
     const view = this.jobViewById(jobId);
     if (!view) return fail("not-found", `no job ${jobId}`);
     if (isTerminal(view.state) || waitMs <= 0) return ok({ done: isTerminal(view.state), job: view });
+    return this.waitFor(jobId, waitMs);
+  }
+
+  /** Waits for a job known to exist and not to have ended (no need to read it first). */
+  private waitFor(jobId: string, waitMs: number): Promise<Outcome<{ done: boolean; job: JobView }>> {
     return new Promise((resolve) => {
       const waiters = this.resultWaiters.get(jobId) ?? new Set();
       this.resultWaiters.set(jobId, waiters);
@@ -551,7 +561,7 @@ export class DeviceObject extends SqlObject<Env> {
     const out: { jobId: string; disposition: Disposition }[] = [];
     this.ctx.storage.transactionSync(() => {
       for (const r of reports) {
-        const row = this.jobRow(r.jobId);
+        const row = this.one<JobCore>(`SELECT ${CORE_COLUMNS} FROM jobs WHERE id = ?`, r.jobId);
         if (!row || row.lease_token !== r.leaseToken) {
           out.push({ jobId: r.jobId, disposition: "stale" });
         } else if (row.state !== "LEASED" && row.state !== "RUNNING") {
@@ -729,7 +739,7 @@ export class DeviceObject extends SqlObject<Env> {
   // ---- state changes -----------------------------------------------------------
 
   /** Applies one life-cycle event: either back to the queue after a backoff, or to a terminal state. */
-  private apply(row: JobRow, event: JobEvent, now: number, result: unknown, error: JobError | null) {
+  private apply(row: JobCore, event: JobEvent, now: number, result: unknown, error: JobError | null) {
     const t = transition(row.state, event, counts(row));
     if (!t.ok) return;
     this.scheduleIndexFlush();
@@ -745,7 +755,7 @@ export class DeviceObject extends SqlObject<Env> {
     }
   }
 
-  private finish(row: JobRow, state: JobState, result: unknown, error: JobError | null, now: number) {
+  private finish(row: JobCore, state: JobState, result: unknown, error: JobError | null, now: number) {
     this.scheduleIndexFlush();
     this.run(
       `UPDATE jobs SET state = ?, result = ?, error = ?, lease_expires = NULL, finished_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?
