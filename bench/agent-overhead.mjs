@@ -16,7 +16,7 @@ export async function agentOverhead(calls = 5000) {
     return performance.now() - t;
   };
   const pool = new WorkerPool(1);
-  const task = { module, function: "fibo", signature, args: [20], sandboxDir: "/tmp", maxOutputBytes: 65536 };
+  const task = { module, moduleKey: "fibo", function: "fibo", signature, args: [20], sandboxDir: "/tmp", maxOutputBytes: 65536 };
   const pooled = async () => {
     const t = performance.now();
     const r = await pool.run("k", task, 10_000);

@@ -334,7 +334,7 @@ export class Agent {
     }
     return this.pool.run(
       job.jobId,
-      { module: loaded.module, function: job.function, signature: fn.signature, args: job.args, sandboxDir, maxOutputBytes: this.opts.maxOutputBytes },
+      { module: loaded.module, moduleKey: job.module, function: job.function, signature: fn.signature, args: job.args, sandboxDir, maxOutputBytes: this.opts.maxOutputBytes },
       job.timeoutMs,
       {
         onStart: () => {

@@ -9,6 +9,8 @@ import { LIMITS, type FailureKind, type LogLine } from "../protocol/job.js";
 
 export interface ExecTask {
   module: WebAssembly.Module;
+  /** names the module across threads (digest): a thread is sent each module once */
+  moduleKey: string;
   function: string;
   signature: FunctionSignature;
   args: Arg[];

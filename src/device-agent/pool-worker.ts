@@ -6,7 +6,13 @@ import type { ExecTask } from "./execute.js";
 // Loaded after the warning filter (see cli.ts).
 const { execute } = await import("./execute.js");
 
-parentPort!.on("message", (msg: { id: number; task: ExecTask }) => {
-  const result = execute(msg.task, (lines) => parentPort!.postMessage({ id: msg.id, log: lines }));
+/** Compiled modules this thread has been sent; later tasks name them by key only (cloning a module per task is costly). */
+const modules = new Map<string, WebAssembly.Module>();
+
+parentPort!.on("message", (msg: { id: number; task: Omit<ExecTask, "module"> & { module?: WebAssembly.Module } }) => {
+  const { task } = msg;
+  if (task.module) modules.set(task.moduleKey, task.module);
+  const module = modules.get(task.moduleKey)!;
+  const result = execute({ ...task, module }, (lines) => parentPort!.postMessage({ id: msg.id, log: lines }));
   parentPort!.postMessage({ id: msg.id, result });
 });

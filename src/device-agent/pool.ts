@@ -21,6 +21,8 @@ interface Slot {
   worker: Worker;
   current: (Pending & { timer: NodeJS.Timeout; started: number }) | null;
   idleSince: number;
+  /** module keys this thread already holds */
+  modules: Set<string>;
 }
 
 /** A thread idle this long is ended (an idle agent keeps little memory); the next job starts one again. */
@@ -91,7 +93,7 @@ export class WorkerPool {
   }
 
   private spawn(): Slot {
-    const slot: Slot = { worker: new Worker(this.workerUrl), current: null, idleSince: Date.now() };
+    const slot: Slot = { worker: new Worker(this.workerUrl), current: null, idleSince: Date.now(), modules: new Set() };
     slot.worker.on("message", (msg: { id: number; result?: ExecResult; log?: LogLine[] }) => {
       const cur = slot.current;
       if (!cur || cur.id !== msg.id) return;
@@ -136,7 +138,10 @@ export class WorkerPool {
       const p = this.queue.shift()!;
       const timer = setTimeout(() => this.recycle(slot, { kind: "timeout", message: `the job ran past its ${p.timeoutMs} ms limit and was stopped` }), p.timeoutMs);
       slot.current = { ...p, timer, started: performance.now() };
-      slot.worker.postMessage({ id: p.id, task: p.task });
+      const { module, ...rest } = p.task;
+      const first = !slot.modules.has(p.task.moduleKey);
+      slot.modules.add(p.task.moduleKey);
+      slot.worker.postMessage({ id: p.id, task: first ? p.task : rest });
       p.onStart?.();
     }
   }
