@@ -2,7 +2,10 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import type { JWK } from "jose";
 import { Command, Option } from "commander";
-import { generateSigningKey, signJob, WasmvisorClient, type DeviceView, type JobListItem, type JobView, type LogLine } from "../../sdk/index.js";
+import type { DeviceView, JobListItem, JobView, LogLine, WasmvisorClient } from "../../sdk/index.js";
+
+/** The SDK (and jose with it) is loaded only when an operator command runs: the agent process never needs it. */
+const sdk = () => import("../../sdk/index.js");
 import { EXIT, fail, parseArg, print, table, withProgress } from "./output.js";
 
 type Global = { server: string; token: string; json?: boolean };
@@ -15,13 +18,13 @@ function withConnection(cmd: Command): Command {
     .option("--json", "print JSON instead of tables");
 }
 
-function client(cmd: Command): { api: WasmvisorClient; json: boolean } {
+async function client(cmd: Command): Promise<{ api: WasmvisorClient; json: boolean }> {
   const g = cmd.opts<Global>();
   if (!g.server || !g.token) {
     process.stderr.write("error: set --server and --token (or WASMVISOR_SERVER and WASMVISOR_TOKEN)\n");
     process.exit(EXIT.usage);
   }
-  return { api: new WasmvisorClient({ server: g.server, token: g.token }), json: Boolean(g.json) };
+  return { api: new (await sdk()).WasmvisorClient({ server: g.server, token: g.token }), json: Boolean(g.json) };
 }
 
 const jobRow = (j: JobView) => ({
@@ -73,7 +76,7 @@ export function operatorCommands(program: Command) {
     .option("--sign <private.jwk>", "sign the job with this orchestrator key (see keys generate)")
     .action(
       action(async (device: string, module: string, fn: string, args: string[], o: Record<string, unknown>, cmd: Command) => {
-        const { api, json } = client(cmd);
+        const { api, json } = await client(cmd);
         const spec = {
           device,
           module,
@@ -87,7 +90,7 @@ export function operatorCommands(program: Command) {
         };
         const headers: Record<string, string> = o.idempotencyKey ? { "idempotency-key": String(o.idempotencyKey) } : {};
         const job = o.sign
-          ? (await api.submitSignedJob(await signJob(JSON.parse(readFileSync(String(o.sign), "utf8")) as JWK, spec))).job
+          ? (await api.submitSignedJob(await (await sdk()).signJob(JSON.parse(readFileSync(String(o.sign), "utf8")) as JWK, spec))).job
           : (await api.request<JobView>("POST", "/v1/jobs", spec, headers)).body;
         if (o.wait === undefined) return showJob(json, job);
         await waitAndExit(api, json, job.id, o.wait === true ? 3600 : Number(o.wait));
@@ -100,7 +103,7 @@ export function operatorCommands(program: Command) {
     .option("--limit <n>", "at most this many (newest pages are fetched in order)", Number, 100)
     .description("list jobs in creation order")
     .action(action(async (o: { device?: string; status?: string; limit: number }, cmd: Command) => {
-      const { api, json } = client(cmd);
+      const { api, json } = await client(cmd);
       const rows: JobListItem[] = [];
       let cursor: string | undefined;
       do {
@@ -115,7 +118,7 @@ export function operatorCommands(program: Command) {
     .argument("<id>")
     .description("a job's state, result or error")
     .action(action(async (id: string, _o: unknown, cmd: Command) => {
-      const { api, json } = client(cmd);
+      const { api, json } = await client(cmd);
       showJob(json, await api.getJob(id));
     }));
   jobs
@@ -124,7 +127,7 @@ export function operatorCommands(program: Command) {
     .option("--timeout <seconds>", "give up after this long", Number, 3600)
     .description("wait for a job to end; exit 0 if it succeeded, 1 otherwise")
     .action(action(async (id: string, o: { timeout: number }, cmd: Command) => {
-      const { api, json } = client(cmd);
+      const { api, json } = await client(cmd);
       await waitAndExit(api, json, id, o.timeout);
     }));
   jobs
@@ -132,7 +135,7 @@ export function operatorCommands(program: Command) {
     .argument("<id>")
     .description("cancel a job (a running one is stopped on its device)")
     .action(action(async (id: string, _o: unknown, cmd: Command) => {
-      const { api, json } = client(cmd);
+      const { api, json } = await client(cmd);
       showJob(json, await api.cancelJob(id));
     }));
   jobs
@@ -141,7 +144,7 @@ export function operatorCommands(program: Command) {
     .option("-f, --follow", "keep printing lines as the job writes them, until it ends")
     .description("what the job wrote to stdout and stderr, line by line with times")
     .action(action(async (id: string, o: { follow?: boolean }, cmd: Command) => {
-      const { api, json } = client(cmd);
+      const { api, json } = await client(cmd);
       const fmt = (l: LogLine) => (json ? JSON.stringify(l) : `${new Date(l.at).toISOString()} ${l.stream === "stderr" ? "ERR" : "OUT"} ${l.line}`);
       if (!o.follow) {
         const logs = await api.jobLogs(id);
@@ -165,7 +168,7 @@ export function operatorCommands(program: Command) {
     .option("--status <status>", "online or offline")
     .description("list devices")
     .action(action(async (o: { status?: "online" | "offline" }, cmd: Command) => {
-      const { api, json } = client(cmd);
+      const { api, json } = await client(cmd);
       const all: DeviceView[] = [];
       let cursor: string | undefined;
       do {
@@ -185,7 +188,7 @@ export function operatorCommands(program: Command) {
     .argument("<id>")
     .description("one device: capabilities, health, queue")
     .action(action(async (id: string, _o: unknown, cmd: Command) => {
-      const { api, json } = client(cmd);
+      const { api, json } = await client(cmd);
       const d = await api.getDevice(id);
       print(json, d, () =>
         [
@@ -204,7 +207,7 @@ export function operatorCommands(program: Command) {
     .argument("<file>", "a .wasm file")
     .description("upload a module; prints its sha256 and exports")
     .action(action(async (file: string, _o: unknown, cmd: Command) => {
-      const { api, json } = client(cmd);
+      const { api, json } = await client(cmd);
       const info = await api.uploadModule(readFileSync(file));
       print(json, info, () =>
         [`sha256 ${info.digest} (${info.size} bytes)`, table(info.exports.filter((e) => e.kind === "function").map((e) => ({ export: e.name, params: e.signature?.params.join(", "), results: e.signature?.results.join(", ") })), ["export", "params", "results"])].join("\n"),
@@ -219,7 +222,7 @@ export function operatorCommands(program: Command) {
     .option("--namespace <ns>", "scope the key to one tenant")
     .description("create a key; its secret is shown once")
     .action(action(async (role: "admin" | "user" | "register", o: { label?: string; namespace?: string }, cmd: Command) => {
-      const { api, json } = client(cmd);
+      const { api, json } = await client(cmd);
       const key = await api.createKey(role, o.label, o.namespace);
       print(json, key, () => `${key.key}\n(key ${key.id}, role ${key.role}: store it now, it is not shown again)`);
     }));
@@ -230,7 +233,7 @@ export function operatorCommands(program: Command) {
     .option("--out <file>", "where to write the private JWK", "orchestrator-key.jwk")
     .option("--kid <kid>", "key id (default: a random UUID)")
     .action(action(async (o: { alg: "EdDSA" | "ES256"; out: string; kid?: string }) => {
-      const { privateJwk, publicJwk } = await generateSigningKey(o.alg, o.kid);
+      const { privateJwk, publicJwk } = await (await sdk()).generateSigningKey(o.alg, o.kid);
       writeFileSync(o.out, JSON.stringify(privateJwk, null, 2), { mode: 0o600 });
       writeFileSync(`${o.out}.pub.json`, JSON.stringify(publicJwk, null, 2));
       process.stdout.write(`${JSON.stringify(publicJwk)}\nprivate key: ${o.out}; register the public one with: wasmvisor keys trust ${o.out}.pub.json\n`);
@@ -242,7 +245,7 @@ export function operatorCommands(program: Command) {
     .option("--namespace <ns>", "accept its signatures only for this namespace")
     .description("register an orchestrator's public key: jobs it signs are accepted")
     .action(action(async (file: string, o: { label?: string; namespace?: string }, cmd: Command) => {
-      const { api, json } = client(cmd);
+      const { api, json } = await client(cmd);
       const key = await api.trustOrchestratorKey(JSON.parse(readFileSync(file, "utf8")) as JWK, o.label, o.namespace);
       print(json, key, () => `trusted ${key.kid} (${key.alg})`);
     }));
@@ -250,7 +253,7 @@ export function operatorCommands(program: Command) {
     .command("ls")
     .description("list keys")
     .action(action(async (_o: unknown, cmd: Command) => {
-      const { api, json } = client(cmd);
+      const { api, json } = await client(cmd);
       const list = await api.listKeys();
       print(json, list, () => table(list.map((k) => ({ ...k })), ["id", "role", "namespace", "label", "createdAt", "revokedAt"]));
     }));
@@ -259,7 +262,7 @@ export function operatorCommands(program: Command) {
     .argument("<id>")
     .description("revoke a key")
     .action(action(async (id: string, _o: unknown, cmd: Command) => {
-      const { api, json } = client(cmd);
+      const { api, json } = await client(cmd);
       const k = await api.revokeKey(id);
       print(json, k, () => `revoked ${k.id}`);
     }));

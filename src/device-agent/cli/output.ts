@@ -1,5 +1,4 @@
 /** How the CLI speaks: tables for people, JSON for scripts, exit codes both can trust. */
-import { WasmvisorError, RpcError } from "../../sdk/index.js";
 
 /** 0 ok; 1 the job ended unsuccessfully; 2 usage; 3 refused by the control plane (4xx); 4 unreachable or 5xx. */
 export const EXIT = { ok: 0, jobFailed: 1, usage: 2, refused: 3, unavailable: 4 } as const;
@@ -34,12 +33,14 @@ export async function withProgress<T>(label: string, work: Promise<T>): Promise<
 
 /** Turns any failure into a message on stderr and the right exit code. */
 export function fail(e: unknown): never {
-  if (e instanceof WasmvisorError) {
-    process.stderr.write(`error: ${e.message}\n`);
-    process.exit(e.status >= 500 ? EXIT.unavailable : EXIT.refused);
+  // Matched by shape, not class, so this module need not load the SDK.
+  const err = e as { message?: string; status?: number; problem?: unknown; code?: unknown };
+  if (typeof err?.status === "number" && err.problem !== undefined) {
+    process.stderr.write(`error: ${err.message}\n`);
+    process.exit(err.status >= 500 ? EXIT.unavailable : EXIT.refused);
   }
-  if (e instanceof RpcError) {
-    process.stderr.write(`error: ${e.message}\n`);
+  if (typeof err?.code === "number") {
+    process.stderr.write(`error: ${err.message}\n`);
     process.exit(EXIT.refused);
   }
   process.stderr.write(`error: ${e instanceof Error ? e.message : String(e)}\n`);
