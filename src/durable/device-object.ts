@@ -19,6 +19,7 @@ import { isTerminal, jobLinks, LIMITS, type JobError, type JobLogs, type JobRef,
 import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../protocol/device.js";
 import { AgentMessage, WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport, type ServerMessage } from "../protocol/agent.js";
 import { missingInterfaces, type Arg } from "../protocol/wasm.js";
+import { iso } from "../core/time.js";
 
 const DEVICE_TABLE = `
 CREATE TABLE device (
@@ -65,7 +66,6 @@ type JobCore = Pick<JobRow, "id" | "state" | "lease_token" | "attempts" | "max_a
 const CORE_COLUMNS = "id, state, lease_token, attempts, max_attempts";
 
 const counts = (row: JobCore) => ({ attempts: row.attempts, maxAttempts: row.max_attempts });
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 export class DeviceObject extends SqlObject<Env> {
   private device: DeviceRow | undefined;

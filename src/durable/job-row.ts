@@ -1,6 +1,7 @@
 /** The jobs table of a device object, and its mapping to the API's JobView. */
 import { jobLinks, type JobError, type JobResult, type JobState, type JobView } from "../protocol/job.js";
 import type { Arg } from "../protocol/wasm.js";
+import { iso } from "../core/time.js";
 
 export const JOBS_TABLE = `
 CREATE TABLE jobs (
@@ -62,7 +63,6 @@ export type JobRow = {
   error: string | null;
 };
 
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 export function jobView(row: JobRow, deviceId: string): JobView {
   return {

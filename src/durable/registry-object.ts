@@ -11,6 +11,7 @@ import type { Role, KeyView } from "../protocol/keys.js";
 import type { DeviceStatus } from "../protocol/device.js";
 import type { NamespaceSettings, OrchestratorKeyView, SigningAlgorithm } from "../protocol/signing.js";
 import type { Env } from "../worker/env.js";
+import { iso } from "../core/time.js";
 
 const SCHEMA = `
 CREATE TABLE api_keys (
@@ -67,7 +68,6 @@ export interface DeviceSummary {
 type KeyRow = { id: string; role: Role; label: string | null; namespace: string | null; hash: string; created_at: number; revoked_at: number | null };
 type DeviceRow = { id: string; namespace: string; name: string | null; status: DeviceStatus; description: string; health: string | null; health_at: number | null; last_seen: number | null; registered_at: number };
 
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 const keyView = (r: KeyRow): KeyView => ({ id: r.id, role: r.role, label: r.label, namespace: r.namespace, createdAt: iso(r.created_at)!, revokedAt: iso(r.revoked_at) });
 
 export function registryStub(env: Env) {

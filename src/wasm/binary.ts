@@ -113,6 +113,14 @@ export interface MemoryInfo {
   imported: boolean;
 }
 
+const memoryInfo = (l: { flags: number; min: number; max: number | null }, imported: boolean): MemoryInfo => ({
+  minPages: l.min,
+  maxPages: l.max,
+  shared: (l.flags & 0x02) !== 0,
+  memory64: (l.flags & 0x04) !== 0,
+  imported,
+});
+
 export interface WasmInspection {
   exports: ModuleExport[];
   imports: ModuleImport[];
@@ -158,8 +166,7 @@ export function inspect(bytes: Uint8Array): WasmInspection {
             r.u8();
             r.limits();
           } else if (kind === "memory") {
-            const l = r.limits();
-            memory = { minPages: l.min, maxPages: l.max, shared: (l.flags & 2) !== 0, memory64: (l.flags & 4) !== 0, imported: true };
+            memory = memoryInfo(r.limits(), true);
           } else if (kind === "global") {
             r.valtype();
             r.u8();
@@ -178,10 +185,7 @@ export function inspect(bytes: Uint8Array): WasmInspection {
       }
       case 5: {
         const n = r.count();
-        if (n > 0) {
-          const l = r.limits();
-          memory ??= { minPages: l.min, maxPages: l.max, shared: (l.flags & 2) !== 0, memory64: (l.flags & 4) !== 0, imported: false };
-        }
+        if (n > 0) memory ??= memoryInfo(r.limits(), false);
         break;
       }
       case 7: {

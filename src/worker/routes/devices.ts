@@ -8,6 +8,7 @@ import { jsonBody, jsonResponse, route } from "../route.js";
 import { annotate, type App, fromOutcome, problem } from "../http.js";
 import { callerNamespace, canSeeDevice, namespaceForNewDevice } from "../tenancy.js";
 import { deviceStub } from "../stubs.js";
+import { iso } from "../../core/time.js";
 
 const register = route({
   method: "post",
@@ -71,7 +72,6 @@ const agentLogs = route({
   responses: { 200: jsonResponse(z.object({ lines: z.array(AgentLogLine.extend({ seq: z.number().int() })) }), "Oldest first") },
 });
 
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 function listItem(s: DeviceSummary): z.infer<typeof DeviceListItem> {
   return {
