@@ -7,15 +7,17 @@
  */
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
-import { IDEMPOTENCY_TABLE, INDEX_OUTBOX, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type IndexRow, type JobRow } from "./job-row.js";
+import { IDEMPOTENCY_TABLE, INDEX_OUTBOX, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
 import { jobIndexStub } from "./job-index-object.js";
+import { JobOutput } from "./job-output.js";
+import { IndexFeed } from "./index-feed.js";
 import { registryStub } from "./registry-object.js";
 import { transition, type JobEvent } from "../core/lifecycle.js";
 import { isOnline, leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
 import { settingsFrom, type Env, type Settings } from "../worker/env.js";
 import { randomBase32 } from "../protocol/ids.js";
-import { isTerminal, jobLinks, LIMITS, type JobError, type JobLogs, type JobRef, type JobState, type JobSubmission, type JobView, type LogLine } from "../protocol/job.js";
+import { isTerminal, jobLinks, type JobError, type JobLogs, type JobRef, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
 import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../protocol/device.js";
 import { AgentMessage, WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport, type ServerMessage } from "../protocol/agent.js";
 import { missingInterfaces, type Arg } from "../protocol/wasm.js";
@@ -72,10 +74,12 @@ export class DeviceObject extends SqlObject<Env> {
   private readonly settings: Settings = settingsFrom(this.env);
   private pollers: Poller[] = [];
   private readonly resultWaiters = new Map<string, Set<(view: JobView) => void>>();
-  /** SSE writers of clients following a job's output */
-  private readonly logFollowers = new Map<string, Set<WritableStreamDefaultWriter<Uint8Array>>>();
+  private readonly output = new JobOutput(this.sql);
   private alarmAt: number | null = null;
-  private indexFlush: ReturnType<typeof setTimeout> | null = null;
+  private readonly index = new IndexFeed(this.sql, () => {
+    const d = this.device;
+    return d ? (rows) => jobIndexStub(this.env).apply(d.id, d.namespace, rows) : undefined;
+  });
   /** the last secret whose hash matched: spares a digest on every agent request */
   private verifiedSecret: string | null = null;
 
@@ -90,7 +94,7 @@ export class DeviceObject extends SqlObject<Env> {
     this.ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(WS_PING, WS_PONG));
     this.device = this.one<DeviceRow>("SELECT * FROM device LIMIT 1");
     this.alarmAt = await this.ctx.storage.getAlarm();
-    if (this.one("SELECT 1 AS x FROM index_outbox LIMIT 1")) this.scheduleIndexFlush(); // left over from before a restart
+    this.index.resume(); // rows left over from before a restart
   }
 
   // ---- registration and presence -------------------------------------------------
@@ -317,7 +321,7 @@ export class DeviceObject extends SqlObject<Env> {
       jobId, spec.start ? "QUEUED" : "CREATED", spec.priority, spec.module, spec.function, JSON.stringify(spec.args),
       spec.timeoutMs, spec.maxAttempts, deadline, now, now,
     );
-    this.scheduleIndexFlush();
+    this.index.schedule();
   }
 
   /** Queues a job that was created without being queued. */
@@ -327,7 +331,7 @@ export class DeviceObject extends SqlObject<Env> {
     const t = transition(row.state, { type: "start" }, counts(row));
     if (!t.ok) return fail("conflict", t.reason);
     this.run("UPDATE jobs SET state = 'QUEUED', updated_at = ? WHERE id = ?", Date.now(), jobId);
-    this.scheduleIndexFlush();
+    this.index.schedule();
     this.dispatch();
     return ok(this.jobViewById(jobId)!);
   }
@@ -340,9 +344,9 @@ export class DeviceObject extends SqlObject<Env> {
     this.ctx.storage.transactionSync(() => {
       this.run("DELETE FROM jobs WHERE id = ?", jobId);
       this.run("DELETE FROM idempotency WHERE job_id = ?", jobId);
-      this.run("DELETE FROM job_logs WHERE job_id = ?", jobId);
+      this.output.remove(jobId);
     });
-    this.scheduleIndexFlush();
+    this.index.schedule();
     return ok({ id: jobId });
   }
 
@@ -374,7 +378,7 @@ export class DeviceObject extends SqlObject<Env> {
        VALUES (?, 'LEASED', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)`,
       jobId, spec.priority, spec.module, spec.function, JSON.stringify(spec.args), spec.timeoutMs, spec.maxAttempts, deadline, leaseToken, expires, now, now,
     );
-    this.scheduleIndexFlush();
+    this.index.schedule();
     this.ensureAlarmBy(expires);
     return true;
   }
@@ -505,7 +509,7 @@ export class DeviceObject extends SqlObject<Env> {
     });
     if (leased.length > 0) {
       this.ensureAlarmBy(leased[0]!.leaseExpiresAt);
-      this.scheduleIndexFlush();
+      this.index.schedule();
     }
     return leased;
   }
@@ -544,7 +548,7 @@ export class DeviceObject extends SqlObject<Env> {
       }
     });
     if (earliest !== null) this.ensureAlarmBy(earliest);
-    if (started > 0) this.scheduleIndexFlush();
+    if (started > 0) this.index.schedule();
     return started;
   }
 
@@ -572,7 +576,7 @@ export class DeviceObject extends SqlObject<Env> {
             : r.outcome === "timed_out" ? { type: "time_out" }
             : r.outcome === "rejected" ? { type: "reject" }
             : { type: "fail", kind: r.error?.kind ?? "internal" };
-          if (r.logs.length) this.appendLogs(r.jobId, r.logs);
+          if (r.logs.length) this.output.append(r.jobId, r.logs);
           this.apply(row, event, now, r.result, r.error);
           out.push({ jobId: r.jobId, disposition: "accepted" });
         }
@@ -592,72 +596,18 @@ export class DeviceObject extends SqlObject<Env> {
   private acceptLogs(batch: LogBatch): number {
     const row = this.one<{ state: JobState; lease_token: string | null }>("SELECT state, lease_token FROM jobs WHERE id = ?", batch.jobId);
     if (!row || row.lease_token !== batch.leaseToken || (row.state !== "LEASED" && row.state !== "RUNNING")) return 0;
-    return this.appendLogs(batch.jobId, batch.lines);
-  }
-
-  private appendLogs(jobId: string, lines: LogLine[]): number {
-    let seq = this.one<{ n: number | null }>("SELECT MAX(seq) AS n FROM job_logs WHERE job_id = ?", jobId)?.n ?? 0;
-    if (seq > LIMITS.maxLogLines) return 0; // already marked truncated
-    const room = LIMITS.maxLogLines - seq;
-    const kept = lines.slice(0, Math.max(0, room));
-    const rows: (LogLine & { seq: number })[] = [];
-    for (const l of kept) {
-      seq++;
-      this.run("INSERT INTO job_logs (job_id, seq, at, stream, line) VALUES (?, ?, ?, ?, ?)", jobId, seq, l.at, l.stream, l.line);
-      rows.push({ ...l, seq });
-    }
-    if (kept.length < lines.length) {
-      seq++;
-      const marker = { at: Date.now(), stream: "stderr" as const, line: `[wasmvisor] output truncated after ${LIMITS.maxLogLines} lines`, seq };
-      this.run("INSERT INTO job_logs (job_id, seq, at, stream, line) VALUES (?, ?, ?, ?, ?)", jobId, marker.seq, marker.at, marker.stream, marker.line);
-      rows.push(marker);
-    }
-    const followers = this.logFollowers.get(jobId);
-    if (followers) for (const row of rows) this.sse(followers, "line", row, row.seq);
-    return kept.length;
+    return this.output.append(batch.jobId, batch.lines);
   }
 
   async logs(jobId: string): Promise<Outcome<JobLogs>> {
-    const job = this.jobRow(jobId);
-    if (!job) return fail("not-found", `no job ${jobId}`);
-    const lines = this.all<{ seq: number; at: number; stream: "stdout" | "stderr"; line: string }>(
-      "SELECT seq, at, stream, line FROM job_logs WHERE job_id = ? ORDER BY seq", jobId,
-    );
-    return ok({ lines, truncated: lines.length > LIMITS.maxLogLines, done: isTerminal(job.state) });
+    const job = this.one<{ state: JobState }>("SELECT state FROM jobs WHERE id = ?", jobId);
+    return job ? ok(this.output.read(jobId, isTerminal(job.state))) : fail("not-found", `no job ${jobId}`);
   }
 
   /** Server-sent events: the lines so far, then new ones as they arrive, then `end` when the job ends. */
   async followLogs(jobId: string): Promise<Outcome<ReadableStream<Uint8Array>>> {
-    const current = await this.logs(jobId);
-    if (!current.ok) return current;
-    const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
-    const writer = writable.getWriter();
-    const one = new Set([writer]);
-    for (const l of current.value.lines) this.sse(one, "line", l, l.seq);
-    if (current.value.done) {
-      this.sse(one, "end", { state: this.jobRow(jobId)!.state });
-      void writer.close().catch(() => undefined);
-    } else {
-      const set = this.logFollowers.get(jobId) ?? new Set();
-      set.add(writer);
-      this.logFollowers.set(jobId, set);
-      // A client that goes away makes writes fail; drop it then.
-      writer.closed.catch(() => set.delete(writer));
-    }
-    return ok(readable);
-  }
-
-  private sse(writers: Set<WritableStreamDefaultWriter<Uint8Array>>, event: string, data: unknown, id?: number) {
-    const bytes = new TextEncoder().encode(`${id !== undefined ? `id: ${id}\n` : ""}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-    for (const w of writers) w.write(bytes).catch(() => writers.delete(w));
-  }
-
-  private endFollowers(jobId: string, state: JobState) {
-    const followers = this.logFollowers.get(jobId);
-    if (!followers) return;
-    this.logFollowers.delete(jobId);
-    this.sse(followers, "end", { state });
-    for (const w of followers) void w.close().catch(() => undefined);
+    const job = this.one<{ state: JobState }>("SELECT state FROM jobs WHERE id = ?", jobId);
+    return job ? ok(this.output.follow(jobId, isTerminal(job.state) ? job.state : null)) : fail("not-found", `no job ${jobId}`);
   }
 
   // ---- the push transport: one WebSocket to the agent (hibernation API) ---------------
@@ -742,7 +692,7 @@ export class DeviceObject extends SqlObject<Env> {
   private apply(row: JobCore, event: JobEvent, now: number, result: unknown, error: JobError | null) {
     const t = transition(row.state, event, counts(row));
     if (!t.ok) return;
-    this.scheduleIndexFlush();
+    this.index.schedule();
     if (t.to === "QUEUED") {
       const notBefore = now + retryDelayMs(row.attempts, Math.random(), this.settings.retryBaseMs);
       this.run(
@@ -756,43 +706,18 @@ export class DeviceObject extends SqlObject<Env> {
   }
 
   private finish(row: JobCore, state: JobState, result: unknown, error: JobError | null, now: number) {
-    this.scheduleIndexFlush();
+    this.index.schedule();
     this.run(
       `UPDATE jobs SET state = ?, result = ?, error = ?, lease_expires = NULL, finished_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?
        WHERE id = ?`,
       state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, row.id,
     );
-    this.endFollowers(row.id, state);
+    this.output.end(row.id, state);
     const waiters = this.resultWaiters.get(row.id);
     if (waiters) {
       const view = this.jobViewById(row.id)!;
       for (const w of [...waiters]) w(view);
     }
-  }
-
-  // ---- the job index: listing without fan-out ----------------------------------------
-
-  /** Sends the index outbox soon; changes in the next few milliseconds travel in the same batch. */
-  private scheduleIndexFlush(delayMs = 20) {
-    this.indexFlush ??= setTimeout(() => {
-      this.indexFlush = null;
-      void this.flushIndex();
-    }, delayMs);
-  }
-
-  private async flushIndex() {
-    const rows = this.all<IndexRow & { seq: number }>("SELECT * FROM index_outbox ORDER BY seq LIMIT 500");
-    if (rows.length === 0 || !this.device) return;
-    try {
-      await jobIndexStub(this.env).apply(this.device.id, this.device.namespace, rows.map(({ seq: _s, ...r }) => r));
-    } catch {
-      this.scheduleIndexFlush(1_000); // the index is unreachable: keep the rows, try again
-      return;
-    }
-    // A row changed again since it was read was replaced with a larger seq: deleting up to the
-    // largest seq read removes exactly what the index acknowledged.
-    this.run("DELETE FROM index_outbox WHERE seq <= ?", rows[rows.length - 1]!.seq);
-    if (this.one("SELECT 1 AS x FROM index_outbox LIMIT 1")) this.scheduleIndexFlush(0);
   }
 
   // ---- the one alarm: leases, retries, deadlines, presence --------------------------
@@ -817,7 +742,7 @@ export class DeviceObject extends SqlObject<Env> {
       await this.publish();
     }
     this.dispatch();
-    if (this.one("SELECT 1 AS x FROM index_outbox LIMIT 1")) this.scheduleIndexFlush();
+    this.index.resume();
     await this.rescheduleAlarm(now);
   }
 

@@ -7,6 +7,13 @@ import { DurableObject } from "cloudflare:workers";
 
 export type Row = Record<string, SqlStorageValue>;
 
+/** The queries a helper of an object may run on its database. */
+export interface Sql {
+  all<T extends Row>(query: string, ...params: SqlStorageValue[]): T[];
+  one<T extends Row>(query: string, ...params: SqlStorageValue[]): T | undefined;
+  run(query: string, ...params: SqlStorageValue[]): number;
+}
+
 export abstract class SqlObject<E = unknown> extends DurableObject<E> {
   /** Schema versions in order; each runs once, in a transaction. */
   protected abstract migrations(): readonly string[];
@@ -35,6 +42,13 @@ export abstract class SqlObject<E = unknown> extends DurableObject<E> {
       });
     }
   }
+
+  /** The same queries, for helpers that own one concern of the object's storage. */
+  protected readonly sql: Sql = {
+    all: (q, ...p) => this.all(q, ...p),
+    one: (q, ...p) => this.one(q, ...p),
+    run: (q, ...p) => this.run(q, ...p),
+  };
 
   protected all<T extends Row>(query: string, ...params: SqlStorageValue[]): T[] {
     return this.ctx.storage.sql.exec<T>(query, ...params).toArray();
