@@ -1,8 +1,23 @@
 // The peer: BullMQ on a local redis-server doing the same fibo(20) in Wasm per job.
 import { spawn, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { Queue, QueueEvents, Worker } from "bullmq";
 import { stats } from "./lib.mjs";
+
+/** The peer is not a dependency of the project (its optional native addon breaks `npm ci` here): installed on demand, pinned. */
+const PEER_PACKAGES = ["bullmq@6.7.0", "ioredis@6.0.0"];
+
+async function loadBullmq() {
+  try {
+    return await import("bullmq");
+  } catch {
+    console.error(`installing ${PEER_PACKAGES.join(", ")} for the BullMQ peer (not saved to package.json) ...`);
+    const r = spawnSync("npm", ["install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error", ...PEER_PACKAGES], { stdio: "inherit" });
+    if (r.status !== 0) return null;
+    // This process has already failed to resolve "bullmq" (and remembers it): import the installed entry by path.
+    const mod = await import(new URL("../node_modules/bullmq/dist/cjs/index.js", import.meta.url).href);
+    return mod.Queue ? mod : mod.default;
+  }
+}
 
 function ensureRedis() {
   if (spawnSync("sh", ["-c", "command -v redis-server"]).status === 0) return true;
@@ -14,12 +29,16 @@ function ensureRedis() {
 
 export async function bullmqPeer({ concurrency = 16, calls = 2000, bulkJobs = 10_000, workerConcurrency = 2 } = {}) {
   if (!ensureRedis()) return { skipped: "redis-server is not installed and could not be installed" };
+  const bullmq = await loadBullmq();
+  if (!bullmq) return { skipped: `${PEER_PACKAGES.join(", ")} could not be installed` };
+  const { Queue, QueueEvents, Worker } = bullmq;
   const port = 6390 + Math.floor(Math.random() * 500);
   const redis = spawn("redis-server", ["--port", String(port), "--save", "", "--appendonly", "no"], { stdio: "ignore" });
   await new Promise((r) => setTimeout(r, 500));
   const connection = { host: "127.0.0.1", port, maxRetriesPerRequest: null };
   const module = await WebAssembly.compile(readFileSync("examples/wasm/fibo.wasm"));
   const queue = new Queue("fibo", { connection });
+  queue.setMaxListeners(64); // 16 submitters each wait on the queue
   const events = new QueueEvents("fibo", { connection });
   const worker = new Worker("fibo", async (job) => Number(new WebAssembly.Instance(module, {}).exports.fibo(BigInt(job.data.n))), { connection, concurrency: workerConcurrency });
   await Promise.all([queue.waitUntilReady(), events.waitUntilReady(), worker.waitUntilReady()]);
