@@ -7,7 +7,7 @@
  */
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
-import { IDEMPOTENCY_TABLE, INDEX_OUTBOX, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
+import { IDEMPOTENCY_TABLE, INDEX_OUTBOX, INDEX_OUTBOX_TO_LOG, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
 import { jobIndexStub } from "./job-index-object.js";
 import { JobOutput } from "./job-output.js";
 import { IndexFeed } from "./index-feed.js";
@@ -86,7 +86,8 @@ export class DeviceObject extends SqlObject<Env> {
   protected migrations() {
     return [DEVICE_TABLE + JOBS_TABLE, IDEMPOTENCY_TABLE, "ALTER TABLE device ADD COLUMN drained INTEGER NOT NULL DEFAULT 0", JOB_LOGS_TABLE, INDEX_OUTBOX,
       "ALTER TABLE device ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'",
-      "CREATE TABLE agent_logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, level TEXT NOT NULL, msg TEXT NOT NULL, fields TEXT)"];
+      "CREATE TABLE agent_logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, level TEXT NOT NULL, msg TEXT NOT NULL, fields TEXT)",
+      INDEX_OUTBOX_TO_LOG];
   }
 
   protected override async load() {

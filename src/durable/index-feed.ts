@@ -1,7 +1,8 @@
 /**
- * Feeds a device object's job changes to the job index: the outbox rows that
- * triggers write (job-row.ts) are sent in batches, coalesced over a few
- * milliseconds, and deleted once the index has them. Failures keep the rows.
+ * Feeds a device object's job changes to the job index: the change log that
+ * triggers write (job-row.ts) is sent in batches, the latest change per job,
+ * coalesced over a few milliseconds, and deleted once the index has it.
+ * Failures keep the rows.
  */
 import type { Sql } from "./sql-object.js";
 import type { IndexRow } from "./job-row.js";
@@ -34,16 +35,18 @@ export class IndexFeed {
 
   private async flush() {
     const send = this.send();
-    const rows = this.sql.all<IndexRow & { seq: number }>("SELECT * FROM index_outbox ORDER BY seq LIMIT 500");
+    const rows = this.sql.all<IndexRow & { seq: number }>("SELECT * FROM index_outbox ORDER BY seq LIMIT 2000");
     if (rows.length === 0 || !send) return;
+    const latest = new Map<string, IndexRow>();
+    for (const { seq: _s, ...r } of rows) latest.set(r.job_id, r);
     try {
-      await send(rows.map(({ seq: _s, ...r }) => r));
+      await send([...latest.values()]);
     } catch {
       this.schedule(1_000); // the index is unreachable: keep the rows, try again
       return;
     }
-    // A row changed again since it was read was replaced with a larger seq (AUTOINCREMENT):
-    // deleting up to the largest seq read removes exactly what the index acknowledged.
+    // Changes logged after the read got larger seqs (the rows read still existed then):
+    // deleting up to the last seq read removes exactly what the index acknowledged.
     this.sql.run("DELETE FROM index_outbox WHERE seq <= ?", rows[rows.length - 1]!.seq);
     if (this.pending()) this.schedule(0);
   }

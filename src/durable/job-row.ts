@@ -99,13 +99,38 @@ CREATE TABLE job_logs (
 ) WITHOUT ROWID;`;
 
 /**
- * What the job index has not yet acknowledged. Triggers fill it in the same
- * transaction as every change to `jobs`, so no state change can miss the index;
- * the device object sends it in batches and deletes what was acknowledged.
+ * What the job index has not yet acknowledged: an append-only log of job changes.
+ * Triggers write it in the same transaction as every change to `jobs`, so no state
+ * change can miss the index; the device object sends it in batches (latest change
+ * per job), then deletes up to the last entry sent. Plain INSERTs keep this cheap:
+ * an earlier version replaced one row per job and cost more than the jobs themselves.
  */
+const INDEX_LOG = `
+CREATE TABLE index_outbox (
+  seq        INTEGER PRIMARY KEY,
+  job_id     TEXT NOT NULL,
+  state      TEXT NOT NULL,
+  function   TEXT NOT NULL,
+  module     TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE TRIGGER jobs_index_insert AFTER INSERT ON jobs BEGIN
+  INSERT INTO index_outbox (job_id, state, function, module, created_at, updated_at)
+    VALUES (NEW.id, NEW.state, NEW.function, NEW.module, NEW.created_at, NEW.updated_at);
+END;
+CREATE TRIGGER jobs_index_update AFTER UPDATE OF state ON jobs BEGIN
+  INSERT INTO index_outbox (job_id, state, function, module, created_at, updated_at)
+    VALUES (NEW.id, NEW.state, NEW.function, NEW.module, NEW.created_at, NEW.updated_at);
+END;
+CREATE TRIGGER jobs_index_delete AFTER DELETE ON jobs BEGIN
+  INSERT INTO index_outbox (job_id, state, function, module, created_at, updated_at)
+    VALUES (OLD.id, 'DELETED', OLD.function, OLD.module, OLD.created_at, OLD.updated_at);
+END;`;
+
+/** The first outbox (one replaced row per job); kept because migrations run in order. */
 export const INDEX_OUTBOX = `
 CREATE TABLE index_outbox (
-  -- AUTOINCREMENT: a replaced row always gets a larger seq, never a reused one
   seq        INTEGER PRIMARY KEY AUTOINCREMENT,
   job_id     TEXT NOT NULL UNIQUE,
   state      TEXT NOT NULL,
@@ -126,5 +151,16 @@ CREATE TRIGGER jobs_index_delete AFTER DELETE ON jobs BEGIN
   INSERT OR REPLACE INTO index_outbox (job_id, state, function, module, created_at, updated_at)
     VALUES (OLD.id, 'DELETED', OLD.function, OLD.module, OLD.created_at, OLD.updated_at);
 END;`;
+
+/** Replaces the first outbox by the append-only log, carrying over what was not yet sent. */
+export const INDEX_OUTBOX_TO_LOG = `
+DROP TRIGGER jobs_index_insert;
+DROP TRIGGER jobs_index_update;
+DROP TRIGGER jobs_index_delete;
+ALTER TABLE index_outbox RENAME TO index_outbox_v1;
+${INDEX_LOG}
+INSERT INTO index_outbox (job_id, state, function, module, created_at, updated_at)
+  SELECT job_id, state, function, module, created_at, updated_at FROM index_outbox_v1 ORDER BY seq;
+DROP TABLE index_outbox_v1;`;
 
 export type IndexRow = { job_id: string; state: string; function: string; module: string; created_at: number; updated_at: number };
