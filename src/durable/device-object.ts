@@ -7,7 +7,7 @@
  */
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
-import { IDEMPOTENCY_TABLE, INDEX_OUTBOX, INDEX_OUTBOX_TO_LOG, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
+import { IDEMPOTENCY_TABLE, INDEX_BY_CHANGE_SEQ, INDEX_OUTBOX, INDEX_OUTBOX_TO_LOG, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
 import { jobIndexStub } from "./job-index-object.js";
 import { JobOutput } from "./job-output.js";
 import { IndexFeed } from "./index-feed.js";
@@ -76,6 +76,13 @@ export class DeviceObject extends SqlObject<Env> {
   private readonly resultWaiters = new Map<string, Set<(view: JobView) => void>>();
   private readonly output = new JobOutput(this.sql);
   private alarmAt: number | null = null;
+  /** the last `change_seq` stamped on a job change (see INDEX_BY_CHANGE_SEQ) */
+  private lastChange = 0;
+  /** Every state change of a job takes the next sequence number in the same statement: the index feed follows it. */
+  private nextChange(): number {
+    return ++this.lastChange;
+  }
+
   private readonly index = new IndexFeed(this.sql, () => {
     const d = this.device;
     return d ? (rows) => jobIndexStub(this.env).apply(d.id, d.namespace, rows) : undefined;
@@ -87,13 +94,16 @@ export class DeviceObject extends SqlObject<Env> {
     return [DEVICE_TABLE + JOBS_TABLE, IDEMPOTENCY_TABLE, "ALTER TABLE device ADD COLUMN drained INTEGER NOT NULL DEFAULT 0", JOB_LOGS_TABLE, INDEX_OUTBOX,
       "ALTER TABLE device ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'",
       "CREATE TABLE agent_logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, level TEXT NOT NULL, msg TEXT NOT NULL, fields TEXT)",
-      INDEX_OUTBOX_TO_LOG];
+      INDEX_OUTBOX_TO_LOG, INDEX_BY_CHANGE_SEQ];
   }
 
   protected override async load() {
     // Keepalives are answered by the runtime itself, so an idle device's object can hibernate.
     this.ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(WS_PING, WS_PONG));
     this.device = this.one<DeviceRow>("SELECT * FROM device LIMIT 1");
+    this.lastChange = this.one<{ n: number }>(
+      "SELECT MAX((SELECT COALESCE(MAX(change_seq), 0) FROM jobs), (SELECT COALESCE(MAX(change_seq), 0) FROM index_tombstones)) AS n",
+    )!.n;
     this.alarmAt = await this.ctx.storage.getAlarm();
     this.index.resume(); // rows left over from before a restart
   }
@@ -312,15 +322,15 @@ export class DeviceObject extends SqlObject<Env> {
   private insertRejected(jobId: string, spec: JobSubmission, deadline: number | null, now: number, missing: string[]) {
     this.insertJob(jobId, { ...spec, start: false }, deadline, now);
     const error: JobError = { kind: "link-error", message: `device ${this.device!.id} does not provide: ${missing.join(", ")}` };
-    this.run("UPDATE jobs SET state = 'REJECTED', error = ?, finished_at = ?, updated_at = ? WHERE id = ?", JSON.stringify(error), now, now, jobId);
+    this.run("UPDATE jobs SET state = 'REJECTED', error = ?, finished_at = ?, updated_at = ?, change_seq = ? WHERE id = ?", JSON.stringify(error), now, now, this.nextChange(), jobId);
   }
 
   private insertJob(jobId: string, spec: JobSubmission, deadline: number | null, now: number) {
     this.run(
-      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at, change_seq)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       jobId, spec.start ? "QUEUED" : "CREATED", spec.priority, spec.module, spec.function, JSON.stringify(spec.args),
-      spec.timeoutMs, spec.maxAttempts, deadline, now, now,
+      spec.timeoutMs, spec.maxAttempts, deadline, now, now, this.nextChange(),
     );
     this.index.schedule();
   }
@@ -331,7 +341,7 @@ export class DeviceObject extends SqlObject<Env> {
     if (!row) return fail("not-found", `no job ${jobId}`);
     const t = transition(row.state, { type: "start" }, counts(row));
     if (!t.ok) return fail("conflict", t.reason);
-    this.run("UPDATE jobs SET state = 'QUEUED', updated_at = ? WHERE id = ?", Date.now(), jobId);
+    this.run("UPDATE jobs SET state = 'QUEUED', updated_at = ?, change_seq = ? WHERE id = ?", Date.now(), this.nextChange(), jobId);
     this.index.schedule();
     this.dispatch();
     return ok(this.jobViewById(jobId)!);
@@ -344,6 +354,7 @@ export class DeviceObject extends SqlObject<Env> {
     if (!isTerminal(row.state)) return fail("conflict", `job ${jobId} is ${row.state}; cancel it first`);
     this.ctx.storage.transactionSync(() => {
       this.run("DELETE FROM jobs WHERE id = ?", jobId);
+      this.run("INSERT INTO index_tombstones (change_seq, job_id) VALUES (?, ?)", this.nextChange(), jobId);
       this.run("DELETE FROM idempotency WHERE job_id = ?", jobId);
       this.output.remove(jobId);
     });
@@ -375,9 +386,9 @@ export class DeviceObject extends SqlObject<Env> {
     });
     this.setCredit(socket, credit - 1);
     this.run(
-      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, attempts, max_attempts, deadline, lease_token, lease_expires, created_at, updated_at)
-       VALUES (?, 'LEASED', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)`,
-      jobId, spec.priority, spec.module, spec.function, JSON.stringify(spec.args), spec.timeoutMs, spec.maxAttempts, deadline, leaseToken, expires, now, now,
+      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, attempts, max_attempts, deadline, lease_token, lease_expires, created_at, updated_at, change_seq)
+       VALUES (?, 'LEASED', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)`,
+      jobId, spec.priority, spec.module, spec.function, JSON.stringify(spec.args), spec.timeoutMs, spec.maxAttempts, deadline, leaseToken, expires, now, now, this.nextChange(),
     );
     this.index.schedule();
     this.ensureAlarmBy(expires);
@@ -493,8 +504,8 @@ export class DeviceObject extends SqlObject<Env> {
         const leaseToken = randomBase32(16);
         const expires = leaseExpiry(now, "delivered", row.timeout_ms, this.settings);
         this.run(
-          "UPDATE jobs SET state = 'LEASED', attempts = attempts + 1, lease_token = ?, lease_expires = ?, updated_at = ? WHERE id = ?",
-          leaseToken, expires, now, row.id,
+          "UPDATE jobs SET state = 'LEASED', attempts = attempts + 1, lease_token = ?, lease_expires = ?, updated_at = ?, change_seq = ? WHERE id = ?",
+          leaseToken, expires, now, this.nextChange(), row.id,
         );
         leased.push({
           jobId: row.id,
@@ -543,7 +554,7 @@ export class DeviceObject extends SqlObject<Env> {
         const row = this.jobRow(ref.jobId);
         if (!row || row.lease_token !== ref.leaseToken || !transition(row.state, { type: "ack" }, counts(row)).ok) continue;
         const expires = leaseExpiry(now, "started", row.timeout_ms, this.settings);
-        this.run("UPDATE jobs SET state = 'RUNNING', started_at = ?, lease_expires = ?, updated_at = ? WHERE id = ?", now, expires, now, row.id);
+        this.run("UPDATE jobs SET state = 'RUNNING', started_at = ?, lease_expires = ?, updated_at = ?, change_seq = ? WHERE id = ?", now, expires, now, this.nextChange(), row.id);
         earliest = nextAlarm([earliest, expires]);
         started++;
       }
@@ -697,8 +708,8 @@ export class DeviceObject extends SqlObject<Env> {
     if (t.to === "QUEUED") {
       const notBefore = now + retryDelayMs(row.attempts, Math.random(), this.settings.retryBaseMs);
       this.run(
-        "UPDATE jobs SET state = 'QUEUED', lease_token = NULL, lease_expires = NULL, not_before = ?, error = ?, updated_at = ? WHERE id = ?",
-        notBefore, error ? JSON.stringify(error) : null, now, row.id,
+        "UPDATE jobs SET state = 'QUEUED', lease_token = NULL, lease_expires = NULL, not_before = ?, error = ?, updated_at = ?, change_seq = ? WHERE id = ?",
+        notBefore, error ? JSON.stringify(error) : null, now, this.nextChange(), row.id,
       );
       this.ensureAlarmBy(notBefore);
     } else {
@@ -709,9 +720,9 @@ export class DeviceObject extends SqlObject<Env> {
   private finish(row: JobCore, state: JobState, result: unknown, error: JobError | null, now: number) {
     this.index.schedule();
     this.run(
-      `UPDATE jobs SET state = ?, result = ?, error = ?, lease_expires = NULL, finished_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?
+      `UPDATE jobs SET state = ?, result = ?, error = ?, lease_expires = NULL, finished_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, change_seq = ?
        WHERE id = ?`,
-      state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, row.id,
+      state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, this.nextChange(), row.id,
     );
     this.output.end(row.id, state);
     const waiters = this.resultWaiters.get(row.id);

@@ -163,4 +163,25 @@ INSERT INTO index_outbox (job_id, state, function, module, created_at, updated_a
   SELECT job_id, state, function, module, created_at, updated_at FROM index_outbox_v1 ORDER BY seq;
 DROP TABLE index_outbox_v1;`;
 
+/**
+ * The job index is fed from the jobs table itself: every state change stamps the row
+ * with the next `change_seq` (a per-object counter, so strictly increasing), the feed
+ * sends rows past the last sequence the index acknowledged, and a deleted job leaves a
+ * tombstone with its own sequence. This replaced trigger-written change logs, which cost
+ * as much as the jobs themselves (docs/benchmarks.md). Pending log rows become re-sends.
+ */
+export const INDEX_BY_CHANGE_SEQ = `
+ALTER TABLE jobs ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET change_seq = seq;
+CREATE INDEX jobs_by_change ON jobs (change_seq);
+CREATE TABLE index_tombstones (change_seq INTEGER PRIMARY KEY, job_id TEXT NOT NULL);
+INSERT INTO index_tombstones (change_seq, job_id)
+  SELECT (SELECT COALESCE(MAX(seq), 0) FROM jobs) + o.seq, o.job_id FROM index_outbox o WHERE o.state = 'DELETED';
+CREATE TABLE index_state (id INTEGER PRIMARY KEY CHECK (id = 1), sent_seq INTEGER NOT NULL);
+INSERT INTO index_state (id, sent_seq) VALUES (1, 0);
+DROP TRIGGER jobs_index_insert;
+DROP TRIGGER jobs_index_update;
+DROP TRIGGER jobs_index_delete;
+DROP TABLE index_outbox;`;
+
 export type IndexRow = { job_id: string; state: string; function: string; module: string; created_at: number; updated_at: number };
