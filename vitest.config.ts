@@ -29,6 +29,8 @@ export default defineConfig({
         test: {
           name: "workers",
           include: ["test/worker/**/*.test.ts"],
+          // Integration tests against workerd on a shared 2-core machine: budgets, not timing assertions.
+          testTimeout: 30_000,
           globalSetup: ["test/helpers/global-setup.ts"],
         },
       },

@@ -29,7 +29,7 @@ function concrete(path: string) {
     .replace("{digest}", digest);
 }
 
-describe("the auth matrix", () => {
+describe("the auth matrix", { timeout: 60_000 }, () => {
   it("covers every operation, and each declares its roles", () => {
     const ops = Object.entries(doc.paths).flatMap(([p, methods]) => Object.entries(methods).map(([m, op]) => ({ p, m, op })));
     expect(ops.length).toBeGreaterThan(15);
@@ -54,7 +54,8 @@ describe("the auth matrix", () => {
   });
 });
 
-describe("request validation never answers 5xx", () => {
+// Each property makes dozens of real requests: they get a time budget, and assert only statuses.
+describe("request validation never answers 5xx", { timeout: 60_000 }, () => {
   const json = fc.jsonValue({ maxDepth: 3 });
   it.each(["/v1/jobs", "/v1/jobs/batch", "/v1/devices/register", "/v1/keys", "/v1/agent/results", "/v1/agent/acks", "/v1/agent/heartbeat"])(
     "POST %s with arbitrary JSON",
