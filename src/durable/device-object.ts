@@ -7,7 +7,7 @@
  */
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
-import { IDEMPOTENCY_TABLE, INDEX_BY_CHANGE_SEQ, INDEX_OUTBOX, INDEX_OUTBOX_TO_LOG, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
+import { IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
 import { jobIndexStub } from "./job-index-object.js";
 import { JobOutput } from "./job-output.js";
 import { IndexFeed } from "./index-feed.js";
@@ -76,7 +76,7 @@ export class DeviceObject extends SqlObject<Env> {
   private readonly resultWaiters = new Map<string, Set<(view: JobView) => void>>();
   private readonly output = new JobOutput(this.sql);
   private alarmAt: number | null = null;
-  /** the last `change_seq` stamped on a job change (see INDEX_BY_CHANGE_SEQ) */
+  /** the last `change_seq` stamped on a job change (see INDEX_FEED_TABLES) */
   private lastChange = 0;
   /** Every state change of a job takes the next sequence number in the same statement: the index feed follows it. */
   private nextChange(): number {
@@ -91,10 +91,15 @@ export class DeviceObject extends SqlObject<Env> {
   private verifiedSecret: string | null = null;
 
   protected migrations() {
-    return [DEVICE_TABLE + JOBS_TABLE, IDEMPOTENCY_TABLE, "ALTER TABLE device ADD COLUMN drained INTEGER NOT NULL DEFAULT 0", JOB_LOGS_TABLE, INDEX_OUTBOX,
+    return [
+      DEVICE_TABLE + JOBS_TABLE,
+      IDEMPOTENCY_TABLE,
+      "ALTER TABLE device ADD COLUMN drained INTEGER NOT NULL DEFAULT 0",
+      JOB_LOGS_TABLE,
+      INDEX_FEED_TABLES,
       "ALTER TABLE device ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'",
       "CREATE TABLE agent_logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, level TEXT NOT NULL, msg TEXT NOT NULL, fields TEXT)",
-      INDEX_OUTBOX_TO_LOG, INDEX_BY_CHANGE_SEQ];
+    ];
   }
 
   protected override async load() {

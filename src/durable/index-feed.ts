@@ -1,6 +1,6 @@
 /**
  * Feeds a device object's job changes to the job index. Every state change stamps the
- * job with the next `change_seq` (job-row.ts, INDEX_BY_CHANGE_SEQ); the feed sends the
+ * job with the next `change_seq` (job-row.ts, INDEX_FEED_TABLES); the feed sends the
  * rows and tombstones past the sequence the index last acknowledged, in batches
  * coalesced over a few milliseconds, then records the new sequence. Changes made while
  * a batch is in flight get larger sequences, so they go in the next one. Failures keep

@@ -8,6 +8,7 @@ import type { MiddlewareHandler } from "hono";
 import { parseCredential, type DeviceId } from "../protocol/ids.js";
 import type { Role } from "../protocol/keys.js";
 import { timingSafeEqual } from "../core/crypto.js";
+import { TtlCache } from "../core/ttl-cache.js";
 import { registryStub } from "../durable/registry-object.js";
 import { problem, type AppEnv } from "./http.js";
 
@@ -20,24 +21,16 @@ export type Principal =
 
 /** Positive key checks are cached briefly per isolate: a revoked key stops working within this time. */
 export const KEY_CACHE_MS = 5_000;
-const keyCache = new Map<string, { role: Role; namespace: string | null; until: number }>();
+const keyCache = new TtlCache<string, { role: Role; namespace: string | null } | null>(KEY_CACHE_MS);
 
 async function identify(token: string, env: AppEnv["Bindings"]): Promise<Principal | null> {
   if (env.ADMIN_TOKEN && env.ADMIN_TOKEN.length >= 16 && timingSafeEqual(token, env.ADMIN_TOKEN)) return { role: "admin", keyId: "bootstrap", namespace: null };
   const parsed = parseCredential(token);
   if (!parsed) return null;
   if (parsed.kind === "device") return { role: "device", deviceId: parsed.deviceId, secret: parsed.secret };
-  const cached = keyCache.get(token);
-  const now = Date.now();
-  if (cached && cached.until > now) return { role: cached.role, keyId: parsed.keyId, namespace: cached.namespace };
-  const key = await registryStub(env).verifyKey(parsed.keyId, parsed.secret);
-  if (!key) {
-    keyCache.delete(token);
-    return null;
-  }
-  if (keyCache.size > 10_000) keyCache.clear();
-  keyCache.set(token, { ...key, until: now + KEY_CACHE_MS });
-  return { ...key, keyId: parsed.keyId };
+  // Only valid keys are remembered: a refused one is asked again each time.
+  const key = await keyCache.get(token, () => registryStub(env).verifyKey(parsed.keyId, parsed.secret), (k) => k !== null);
+  return key ? { ...key, keyId: parsed.keyId } : null;
 }
 
 export function allow(roles: readonly CallerRole[]): MiddlewareHandler<AppEnv> {

@@ -8,11 +8,12 @@ import { JobSubmission } from "../protocol/job.js";
 import { MAX_SIGNED_LIFETIME_SECONDS, SIGNING_ALGORITHMS, type OrchestratorKeyView, type SigningAlgorithm } from "../protocol/signing.js";
 import type { ProblemType } from "../protocol/problem.js";
 import { registryStub } from "../durable/registry-object.js";
+import { TtlCache } from "../core/ttl-cache.js";
 import type { Env } from "./env.js";
 
 const CACHE_MS = 5_000;
-const keyCache = new Map<string, { key: OrchestratorKeyView | null; until: number }>();
-const settingsCache = new Map<string, { required: boolean; until: number }>();
+const keyCache = new TtlCache<string, OrchestratorKeyView | null>(CACHE_MS);
+const settingsCache = new TtlCache<string, boolean>(CACHE_MS);
 
 export type Verified = { ok: true; job: JobSubmission; kid: string; keyNamespace: string | null } | { ok: false; problem: ProblemType; detail: string };
 
@@ -28,15 +29,7 @@ export async function describePublicJwk(jwk: JWK): Promise<{ alg: SigningAlgorit
   return { alg, kid: jwk.kid ?? (await calculateJwkThumbprint(jwk)) };
 }
 
-async function orchestratorKey(env: Env, kid: string): Promise<OrchestratorKeyView | null> {
-  const now = Date.now();
-  const hit = keyCache.get(kid);
-  if (hit && hit.until > now) return hit.key;
-  const key = await registryStub(env).orchestratorKey(kid);
-  if (keyCache.size > 10_000) keyCache.clear();
-  keyCache.set(kid, { key, until: now + CACHE_MS });
-  return key;
-}
+const orchestratorKey = (env: Env, kid: string) => keyCache.get(kid, () => registryStub(env).orchestratorKey(kid));
 
 const JOSE_REASONS: Record<string, string> = {
   ERR_JWT_EXPIRED: "the token has expired",
@@ -84,12 +77,7 @@ export async function verifySignedJob(env: Env, token: string): Promise<Verified
 /** Whether submissions for a device in `namespace` must be signed. */
 export async function signingRequired(env: Env, namespace: string): Promise<boolean> {
   if (env.REQUIRE_SIGNED_JOBS === "true") return true;
-  const now = Date.now();
-  const hit = settingsCache.get(namespace);
-  if (hit && hit.until > now) return hit.required;
-  const required = (await registryStub(env).namespaceSettings(namespace)).requireSignedJobs;
-  settingsCache.set(namespace, { required, until: now + CACHE_MS });
-  return required;
+  return settingsCache.get(namespace, async () => (await registryStub(env).namespaceSettings(namespace)).requireSignedJobs);
 }
 
 /** A key revoked here is refused at once in this isolate (others within CACHE_MS). */
