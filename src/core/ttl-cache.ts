@@ -22,6 +22,10 @@ export class TtlCache<K, V> {
     return value;
   }
 
+  clear() {
+    this.entries.clear();
+  }
+
   delete(key: K) {
     this.entries.delete(key);
   }

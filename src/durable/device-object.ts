@@ -7,7 +7,11 @@
  */
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
-import { IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type JobRow } from "./job-row.js";
+import { CALL_COLUMNS, IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type CallRecord, type JobRow } from "./job-row.js";
+import { DEPLOYMENT_TABLES, DeviceDeployments } from "./device-deployments.js";
+import { forwardStep } from "./chain-forward.js";
+import { bindArguments, chainedRequest } from "../core/calls.js";
+import type { AppliedReport, DesiredDeployments, DevicePart, DeviceDeploymentStatus } from "../protocol/deployment.js";
 import { jobIndexStub } from "./job-index-object.js";
 import { JobOutput } from "./job-output.js";
 import { IndexFeed } from "./index-feed.js";
@@ -17,7 +21,7 @@ import { isOnline, leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.j
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
 import { settingsFrom, type Env, type Settings } from "../worker/env.js";
 import { randomBase32 } from "../protocol/ids.js";
-import { isTerminal, jobLinks, type JobError, type JobLogs, type JobRef, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
+import { isTerminal, jobLinks, LIMITS, type JobResult, type JobError, type JobLogs, type JobRef, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
 import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../protocol/device.js";
 import { AgentMessage, WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport, type ServerMessage } from "../protocol/agent.js";
 import { missingInterfaces, type Arg } from "../protocol/wasm.js";
@@ -57,6 +61,22 @@ interface Poller {
 
 export type Disposition = "accepted" | "duplicate" | "stale";
 
+/** A call of a deployed function, as the Worker (or a chain's previous step) hands it to the device object. */
+export interface CallRequest {
+  deployment: string;
+  module: string;
+  function: string;
+  method: string;
+  query: Record<string, string>;
+  body: Record<string, unknown>;
+  /** input files already stored by the control plane */
+  files: { name: string; key: string }[];
+  /** the previous chain step's job */
+  prev: string | null;
+  /** a chain step: the previous step's result (the files are in `files`) */
+  chained?: { value: unknown; hasFiles: boolean };
+}
+
 /** The Worker forwards the agent's WebSocket upgrade with the credential's secret in this header. */
 export const DEVICE_SECRET_HEADER = "x-wasmvisor-device-secret";
 const AGENT_TAG = "agent";
@@ -75,6 +95,7 @@ export class DeviceObject extends SqlObject<Env> {
   private pollers: Poller[] = [];
   private readonly resultWaiters = new Map<string, Set<(view: JobView) => void>>();
   private readonly output = new JobOutput(this.sql);
+  private readonly deployments = new DeviceDeployments(this.sql);
   private alarmAt: number | null = null;
   /** the last `change_seq` stamped on a job change (see INDEX_FEED_TABLES) */
   private lastChange = 0;
@@ -99,6 +120,7 @@ export class DeviceObject extends SqlObject<Env> {
       INDEX_FEED_TABLES,
       "ALTER TABLE device ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'",
       "CREATE TABLE agent_logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, level TEXT NOT NULL, msg TEXT NOT NULL, fields TEXT)",
+      DEPLOYMENT_TABLES + CALL_COLUMNS,
     ];
   }
 
@@ -144,12 +166,12 @@ export class DeviceObject extends SqlObject<Env> {
     return true;
   }
 
-  async heartbeat(secret: string, hb: Heartbeat): Promise<Outcome<{ serverTime: number; cancel: string[] }>> {
+  async heartbeat(secret: string, hb: Heartbeat): Promise<Outcome<{ serverTime: number; cancel: string[]; deployments: number }>> {
     if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
     return ok(await this.recordHeartbeat(hb));
   }
 
-  private async recordHeartbeat(hb: Heartbeat): Promise<{ serverTime: number; cancel: string[] }> {
+  private async recordHeartbeat(hb: Heartbeat): Promise<{ serverTime: number; cancel: string[]; deployments: number }> {
     const now = Date.now();
     this.run("UPDATE device SET health = ?, health_at = ? WHERE id = ?", JSON.stringify(hb.health), now, this.device!.id);
     this.device!.health = JSON.stringify(hb.health);
@@ -157,7 +179,7 @@ export class DeviceObject extends SqlObject<Env> {
     this.keepAgentLogs(hb.logs);
     this.markSeen(now);
     await this.publish();
-    return { serverTime: now, cancel: this.leasesNoLongerHeld(hb.runningJobs) };
+    return { serverTime: now, cancel: this.leasesNoLongerHeld(hb.runningJobs), deployments: this.deployments.version };
   }
 
   /** The agent's own recent log lines (runner.logs): the newest AGENT_LOG_ROWS are kept. */
@@ -330,12 +352,12 @@ export class DeviceObject extends SqlObject<Env> {
     this.run("UPDATE jobs SET state = 'REJECTED', error = ?, finished_at = ?, updated_at = ?, change_seq = ? WHERE id = ?", JSON.stringify(error), now, now, this.nextChange(), jobId);
   }
 
-  private insertJob(jobId: string, spec: JobSubmission, deadline: number | null, now: number) {
+  private insertJob(jobId: string, spec: JobSubmission, deadline: number | null, now: number, call: CallRecord | null = null) {
     this.run(
-      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at, change_seq)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at, change_seq, call, deployment)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       jobId, spec.start ? "QUEUED" : "CREATED", spec.priority, spec.module, spec.function, JSON.stringify(spec.args),
-      spec.timeoutMs, spec.maxAttempts, deadline, now, now, this.nextChange(),
+      spec.timeoutMs, spec.maxAttempts, deadline, now, now, this.nextChange(), call ? JSON.stringify(call) : null, call?.ctx.deployment ?? null,
     );
     this.index.schedule();
   }
@@ -378,7 +400,7 @@ export class DeviceObject extends SqlObject<Env> {
    * first saves that wait on the push, while the caller's answer still waits
    * for the commit, so nothing is acknowledged before it is durable.
    */
-  private pushAtOnce(jobId: string, spec: JobSubmission, deadline: number | null, now: number): boolean {
+  private pushAtOnce(jobId: string, spec: JobSubmission, deadline: number | null, now: number, call: CallRecord | null = null): boolean {
     const socket = this.agentSocket();
     if (!socket || this.device?.drained) return false;
     const credit = this.credit(socket);
@@ -387,13 +409,14 @@ export class DeviceObject extends SqlObject<Env> {
     const expires = leaseExpiry(now, "delivered", spec.timeoutMs, this.settings);
     this.send(socket, {
       t: "jobs",
-      jobs: [{ jobId, leaseToken, leaseExpiresAt: expires, attempt: 1, module: spec.module, function: spec.function, args: spec.args, timeoutMs: spec.timeoutMs }],
+      jobs: [{ jobId, leaseToken, leaseExpiresAt: expires, attempt: 1, module: spec.module, function: spec.function, args: spec.args, timeoutMs: spec.timeoutMs, ...(call ? { call: call.ctx } : {}) }],
     });
     this.setCredit(socket, credit - 1);
     this.run(
-      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, attempts, max_attempts, deadline, lease_token, lease_expires, created_at, updated_at, change_seq)
-       VALUES (?, 'LEASED', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, attempts, max_attempts, deadline, lease_token, lease_expires, created_at, updated_at, change_seq, call, deployment)
+       VALUES (?, 'LEASED', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       jobId, spec.priority, spec.module, spec.function, JSON.stringify(spec.args), spec.timeoutMs, spec.maxAttempts, deadline, leaseToken, expires, now, now, this.nextChange(),
+      call ? JSON.stringify(call) : null, call?.ctx.deployment ?? null,
     );
     this.index.schedule();
     this.ensureAlarmBy(expires);
@@ -458,14 +481,14 @@ export class DeviceObject extends SqlObject<Env> {
     // One agent per device keeps one poll open: a new poll means any older one is dead.
     for (const p of this.pollers.splice(0)) p.deliver([]);
     const jobs = this.device!.drained ? [] : this.leaseReady(max);
-    if (jobs.length > 0 || waitMs <= 0) return ok({ jobs, serverTime: Date.now() });
+    if (jobs.length > 0 || waitMs <= 0) return ok({ jobs, serverTime: Date.now(), deployments: this.deployments.version });
     return new Promise((resolve) => {
       const poller: Poller = {
         max,
         deliver: (delivered) => {
           clearTimeout(timer);
           this.pollers = this.pollers.filter((p) => p !== poller);
-          resolve(ok({ jobs: delivered, serverTime: Date.now() }));
+          resolve(ok({ jobs: delivered, serverTime: Date.now(), deployments: this.deployments.version }));
         },
       };
       const timer = setTimeout(() => poller.deliver([]), waitMs);
@@ -521,6 +544,7 @@ export class DeviceObject extends SqlObject<Env> {
           function: row.function,
           args: JSON.parse(row.args) as Arg[],
           timeoutMs: row.timeout_ms,
+          ...(row.call ? { call: (JSON.parse(row.call) as CallRecord).ctx } : {}),
         });
       }
     });
@@ -627,6 +651,172 @@ export class DeviceObject extends SqlObject<Env> {
     return job ? ok(this.output.follow(jobId, isTerminal(job.state) ? job.state : null)) : fail("not-found", `no job ${jobId}`);
   }
 
+  // ---- deployments: desired state, calls of deployed functions, chains -----------------
+
+  /** Records (or replaces) this device's part of a deployment and tells the agent. */
+  async putDeployment(part: DevicePart): Promise<Outcome<DeviceDeploymentStatus>> {
+    if (!this.device) return fail("not-found", "the device is not registered");
+    this.deployments.put(part);
+    this.notifyDeployments();
+    return ok(this.deployments.status(part.deployment, this.device.id)!);
+  }
+
+  /** Undeploys: the agent removes the files; calls still waiting for it are canceled. */
+  async removeDeployment(id: string): Promise<Outcome<{ canceled: number }>> {
+    if (!this.device) return fail("not-found", "the device is not registered");
+    if (!this.deployments.remove(id)) return fail("not-found", `deployment ${id} does not exist`);
+    const waiting = this.all<JobRow>("SELECT * FROM jobs WHERE deployment = ? AND state IN ('CREATED', 'QUEUED')", id);
+    const now = Date.now();
+    this.ctx.storage.transactionSync(() => {
+      for (const row of waiting) this.finish(row, "CANCELED", null, { kind: "canceled", message: `deployment ${id} was removed` }, now);
+    });
+    this.notifyDeployments();
+    return ok({ canceled: waiting.length });
+  }
+
+  async deploymentStatus(id: string): Promise<DeviceDeploymentStatus | null> {
+    return this.device ? this.deployments.status(id, this.device.id) : null;
+  }
+
+  async desiredDeployments(secret: string): Promise<Outcome<DesiredDeployments>> {
+    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
+    return ok(this.deployments.desired());
+  }
+
+  async reportDeployments(secret: string, states: AppliedReport["states"]): Promise<Outcome<{ updated: number }>> {
+    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
+    return ok({ updated: this.deployments.report(states) });
+  }
+
+  private notifyDeployments() {
+    const version = this.deployments.version;
+    const socket = this.agentSocket();
+    if (socket) this.send(socket, { t: "deployments", version });
+    for (const p of this.pollers.splice(0)) p.deliver([]);
+  }
+
+  /**
+   * A call of a deployed function: arguments bound by name and typed from the
+   * function's description, input files already stored under their keys. A
+   * chain step (`prev`) takes the previous step's output instead, and one that
+   * cannot be called is recorded as a FAILED job so the chain shows where it
+   * broke. The job id is given by the caller, so a repeated forward finds the
+   * job it made.
+   */
+  async call(jobId: string, req: CallRequest): Promise<Outcome<JobView>> {
+    if (!this.device) return fail("not-found", "the device is not registered");
+    const existing = this.jobViewById(jobId);
+    if (existing) return ok(existing);
+    const found = this.deployments.lookup(req.deployment, req.module, req.function);
+    if (!found.ok) return fail("not-found", found.detail);
+    const { part, digest, spec } = found.ref;
+    const unexpected = req.files.find((f) => !spec.inputs.some((i) => i.name === f.name));
+    if (unexpected && !req.prev) return fail("validation", `unexpected file ${unexpected.name}; this function takes ${spec.inputs.map((i) => i.name).join(", ") || "no files"}`);
+    const inputs = req.files.filter((f) => spec.inputs.some((i) => i.name === f.name));
+    const { query, body } = req.chained ? chainedRequest(spec, req.chained.value, req.chained.hasFiles) : req;
+    const missingFile = spec.inputs.find((i) => !inputs.some((f) => f.name === i.name));
+    const bound = bindArguments(spec, query, body);
+    const problemText = missingFile ? `missing input file ${missingFile.name} (send it as a multipart/form-data field)` : bound.ok ? null : bound.detail;
+    if (problemText && !req.prev) return fail("validation", problemText);
+    const call: CallRecord = {
+      ctx: { deployment: part.deployment, generation: part.generation, module: req.module, instance: spec.instance, inputs: inputs.map((f) => f.name), outputs: spec.outputs, result: spec.result },
+      function: req.function,
+      method: req.method,
+      inputs,
+      shown: bound.ok ? bound.shown : Object.fromEntries(Object.entries(query).map(([k, v]) => [k, String(v)])),
+      next: spec.to,
+      prev: req.prev,
+    };
+    const submission: JobSubmission = {
+      device: this.device.id, module: digest, function: req.function, args: bound.ok ? bound.args : [], timeoutMs: spec.timeoutMs,
+      maxAttempts: LIMITS.defaultMaxAttempts, priority: 0, start: !problemText,
+    };
+    const now = Date.now();
+    if (problemText) {
+      this.insertJob(jobId, submission, null, now, call);
+      this.finish(this.jobRow(jobId)!, "FAILED", null, { kind: "bad-arguments", message: problemText }, now);
+    } else if (!this.pushAtOnce(jobId, submission, null, now, call)) {
+      this.insertJob(jobId, submission, null, now, call);
+      this.dispatch();
+    }
+    return ok(this.jobViewById(jobId)!);
+  }
+
+  /** A succeeded chain step hands its output on from the alarm (retried until the next step has it). */
+  private queueForward(jobId: string, now: number) {
+    const row = this.one<{ call: string | null }>("SELECT call FROM jobs WHERE id = ?", jobId);
+    if (!row?.call || !(JSON.parse(row.call) as CallRecord).next) return;
+    this.run("INSERT OR IGNORE INTO forwards (job_id, next_try) VALUES (?, ?)", jobId, now);
+    this.ensureAlarmBy(now);
+  }
+
+  private async runForwards(now: number) {
+    for (const f of this.all<{ job_id: string; tries: number }>("SELECT job_id, tries FROM forwards WHERE next_try <= ? LIMIT 32", now)) {
+      const row = this.jobRow(f.job_id);
+      if (!row?.call) {
+        this.run("DELETE FROM forwards WHERE job_id = ?", f.job_id);
+        continue;
+      }
+      try {
+        const next = await forwardStep(this.env, row.id, JSON.parse(row.call) as CallRecord, row.result ? (JSON.parse(row.result) as JobResult) : null);
+        this.run("UPDATE jobs SET next = ?, updated_at = ? WHERE id = ?", JSON.stringify(next), Date.now(), row.id);
+        this.run("DELETE FROM forwards WHERE job_id = ?", f.job_id);
+      } catch (e) {
+        const delay = retryDelayMs(f.tries + 1, Math.random(), this.settings.retryBaseMs);
+        this.run("UPDATE forwards SET tries = tries + 1, next_try = ? WHERE job_id = ?", Date.now() + delay, f.job_id);
+        console.warn(JSON.stringify({ level: "warn", msg: "chain forward failed; will retry", jobId: f.job_id, error: String(e) }));
+      }
+    }
+  }
+
+  /** The key of an input file of a job this device holds the lease of (agents fetch only their own inputs). */
+  async inputFileKey(secret: string, jobId: string, name: string): Promise<Outcome<string>> {
+    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
+    const row = this.jobRow(jobId);
+    const call = row?.call ? (JSON.parse(row.call) as CallRecord) : null;
+    const input = call?.inputs.find((i) => i.name === name);
+    return input ? ok(input.key) : fail("not-found", `job ${jobId} has no input file ${name}`);
+  }
+
+  /** Whether the agent may upload output file `name` of this job now (it holds the lease, the function declares the file). */
+  async mayWriteOutput(secret: string, jobId: string, leaseToken: string, name: string): Promise<Outcome<true>> {
+    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
+    const row = this.jobRow(jobId);
+    if (!row || row.lease_token !== leaseToken || (row.state !== "LEASED" && row.state !== "RUNNING")) return fail("conflict", "this lease is not current");
+    const call = row.call ? (JSON.parse(row.call) as CallRecord) : null;
+    if (!call?.ctx.outputs.some((o) => o.name === name)) return fail("not-found", `job ${jobId} declares no output file ${name}`);
+    return ok(true);
+  }
+
+  async mayReadDataFile(secret: string, deployment: string, digest: string): Promise<boolean> {
+    return (await this.authenticate(secret)) && this.deployments.holdsDataFile(deployment, digest);
+  }
+
+  /** Calls of deployed functions, newest first (the wasmiot facade's request history). */
+  async calls(limit: number, jobId: string | null = null): Promise<{ job: JobView; call: CallRecord }[]> {
+    if (!this.device) return [];
+    const rows = jobId
+      ? this.all<JobRow>("SELECT * FROM jobs WHERE id = ? AND call IS NOT NULL", jobId)
+      : this.all<JobRow>("SELECT * FROM jobs WHERE call IS NOT NULL ORDER BY seq DESC LIMIT ?", limit);
+    return rows.map((r) => ({ job: jobView(r, this.device!.id), call: JSON.parse(r.call!) as CallRecord }));
+  }
+
+  /** The newest succeeded call of `module` (and `fn`) that wrote file `name`: wasmiot's module_results route. */
+  async latestOutput(module: string, fn: string | null, name: string): Promise<string | null> {
+    const rows = this.all<{ id: string; result: string | null }>(
+      `SELECT id, result FROM jobs WHERE state = 'SUCCEEDED' AND call IS NOT NULL AND json_extract(call, '$.ctx.module') = ?
+         AND (? IS NULL OR function = ?) ORDER BY seq DESC LIMIT 50`,
+      module, fn, fn,
+    );
+    return rows.find((r) => r.result && (JSON.parse(r.result) as JobResult).files?.some((f) => f.name === name))?.id ?? null;
+  }
+
+  /** The latest health the agent sent, and the device's description (the facade's health and device description). */
+  async facadeInfo(): Promise<{ description: DeviceDescription; health: Health | null } | null> {
+    const d = this.device;
+    return d ? { description: JSON.parse(d.description) as DeviceDescription, health: d.health ? (JSON.parse(d.health) as Health) : null } : null;
+  }
+
   // ---- the push transport: one WebSocket to the agent (hibernation API) ---------------
 
   override async fetch(request: Request): Promise<Response> {
@@ -666,8 +856,8 @@ export class DeviceObject extends SqlObject<Env> {
         this.acceptLogs(msg);
         return;
       case "heartbeat": {
-        const { cancel } = await this.recordHeartbeat({ health: msg.health, runningJobs: msg.runningJobs, logs: msg.logs });
-        this.send(ws, { t: "heartbeat-ack", id: msg.id, cancel });
+        const { cancel, deployments } = await this.recordHeartbeat({ health: msg.health, runningJobs: msg.runningJobs, logs: msg.logs });
+        this.send(ws, { t: "heartbeat-ack", id: msg.id, cancel, deployments });
         return;
       }
     }
@@ -730,6 +920,7 @@ export class DeviceObject extends SqlObject<Env> {
       state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, this.nextChange(), row.id,
     );
     this.output.end(row.id, state);
+    if (state === "SUCCEEDED") this.queueForward(row.id, now);
     const waiters = this.resultWaiters.get(row.id);
     if (waiters) {
       const view = this.jobViewById(row.id)!;
@@ -760,7 +951,8 @@ export class DeviceObject extends SqlObject<Env> {
     }
     this.dispatch();
     this.index.resume();
-    await this.rescheduleAlarm(now);
+    await this.runForwards(now);
+    await this.rescheduleAlarm(Date.now());
   }
 
   private async rescheduleAlarm(now: number) {
@@ -771,6 +963,7 @@ export class DeviceObject extends SqlObject<Env> {
       min("SELECT MIN(deadline) AS t FROM jobs WHERE state IN ('CREATED', 'QUEUED')"),
       min("SELECT MIN(not_before) AS t FROM jobs WHERE state = 'QUEUED' AND not_before > ?", now),
       d && d.status === "online" && d.last_seen !== null ? d.last_seen + this.settings.heartbeatTimeoutMs : null,
+      min("SELECT MIN(next_try) AS t FROM forwards"),
     ]);
     if (at === null) {
       await this.ctx.storage.deleteAlarm();

@@ -1,5 +1,6 @@
 /** The jobs table of a device object, and its mapping to the API's JobView. */
-import { jobLinks, type JobError, type JobResult, type JobState, type JobView } from "../protocol/job.js";
+import { jobLinks, type JobError, type JobResult, type JobState, type JobView, type NextLink } from "../protocol/job.js";
+import type { CallContext, NextStep } from "../protocol/deployment.js";
 import type { Arg } from "../protocol/wasm.js";
 import { iso } from "../core/time.js";
 
@@ -61,10 +62,55 @@ export type JobRow = {
   finished_at: number | null;
   result: string | null;
   error: string | null;
+  /** JSON CallRecord: set on calls of deployed functions */
+  call: string | null;
+  /** JSON NextLink: where a chain step's output went */
+  next: string | null;
+  deployment: string | null;
 };
+
+/** What a call of a deployed function keeps beside its job. */
+export interface CallRecord {
+  ctx: CallContext;
+  function: string;
+  method: string;
+  /** input files: name and where the control plane keeps the bytes */
+  inputs: { name: string; key: string }[];
+  /** the arguments as the caller named them (wasmiot's request_args) */
+  shown: Record<string, string>;
+  next: NextStep | null;
+  /** the chain step before this one */
+  prev: string | null;
+}
+
+/** Where the control plane keeps a job's files. */
+export const inputKey = (jobId: string, name: string) => `jobs/${jobId}/inputs/${name}`;
+export const outputKey = (jobId: string, name: string) => `jobs/${jobId}/outputs/${name}`;
+export const dataKey = (digest: string) => `data/${digest}`;
+export const outputUrl = (jobId: string, name: string) => `/v1/jobs/${jobId}/outputs/${encodeURIComponent(name)}`;
+
+/** Columns added for deployments: a job may be a call, and a chain step links to the next. */
+export const CALL_COLUMNS = `
+ALTER TABLE jobs ADD COLUMN call TEXT;
+ALTER TABLE jobs ADD COLUMN next TEXT;
+ALTER TABLE jobs ADD COLUMN deployment TEXT;
+CREATE INDEX jobs_deployment ON jobs (deployment, seq) WHERE deployment IS NOT NULL;
+CREATE TABLE forwards (job_id TEXT PRIMARY KEY, next_try INTEGER NOT NULL, tries INTEGER NOT NULL DEFAULT 0);`;
 
 
 export function jobView(row: JobRow, deviceId: string): JobView {
+  const call = row.call ? (JSON.parse(row.call) as CallRecord) : null;
+  const result = row.result ? (JSON.parse(row.result) as JobResult) : null;
+  const extra: Partial<JobView> = {};
+  if (call) {
+    extra.call = { deployment: call.ctx.deployment, module: call.ctx.module, instance: call.ctx.instance, hasNext: call.next !== null, prev: call.prev };
+    extra.outputs = (result?.files ?? []).map((f) => ({
+      ...f,
+      mediaType: call.ctx.outputs.find((o) => o.name === f.name)?.mediaType ?? "application/octet-stream",
+      url: outputUrl(row.id, f.name),
+    }));
+  }
+  if (row.next) extra.next = JSON.parse(row.next) as NextLink;
   return {
     id: row.id,
     device: deviceId,
@@ -81,9 +127,10 @@ export function jobView(row: JobRow, deviceId: string): JobView {
     updatedAt: iso(row.updated_at)!,
     startedAt: iso(row.started_at),
     finishedAt: iso(row.finished_at),
-    result: row.result ? (JSON.parse(row.result) as JobResult) : null,
+    result,
     error: row.error ? (JSON.parse(row.error) as JobError) : null,
     links: jobLinks(row.id),
+    ...extra,
   };
 }
 

@@ -6,7 +6,7 @@
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
-import { formatApiKey, newKeyId, newSecret } from "../protocol/ids.js";
+import { formatApiKey, newKeyId, newSecret, randomBase32 } from "../protocol/ids.js";
 import type { Role, KeyView } from "../protocol/keys.js";
 import type { DeviceStatus } from "../protocol/device.js";
 import type { NamespaceSettings, OrchestratorKeyView, SigningAlgorithm } from "../protocol/signing.js";
@@ -80,7 +80,28 @@ export class RegistryObject extends SqlObject<Env> {
       SCHEMA,
       "ALTER TABLE api_keys ADD COLUMN namespace TEXT; ALTER TABLE devices ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'",
       TRUST_SCHEMA,
+      "CREATE TABLE facade_labels (hash TEXT PRIMARY KEY, device_id TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL)",
     ];
+  }
+
+  // ---- wasmiot facade labels: the capability a legacy orchestrator carries in a host name ----
+
+  /** Issues a new label for the device (an older one stops working); only its hash is kept. */
+  async issueFacadeLabel(deviceId: string): Promise<string> {
+    const label = randomBase32(26);
+    this.run(
+      "INSERT INTO facade_labels (hash, device_id, created_at) VALUES (?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at",
+      await sha256Hex(label), deviceId, Date.now(),
+    );
+    return label;
+  }
+
+  async revokeFacadeLabel(deviceId: string): Promise<boolean> {
+    return this.run("DELETE FROM facade_labels WHERE device_id = ?", deviceId) > 0;
+  }
+
+  async facadeDevice(label: string): Promise<string | null> {
+    return this.one<{ device_id: string }>("SELECT device_id FROM facade_labels WHERE hash = ?", await sha256Hex(label))?.device_id ?? null;
   }
 
   // ---- orchestrator keys, replay protection, namespace settings ----------------------

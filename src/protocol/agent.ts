@@ -8,6 +8,7 @@ import { Arg } from "./wasm.js";
 import { JobId, Sha256Hex } from "./ids.js";
 import { FailureKind, JobResult, LIMITS, LogLine } from "./job.js";
 import { Health } from "./device.js";
+import { CallContext } from "./deployment.js";
 
 export const LeasedJob = z.object({
   jobId: JobId,
@@ -18,10 +19,13 @@ export const LeasedJob = z.object({
   function: z.string(),
   args: z.array(Arg),
   timeoutMs: z.number().int(),
+  /** a call of a deployed function: runs in that deployment's sandbox directory, with its files */
+  call: CallContext.optional(),
 });
 export type LeasedJob = z.infer<typeof LeasedJob>;
 
-export const Delivery = z.object({ jobs: z.array(LeasedJob), serverTime: z.number().int() });
+/** `deployments`: the desired-state version (see DesiredDeployments), so a polling agent notices changes. */
+export const Delivery = z.object({ jobs: z.array(LeasedJob), serverTime: z.number().int(), deployments: z.number().int().optional() });
 export type Delivery = z.infer<typeof Delivery>;
 
 export const LeaseRef = z.object({ jobId: JobId, leaseToken: z.string().max(64) });
@@ -115,7 +119,9 @@ export type AgentMessage = z.infer<typeof AgentMessage>;
 export const ServerMessage = z.discriminatedUnion("t", [
   z.object({ t: z.literal("jobs"), jobs: z.array(LeasedJob) }),
   z.object({ t: z.literal("reported"), id: z.number().int(), dispositions: ResultBatchResponse.shape.dispositions }),
-  z.object({ t: z.literal("heartbeat-ack"), id: z.number().int(), cancel: z.array(z.string()) }),
+  z.object({ t: z.literal("heartbeat-ack"), id: z.number().int(), cancel: z.array(z.string()), deployments: z.number().int().optional() }),
+  /** the desired deployments changed: fetch them (GET /v1/agent/deployments) when `version` is not the one applied */
+  z.object({ t: z.literal("deployments"), version: z.number().int() }),
   z.object({ t: z.literal("cancel"), jobIds: z.array(z.string()) }),
   z.object({ t: z.literal("error"), message: z.string() }),
 ]);

@@ -78,9 +78,14 @@ export const FailureKind = z.enum([
 ]);
 export type FailureKind = z.infer<typeof FailureKind>;
 
+/** A file a job wrote (a deployment function's output mount), as the agent reported it. */
+export const WrittenFile = z.object({ name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/), size: z.number().int().nonnegative() });
+
 export const JobResult = z.object({
   /** the function's return value as JSON (see resultToJson) */
   value: ResultValue,
+  /** output files, uploaded before the result; served at /v1/jobs/:id/outputs/:name */
+  files: z.array(WrittenFile).max(16).optional(),
   exitCode: z.number().int().nullable(),
   stdout: z.string(),
   stderr: z.string(),
@@ -92,6 +97,17 @@ export type JobResult = z.infer<typeof JobResult>;
 
 export const JobError = z.object({ kind: FailureKind, message: z.string() });
 export type JobError = z.infer<typeof JobError>;
+
+/** Where a chain step's output went: a job on a device here, a result URL outside, or why it could not go. */
+export const NextLink = z.object({ job: JobId.optional(), url: z.string().optional(), error: z.string().optional() });
+export type NextLink = z.infer<typeof NextLink>;
+
+export const ChainView = z.object({
+  /** succeeded only when the last step did; failed as soon as any step did */
+  state: z.enum(["running", "succeeded", "failed"]),
+  steps: z.array(z.object({ job: JobId.nullable(), device: DeviceId.nullable(), url: z.string().nullable(), state: z.string(), error: z.string().nullable() })),
+});
+export type ChainView = z.infer<typeof ChainView>;
 
 export const JobView = z.object({
   id: JobId,
@@ -112,6 +128,14 @@ export const JobView = z.object({
   result: JobResult.nullable(),
   error: JobError.nullable(),
   links: z.object({ self: z.string(), result: z.string() }),
+  /** a call of a deployed function */
+  call: z.object({ deployment: z.string(), module: z.string(), instance: z.enum(["fresh", "deployment"]), hasNext: z.boolean(), prev: z.string().nullable() }).optional(),
+  /** its output files, each at a stable URL of this job */
+  outputs: z.array(z.object({ name: z.string(), size: z.number().int(), mediaType: z.string(), url: z.string() })).optional(),
+  /** a chain: where this step's output went */
+  next: NextLink.optional(),
+  /** on the first step of a chain: every step and the chain's state */
+  chain: ChainView.optional(),
 });
 export type JobView = z.infer<typeof JobView>;
 

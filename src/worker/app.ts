@@ -15,6 +15,10 @@ import { API_VERSION, infoRoutes } from "./routes/info.js";
 import { rpcRoutes } from "./routes/rpc.js";
 import { orchestratorKeyRoutes } from "./routes/orchestrator-keys.js";
 import { namespaceRoutes } from "./routes/namespaces.js";
+import { deploymentRoutes } from "./routes/deployments.js";
+import { agentFileRoutes } from "./routes/agent-files.js";
+import { wasmiotRoutes } from "./routes/wasmiot.js";
+import { DEPLOYMENT_LIMITS } from "../protocol/deployment.js";
 import { Scalar } from "@scalar/hono-api-reference";
 
 export function createApp() {
@@ -42,13 +46,20 @@ export function createApp() {
       ...c.get("logFields"),
     });
   });
+  wasmiotRoutes(app); // first: its host-based requests carry no credential and skip the /v1 limits
+
   const jsonLimit = (maxSize: number) =>
     bodyLimit({ maxSize, onError: (c) => problem(c, "too-large", `this request body is limited to ${maxSize} bytes`) });
   const batchLimit = jsonLimit(LIMITS.maxBatchBodyBytes);
   const defaultLimit = jsonLimit(LIMITS.maxJsonBodyBytes);
+  const callLimit = jsonLimit(DEPLOYMENT_LIMITS.maxCallBodyBytes);
+  const outputLimit = jsonLimit(DEPLOYMENT_LIMITS.maxOutputFileBytes);
   app.use("/v1/*", async (c, next) => {
-    if (c.req.path === "/v1/modules") return next(); // its own, larger limit
-    return (c.req.path === "/v1/jobs/batch" ? batchLimit : defaultLimit)(c, next);
+    const path = c.req.path;
+    if (path === "/v1/modules") return next(); // its own, larger limit
+    if (/^\/v1\/deployments\/[^/]+\/modules\//.test(path)) return callLimit(c, next); // calls may carry files
+    if (/^\/v1\/agent\/jobs\/[^/]+\/outputs\//.test(path)) return outputLimit(c, next);
+    return (path === "/v1/jobs/batch" ? batchLimit : defaultLimit)(c, next);
   });
 
   healthRoutes(app);
@@ -60,6 +71,8 @@ export function createApp() {
   infoRoutes(app);
   orchestratorKeyRoutes(app);
   namespaceRoutes(app);
+  deploymentRoutes(app);
+  agentFileRoutes(app);
   rpcRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });

@@ -1,12 +1,14 @@
 import type { DeviceObject } from "../durable/device-object.js";
 import type { RegistryObject } from "../durable/registry-object.js";
 import type { JobIndexObject } from "../durable/job-index-object.js";
+import type { DeploymentObject } from "../durable/deployment-object.js";
 import { DEFAULT_LEASE_SETTINGS, type LeaseSettings } from "../core/timing.js";
 
 export interface Env {
   DEVICES: DurableObjectNamespace<DeviceObject>;
   REGISTRY: DurableObjectNamespace<RegistryObject>;
   JOB_INDEX: DurableObjectNamespace<JobIndexObject>;
+  DEPLOYMENTS: DurableObjectNamespace<DeploymentObject>;
   MODULES: R2Bucket;
   /** bootstrap admin credential (a Worker secret; .dev.vars locally) */
   ADMIN_TOKEN?: string;
@@ -16,6 +18,10 @@ export interface Env {
   RETRY_BASE_MS?: string;
   /** "true": every job submission must be signed by a registered orchestrator key */
   REQUIRE_SIGNED_JOBS?: string;
+  /** the wasmiot facade's domain: devices answer at <label>.<domain>; unset, the facade is off */
+  WASMIOT_FACADE_DOMAIN?: string;
+  /** "allow": chains may forward to wasmiot URLs outside this control plane */
+  WASMIOT_EXTERNAL_FORWARDING?: string;
   /** debug | info (default) | warn | error */
   LOG_LEVEL?: string;
 }

@@ -3,5 +3,6 @@ import { createApp } from "./app.js";
 export { DeviceObject } from "../durable/device-object.js";
 export { RegistryObject } from "../durable/registry-object.js";
 export { JobIndexObject } from "../durable/job-index-object.js";
+export { DeploymentObject } from "../durable/deployment-object.js";
 
 export default createApp();

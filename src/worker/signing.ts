@@ -4,6 +4,7 @@
  * keys): a revoked key or a changed setting takes effect within that time.
  */
 import { calculateJwkThumbprint, decodeProtectedHeader, errors, importJWK, jwtVerify, type JWK } from "jose";
+import type { z } from "zod";
 import { JobSubmission } from "../protocol/job.js";
 import { MAX_SIGNED_LIFETIME_SECONDS, SIGNING_ALGORITHMS, type OrchestratorKeyView, type SigningAlgorithm } from "../protocol/signing.js";
 import type { ProblemType } from "../protocol/problem.js";
@@ -40,8 +41,17 @@ const JOSE_REASONS: Record<string, string> = {
   ERR_JOSE_ALG_NOT_ALLOWED: "the algorithm does not match the key",
 };
 
-export async function verifySignedJob(env: Env, token: string): Promise<Verified> {
-  const bad = (detail: string): Verified => ({ ok: false, problem: "invalid-signature", detail });
+export type VerifiedClaim<T> = { ok: true; value: T; kid: string; keyNamespace: string | null } | { ok: false; problem: ProblemType; detail: string };
+
+/**
+ * Verifies a compact JWT from a registered orchestrator key and parses its
+ * `claim` with `schema`: kid known and not revoked, the key's algorithm,
+ * exp/iat/jti present, a bounded lifetime, and a (kid, jti) accepted once.
+ * The jti is spent only after everything else passed, so a refused token can
+ * be corrected and sent again.
+ */
+export async function verifySignedClaim<S extends z.ZodType>(env: Env, token: string, claim: string, schema: S): Promise<VerifiedClaim<z.output<S>>> {
+  const bad = (detail: string): VerifiedClaim<never> => ({ ok: false, problem: "invalid-signature", detail });
   let header;
   try {
     header = decodeProtectedHeader(token);
@@ -66,12 +76,19 @@ export async function verifySignedJob(env: Env, token: string): Promise<Verified
   }
   if (payload.exp! - payload.iat! > MAX_SIGNED_LIFETIME_SECONDS) return bad(`exp - iat may be at most ${MAX_SIGNED_LIFETIME_SECONDS} s`);
   if (payload.iat! > Date.now() / 1000 + 60) return bad("iat is in the future");
-  const job = JobSubmission.safeParse(payload.job);
-  if (!job.success) return { ok: false, problem: "validation", detail: `the job claim is not a valid submission: ${job.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}` };
+  const parsed = schema.safeParse(payload[claim]);
+  if (!parsed.success) {
+    return { ok: false, problem: "validation", detail: `the ${claim} claim is not valid: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}` };
+  }
   if (!(await registryStub(env).consumeJti(`${key.kid}:${payload.jti}`, payload.exp! * 1000))) {
     return { ok: false, problem: "replayed", detail: `jti ${payload.jti} was already used with key ${key.kid}` };
   }
-  return { ok: true, job: job.data, kid: key.kid, keyNamespace: key.namespace };
+  return { ok: true, value: parsed.data, kid: key.kid, keyNamespace: key.namespace };
+}
+
+export async function verifySignedJob(env: Env, token: string): Promise<Verified> {
+  const v = await verifySignedClaim(env, token, "job", JobSubmission);
+  return v.ok ? { ok: true, job: v.value, kid: v.kid, keyNamespace: v.keyNamespace } : v;
 }
 
 /** Whether submissions for a device in `namespace` must be signed. */

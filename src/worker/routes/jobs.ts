@@ -16,6 +16,9 @@ import type { Outcome } from "../../durable/rpc.js";
 /** How many device objects one batch request talks to at once. */
 const DEVICE_FANOUT = 32;
 import { signingRequired, verifySignedJob } from "../signing.js";
+import { chainFrom } from "../chains.js";
+import { outputKey } from "../../durable/job-row.js";
+import { FileName } from "../../protocol/deployment.js";
 import { deviceStub } from "../stubs.js";
 
 const WaitQuery = z.object({ wait: z.coerce.number().min(0).max(LIMITS.maxWaitSeconds).default(0) });
@@ -81,6 +84,15 @@ const batch = route({
   summary: `Submit up to ${LIMITS.maxBatchJobs} jobs at once; each device's share is stored in one transaction`,
   request: { body: jsonBody(JobBatch) },
   responses: { 202: jsonResponse(z.object({ jobs: z.array(JobRef) }), "Accepted, in the order given") },
+});
+
+const outputFile = route({
+  method: "get",
+  path: "/v1/jobs/{id}/outputs/{name}",
+  roles: ["admin", "user"],
+  summary: "An output file a call wrote: one URL per job and file, never overwritten by a later run",
+  request: { params: z.object({ id: JobId, name: FileName }) },
+  responses: { 200: { description: "The file, with the media type its deployment declares", content: { "application/octet-stream": { schema: z.string().meta({ format: "binary" }) } } } },
 });
 
 const start = route({
@@ -276,7 +288,23 @@ export function jobRoutes(app: App) {
   app.openapi(status, async (c) => {
     const id = c.req.valid("param").id;
     if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
-    return fromOutcome(c, await deviceStub(c.env, deviceOfJob(id)).getJob(id), (job) => c.json(job, 200));
+    const out = await deviceStub(c.env, deviceOfJob(id)).getJob(id);
+    if (!out.ok) return problem(c, out.problem, out.detail);
+    const job = out.value;
+    // The first step of a chain shows every step.
+    if (job.call?.hasNext && !job.call.prev) job.chain = await chainFrom(c.env, job);
+    return c.json(job, 200);
+  });
+
+  app.openapi(outputFile, async (c) => {
+    const { id, name } = c.req.valid("param");
+    if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
+    const out = await deviceStub(c.env, deviceOfJob(id)).getJob(id);
+    const file = out.ok ? out.value.outputs?.find((f) => f.name === name) : undefined;
+    if (!file) return problem(c, "not-found", `job ${id} has no output file ${name}`);
+    const obj = await c.env.MODULES.get(outputKey(id, name));
+    if (!obj) return problem(c, "not-found", `the output file ${name} of job ${id} is gone`);
+    return new Response(obj.body, { headers: { "content-type": file.mediaType, "content-length": String(obj.size), "cache-control": "private, max-age=31536000, immutable" } });
   });
 
   app.openapi(result, async (c) => {

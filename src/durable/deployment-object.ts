@@ -1,0 +1,114 @@
+/**
+ * One object per deployment (named by namespace and id): which module is on
+ * which device with which functions, and the generation that bumps on every
+ * (re)deploy. Device objects hold the desired state the agents apply; this
+ * object answers "where does a call go" and "what was deployed".
+ */
+import { SqlObject } from "./sql-object.js";
+import { iso } from "../core/time.js";
+import type { Env } from "../worker/env.js";
+
+const SCHEMA = `
+CREATE TABLE deployment (
+  id         INTEGER PRIMARY KEY CHECK (id = 1),
+  name       TEXT NOT NULL,
+  namespace  TEXT NOT NULL,
+  source     TEXT NOT NULL,
+  signed_by  TEXT,
+  generation INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE TABLE placements (
+  device    TEXT NOT NULL,
+  module    TEXT NOT NULL,
+  digest    TEXT NOT NULL,
+  functions TEXT NOT NULL,
+  PRIMARY KEY (device, module)
+);`;
+
+export type Placement = { device: string; module: string; digest: string; functions: string[] };
+export type DeploymentRecord = {
+  id: string;
+  namespace: string;
+  source: "signed" | "wasmiot";
+  signedBy: string | null;
+  generation: number;
+  createdAt: string;
+  updatedAt: string;
+  placements: Placement[];
+};
+
+type Row = { name: string; namespace: string; source: "signed" | "wasmiot"; signed_by: string | null; generation: number; created_at: number; updated_at: number };
+type PlacementRow = { device: string; module: string; digest: string; functions: string };
+
+export function deploymentStub(env: Env, namespace: string, id: string) {
+  return env.DEPLOYMENTS.get(env.DEPLOYMENTS.idFromName(`${namespace}/${id}`));
+}
+
+export class DeploymentObject extends SqlObject<Env> {
+  protected migrations() {
+    return [SCHEMA];
+  }
+
+  /**
+   * Replaces the placements on `scope` (every device, or one device for a
+   * wasmiot facade deploy, which sends one manifest per device) and bumps the
+   * generation. Answers the new generation and the devices that lost it.
+   */
+  async put(
+    meta: { id: string; namespace: string; source: "signed" | "wasmiot"; signedBy: string | null },
+    placements: Placement[],
+    scope: { device: string } | "all",
+  ): Promise<{ generation: number; dropped: string[] }> {
+    const now = Date.now();
+    const current = this.one<Row>("SELECT * FROM deployment");
+    const generation = (current?.generation ?? 0) + 1;
+    const before = new Set(this.all<{ device: string }>("SELECT DISTINCT device FROM placements").map((r) => r.device));
+    this.ctx.storage.transactionSync(() => {
+      if (scope === "all") this.run("DELETE FROM placements");
+      else this.run("DELETE FROM placements WHERE device = ?", scope.device);
+      for (const p of placements) {
+        this.run("INSERT INTO placements (device, module, digest, functions) VALUES (?, ?, ?, ?)", p.device, p.module, p.digest, JSON.stringify(p.functions));
+      }
+      this.run(
+        `INSERT INTO deployment (id, name, namespace, source, signed_by, generation, created_at, updated_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET source = excluded.source, signed_by = excluded.signed_by, generation = excluded.generation, updated_at = excluded.updated_at`,
+        meta.id, meta.namespace, meta.source, meta.signedBy, generation, now, now,
+      );
+    });
+    const after = new Set(this.all<{ device: string }>("SELECT DISTINCT device FROM placements").map((r) => r.device));
+    return { generation, dropped: [...before].filter((d) => !after.has(d)) };
+  }
+
+  /** Removes the deployment from `scope`; answers the devices it was on (empty: it was not there). */
+  async remove(scope: { device: string } | "all"): Promise<string[]> {
+    const devices = this.all<{ device: string }>(
+      scope === "all" ? "SELECT DISTINCT device FROM placements" : "SELECT DISTINCT device FROM placements WHERE device = ?",
+      ...(scope === "all" ? [] : [scope.device]),
+    ).map((r) => r.device);
+    this.ctx.storage.transactionSync(() => {
+      if (scope === "all") this.run("DELETE FROM placements");
+      else this.run("DELETE FROM placements WHERE device = ?", scope.device);
+      if (!this.one("SELECT 1 AS x FROM placements LIMIT 1")) this.run("DELETE FROM deployment");
+    });
+    return devices;
+  }
+
+  async record(): Promise<DeploymentRecord | null> {
+    const row = this.one<Row>("SELECT * FROM deployment");
+    if (!row) return null;
+    return {
+      id: row.name,
+      namespace: row.namespace,
+      source: row.source,
+      signedBy: row.signed_by,
+      generation: row.generation,
+      createdAt: iso(row.created_at)!,
+      updatedAt: iso(row.updated_at)!,
+      placements: this.all<PlacementRow>("SELECT * FROM placements ORDER BY module, device").map((p) => ({
+        device: p.device, module: p.module, digest: p.digest, functions: JSON.parse(p.functions) as string[],
+      })),
+    };
+  }
+}

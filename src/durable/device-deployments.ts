@@ -1,0 +1,93 @@
+/**
+ * A device's desired state: the deployment parts it must hold, and what its
+ * agent last said about each (applying, active, failed with a reason). Every
+ * change bumps `version`, which the agent compares with what it applied.
+ */
+import type { Sql } from "./sql-object.js";
+import type { AppliedReport, DeploymentState, DevicePart, DeviceDeploymentStatus, FunctionSpec } from "../protocol/deployment.js";
+import { iso } from "../core/time.js";
+
+export const DEPLOYMENT_TABLES = `
+CREATE TABLE deployments (
+  id         TEXT PRIMARY KEY,
+  generation INTEGER NOT NULL,
+  part       TEXT NOT NULL,
+  state      TEXT NOT NULL,
+  reason     TEXT,
+  updated_at INTEGER NOT NULL
+);
+CREATE TABLE deployment_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+INSERT INTO deployment_version (id, version) VALUES (1, 0);`;
+
+type Row = { id: string; generation: number; part: string; state: DeploymentState; reason: string | null; updated_at: number };
+
+export type FunctionRef = { part: DevicePart; digest: string; spec: FunctionSpec };
+
+export class DeviceDeployments {
+  constructor(private readonly sql: Sql) {}
+
+  get version(): number {
+    return this.sql.one<{ version: number }>("SELECT version FROM deployment_version")!.version;
+  }
+
+  private bump() {
+    this.sql.run("UPDATE deployment_version SET version = version + 1");
+  }
+
+  put(part: DevicePart) {
+    this.sql.run(
+      `INSERT INTO deployments (id, generation, part, state, reason, updated_at) VALUES (?, ?, ?, 'pending', NULL, ?)
+       ON CONFLICT (id) DO UPDATE SET generation = excluded.generation, part = excluded.part, state = 'pending', reason = NULL, updated_at = excluded.updated_at`,
+      part.deployment, part.generation, JSON.stringify(part), Date.now(),
+    );
+    this.bump();
+  }
+
+  remove(id: string): boolean {
+    const removed = this.sql.run("DELETE FROM deployments WHERE id = ?", id) > 0;
+    if (removed) this.bump();
+    return removed;
+  }
+
+  status(id: string, device: string): DeviceDeploymentStatus | null {
+    const row = this.sql.one<Row>("SELECT * FROM deployments WHERE id = ?", id);
+    return row ? { device, generation: row.generation, state: row.state, reason: row.reason, updatedAt: iso(row.updated_at)! } : null;
+  }
+
+  /** What the agent must hold; parts it has not reported on yet become `applying`. */
+  desired(): { version: number; deployments: DevicePart[] } {
+    this.sql.run("UPDATE deployments SET state = 'applying', updated_at = ? WHERE state = 'pending'", Date.now());
+    return { version: this.version, deployments: this.sql.all<Row>("SELECT * FROM deployments ORDER BY id").map((r) => JSON.parse(r.part) as DevicePart) };
+  }
+
+  /** The agent's word on each part; a report on an older generation changes nothing. */
+  report(states: AppliedReport["states"]): number {
+    let n = 0;
+    for (const s of states) {
+      n += this.sql.run(
+        "UPDATE deployments SET state = ?, reason = ?, updated_at = ? WHERE id = ? AND generation = ?",
+        s.state, s.reason, Date.now(), s.deployment, s.generation,
+      );
+    }
+    return n;
+  }
+
+  /** A described function of a deployment on this device, or why there is none (wasmiot's wording). */
+  lookup(deployment: string, module: string, fn: string): { ok: true; ref: FunctionRef } | { ok: false; detail: string } {
+    const row = this.sql.one<Row>("SELECT part FROM deployments WHERE id = ?", deployment);
+    if (!row) return { ok: false, detail: `deployment ${deployment} does not exist` };
+    const part = JSON.parse(row.part) as DevicePart;
+    const mod = part.modules.find((m) => m.name === module);
+    if (!mod) return { ok: false, detail: `module ${module} not found for this deployment` };
+    const spec = mod.functions[fn];
+    if (!spec) return { ok: false, detail: `function ${fn} of module ${module} is not described in this deployment` };
+    return { ok: true, ref: { part, digest: mod.digest, spec } };
+  }
+
+  /** Whether a data file (by digest) belongs to a deployment on this device: the agent may fetch only those. */
+  holdsDataFile(deployment: string, digest: string): boolean {
+    const row = this.sql.one<Row>("SELECT part FROM deployments WHERE id = ?", deployment);
+    if (!row) return false;
+    return (JSON.parse(row.part) as DevicePart).modules.some((m) => m.mounts.some((f) => f.digest === digest));
+  }
+}

@@ -1,0 +1,136 @@
+/** Signed deployments: submit, read (per-device state), undeploy, and call their functions. */
+import { z } from "zod";
+import { CallAccepted, DeploymentId, DeploymentManifest, DeploymentView, ExportName, ModuleName } from "../../protocol/deployment.js";
+import { DEFAULT_NAMESPACE } from "../../protocol/keys.js";
+import { DeviceId } from "../../protocol/ids.js";
+import { chooseDevice, overallState } from "../../core/calls.js";
+import { deploymentStub } from "../../durable/deployment-object.js";
+import { jsonResponse, route } from "../route.js";
+import { annotate, type App, type Ctx, problem } from "../http.js";
+import { callerNamespace, deviceNamespace } from "../tenancy.js";
+import { verifySignedClaim } from "../signing.js";
+import { applyDeployment, removeDeployment } from "../deploy.js";
+import { placeCall } from "../calls.js";
+import { deviceStub } from "../stubs.js";
+import { mapWithConcurrency } from "../../core/concurrency.js";
+import { jobLinks } from "../../protocol/job.js";
+
+const NamespaceQuery = z.object({ namespace: z.string().max(64).optional() });
+
+const submit = route({
+  method: "post",
+  path: "/v1/deployments",
+  roles: ["admin", "user"],
+  summary:
+    "Deploy a signed manifest: a compact JWT (EdDSA or ES256, kid of a registered orchestrator key) whose `deployment` claim is the manifest; exp, iat and jti are required, a jti is accepted once. All or nothing across devices.",
+  request: { body: { required: true, content: { "application/jose": { schema: z.string().meta({ description: "compact JWS" }) } } } },
+  responses: { 201: jsonResponse(DeploymentView, "Recorded; devices apply it and report (see GET)") },
+});
+
+const idParams = z.object({ id: DeploymentId });
+
+const get = route({
+  method: "get",
+  path: "/v1/deployments/{id}",
+  roles: ["admin", "user"],
+  summary: "A deployment: its modules and each device's state (pending, applying, active, failed with a reason)",
+  request: { params: idParams, query: NamespaceQuery },
+  responses: { 200: jsonResponse(DeploymentView, "The deployment") },
+});
+
+const remove = route({
+  method: "delete",
+  path: "/v1/deployments/{id}",
+  roles: ["admin", "user"],
+  summary: "Undeploy: agents remove its files; calls still queued for it are canceled",
+  request: { params: idParams, query: NamespaceQuery },
+  responses: { 200: jsonResponse(z.object({ id: DeploymentId, devices: z.array(DeviceId) }), "Removed from these devices") },
+});
+
+const callParams = z.object({ id: DeploymentId, module: ModuleName, function: ExportName });
+const callQuery = z.looseObject({ device: DeviceId.optional().meta({ description: "one of several devices holding the module; other query parameters are the function's, by name" }) });
+const callResponses = { 202: jsonResponse(CallAccepted, "Queued on the device; the result appears at links.result") };
+const callSummary = "Call a deployed function: parameters by name (query, JSON body or form fields), multipart files as its input files; answers 202 at once";
+
+const callPost = route({ method: "post", path: "/v1/deployments/{id}/modules/{module}/{function}", roles: ["admin", "user"], summary: callSummary, request: { params: callParams, query: callQuery }, responses: callResponses });
+const callGet = route({ method: "get", path: "/v1/deployments/{id}/modules/{module}/{function}", roles: ["admin", "user"], summary: callSummary, request: { params: callParams, query: callQuery }, responses: callResponses });
+
+/** Whose deployment this is: a scoped key's namespace, or (for a global key) ?namespace= or the default. */
+const namespaceOf = (c: Ctx, fallback?: string) => callerNamespace(c) ?? fallback ?? DEFAULT_NAMESPACE;
+
+async function view(c: Ctx, namespace: string, id: string) {
+  const record = await deploymentStub(c.env, namespace, id).record();
+  if (!record) return null;
+  const devices = [...new Set(record.placements.map((p) => p.device))];
+  const states = await mapWithConcurrency(devices, 16, async (d) => {
+    const s = await deviceStub(c.env, d).deploymentStatus(id);
+    return s ?? { device: d, generation: record.generation, state: "pending" as const, reason: null, updatedAt: record.updatedAt };
+  });
+  const modules = [...new Set(record.placements.map((p) => p.module))].map((name) => {
+    const ps = record.placements.filter((p) => p.module === name);
+    return { name, digest: ps[0]!.digest, devices: ps.map((p) => p.device), functions: ps[0]!.functions };
+  });
+  return { id, namespace, source: record.source, signedBy: record.signedBy, createdAt: record.createdAt, updatedAt: record.updatedAt, state: overallState(states.map((s) => s.state)), devices: states, modules } satisfies DeploymentView;
+}
+
+export function deploymentRoutes(app: App) {
+  app.openapi(submit, async (c) => {
+    if (!/^application\/(jose|jwt)\b/i.test(c.req.header("content-type") ?? "")) return problem(c, "unsupported-media-type", "send the signed manifest as application/jose");
+    const verified = await verifySignedClaim(c.env, (await c.req.text()).trim(), "deployment", DeploymentManifest);
+    if (!verified.ok) return problem(c, verified.problem, verified.detail);
+    const caller = callerNamespace(c);
+    if (caller !== null && verified.keyNamespace !== null && verified.keyNamespace !== caller) {
+      return problem(c, "invalid-signature", `key ${verified.kid} belongs to another namespace`);
+    }
+    const namespace = caller ?? verified.keyNamespace ?? DEFAULT_NAMESPACE;
+    const manifest = verified.value;
+    annotate(c, { event: "deploy", deployment: manifest.id, kid: verified.kid });
+    const out = await applyDeployment(c.env, {
+      namespace,
+      id: manifest.id,
+      source: "signed",
+      signedBy: verified.kid,
+      modules: manifest.modules.map((m) => ({ name: m.name, digest: m.digest, ...(m.url ? { url: m.url } : {}), devices: m.devices, functions: m.functions, mounts: m.mounts })),
+      scope: "all",
+      deviceNamespace: (d) => deviceNamespace(c, d),
+    });
+    if (!out.ok) return problem(c, out.problem, out.detail);
+    const shown = await view(c, namespace, manifest.id);
+    return c.json(shown!, 201, { Location: `/v1/deployments/${manifest.id}` });
+  });
+
+  app.openapi(get, async (c) => {
+    const { id } = c.req.valid("param");
+    const shown = await view(c, namespaceOf(c, c.req.valid("query").namespace), id);
+    return shown ? c.json(shown, 200) : problem(c, "not-found", `deployment ${id} does not exist`);
+  });
+
+  app.openapi(remove, async (c) => {
+    const { id } = c.req.valid("param");
+    const out = await removeDeployment(c.env, namespaceOf(c, c.req.valid("query").namespace), id, "all");
+    if (!out.ok) return problem(c, out.problem, out.detail);
+    annotate(c, { event: "undeploy", deployment: id });
+    return c.json({ id, devices: out.value.devices }, 200);
+  });
+
+  const call = async (c: Ctx) => {
+    const { id, module, function: fn } = c.req.param() as z.infer<typeof callParams>;
+    const { device: wanted, namespace: nsParam, ...query } = c.req.query();
+    const record = await deploymentStub(c.env, namespaceOf(c, nsParam), id).record();
+    const holders = record?.placements.filter((p) => p.module === module).map((p) => p.device) ?? [];
+    if (!record) return problem(c, "not-found", `deployment ${id} does not exist`);
+    if (holders.length === 0) return problem(c, "not-found", `module ${module} not found for this deployment`);
+    if (wanted && !holders.includes(wanted)) return problem(c, "not-found", `module ${module} is not deployed on ${wanted}`);
+    const online = wanted ? [] : await mapWithConcurrency(holders, 8, async (d) => {
+      const v = await deviceStub(c.env, d).view();
+      return { id: d, online: v.ok && v.value.status === "online" };
+    });
+    const device = wanted ?? chooseDevice(online)!;
+    const out = await placeCall(c, { device, deployment: id, module, function: fn }, query);
+    if (!out.ok) return problem(c, out.problem, out.detail);
+    annotate(c, { event: "call", deployment: id, module, function: fn, jobId: out.value.id });
+    return c.json({ job: out.value.id, device, links: jobLinks(out.value.id) }, 202, { Location: `/v1/jobs/${out.value.id}` });
+  };
+  app.openapi(callPost, call);
+  app.openapi(callGet, call);
+}
