@@ -14,6 +14,9 @@ import { Outbox } from "./outbox.js";
 import { describeDevice, HealthSampler, type DeviceConfig } from "./machine.js";
 import type { ExecResult } from "./execute.js";
 import { SocketLink } from "./socket-link.js";
+import { DeploymentSet } from "./deployments.js";
+import type { CallContext } from "../protocol/deployment.js";
+import { stat } from "node:fs/promises";
 import { LIMITS, type FailureKind } from "../protocol/job.js";
 
 export interface AgentOptions {
@@ -65,6 +68,9 @@ export class Agent {
   private readonly modules: ModuleCache;
   private readonly outbox: Outbox;
   private readonly health: HealthSampler;
+  private readonly deployments: DeploymentSet;
+  /** one single-thread pool per kept instance (a deployment's module with instance: "deployment") */
+  private readonly instancePools = new Map<string, WorkerPool>();
   /** every job the agent holds: waiting for a thread or running */
   private readonly leases = new Map<string, LeasedJob>();
   private readonly running = new Set<string>();
@@ -98,6 +104,17 @@ export class Agent {
     this.modules = new ModuleCache(opts.dataDir, this.client, Math.floor((opts.maxMemoryMb * 1024 * 1024) / WASM_PAGE_BYTES));
     this.outbox = new Outbox(opts.dataDir, (batch) => this.sendResults(batch), (l, m, f) => this.log(l, m, f));
     this.health = new HealthSampler(opts.dataDir);
+    this.deployments = new DeploymentSet(opts.dataDir, this.client, this.modules, (l, m, f) => this.log(l, m, f), (id) => this.retireInstances(id));
+  }
+
+  /** A deployment left (or was redeployed): its kept instances end, so the next call starts afresh. */
+  private retireInstances(deployment: string) {
+    for (const [key, pool] of this.instancePools) {
+      if (key.startsWith(`${deployment}/`)) {
+        this.instancePools.delete(key);
+        void pool.close();
+      }
+    }
   }
 
   async start() {
@@ -111,6 +128,7 @@ export class Agent {
     this.heartbeatTimer = setInterval(() => void this.beat(), this.opts.heartbeatIntervalMs);
     this.renewTimer = setInterval(() => this.renewHeld(), RENEW_INTERVAL_MS);
     this.loop = this.transportLoop();
+    void this.deployments.converge().catch((e) => this.log("warn", "could not apply deployments", { error: String(e) }));
     this.log("info", "agent started", { deviceId: saved.deviceId, server: this.opts.server, poolSize: this.opts.poolSize, transport: this.opts.transport });
   }
 
@@ -133,6 +151,7 @@ export class Agent {
     this.outbox.stop();
     await this.outbox.persist();
     await this.pool.close();
+    await Promise.all([...this.instancePools.values()].map((p) => p.close()));
   }
 
   private async loadOrRegister(): Promise<Saved> {
@@ -154,12 +173,15 @@ export class Agent {
       const runningJobs = [...this.leases.values()].map((l) => ({ jobId: l.jobId, leaseToken: l.leaseToken }));
       const logs = this.unshipped.slice(0, MAX_SHIPPED_AGENT_LINES);
       let cancel: string[];
+      let version: number | undefined;
       if (this.link?.isOpen) {
         const reply = await this.link.request<"heartbeat">({ t: "heartbeat", health, runningJobs, logs });
         cancel = reply.t === "heartbeat-ack" ? reply.cancel : [];
+        version = reply.t === "heartbeat-ack" ? reply.deployments : undefined;
       } else {
-        cancel = (await this.client.heartbeat({ health, runningJobs, logs })).cancel;
+        ({ cancel, deployments: version } = await this.client.heartbeat({ health, runningJobs, logs }));
       }
+      this.deployments.noteVersion(version);
       this.unshipped.splice(0, Math.min(logs.length, this.unshipped.length));
       this.stopJobs(cancel);
     } catch (e) {
@@ -210,6 +232,7 @@ export class Agent {
             for (const job of jobs) void this.runJob(job);
           },
           cancel: (jobIds) => this.stopJobs(jobIds),
+          deployments: (version) => this.deployments.noteVersion(version),
           problem: (message) => this.log("warn", "the control plane refused a message", { message }),
         },
         (code, reason) => {
@@ -248,6 +271,7 @@ export class Agent {
         const wait = Math.max(0, Math.min(this.opts.pollWaitSeconds, Math.ceil((until - Date.now()) / 1000)));
         const delivery = await this.client.poll(wait, free, this.pollAbort.signal);
         failures = 0;
+        this.deployments.noteVersion(delivery.deployments);
         for (const job of delivery.jobs) void this.runJob(job);
       } catch (e) {
         if (this.stopping) break;
@@ -294,7 +318,7 @@ export class Agent {
   private async runJob(job: LeasedJob) {
     if (this.leases.has(job.jobId)) return; // a redelivery of a job this agent still holds
     this.leases.set(job.jobId, job);
-    const result = await this.execute(job);
+    const { result, files } = job.call ? await this.executeCall(job, job.call) : { result: await this.execute(job), files: [] };
     this.leases.delete(job.jobId);
     this.running.delete(job.jobId);
     this.unacked.delete(job.jobId);
@@ -304,7 +328,7 @@ export class Agent {
       if (this.link?.isOpen) this.link.send({ t: "credit", free: this.capacity() });
       return;
     }
-    this.outbox.add(toReport(job, result));
+    this.outbox.add(toReport(job, result, files));
     // Successes are routine (debug); failures are worth an operator's eye (warn).
     this.log(result.ok ? "debug" : "warn", "job finished", {
       jobId: job.jobId,
@@ -315,7 +339,55 @@ export class Agent {
     });
   }
 
-  private async execute(job: LeasedJob): Promise<ExecResult> {
+  /**
+   * A call of a deployed function: in its deployment's sandbox directory (one call
+   * at a time per module), input files written there first, declared output files
+   * uploaded afterwards (before the result, so a result never names a missing file).
+   */
+  private async executeCall(job: LeasedJob, call: CallContext): Promise<{ result: ExecResult; files: { name: string; size: number }[] }> {
+    let dir: string;
+    try {
+      dir = await this.deployments.ensure(call);
+    } catch (e) {
+      return { result: failedResult("module-unavailable", String(e instanceof Error ? e.message : e)), files: [] };
+    }
+    const key = `${call.deployment}/${call.generation}/${call.module}`;
+    return this.deployments.serialize(key, async () => {
+      try {
+        for (const name of call.inputs) await writeFile(join(dir, name), await this.client.inputFile(job.jobId, name));
+      } catch (e) {
+        return { result: failedResult("module-unavailable", `could not fetch the input files: ${String(e)}`), files: [] };
+      }
+      const result = await this.execute(job, dir, call.instance === "deployment" ? key : undefined);
+      const files: { name: string; size: number }[] = [];
+      if (!result.ok) return { result, files };
+      try {
+        for (const out of call.outputs) {
+          const path = join(dir, out.name);
+          const size = (await stat(path).catch(() => null))?.size;
+          if (size === undefined) continue; // not written this time
+          if (size > MAX_OUTPUT_FILE_BYTES) return { result: failedResult("internal", `output file ${out.name} is ${size} bytes; the limit is ${MAX_OUTPUT_FILE_BYTES}`), files: [] };
+          await this.client.putOutput(job.jobId, job.leaseToken, out.name, await readFile(path));
+          files.push({ name: out.name, size });
+        }
+      } catch (e) {
+        return { result: failedResult("internal", `could not upload the output files: ${String(e)}`), files: [] };
+      }
+      return { result, files };
+    });
+  }
+
+  /** The single-thread pool that keeps the instance `key` between calls. */
+  private instancePool(key: string): WorkerPool {
+    let pool = this.instancePools.get(key);
+    if (!pool) {
+      pool = new WorkerPool(1, undefined, Number.POSITIVE_INFINITY);
+      this.instancePools.set(key, pool);
+    }
+    return pool;
+  }
+
+  private async execute(job: LeasedJob, deploymentDir?: string, instanceKey?: string): Promise<ExecResult> {
     const failed = (kind: FailureKind, message: string, rejected = false): ExecResult => ({
       ok: false, kind, message, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 0, logs: [], ...(rejected ? { rejected } : {}),
     });
@@ -327,14 +399,18 @@ export class Agent {
     }
     const fn = loaded.info.exports.find((x) => x.kind === "function" && x.name === job.function);
     if (!fn?.signature) return failed("missing-function", `the module exports no function "${job.function}"`);
-    const sandboxDir = join(this.opts.dataDir, "sandbox", job.module);
+    const sandboxDir = deploymentDir ?? join(this.opts.dataDir, "sandbox", job.module);
     if (!this.sandboxes.has(sandboxDir)) {
       await mkdir(sandboxDir, { recursive: true });
       this.sandboxes.add(sandboxDir);
     }
-    return this.pool.run(
+    const pool = instanceKey ? this.instancePool(instanceKey) : this.pool;
+    return pool.run(
       job.jobId,
-      { module: loaded.module, moduleKey: job.module, function: job.function, signature: fn.signature, args: job.args, sandboxDir, maxOutputBytes: this.opts.maxOutputBytes },
+      {
+        module: loaded.module, moduleKey: job.module, function: job.function, signature: fn.signature, args: job.args, sandboxDir, maxOutputBytes: this.opts.maxOutputBytes,
+        ...(instanceKey ? { instanceKey } : {}),
+      },
       job.timeoutMs,
       {
         onStart: () => {
@@ -367,7 +443,14 @@ export class Agent {
   }
 }
 
-function toReport(job: LeasedJob, r: ExecResult): ResultReport {
+/** Output files larger than this are refused (the control plane would refuse them too). */
+const MAX_OUTPUT_FILE_BYTES = 16 * 1024 * 1024;
+
+const failedResult = (kind: FailureKind, message: string): ExecResult => ({
+  ok: false, kind, message, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 0, logs: [],
+});
+
+function toReport(job: LeasedJob, r: ExecResult, files: { name: string; size: number }[] = []): ResultReport {
   const captured = {
     exitCode: r.exitCode,
     stdout: r.stdout,
@@ -380,7 +463,7 @@ function toReport(job: LeasedJob, r: ExecResult): ResultReport {
     jobId: job.jobId,
     leaseToken: job.leaseToken,
     outcome: r.ok ? "succeeded" : r.kind === "timeout" ? "timed_out" : r.rejected ? "rejected" : "failed",
-    result: { value: r.ok ? r.value : null, ...captured },
+    result: { value: r.ok ? r.value : null, ...captured, ...(files.length > 0 ? { files } : {}) },
     error: r.ok ? null : { kind: r.kind, message: r.message },
     logs: r.logs,
   };

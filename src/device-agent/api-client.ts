@@ -1,12 +1,13 @@
 /** The agent's side of the wire: typed calls to the control plane with its device credential. */
 import { Delivery, ResultBatchResponse, type LeaseRef, type LogBatch, type ResultReport, type Heartbeat } from "../protocol/agent.js";
 import { RegistrationResult, type DeviceRegistration } from "../protocol/device.js";
+import { DesiredDeployments, type AppliedReport } from "../protocol/deployment.js";
 import type { Problem } from "../protocol/problem.js";
 import { z } from "zod";
 import { fetchRetryingOnce } from "../sdk/fetch-retry.js";
 
 const AckResponse = z.object({ started: z.number(), held: z.number() });
-const HeartbeatResponse = z.object({ serverTime: z.number(), cancel: z.array(z.string()) });
+const HeartbeatResponse = z.object({ serverTime: z.number(), cancel: z.array(z.string()), deployments: z.number().int().optional() });
 
 export class ApiError extends Error {
   constructor(readonly status: number, readonly problem: Partial<Problem> | null, what: string) {
@@ -63,9 +64,38 @@ export class ControlPlaneClient {
     return this.call("heartbeat", "/v1/agent/heartbeat", { method: "POST", body: JSON.stringify(hb) }, HeartbeatResponse);
   }
 
-  async moduleBinary(digest: string): Promise<Uint8Array<ArrayBuffer>> {
-    const res = await fetch(`${this.server}/v1/modules/${digest}/binary`, { headers: { authorization: `Bearer ${this.credential}` } });
-    if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, `download module ${digest}`);
+  desiredDeployments() {
+    return this.call("desired deployments", "/v1/agent/deployments", { method: "GET" }, DesiredDeployments);
+  }
+
+  reportDeployments(states: AppliedReport["states"]) {
+    return this.call("report deployments", "/v1/agent/deployments/status", { method: "POST", body: JSON.stringify({ states }) }, z.object({ updated: z.number() }));
+  }
+
+  moduleBinary(digest: string) {
+    return this.download(`/v1/modules/${digest}/binary`, `download module ${digest}`);
+  }
+
+  dataFile(deployment: string, digest: string) {
+    return this.download(`/v1/agent/deployments/${encodeURIComponent(deployment)}/data/${digest}`, `download data file ${digest}`);
+  }
+
+  inputFile(jobId: string, name: string) {
+    return this.download(`/v1/agent/jobs/${jobId}/inputs/${encodeURIComponent(name)}`, `download input ${name} of ${jobId}`);
+  }
+
+  async putOutput(jobId: string, leaseToken: string, name: string, bytes: Uint8Array<ArrayBuffer>): Promise<void> {
+    const res = await fetchRetryingOnce(`${this.server}/v1/agent/jobs/${jobId}/outputs/${encodeURIComponent(name)}`, {
+      method: "PUT",
+      body: bytes as Uint8Array<ArrayBuffer>,
+      headers: { authorization: `Bearer ${this.credential}`, "content-type": "application/octet-stream", "x-lease-token": leaseToken },
+    }, true);
+    if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, `upload output ${name} of ${jobId}`);
+  }
+
+  private async download(path: string, what: string): Promise<Uint8Array<ArrayBuffer>> {
+    const res = await fetch(this.server + path, { headers: { authorization: `Bearer ${this.credential}` } });
+    if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, what);
     return new Uint8Array(await res.arrayBuffer());
   }
 }

@@ -16,6 +16,8 @@ export interface ExecTask {
   args: Arg[];
   /** preopened as the guest's "." */
   sandboxDir: string;
+  /** keep the instance between calls under this key (a deployment's instance); absent: a fresh instance per call */
+  instanceKey?: string;
   maxOutputBytes: number;
 }
 
@@ -123,7 +125,65 @@ class OutputCapture {
   }
 }
 
-export function execute(task: ExecTask, onLines?: (lines: LogLine[]) => void): ExecResult {
+/** An instance and the pieces a call swaps in: the output capture of the call running now. */
+interface Live {
+  instance: WebAssembly.Instance;
+  memory: WebAssembly.Memory | undefined;
+  /** where fd 1 and 2 go during the current call */
+  capture: { current: OutputCapture | null };
+}
+
+/** Instances kept between calls (a deployment's instance): by key, in this thread. */
+export type InstanceStore = Map<string, Live>;
+
+function instantiate(task: ExecTask): { ok: true; live: Live } | { ok: false; kind: FailureKind; message: string } {
+  const imports: WebAssembly.Imports = {};
+  const capture: Live["capture"] = { current: null };
+  let memory: WebAssembly.Memory | undefined;
+  let wasi: WASI | undefined;
+  const needsWasi = WebAssembly.Module.imports(task.module).some((i) => WASI_MODULES.has(i.module));
+  if (needsWasi) {
+    // No host environment leaks in: env is empty and only the sandbox is preopened.
+    wasi = new WASI({ version: "preview1", args: [task.function], env: {}, preopens: { ".": task.sandboxDir }, returnOnExit: true });
+    const base = wasi.wasiImport as Record<string, (...a: number[]) => number>;
+    const ns = {
+      ...base,
+      fd_write: (fd: number, iovs: number, iovsLen: number, nwritten: number) =>
+        (fd === 1 || fd === 2) && memory && capture.current ? capture.current.fdWrite(memory, fd, iovs, iovsLen, nwritten) : base.fd_write!(fd, iovs, iovsLen, nwritten),
+      proc_exit: (code: number) => {
+        throw new ProcExit(code);
+      },
+    };
+    for (const m of WASI_MODULES) imports[m] = ns;
+  }
+  let instance: WebAssembly.Instance;
+  try {
+    instance = new WebAssembly.Instance(task.module, imports);
+  } catch (e) {
+    if (e instanceof RangeError) return { ok: false, kind: "memory-limit", message: `cannot allocate the module's memory: ${e.message}` };
+    const missing = WebAssembly.Module.imports(task.module)
+      .filter((i) => !(imports[i.module] && i.name in (imports[i.module] as object)))
+      .map((i) => `${i.module}.${i.name}`);
+    const detail = missing.length ? ` (this agent does not provide: ${missing.join(", ")})` : "";
+    return { ok: false, kind: "link-error", message: `${(e as Error).message}${detail}` };
+  }
+  memory = instance.exports.memory instanceof WebAssembly.Memory ? instance.exports.memory : undefined;
+  if (wasi && memory) {
+    // Bind WASI to the memory only: a command module's _start is not run for a function call (as wasmiot does),
+    // but a reactor's _initialize is.
+    wasi.initialize({ exports: { memory } } as unknown as WebAssembly.Instance);
+    const init = instance.exports._initialize;
+    if (typeof init === "function" && task.function !== "_initialize") (init as () => void)();
+  }
+  return { ok: true, live: { instance, memory, capture } };
+}
+
+/**
+ * Runs one call: in a fresh instance, or (with `task.instanceKey` and a store)
+ * in the instance kept under that key, made on its first call. A trap leaves a
+ * kept instance in an unknown state, so it is dropped.
+ */
+export function execute(task: ExecTask, onLines?: (lines: LogLine[]) => void, store?: InstanceStore): ExecResult {
   const started = performance.now();
   const capture = new OutputCapture(task.maxOutputBytes, new LineSplitter(onLines));
   const captured = (): Captured => ({
@@ -141,53 +201,29 @@ export function execute(task: ExecTask, onLines?: (lines: LogLine[]) => void): E
   const args = coerceArgs(task.signature, task.args);
   if (!args.ok) return failure("bad-arguments", `${task.function}: ${args.message}`);
 
-  const imports: WebAssembly.Imports = {};
-  let memory: WebAssembly.Memory | undefined;
-  let wasi: WASI | undefined;
-  const needsWasi = WebAssembly.Module.imports(task.module).some((i) => WASI_MODULES.has(i.module));
-  if (needsWasi) {
-    // No host environment leaks in: env is empty and only the sandbox is preopened.
-    wasi = new WASI({ version: "preview1", args: [task.function], env: {}, preopens: { ".": task.sandboxDir }, returnOnExit: true });
-    const base = wasi.wasiImport as Record<string, (...a: number[]) => number>;
-    const ns = {
-      ...base,
-      fd_write: (fd: number, iovs: number, iovsLen: number, nwritten: number) =>
-        (fd === 1 || fd === 2) && memory ? capture.fdWrite(memory, fd, iovs, iovsLen, nwritten) : base.fd_write!(fd, iovs, iovsLen, nwritten),
-      proc_exit: (code: number) => {
-        throw new ProcExit(code);
-      },
-    };
-    for (const m of WASI_MODULES) imports[m] = ns;
-  }
-
-  let instance: WebAssembly.Instance;
-  try {
-    instance = new WebAssembly.Instance(task.module, imports);
-  } catch (e) {
-    if (e instanceof RangeError) return failure("memory-limit", `cannot allocate the module's memory: ${e.message}`, null, true);
-    const missing = WebAssembly.Module.imports(task.module)
-      .filter((i) => !(imports[i.module] && i.name in (imports[i.module] as object)))
-      .map((i) => `${i.module}.${i.name}`);
-    const detail = missing.length ? ` (this agent does not provide: ${missing.join(", ")})` : "";
-    return failure("link-error", `${(e as Error).message}${detail}`, null, true);
-  }
-
-  const exports = instance.exports;
-  memory = exports.memory instanceof WebAssembly.Memory ? exports.memory : undefined;
-  const fn = exports[task.function];
-  if (typeof fn !== "function") return failure("missing-function", `the module exports no function "${task.function}"`);
-
-  try {
-    if (wasi && memory) {
-      // Bind WASI to the memory only: a command module's _start is not run for a function call (as wasmiot does),
-      // but a reactor's _initialize is.
-      const init = exports._initialize;
-      wasi.initialize({ exports: { memory } } as unknown as WebAssembly.Instance);
-      if (typeof init === "function" && task.function !== "_initialize") (init as () => void)();
+  const key = store && task.instanceKey;
+  let live = key ? store.get(key) : undefined;
+  if (!live) {
+    let made;
+    try {
+      made = instantiate(task);
+    } catch (e) {
+      if (e instanceof ProcExit) return failure("exit", `the module exited with code ${e.code} while starting`, e.code);
+      return failure("trap", `the module trapped while starting: ${(e as Error)?.message ?? String(e)}`);
     }
+    if (!made.ok) return failure(made.kind, made.message, null, true);
+    live = made.live;
+    if (key) store.set(key, live);
+  }
+
+  const fn = live.instance.exports[task.function];
+  if (typeof fn !== "function") return failure("missing-function", `the module exports no function "${task.function}"`);
+  live.capture.current = capture;
+  try {
     const value = (fn as (...a: unknown[]) => unknown)(...args.values);
     return { ok: true, value: resultToJson(value), exitCode: null, ...captured() };
   } catch (e) {
+    if (key) store.delete(key);
     if (e instanceof ProcExit) {
       return e.code === 0
         ? { ok: true, value: null, exitCode: 0, ...captured() }
@@ -196,5 +232,7 @@ export function execute(task: ExecTask, onLines?: (lines: LogLine[]) => void): E
     if (e instanceof WebAssembly.RuntimeError) return failure("trap", `trap: ${e.message}`);
     if (e instanceof RangeError) return failure("memory-limit", e.message);
     return failure("trap", `the call threw: ${(e as Error)?.message ?? String(e)}`);
+  } finally {
+    live.capture.current = null;
   }
 }

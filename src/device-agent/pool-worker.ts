@@ -8,6 +8,8 @@ const { execute } = await import("./execute.js");
 
 /** Compiled modules this thread has been sent; later tasks name them by key only (cloning a module per task is costly). */
 const modules = new Map<string, WebAssembly.Module>();
+/** Instances kept between calls (deployments with a per-deployment instance). */
+const instances = new Map();
 
 type Sent = { id: number; task: Omit<ExecTask, "module"> & { module?: WebAssembly.Module } };
 
@@ -15,7 +17,7 @@ parentPort!.on("message", (msg: { batch: Sent[] }) => {
   for (const { id, task } of msg.batch) {
     if (task.module) modules.set(task.moduleKey, task.module);
     const module = modules.get(task.moduleKey)!;
-    const result = execute({ ...task, module }, (lines) => parentPort!.postMessage({ id, log: lines }));
+    const result = execute({ ...task, module }, (lines) => parentPort!.postMessage({ id, log: lines }), instances);
     parentPort!.postMessage({ id, result });
   }
 });

@@ -14,6 +14,8 @@ export interface LinkEvents {
   jobs(jobs: LeasedJob[]): void;
   cancel(jobIds: string[]): void;
   problem(message: string): void;
+  /** the desired deployments changed (to `version`) */
+  deployments(version: number): void;
 }
 
 const KEEPALIVE_MS = 15_000;
@@ -96,6 +98,8 @@ export class SocketLink {
         return this.events.cancel(msg.jobIds);
       case "error":
         return this.events.problem(msg.message);
+      case "deployments":
+        return this.events.deployments(msg.version);
       default: {
         const p = this.pending.get(msg.id);
         if (!p) return;

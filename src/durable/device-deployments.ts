@@ -75,7 +75,7 @@ export class DeviceDeployments {
   /** A described function of a deployment on this device, or why there is none (wasmiot's wording). */
   lookup(deployment: string, module: string, fn: string): { ok: true; ref: FunctionRef } | { ok: false; detail: string } {
     const row = this.sql.one<Row>("SELECT part FROM deployments WHERE id = ?", deployment);
-    if (!row) return { ok: false, detail: `deployment ${deployment} does not exist` };
+    if (!row) return { ok: false, detail: "deployment does not exist" }; // wasmiot's words
     const part = JSON.parse(row.part) as DevicePart;
     const mod = part.modules.find((m) => m.name === module);
     if (!mod) return { ok: false, detail: `module ${module} not found for this deployment` };

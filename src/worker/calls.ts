@@ -59,7 +59,7 @@ export async function placeCall(c: Ctx, target: CallTarget, query: Record<string
     module: target.module,
     function: target.function,
     method: c.req.method,
-    query,
+    query: { ...query }, // a plain object: RPC cannot carry a null-prototype one
     body,
     files: files.map((f) => ({ name: f.name, key: f.key })),
     prev: null,

@@ -177,7 +177,7 @@ export async function applyDeployment(env: Env, req: DeployRequest): Promise<Out
 /** Undeploys from every device (or one, for the wasmiot facade); queued calls are canceled there. */
 export async function removeDeployment(env: Env, namespace: string, id: string, scope: "all" | { device: string }): Promise<Outcome<{ devices: string[] }>> {
   const devices = await deploymentStub(env, namespace, id).remove(scope);
-  if (devices.length === 0) return fail("not-found", `deployment ${id} does not exist`);
+  if (devices.length === 0) return fail("not-found", "deployment does not exist");
   await mapWithConcurrency(devices, 16, async (device) => { await deviceStub(env, device).removeDeployment(id); });
   return ok({ devices });
 }

@@ -33,7 +33,7 @@ export async function startControlPlane(opts: { persistDir?: string; vars?: Reco
   const worker = await unstable_startWorker({
     config: "wrangler.toml",
     bindings: Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, { type: "plain_text" as const, value: v }])),
-    dev: { server: { hostname: "127.0.0.1", port: opts.port ?? 0 }, persist: persistDir, inspector: false, logLevel: "none", watch: false },
+    dev: { server: { hostname: "127.0.0.1", port: opts.port ?? 0 }, persist: persistDir, inspector: false, logLevel: process.env.WV_E2E_LOG ? "log" : "none", watch: false },
   });
   const url = (await worker.url).toString().replace(/\/$/, "");
   return { url, persistDir, admin: new WasmvisorClient({ server: url, token: ADMIN_TOKEN }), stop: () => worker.dispose() };

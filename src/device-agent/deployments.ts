@@ -1,0 +1,144 @@
+/**
+ * The agent's side of deployments: converge the device to its desired state.
+ * Each deployment's module gets its own sandbox directory per generation
+ * (data/deployments/<id>/g<generation>/<module>), never shared with another
+ * deployment; data files are fetched and checked against their sha256;
+ * anything not desired any more is removed. An agent started with an empty
+ * data dir converges back by itself: the desired state lives in the control plane.
+ */
+import { mkdir, readdir, readFile, rm, writeFile, rename } from "node:fs/promises";
+import { join } from "node:path";
+import { sha256Hex } from "../core/crypto.js";
+import type { AppliedReport, CallContext, DevicePart } from "../protocol/deployment.js";
+import type { ControlPlaneClient } from "./api-client.js";
+import type { ModuleCache } from "./module-cache.js";
+
+type Log = (level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;
+
+export class DeploymentSet {
+  private readonly root: string;
+  /** deployment id -> generation applied here */
+  private readonly applied = new Map<string, number>();
+  private appliedVersion = -1;
+  private inFlight: Promise<void> | null = null;
+  private rerun = false;
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(
+    dataDir: string,
+    private readonly client: ControlPlaneClient,
+    private readonly modules: ModuleCache,
+    private readonly log: Log,
+    /** a deployment left this device (or changed generation): its kept instances must go */
+    private readonly onRetired: (deployment: string) => void,
+  ) {
+    this.root = join(dataDir, "deployments");
+  }
+
+  /** The sandbox directory of one module of one deployment generation. */
+  dir(deployment: string, generation: number, module: string): string {
+    return join(this.root, deployment, `g${generation}`, module);
+  }
+
+  /** The control plane's desired-state version; a different one than applied means: converge. */
+  noteVersion(version: number | undefined) {
+    if (version !== undefined && version !== this.appliedVersion) void this.converge().catch((e) => this.log("warn", "could not apply deployments", { error: String(e) }));
+  }
+
+  /** One convergence at a time; a request during one runs another after it. */
+  converge(): Promise<void> {
+    if (this.inFlight) {
+      this.rerun = true;
+      return this.inFlight;
+    }
+    this.inFlight = (async () => {
+      try {
+        do {
+          this.rerun = false;
+          await this.convergeOnce();
+        } while (this.rerun);
+      } finally {
+        this.inFlight = null;
+      }
+    })();
+    return this.inFlight;
+  }
+
+  /** Makes sure the call's deployment generation is applied here before it runs. */
+  async ensure(call: CallContext): Promise<string> {
+    if (this.applied.get(call.deployment) !== call.generation) await this.converge();
+    if (this.applied.get(call.deployment) !== call.generation) throw new Error(`deployment ${call.deployment} generation ${call.generation} is not applied on this device`);
+    return this.dir(call.deployment, call.generation, call.module);
+  }
+
+  /** Calls of one deployment's module run one at a time: they share its directory (and maybe its instance). */
+  serialize<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.locks.set(key, tail);
+    void tail.then(() => {
+      if (this.locks.get(key) === tail) this.locks.delete(key);
+    });
+    return run;
+  }
+
+  private async convergeOnce() {
+    const desired = await this.client.desiredDeployments();
+    const states: AppliedReport["states"] = [];
+    const wanted = new Map(desired.deployments.map((p) => [p.deployment, p.generation]));
+    for (const part of desired.deployments) {
+      if (this.applied.get(part.deployment) === part.generation) continue;
+      if (this.applied.has(part.deployment)) this.onRetired(part.deployment);
+      try {
+        await this.apply(part);
+        this.applied.set(part.deployment, part.generation);
+        states.push({ deployment: part.deployment, generation: part.generation, state: "active", reason: null });
+        this.log("info", "deployment applied", { deployment: part.deployment, generation: part.generation, modules: part.modules.map((m) => m.name) });
+      } catch (e) {
+        this.applied.delete(part.deployment);
+        states.push({ deployment: part.deployment, generation: part.generation, state: "failed", reason: String(e instanceof Error ? e.message : e).slice(0, 2000) });
+        this.log("warn", "deployment failed", { deployment: part.deployment, error: String(e) });
+      }
+    }
+    await this.removeUnwanted(wanted);
+    if (states.length > 0) await this.client.reportDeployments(states);
+    this.appliedVersion = desired.version;
+  }
+
+  private async apply(part: DevicePart) {
+    const base = join(this.root, part.deployment);
+    // Older generations of this deployment go: a redeploy starts from clean directories.
+    for (const entry of await readdir(base).catch(() => [] as string[])) {
+      if (entry !== `g${part.generation}`) await rm(join(base, entry), { recursive: true, force: true });
+    }
+    for (const m of part.modules) {
+      await this.modules.get(m.digest); // fetched, verified and compiled before the first call
+      const dir = this.dir(part.deployment, part.generation, m.name);
+      await mkdir(dir, { recursive: true });
+      for (const file of m.mounts) {
+        const dest = join(dir, file.name);
+        const present = await readFile(dest).catch(() => null);
+        if (present && (await sha256Hex(present)) === file.digest) continue;
+        const bytes = await this.client.dataFile(part.deployment, file.digest);
+        const actual = await sha256Hex(bytes);
+        if (actual !== file.digest) throw new Error(`data file ${file.name} arrived with sha256 ${actual}, expected ${file.digest}`);
+        await writeFile(`${dest}.tmp`, bytes);
+        await rename(`${dest}.tmp`, dest);
+      }
+    }
+  }
+
+  /** Deployments not desired any more lose their directories (also ones left on disk from before a restart). */
+  private async removeUnwanted(wanted: Map<string, number>) {
+    const retired = [...this.applied.keys()].filter((id) => !wanted.has(id));
+    for (const id of retired) {
+      this.applied.delete(id);
+      this.onRetired(id);
+    }
+    for (const entry of await readdir(this.root).catch(() => [] as string[])) {
+      if (!wanted.has(entry)) await rm(join(this.root, entry), { recursive: true, force: true });
+    }
+    for (const id of retired) this.log("info", "deployment removed", { deployment: id });
+  }
+}
