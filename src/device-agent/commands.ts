@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { Agent, agentLog, setAgentLogLevel, type Level, type TransportMode } from "./agent.js";
 import { readDeviceConfig } from "./machine.js";
 import { operatorCommands } from "./cli/operator.js";
+import { deploymentCommands } from "./cli/deploy.js";
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
 
@@ -71,5 +72,6 @@ program
   });
 
 operatorCommands(program);
+deploymentCommands(program);
 
 await program.parseAsync();

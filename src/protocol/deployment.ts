@@ -190,6 +190,7 @@ export const CallAccepted = z.object({
   device: DeviceId,
   links: z.object({ self: z.string(), result: z.string() }),
 });
+export type CallAccepted = z.infer<typeof CallAccepted>;
 
 /** Agent side: the deployments a device must hold, and what it reports about them. */
 export const DesiredDeployments = z.object({ version: z.number().int(), deployments: z.array(DevicePart) });

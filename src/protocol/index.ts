@@ -6,3 +6,5 @@ export * from "./device.js";
 export * from "./agent.js";
 export * from "./keys.js";
 export * from "./signing.js";
+export * from "./deployment.js";
+export * from "./wasmiot.js";

@@ -4,7 +4,7 @@
  */
 import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
 import { fetchRetryingOnce, isRepeatable } from "./fetch-retry.js";
-import type { DeviceView, JobLogs, JobSubmissionInput, JobView, KeyView, LogLine, ModuleInfo, OrchestratorKeyView, Problem, Role, SigningAlgorithm } from "../protocol/index.js";
+import type { CallAccepted, DeploymentManifestInput, DeploymentView, DeviceView, JobLogs, JobSubmissionInput, JobView, KeyView, LogLine, ModuleInfo, OrchestratorKeyView, Problem, Role, SigningAlgorithm } from "../protocol/index.js";
 
 export * from "../protocol/index.js";
 
@@ -21,9 +21,18 @@ export async function generateSigningKey(alg: SigningAlgorithm = "EdDSA", kid: s
 }
 
 /** Signs a job submission as a compact JWT (`job` claim; exp, iat, jti set) with a private JWK carrying kid and alg. */
-export async function signJob(privateJwk: JWK, job: JobSubmissionInput, ttlSeconds = 300): Promise<string> {
+export function signJob(privateJwk: JWK, job: JobSubmissionInput, ttlSeconds = 300): Promise<string> {
+  return signClaim(privateJwk, "job", job, ttlSeconds);
+}
+
+/** Signs a deployment manifest as a compact JWT (`deployment` claim) for POST /v1/deployments. */
+export function signDeployment(privateJwk: JWK, manifest: DeploymentManifestInput, ttlSeconds = 300): Promise<string> {
+  return signClaim(privateJwk, "deployment", manifest, ttlSeconds);
+}
+
+async function signClaim(privateJwk: JWK, claim: string, value: unknown, ttlSeconds: number): Promise<string> {
   if (!privateJwk.kid || !privateJwk.alg) throw new Error("the private JWK needs kid and alg (EdDSA or ES256)");
-  return new SignJWT({ job })
+  return new SignJWT({ [claim]: value })
     .setProtectedHeader({ alg: privateJwk.alg, kid: privateJwk.kid })
     .setIssuedAt()
     .setExpirationTime(`${ttlSeconds}s`)
@@ -93,14 +102,54 @@ export class WasmvisorClient {
 
   /** Submits a job signed with `signJob` (required where the namespace demands signatures). */
   async submitSignedJob(token: string, waitSeconds = 0): Promise<{ done: boolean; job: JobView }> {
-    const res = await fetch(`${this.server}/v1/jobs/signed?wait=${waitSeconds}`, {
+    const res = await this.postJose<JobView>(`/v1/jobs/signed?wait=${waitSeconds}`, token);
+    return { done: res.status === 200, job: res.body };
+  }
+
+  /** Deploys a manifest signed with `signDeployment`; devices apply it and report (see getDeployment). */
+  async deploy(token: string): Promise<DeploymentView> {
+    return (await this.postJose<DeploymentView>("/v1/deployments", token)).body;
+  }
+
+  async getDeployment(id: string): Promise<DeploymentView> {
+    return (await this.request<DeploymentView>("GET", `/v1/deployments/${encodeURIComponent(id)}`)).body;
+  }
+
+  /** Polls until every device has applied the deployment (active) or one failed. */
+  async waitForDeployment(id: string, { timeoutSeconds = 60 } = {}): Promise<DeploymentView> {
+    const until = Date.now() + timeoutSeconds * 1000;
+    for (;;) {
+      const d = await this.getDeployment(id);
+      if (d.state === "active" || d.state === "failed" || Date.now() > until) return d;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  async removeDeployment(id: string): Promise<{ id: string; devices: string[] }> {
+    return (await this.request<{ id: string; devices: string[] }>("DELETE", `/v1/deployments/${encodeURIComponent(id)}`)).body;
+  }
+
+  /** Calls a deployed function with named parameters (query string); answers at once with the job to wait for. */
+  async callFunction(deployment: string, module: string, fn: string, params: Record<string, string | number | boolean> = {}, device?: string): Promise<CallAccepted> {
+    const query = new URLSearchParams(Object.entries({ ...params, ...(device ? { device } : {}) }).map(([k, v]) => [k, String(v)]));
+    const path = `/v1/deployments/${encodeURIComponent(deployment)}/modules/${encodeURIComponent(module)}/${encodeURIComponent(fn)}?${query}`;
+    return (await this.request<CallAccepted>("POST", path)).body;
+  }
+
+  /** Issues the device's wasmiot facade label (shown once): it answers as a wasmiot supervisor at `host`. */
+  async exposeWasmiotFacade(deviceId: string): Promise<{ device: string; label: string; host: string; pathBase: string }> {
+    return (await this.request<{ device: string; label: string; host: string; pathBase: string }>("POST", `/v1/devices/${deviceId}/wasmiot-facade`)).body;
+  }
+
+  private async postJose<T>(path: string, token: string): Promise<{ status: number; body: T }> {
+    const res = await fetch(this.server + path, {
       method: "POST",
       headers: { authorization: `Bearer ${this.opts.token}`, "content-type": "application/jose" },
       body: token,
     });
-    const body = (await res.json()) as JobView & Partial<Problem>;
+    const body = (await res.json()) as T & Partial<Problem>;
     if (!res.ok) throw new WasmvisorError(res.status, body);
-    return { done: res.status === 200, job: body };
+    return { status: res.status, body };
   }
 
   /** Registers an orchestrator's public JWK so jobs it signs are accepted. */

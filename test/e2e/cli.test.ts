@@ -127,3 +127,72 @@ describe("signed jobs from the CLI", () => {
     }
   });
 });
+
+describe("signed deployments from the CLI", () => {
+  it("signs and deploys a manifest, then calls its functions by parameter name", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "wv-deploy-"));
+    const key = join(dir, "deployer.jwk");
+    expect(cli(["keys", "generate", "--out", key, "--alg", "ES256"]).code).toBe(0);
+    expect(cli(["keys", "trust", `${key}.pub.json`]).code).toBe(0);
+    const digest = JSON.parse(cli(["modules", "push", "test/fixtures/wasmiot/fibo.wasm", "--json"]).out).digest;
+    const manifest = {
+      id: "cli-fibo",
+      modules: [
+        {
+          name: "fibo",
+          digest,
+          devices: [agent.deviceId],
+          functions: {
+            subtract: { params: [{ name: "minuend", type: "integer" }, { name: "subtrahend", type: "integer" }], result: "integer" },
+            fibo: { params: [{ name: "n", type: "integer" }], result: "integer" },
+          },
+        },
+      ],
+    };
+    writeFileSync(join(dir, "manifest.json"), JSON.stringify(manifest));
+    const deployed = cli(["deploy", join(dir, "manifest.json"), "--key", key, "--wait", "30", "--json"]);
+    expect(deployed.code, deployed.err).toBe(0);
+    expect(JSON.parse(deployed.out)).toMatchObject({ id: "cli-fibo", state: "active", devices: [{ device: agent.deviceId, state: "active" }] });
+
+    // Named, so the order on the command line does not matter (wasmiot matches by position).
+    const sub = cli(["call", "cli-fibo", "fibo", "subtract", "subtrahend=3", "minuend=10", "--json"]);
+    expect(sub.code, sub.err).toBe(0);
+    expect(JSON.parse(sub.out)).toMatchObject({ state: "SUCCEEDED", args: [10, 3], result: { value: 7 }, call: { deployment: "cli-fibo", module: "fibo" } });
+    expect(JSON.parse(cli(["call", "cli-fibo", "fibo", "fibo", "n=12", "--json"]).out).result.value).toBe(233);
+
+    const missing = cli(["call", "cli-fibo", "fibo", "subtract", "minuend=10"]);
+    expect(missing.code).toBe(3);
+    expect(missing.err).toContain("missing required parameter subtrahend");
+
+    expect(cli(["deployments", "get", "cli-fibo"]).out).toMatch(/cli-fibo: active/);
+    const removed = cli(["deployments", "rm", "cli-fibo"]);
+    expect(removed.code).toBe(0);
+    expect(cli(["deployments", "get", "cli-fibo"]).code).toBe(3);
+  });
+
+  it("announces a facade to a wasmiot orchestrator as its supervisors do", async () => {
+    const { createServer } = await import("node:http");
+    const { spawn } = await import("node:child_process");
+    const received: { path: string; body: unknown }[] = [];
+    const orchestrator = createServer((req, res) => {
+      let data = "";
+      req.on("data", (c) => (data += c));
+      req.on("end", () => {
+        received.push({ path: req.url ?? "", body: JSON.parse(data) });
+        res.writeHead(200, { "content-type": "application/json" }).end("{}");
+      });
+    });
+    await new Promise<void>((r) => orchestrator.listen(0, "127.0.0.1", () => r()));
+    const url = `http://127.0.0.1:${(orchestrator.address() as { port: number }).port}`;
+    const child = spawn(process.execPath, ["dist/device-agent/cli.js", "wasmiot", "register", "--orchestrator", url, "--host", "abc.wasmiot.example.com", "--port", "443"], { stdio: "pipe" });
+    const code = await new Promise<number | null>((r) => child.on("exit", r));
+    orchestrator.close();
+    expect(code).toBe(0);
+    expect(received).toEqual([
+      {
+        path: "/file/device/discovery/register",
+        body: { name: "abc", type: "webthing", port: 443, properties: { path: "/", tls: "0" }, addresses: ["abc.wasmiot.example.com"], host: "abc.wasmiot.example.com" },
+      },
+    ]);
+  });
+});

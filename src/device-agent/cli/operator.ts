@@ -5,20 +5,20 @@ import { Command, Option } from "commander";
 import type { DeviceView, JobListItem, JobView, LogLine, WasmvisorClient } from "../../sdk/index.js";
 
 /** The SDK (and jose with it) is loaded only when an operator command runs: the agent process never needs it. */
-const sdk = () => import("../../sdk/index.js");
+export const sdk = () => import("../../sdk/index.js");
 import { EXIT, fail, parseArg, print, table, withProgress } from "./output.js";
 
 type Global = { server: string; token: string; json?: boolean };
 
 /** Every operator command takes the connection options itself (the agent command has its own). */
-function withConnection(cmd: Command): Command {
+export function withConnection(cmd: Command): Command {
   return cmd
     .addOption(new Option("--server <url>", "control plane URL").env("WASMVISOR_SERVER"))
     .addOption(new Option("--token <token>", "API key or admin token").env("WASMVISOR_TOKEN"))
     .option("--json", "print JSON instead of tables");
 }
 
-async function client(cmd: Command): Promise<{ api: WasmvisorClient; json: boolean }> {
+export async function client(cmd: Command): Promise<{ api: WasmvisorClient; json: boolean }> {
   const g = cmd.opts<Global>();
   if (!g.server || !g.token) {
     process.stderr.write("error: set --server and --token (or WASMVISOR_SERVER and WASMVISOR_TOKEN)\n");
@@ -36,7 +36,7 @@ const jobRow = (j: JobView) => ({
   created: j.createdAt,
 });
 
-function showJob(json: boolean, job: JobView) {
+export function showJob(json: boolean, job: JobView) {
   print(json, job, () => {
     const lines = [table([jobRow(job)], ["id", "state", "function", "attempts", "result", "created"])];
     if (job.error) lines.push(`error (${job.error.kind}): ${job.error.message}`);
@@ -47,13 +47,13 @@ function showJob(json: boolean, job: JobView) {
 }
 
 /** Waits for the job, then exits 0 if it succeeded and 1 if it ended otherwise. */
-async function waitAndExit(api: WasmvisorClient, json: boolean, id: string, timeoutSeconds: number) {
+export async function waitAndExit(api: WasmvisorClient, json: boolean, id: string, timeoutSeconds: number) {
   const job = await withProgress(`waiting for ${id}`, api.waitForJob(id, { timeoutSeconds }));
   showJob(json, job);
   process.exit(job.state === "SUCCEEDED" ? EXIT.ok : EXIT.jobFailed);
 }
 
-const action = <A extends unknown[]>(fn: (...args: A) => Promise<void>) => (...args: A) => fn(...args).catch(fail);
+export const action = <A extends unknown[]>(fn: (...args: A) => Promise<void>) => (...args: A) => fn(...args).catch(fail);
 
 export function operatorCommands(program: Command) {
   // Added at the end: the connection options on every leaf command.
