@@ -75,7 +75,7 @@ function simpleManifest(deploymentId: string, module: string, binary: string, fn
 
 beforeAll(async () => {
   files = await startFileServer();
-  cp = await startControlPlane({ vars: { WASMIOT_FACADE_DOMAIN: FACADE_DOMAIN } });
+  cp = await startControlPlane({ vars: { WASMIOT_FACADE_DOMAIN: FACADE_DOMAIN, WASMIOT_EXTERNAL_FORWARDING: "allow" } });
   connectTo = new URL(cp.url).host;
   const key = await cp.admin.createKey("register", "wasmiot");
   [a, b] = await Promise.all([
@@ -246,6 +246,58 @@ describe("the wasmiot facade, as a wasmiot orchestrator drives it", () => {
     const job = await api("GET", `/v1/jobs/${first.body.request_id}`);
     expect(job.body.chain.state).toBe("failed");
     expect(job.body.chain.steps[1]).toMatchObject({ device: b.deviceId, state: "FAILED" });
+  });
+
+  it("forwards to a supervisor outside over HTTP, as a wasmiot supervisor would", async () => {
+    const { createServer } = await import("node:http");
+    const seen: string[] = [];
+    const outside = createServer((r, res) => {
+      seen.push(`${r.method} ${r.url}`);
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ resultUrl: "http://outside.example/request-history/x1" }));
+    });
+    await new Promise<void>((r) => outside.listen(0, "127.0.0.1", () => r()));
+    try {
+      const outsideBase = `http://127.0.0.1:${(outside.address() as { port: number }).port}`;
+      const m = manifest("manifest-chain-fibo-deviceA.json", files.url, baseA, outsideBase);
+      m.deploymentId = "dep-out";
+      for (const e of [m.endpoints.fibo.fibo, m.instructions.modules.fibo.fibo.from]) e.path = "/dep-out/modules/fibo/fibo";
+      await deployTo(baseA, m);
+      const first = await callAndFollow(baseA, "/dep-out/modules/fibo/fibo?param0=5");
+      expect(first.body.result).toEqual(["http://outside.example/request-history/x1", null]);
+      expect(seen).toEqual(["GET /dep-chain/modules/fibo/fibo?param0=8"]);
+      const job = await api("GET", `/v1/jobs/${first.body.request_id}`);
+      expect(job.body.chain).toMatchObject({ state: "succeeded", steps: [{ state: "SUCCEEDED" }, { state: "FORWARDED", url: "http://outside.example/request-history/x1" }] });
+    } finally {
+      outside.close();
+    }
+  });
+
+  it("chains natively too: a signed manifest's `to` names the next device, and GET /v1/jobs shows every step", async () => {
+    const { generateSigningKey, signDeployment } = await import("../../src/sdk/index.js");
+    const { privateJwk, publicJwk } = await generateSigningKey("EdDSA");
+    await cp.admin.trustOrchestratorKey(publicJwk, "chain test");
+    const digest = (await cp.admin.uploadModule(readFileSync(join(FIXTURES, "fibo.wasm")))).digest;
+    const fn = (to: unknown) => ({ params: [{ name: "n", type: "integer" }], result: "integer", to });
+    await cp.admin.deploy(
+      await signDeployment(privateJwk, {
+        id: "native-chain",
+        modules: [
+          { name: "first", digest, devices: [a.deviceId], functions: { fibo: fn({ device: b.deviceId, module: "second", function: "fibo" }) } },
+          { name: "second", digest, devices: [b.deviceId], functions: { fibo: fn(null) } },
+        ],
+      }),
+    );
+    expect((await cp.admin.waitForDeployment("native-chain")).state).toBe("active");
+    const accepted = await cp.admin.callFunction("native-chain", "first", "fibo", { n: 4 });
+    expect(accepted.device).toBe(a.deviceId);
+    let job = await cp.admin.getJob(accepted.job);
+    for (let i = 0; i < 200 && job.chain?.state !== "succeeded"; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      job = await cp.admin.getJob(accepted.job);
+    }
+    expect(job.chain).toMatchObject({ state: "succeeded", steps: [{ device: a.deviceId, state: "SUCCEEDED" }, { device: b.deviceId, state: "SUCCEEDED" }] });
+    const second = await cp.admin.getJob(job.chain!.steps[1]!.job!);
+    expect(second).toMatchObject({ args: [5], result: { value: 8 } }); // fibo(4) = 5 on A, fibo(5) = 8 on B
   });
 
   it("undeploys with DELETE deploy/:id: files removed, then 404 as the supervisor answers", async () => {
