@@ -277,7 +277,7 @@ describe("the wasmiot facade, as a wasmiot orchestrator drives it", () => {
     const { privateJwk, publicJwk } = await generateSigningKey("EdDSA");
     await cp.admin.trustOrchestratorKey(publicJwk, "chain test");
     const digest = (await cp.admin.uploadModule(readFileSync(join(FIXTURES, "fibo.wasm")))).digest;
-    const fn = (to: unknown) => ({ params: [{ name: "n", type: "integer" }], result: "integer", to });
+    const fn = (to: { device: string; module: string; function: string } | null) => ({ params: [{ name: "n", type: "integer" as const }], result: "integer" as const, to });
     await cp.admin.deploy(
       await signDeployment(privateJwk, {
         id: "native-chain",
