@@ -656,6 +656,9 @@ export class DeviceObject extends SqlObject<Env> {
   /** Records (or replaces) this device's part of a deployment and tells the agent. */
   async putDeployment(part: DevicePart): Promise<Outcome<DeviceDeploymentStatus>> {
     if (!this.device) return fail("not-found", "the device is not registered");
+    // Calls waiting for the generation being replaced would run against files and an instance that are gone.
+    const replaced = this.deployments.status(part.deployment, this.device.id);
+    if (replaced && replaced.generation !== part.generation) this.cancelWaitingCalls(part.deployment, `deployment ${part.deployment} was redeployed`);
     this.deployments.put(part);
     this.notifyDeployments();
     return ok(this.deployments.status(part.deployment, this.device.id)!);
@@ -664,14 +667,19 @@ export class DeviceObject extends SqlObject<Env> {
   /** Undeploys: the agent removes the files; calls still waiting for it are canceled. */
   async removeDeployment(id: string): Promise<Outcome<{ canceled: number }>> {
     if (!this.device) return fail("not-found", "the device is not registered");
-    if (!this.deployments.remove(id)) return fail("not-found", `deployment ${id} does not exist`);
-    const waiting = this.all<JobRow>("SELECT * FROM jobs WHERE deployment = ? AND state IN ('CREATED', 'QUEUED')", id);
+    if (!this.deployments.remove(id)) return fail("not-found", "deployment does not exist");
+    const canceled = this.cancelWaitingCalls(id, `deployment ${id} was removed`);
+    this.notifyDeployments();
+    return ok({ canceled });
+  }
+
+  private cancelWaitingCalls(deployment: string, why: string): number {
+    const waiting = this.all<JobRow>("SELECT * FROM jobs WHERE deployment = ? AND state IN ('CREATED', 'QUEUED')", deployment);
     const now = Date.now();
     this.ctx.storage.transactionSync(() => {
-      for (const row of waiting) this.finish(row, "CANCELED", null, { kind: "canceled", message: `deployment ${id} was removed` }, now);
+      for (const row of waiting) this.finish(row, "CANCELED", null, { kind: "canceled", message: why }, now);
     });
-    this.notifyDeployments();
-    return ok({ canceled: waiting.length });
+    return waiting.length;
   }
 
   async deploymentStatus(id: string): Promise<DeviceDeploymentStatus | null> {
