@@ -87,6 +87,35 @@ results.throughput = { floor: floorTp, ours: oursTp };
 rows.push(["3a. Floor throughput: GET /healthz, 16 concurrent", `${floorTp.perSecond.toFixed(0)} req/s`, "", ""]);
 rows.push(["3b. fibo(20) through one device, 16 concurrent submitters (1 job/request)", `${oursTp.perSecond.toFixed(0)} jobs/s (p50 ${fmt(oursTp.p50)} ms)`, ">= 0.7x floor", `${(oursTp.perSecond / floorTp.perSecond).toFixed(2)}x`]);
 
+// 2'/3b'. Ceilings: the same calls with an instant simulated agent (no agent work at all), and one
+// device read (one Durable Object hop, no write): what the control plane's hops cost by themselves.
+say("control-plane ceilings");
+const sim = await fleet(cp, registerKey, 1, 16);
+const simJob = JSON.stringify({ device: sim.devices[0].deviceId, module: fibo, function: "fibo", args: [20] });
+const runSim = async () => {
+  const j = await (await fetch(`${cp.url}/v1/jobs?wait=30`, { method: "POST", headers: H, body: simJob })).json();
+  if (j.result?.value !== 10946) throw new Error(`bad result ${JSON.stringify(j)}`);
+};
+const readDevice = async () => (await fetch(`${cp.url}/v1/devices/${agent.deviceId}`, { headers: H })).arrayBuffer();
+await timeSequential(100, runSim);
+const ceilFloor = [];
+const ceilRead = [];
+const ceilCall = [];
+for (let i = 0; i < Math.min(CALLS, 500); i++) {
+  ceilFloor.push(...(await timeSequential(1, healthz)));
+  ceilRead.push(...(await timeSequential(1, readDevice)));
+  ceilCall.push(...(await timeSequential(1, runSim)));
+}
+const cf = stats(ceilFloor);
+const cr = stats(ceilRead);
+const cc = stats(ceilCall);
+const simTp = await concurrent(16, THROUGHPUT_JOBS, runSim);
+results.ceilings = { floor: cf, deviceRead: cr, simCall: cc, simThroughput: simTp };
+sim.close();
+rows.push(["2'. Ceiling: one device read (GET /v1/devices/:id, one object hop, no write), sequential", `p50 ${fmt(cr.p50)} ms (floor here ${fmt(cf.p50)} ms)`, "", `${(cr.p50 / cf.p50).toFixed(2)}x`]);
+rows.push(["2'. Ceiling: call latency with an instant simulated agent (no agent work)", `p50 ${fmt(cc.p50)} ms, p99 ${fmt(cc.p99)} ms`, "", `${(cc.p50 / cf.p50).toFixed(2)}x / ${(cc.p99 / cf.p99).toFixed(2)}x`]);
+rows.push(["3b'. Ceiling: 16 concurrent submitters, instant simulated agent", `${simTp.perSecond.toFixed(0)} jobs/s`, "", `${(simTp.perSecond / floorTp.perSecond).toFixed(2)}x floor`]);
+
 // 3c. Bulk: batches of 1,000 to one device whose agent prefetches 256.
 say("bulk");
 const bulkAgent = await startAgent(cp.url, registerKey, ["--transport", TRANSPORT, "--prefetch", "256"]);

@@ -5,7 +5,8 @@ import { readFileSync } from "node:fs";
 
 const DESCRIPTION = { platform: { memory: { bytes: 1 << 30 }, cpu: { humanReadableName: "sim", clockSpeed: { Hz: 1e9 } } }, supervisorInterfaces: [] };
 
-export async function fleet(cp, registerKey, k) {
+/** `credit`: jobs each simulated agent takes at once (it answers at once, so it is always free again). */
+export async function fleet(cp, registerKey, k, credit = 1) {
   const module = await WebAssembly.compile(readFileSync("examples/wasm/fibo.wasm"));
   const devices = [];
   const reg = async () => {
@@ -24,7 +25,7 @@ export async function fleet(cp, registerKey, k) {
       const ws = new WebSocket(`${cp.url.replace("http", "ws")}/v1/agent/ws`, { headers: { authorization: `Bearer ${d.credential}` }, perMessageDeflate: false });
       let id = 1;
       ws.on("open", () => {
-        ws.send(JSON.stringify({ t: "credit", free: 1 }));
+        ws.send(JSON.stringify({ t: "credit", free: credit }));
         resolve(ws);
       });
       ws.on("error", reject);
@@ -39,7 +40,7 @@ export async function fleet(cp, registerKey, k) {
           const value = Number(new WebAssembly.Instance(module, {}).exports.fibo(20n));
           return { jobId: j.jobId, leaseToken: j.leaseToken, outcome: "succeeded", error: null, result: { value, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 0 } };
         });
-        ws.send(JSON.stringify({ t: "results", id: id++, results, free: 1 }));
+        ws.send(JSON.stringify({ t: "results", id: id++, results, free: credit }));
       });
     });
   for (let i = 0; i < devices.length; i += 100) sockets.push(...(await Promise.all(devices.slice(i, i + 100).map(open))));

@@ -11,7 +11,9 @@ import type { Env } from "../worker/env.js";
 import type { JobResult, NextLink } from "../protocol/job.js";
 import { deviceStub } from "../worker/stubs.js";
 import { sha256Hex } from "../core/crypto.js";
-import { outputKey, type CallRecord } from "./job-row.js";
+import { outputKey, type CallRecord, type JobRow } from "./job-row.js";
+import { retryDelayMs } from "../core/timing.js";
+import type { Sql } from "./sql-object.js";
 
 const BASE32 = "abcdefghijklmnopqrstuvwxyz234567";
 
@@ -67,4 +69,44 @@ async function forwardOverHttp(env: Env, step: { url: string; method: "get" | "p
   const answer = (await res.json().catch(() => null)) as { resultUrl?: unknown } | null;
   if (!res.ok || typeof answer?.resultUrl !== "string") return { error: `the next step ${url.origin} answered ${res.status} without a resultUrl` };
   return { url: answer.resultUrl };
+}
+
+/**
+ * The forwards a device object owes: one row per succeeded chain step until the
+ * next step has its output (written in the same transaction as the step's end,
+ * so a restart cannot lose one). Run from the object's alarm.
+ */
+export class ChainForwards {
+  constructor(private readonly sql: Sql, private readonly env: Env, private readonly retryBaseMs: number) {}
+
+  /** Records that this job's output must be handed on; false when it is not a chain step. */
+  queue(jobId: string, now: number): boolean {
+    const row = this.sql.one<{ call: string | null }>("SELECT call FROM jobs WHERE id = ?", jobId);
+    if (!row?.call || !(JSON.parse(row.call) as CallRecord).next) return false;
+    this.sql.run("INSERT OR IGNORE INTO forwards (job_id, next_try) VALUES (?, ?)", jobId, now);
+    return true;
+  }
+
+  nextTry(): number | null {
+    return this.sql.one<{ t: number | null }>("SELECT MIN(next_try) AS t FROM forwards")?.t ?? null;
+  }
+
+  async run(now: number) {
+    for (const f of this.sql.all<{ job_id: string; tries: number }>("SELECT job_id, tries FROM forwards WHERE next_try <= ? LIMIT 32", now)) {
+      const row = this.sql.one<JobRow>("SELECT * FROM jobs WHERE id = ?", f.job_id);
+      if (!row?.call) {
+        this.sql.run("DELETE FROM forwards WHERE job_id = ?", f.job_id);
+        continue;
+      }
+      try {
+        const next = await forwardStep(this.env, row.id, JSON.parse(row.call) as CallRecord, row.result ? (JSON.parse(row.result) as JobResult) : null);
+        this.sql.run("UPDATE jobs SET next = ?, updated_at = ? WHERE id = ?", JSON.stringify(next), Date.now(), row.id);
+        this.sql.run("DELETE FROM forwards WHERE job_id = ?", f.job_id);
+      } catch (e) {
+        const delay = retryDelayMs(f.tries + 1, Math.random(), this.retryBaseMs);
+        this.sql.run("UPDATE forwards SET tries = tries + 1, next_try = ? WHERE job_id = ?", Date.now() + delay, f.job_id);
+        console.warn(JSON.stringify({ level: "warn", msg: "chain forward failed; will retry", jobId: f.job_id, error: String(e) }));
+      }
+    }
+  }
 }

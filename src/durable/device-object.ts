@@ -9,8 +9,8 @@ import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
 import { CALL_COLUMNS, IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type CallRecord, type JobRow } from "./job-row.js";
 import { DEPLOYMENT_TABLES, DeviceDeployments } from "./device-deployments.js";
-import { forwardStep } from "./chain-forward.js";
-import { bindArguments, chainedRequest } from "../core/calls.js";
+import { ChainForwards } from "./chain-forward.js";
+import { prepareCall, type CallRequest } from "./call-intake.js";
 import type { AppliedReport, DesiredDeployments, DevicePart, DeviceDeploymentStatus } from "../protocol/deployment.js";
 import { jobIndexStub } from "./job-index-object.js";
 import { JobOutput } from "./job-output.js";
@@ -21,7 +21,7 @@ import { isOnline, leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.j
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
 import { settingsFrom, type Env, type Settings } from "../worker/env.js";
 import { randomBase32 } from "../protocol/ids.js";
-import { isTerminal, jobLinks, LIMITS, type JobResult, type JobError, type JobLogs, type JobRef, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
+import { isTerminal, jobLinks, type JobResult, type JobError, type JobLogs, type JobRef, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
 import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../protocol/device.js";
 import { AgentMessage, WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport, type ServerMessage } from "../protocol/agent.js";
 import { missingInterfaces, type Arg } from "../protocol/wasm.js";
@@ -61,21 +61,6 @@ interface Poller {
 
 export type Disposition = "accepted" | "duplicate" | "stale";
 
-/** A call of a deployed function, as the Worker (or a chain's previous step) hands it to the device object. */
-export interface CallRequest {
-  deployment: string;
-  module: string;
-  function: string;
-  method: string;
-  query: Record<string, string>;
-  body: Record<string, unknown>;
-  /** input files already stored by the control plane */
-  files: { name: string; key: string }[];
-  /** the previous chain step's job */
-  prev: string | null;
-  /** a chain step: the previous step's result (the files are in `files`) */
-  chained?: { value: unknown; hasFiles: boolean };
-}
 
 /** The Worker forwards the agent's WebSocket upgrade with the credential's secret in this header. */
 export const DEVICE_SECRET_HEADER = "x-wasmvisor-device-secret";
@@ -96,6 +81,7 @@ export class DeviceObject extends SqlObject<Env> {
   private readonly resultWaiters = new Map<string, Set<(view: JobView) => void>>();
   private readonly output = new JobOutput(this.sql);
   private readonly deployments = new DeviceDeployments(this.sql);
+  private readonly forwards = new ChainForwards(this.sql, this.env, this.settings.retryBaseMs);
   private alarmAt: number | null = null;
   /** the last `change_seq` stamped on a job change (see INDEX_FEED_TABLES) */
   private lastChange = 0;
@@ -717,64 +703,17 @@ export class DeviceObject extends SqlObject<Env> {
     if (existing) return ok(existing);
     const found = this.deployments.lookup(req.deployment, req.module, req.function);
     if (!found.ok) return fail("not-found", found.detail);
-    const { part, digest, spec } = found.ref;
-    const unexpected = req.files.find((f) => !spec.inputs.some((i) => i.name === f.name));
-    if (unexpected && !req.prev) return fail("validation", `unexpected file ${unexpected.name}; this function takes ${spec.inputs.map((i) => i.name).join(", ") || "no files"}`);
-    const inputs = req.files.filter((f) => spec.inputs.some((i) => i.name === f.name));
-    const { query, body } = req.chained ? chainedRequest(spec, req.chained.value, req.chained.hasFiles) : req;
-    const missingFile = spec.inputs.find((i) => !inputs.some((f) => f.name === i.name));
-    const bound = bindArguments(spec, query, body);
-    const problemText = missingFile ? `missing input file ${missingFile.name} (send it as a multipart/form-data field)` : bound.ok ? null : bound.detail;
-    if (problemText && !req.prev) return fail("validation", problemText);
-    const call: CallRecord = {
-      ctx: { deployment: part.deployment, generation: part.generation, module: req.module, instance: spec.instance, inputs: inputs.map((f) => f.name), outputs: spec.outputs, result: spec.result },
-      function: req.function,
-      method: req.method,
-      inputs,
-      shown: bound.ok ? bound.shown : Object.fromEntries(Object.entries(query).map(([k, v]) => [k, String(v)])),
-      next: spec.to,
-      prev: req.prev,
-    };
-    const submission: JobSubmission = {
-      device: this.device.id, module: digest, function: req.function, args: bound.ok ? bound.args : [], timeoutMs: spec.timeoutMs,
-      maxAttempts: LIMITS.defaultMaxAttempts, priority: 0, start: !problemText,
-    };
+    const { submission, call, problem } = prepareCall(this.device.id, found.ref, req);
+    if (problem && !req.prev) return fail("validation", problem);
     const now = Date.now();
-    if (problemText) {
+    if (problem) {
       this.insertJob(jobId, submission, null, now, call);
-      this.finish(this.jobRow(jobId)!, "FAILED", null, { kind: "bad-arguments", message: problemText }, now);
+      this.finish(this.jobRow(jobId)!, "FAILED", null, { kind: "bad-arguments", message: problem }, now);
     } else if (!this.pushAtOnce(jobId, submission, null, now, call)) {
       this.insertJob(jobId, submission, null, now, call);
       this.dispatch();
     }
     return ok(this.jobViewById(jobId)!);
-  }
-
-  /** A succeeded chain step hands its output on from the alarm (retried until the next step has it). */
-  private queueForward(jobId: string, now: number) {
-    const row = this.one<{ call: string | null }>("SELECT call FROM jobs WHERE id = ?", jobId);
-    if (!row?.call || !(JSON.parse(row.call) as CallRecord).next) return;
-    this.run("INSERT OR IGNORE INTO forwards (job_id, next_try) VALUES (?, ?)", jobId, now);
-    this.ensureAlarmBy(now);
-  }
-
-  private async runForwards(now: number) {
-    for (const f of this.all<{ job_id: string; tries: number }>("SELECT job_id, tries FROM forwards WHERE next_try <= ? LIMIT 32", now)) {
-      const row = this.jobRow(f.job_id);
-      if (!row?.call) {
-        this.run("DELETE FROM forwards WHERE job_id = ?", f.job_id);
-        continue;
-      }
-      try {
-        const next = await forwardStep(this.env, row.id, JSON.parse(row.call) as CallRecord, row.result ? (JSON.parse(row.result) as JobResult) : null);
-        this.run("UPDATE jobs SET next = ?, updated_at = ? WHERE id = ?", JSON.stringify(next), Date.now(), row.id);
-        this.run("DELETE FROM forwards WHERE job_id = ?", f.job_id);
-      } catch (e) {
-        const delay = retryDelayMs(f.tries + 1, Math.random(), this.settings.retryBaseMs);
-        this.run("UPDATE forwards SET tries = tries + 1, next_try = ? WHERE job_id = ?", Date.now() + delay, f.job_id);
-        console.warn(JSON.stringify({ level: "warn", msg: "chain forward failed; will retry", jobId: f.job_id, error: String(e) }));
-      }
-    }
   }
 
   /** The key of an input file of a job this device holds the lease of (agents fetch only their own inputs). */
@@ -928,7 +867,7 @@ export class DeviceObject extends SqlObject<Env> {
       state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, this.nextChange(), row.id,
     );
     this.output.end(row.id, state);
-    if (state === "SUCCEEDED") this.queueForward(row.id, now);
+    if (state === "SUCCEEDED" && this.forwards.queue(row.id, now)) this.ensureAlarmBy(now);
     const waiters = this.resultWaiters.get(row.id);
     if (waiters) {
       const view = this.jobViewById(row.id)!;
@@ -959,7 +898,7 @@ export class DeviceObject extends SqlObject<Env> {
     }
     this.dispatch();
     this.index.resume();
-    await this.runForwards(now);
+    await this.forwards.run(now);
     await this.rescheduleAlarm(Date.now());
   }
 
@@ -971,7 +910,7 @@ export class DeviceObject extends SqlObject<Env> {
       min("SELECT MIN(deadline) AS t FROM jobs WHERE state IN ('CREATED', 'QUEUED')"),
       min("SELECT MIN(not_before) AS t FROM jobs WHERE state = 'QUEUED' AND not_before > ?", now),
       d && d.status === "online" && d.last_seen !== null ? d.last_seen + this.settings.heartbeatTimeoutMs : null,
-      min("SELECT MIN(next_try) AS t FROM forwards"),
+      this.forwards.nextTry(),
     ]);
     if (at === null) {
       await this.ctx.storage.deleteAlarm();
