@@ -8,6 +8,7 @@ export const TEST_VARS = {
   LEASE_GRACE_MS: "300",
   HEARTBEAT_TIMEOUT_MS: "600",
   RETRY_BASE_MS: "20",
+  WASMIOT_FACADE_DOMAIN: "wasmiot.test",
 };
 
 export default defineConfig({

@@ -79,12 +79,9 @@ async function forwardOverHttp(env: Env, step: { url: string; method: "get" | "p
 export class ChainForwards {
   constructor(private readonly sql: Sql, private readonly env: Env, private readonly retryBaseMs: number) {}
 
-  /** Records that this job's output must be handed on; false when it is not a chain step. */
-  queue(jobId: string, now: number): boolean {
-    const row = this.sql.one<{ call: string | null }>("SELECT call FROM jobs WHERE id = ?", jobId);
-    if (!row?.call || !(JSON.parse(row.call) as CallRecord).next) return false;
+  /** Records that this chain step's output must be handed on. */
+  queue(jobId: string, now: number) {
     this.sql.run("INSERT OR IGNORE INTO forwards (job_id, next_try) VALUES (?, ?)", jobId, now);
-    return true;
   }
 
   nextTry(): number | null {

@@ -861,16 +861,21 @@ export class DeviceObject extends SqlObject<Env> {
 
   private finish(row: JobCore, state: JobState, result: unknown, error: JobError | null, now: number) {
     this.index.schedule();
-    this.run(
+    // One statement writes the end and answers what follows from it: whether a chain step must hand on,
+    // and (only when someone waits) the row itself, so the waiter's answer needs no second read.
+    const waiters = this.resultWaiters.get(row.id);
+    const after = this.one<JobRow & { chained: number }>(
       `UPDATE jobs SET state = ?, result = ?, error = ?, lease_expires = NULL, finished_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, change_seq = ?
-       WHERE id = ?`,
+       WHERE id = ? RETURNING ${waiters ? "*, " : ""}(call IS NOT NULL AND json_extract(call, '$.next') IS NOT NULL) AS chained`,
       state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, this.nextChange(), row.id,
     );
     this.output.end(row.id, state);
-    if (state === "SUCCEEDED" && this.forwards.queue(row.id, now)) this.ensureAlarmBy(now);
-    const waiters = this.resultWaiters.get(row.id);
-    if (waiters) {
-      const view = this.jobViewById(row.id)!;
+    if (state === "SUCCEEDED" && after?.chained) {
+      this.forwards.queue(row.id, now);
+      this.ensureAlarmBy(now);
+    }
+    if (waiters && after) {
+      const view = jobView(after, this.device!.id);
       for (const w of [...waiters]) w(view);
     }
   }
