@@ -6,6 +6,7 @@
  */
 import { SqlObject } from "./sql-object.js";
 import { iso } from "../core/time.js";
+import { registryStub } from "./registry-object.js";
 import type { Env } from "../worker/env.js";
 
 const SCHEMA = `
@@ -78,6 +79,7 @@ export class DeploymentObject extends SqlObject<Env> {
       );
     });
     const after = new Set(this.all<{ device: string }>("SELECT DISTINCT device FROM placements").map((r) => r.device));
+    await registryStub(this.env).upsertDeployment(meta.namespace, meta.id, meta.source, generation);
     return { generation, dropped: [...before].filter((d) => !after.has(d)) };
   }
 
@@ -87,11 +89,15 @@ export class DeploymentObject extends SqlObject<Env> {
       scope === "all" ? "SELECT DISTINCT device FROM placements" : "SELECT DISTINCT device FROM placements WHERE device = ?",
       ...(scope === "all" ? [] : [scope.device]),
     ).map((r) => r.device);
+    const row = this.one<Row>("SELECT * FROM deployment");
+    let gone = false;
     this.ctx.storage.transactionSync(() => {
       if (scope === "all") this.run("DELETE FROM placements");
       else this.run("DELETE FROM placements WHERE device = ?", scope.device);
-      if (!this.one("SELECT 1 AS x FROM placements LIMIT 1")) this.run("DELETE FROM deployment");
+      gone = !this.one("SELECT 1 AS x FROM placements LIMIT 1");
+      if (gone) this.run("DELETE FROM deployment");
     });
+    if (gone && row) await registryStub(this.env).dropDeployment(row.namespace, row.name);
     return devices;
   }
 

@@ -81,7 +81,32 @@ export class RegistryObject extends SqlObject<Env> {
       "ALTER TABLE api_keys ADD COLUMN namespace TEXT; ALTER TABLE devices ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'",
       TRUST_SCHEMA,
       "CREATE TABLE facade_labels (hash TEXT PRIMARY KEY, device_id TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL)",
+      "CREATE TABLE deployments (namespace TEXT NOT NULL, id TEXT NOT NULL, source TEXT NOT NULL, generation INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (namespace, id))",
     ];
+  }
+
+  // ---- the deployment listing (each deployment's object publishes here, as devices do) ----
+
+  async upsertDeployment(namespace: string, id: string, source: string, generation: number): Promise<void> {
+    this.run(
+      `INSERT INTO deployments (namespace, id, source, generation, updated_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (namespace, id) DO UPDATE SET source = excluded.source, generation = excluded.generation, updated_at = excluded.updated_at`,
+      namespace, id, source, generation, Date.now(),
+    );
+  }
+
+  async dropDeployment(namespace: string, id: string): Promise<void> {
+    this.run("DELETE FROM deployments WHERE namespace = ? AND id = ?", namespace, id);
+  }
+
+  /** Deployments by id, `limit` at a time after the cursor; all namespaces for `null`. */
+  async listDeployments(namespace: string | null, limit: number, after: string | null): Promise<{ deployments: { namespace: string; id: string; source: string; generation: number; updatedAt: string }[]; next: string | null }> {
+    const rows = this.all<{ namespace: string; id: string; source: string; generation: number; updated_at: number }>(
+      "SELECT * FROM deployments WHERE (? IS NULL OR namespace = ?) AND (? IS NULL OR namespace || '/' || id > ?) ORDER BY namespace, id LIMIT ?",
+      namespace, namespace, after, after, limit + 1,
+    );
+    const page = rows.slice(0, limit).map((r) => ({ namespace: r.namespace, id: r.id, source: r.source, generation: r.generation, updatedAt: iso(r.updated_at)! }));
+    return { deployments: page, next: rows.length > limit ? `${page.at(-1)!.namespace}/${page.at(-1)!.id}` : null };
   }
 
   // ---- wasmiot facade labels: the capability a legacy orchestrator carries in a host name ----

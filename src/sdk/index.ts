@@ -111,6 +111,11 @@ export class WasmvisorClient {
     return (await this.postJose<DeploymentView>("/v1/deployments", token)).body;
   }
 
+  async listDeployments(params: { limit?: number; cursor?: string } = {}) {
+    const q = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]));
+    return (await this.request<{ deployments: { namespace: string; id: string; source: string; generation: number; updatedAt: string }[]; next: string | null }>("GET", `/v1/deployments?${q}`)).body;
+  }
+
   async getDeployment(id: string): Promise<DeploymentView> {
     return (await this.request<DeploymentView>("GET", `/v1/deployments/${encodeURIComponent(id)}`)).body;
   }

@@ -135,6 +135,14 @@ describe("signed deployments", () => {
     expect(shown.state).toBe("failed");
     expect(shown.devices.find((d: { device: string }) => d.device === devB.deviceId)).toMatchObject({ state: "failed", reason: "disk full" });
     expect(shown.devices.find((d: { device: string }) => d.device === devA.deviceId)).toMatchObject({ state: "active" });
+    const listed = (await call("GET", "/v1/deployments")).body.deployments as { id: string; source: string }[];
+    expect(listed.find((d) => d.id === "calc")).toMatchObject({ id: "calc", source: "signed", namespace: "default" });
+    expect(listed.map((d) => d.id)).not.toContain("never");
+    // Another tenant sees neither the listing entry nor the deployment, and cannot call it.
+    const other = (await call("POST", "/v1/keys", { json: { role: "user", namespace: "other-tenant" } })).body.key;
+    expect((await call("GET", "/v1/deployments", { token: other })).body.deployments).toEqual([]);
+    expect((await call("GET", "/v1/deployments/calc", { token: other })).status).toBe(404);
+    expect((await call("GET", `/v1/deployments/calc/modules/math/add32?a=1&b=2`, { token: other })).status).toBe(404);
   });
 
   it("lets a device fetch only its own deployments' data files", async () => {
@@ -186,5 +194,6 @@ describe("signed deployments", () => {
     for (const dev of [devA, devB]) expect((await desired(dev)).deployments.map((d) => d.deployment)).not.toContain("calc");
     expect((await call("GET", "/v1/deployments/calc")).status).toBe(404);
     expect((await call("DELETE", "/v1/deployments/calc")).status).toBe(404);
+    expect((await call("GET", "/v1/deployments")).body.deployments.map((d: { id: string }) => d.id)).not.toContain("calc");
   });
 });

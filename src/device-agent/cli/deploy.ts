@@ -46,6 +46,14 @@ export function deploymentCommands(program: Command) {
   const deployments = program.command("deployments").description("inspect and remove deployments");
   leaves.push(
     deployments
+      .command("ls")
+      .description("list deployments")
+      .action(action(async (_o: unknown, cmd: Command) => {
+        const { api, json } = await client(cmd);
+        const page = await api.listDeployments({ limit: 500 });
+        print(json, page, () => table(page.deployments.map((d) => ({ ...d })), ["id", "namespace", "source", "generation", "updatedAt"]));
+      })),
+    deployments
       .command("get")
       .argument("<id>")
       .description("a deployment's modules and each device's state")

@@ -5,6 +5,7 @@ import { DEFAULT_NAMESPACE } from "../../protocol/keys.js";
 import { DeviceId } from "../../protocol/ids.js";
 import { chooseDevice, overallState } from "../../core/calls.js";
 import { deploymentStub } from "../../durable/deployment-object.js";
+import { registryStub } from "../../durable/registry-object.js";
 import { jsonResponse, route } from "../route.js";
 import { annotate, type App, type Ctx, problem } from "../http.js";
 import { callerNamespace, deviceNamespace } from "../tenancy.js";
@@ -28,6 +29,17 @@ const submit = route({
 });
 
 const idParams = z.object({ id: DeploymentId });
+
+const DeploymentListItem = z.object({ namespace: z.string(), id: DeploymentId, source: z.enum(["signed", "wasmiot"]), generation: z.number().int(), updatedAt: z.string() });
+
+const list = route({
+  method: "get",
+  path: "/v1/deployments",
+  roles: ["admin", "user"],
+  summary: "Deployments of the caller's namespace (all, for a global key) by id; GET /v1/deployments/:id for their state",
+  request: { query: z.object({ limit: z.coerce.number().int().min(1).max(500).default(100), cursor: z.string().max(200).optional() }) },
+  responses: { 200: jsonResponse(z.object({ deployments: z.array(DeploymentListItem), next: z.string().nullable() }), "A page") },
+});
 
 const get = route({
   method: "get",
@@ -97,6 +109,12 @@ export function deploymentRoutes(app: App) {
     if (!out.ok) return problem(c, out.problem, out.detail);
     const shown = await view(c, namespace, manifest.id);
     return c.json(shown!, 201, { Location: `/v1/deployments/${manifest.id}` });
+  });
+
+  app.openapi(list, async (c) => {
+    const q = c.req.valid("query");
+    const page = await registryStub(c.env).listDeployments(callerNamespace(c), q.limit, q.cursor ?? null);
+    return c.json({ deployments: page.deployments as z.infer<typeof DeploymentListItem>[], next: page.next }, 200);
   });
 
   app.openapi(get, async (c) => {
