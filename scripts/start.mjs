@@ -97,9 +97,23 @@ console.log(`uploaded examples/wasm/fibo.wasm: sha256 ${mod.digest}`);
 const job = await api(admin, "POST", "/v1/jobs", { device: deviceId, module: mod.digest, function: "fibo", args: [20] });
 const done = await api(admin, "GET", `${job.links.result}?wait=30`);
 
+// A signed deployment: the function becomes an endpoint that takes its parameters by name.
+const { generateSigningKey, signDeployment } = await import("../dist/sdk/index.js");
+const { privateJwk, publicJwk } = await generateSigningKey("EdDSA");
+await api(admin, "POST", "/v1/orchestrator-keys", { jwk: publicJwk, label: "quick start" });
+const manifest = {
+  id: "quick-start",
+  modules: [{ name: "fibo", digest: mod.digest, devices: [deviceId], functions: { subtract: { params: [{ name: "minuend", type: "integer" }, { name: "subtrahend", type: "integer" }], result: "integer" } } }],
+};
+await api(admin, "POST", "/v1/deployments", await signDeployment(privateJwk, manifest), "application/jose");
+const callPath = "/v1/deployments/quick-start/modules/fibo/subtract?subtrahend=3&minuend=10";
+const called = await api(admin, "POST", callPath);
+const callDone = await api(admin, "GET", `${called.links.result}?wait=30`);
+
 console.log(`
 ================================================================================
  fibo(20) on device ${deviceId} = ${JSON.stringify(done.result?.value)}   (job ${done.state}, ${done.result?.durationMs?.toFixed(2)} ms in Wasm)
+ subtract(minuend=10, subtrahend=3) through the signed deployment quick-start = ${JSON.stringify(callDone.result?.value)}   (job ${callDone.state})
 ================================================================================
  Control plane: ${URL_BASE}        API description: ${URL_BASE}/openapi.json
  Admin token:   ${admin}
@@ -108,6 +122,8 @@ console.log(`
    curl -s -H "authorization: Bearer ${admin}" ${URL_BASE}${job.links.self}
    curl -s -H "authorization: Bearer ${admin}" -H "content-type: application/json" \\
         -d '{"device":"${deviceId}","module":"${mod.digest}","function":"subtract","args":[10,3]}' ${URL_BASE}/v1/jobs
+   curl -s -X POST -H "authorization: Bearer ${admin}" "${URL_BASE}${callPath}"
+   curl -s -H "authorization: Bearer ${admin}" ${URL_BASE}/v1/deployments/quick-start
  Ctrl-C stops the control plane and the agent (state stays in .wrangler/state).
 ================================================================================
 `);
