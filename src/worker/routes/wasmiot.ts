@@ -214,7 +214,42 @@ const revoke = route({
   responses: { 200: jsonResponse(z.object({ device: DeviceId, revoked: z.boolean() }), "Revoked") },
 });
 
+/**
+ * The /wasmiot/{device}/ form in the OpenAPI document (the host-based form serves the same
+ * paths at the root of <label>.<domain>, without a credential). Documentation only: the
+ * facade's own router serves them.
+ */
+const FACADE_DOCS: [method: "get" | "post" | "delete", path: string, summary: string][] = [
+  ["post", "/deploy", "Deploy a wasmiot manifest as the wasmiot orchestrator sends it (also //deploy)"],
+  ["delete", "/deploy/{deployment}", "Undeploy"],
+  ["get", "/health", "{cpuUsage 0-100, memoryUsage 0-1} from the agent's latest heartbeat"],
+  ["get", "/.well-known/wasmiot-device-description", "{platform, supervisorInterfaces}"],
+  ["get", "/{deployment}/modules/{module}/{function}", "Call a function (parameters by name in the query): {resultUrl}"],
+  ["post", "/{deployment}/modules/{module}/{function}", "Call a function (multipart files are its execution mounts): {resultUrl}"],
+  ["get", "/request-history", "The newest calls, as wasmiot history entries"],
+  ["get", "/request-history/{request}", "One call's entry; 404 until it is done"],
+  ["get", "/request-history/{request}/files/{name}", "One call's output file (never overwritten)"],
+  ["get", "/module_results/{module}/{name}", "The latest output file of a module"],
+];
+
+function documentFacade(app: App) {
+  for (const [method, path, summary] of FACADE_DOCS) {
+    const names = [...`/wasmiot/{device}${path}`.matchAll(/\{(\w+)\}/g)].map((m) => m[1]!);
+    app.openAPIRegistry.registerPath({
+      method,
+      path: `/wasmiot/{device}${path}`,
+      tags: ["wasmiot facade"],
+      summary,
+      security: [{ bearer: [] }],
+      "x-roles": ["admin", "user"],
+      request: { params: z.object(Object.fromEntries(names.map((n) => [n, z.string()]))) },
+      responses: { 200: { description: "As the wasmiot supervisor answers (errors: problem+json with the wasmiot message in `result`)" } },
+    });
+  }
+}
+
 export function wasmiotRoutes(app: App) {
+  documentFacade(app);
   // Host-based: before everything else, since these requests carry no credential.
   app.use(async (c, next) => {
     const domain = facadeDomain(c);
