@@ -16,7 +16,7 @@ import type { ExecResult } from "./execute.js";
 import { SocketLink } from "./socket-link.js";
 import { DeploymentSet } from "./deployments.js";
 import type { CallContext } from "../protocol/deployment.js";
-import { stat } from "node:fs/promises";
+import { lstat } from "node:fs/promises";
 import { LIMITS, type FailureKind } from "../protocol/job.js";
 
 export interface AgentOptions {
@@ -364,8 +364,15 @@ export class Agent {
       try {
         for (const out of call.outputs) {
           const path = join(dir, out.name);
-          const size = (await stat(path).catch(() => null))?.size;
-          if (size === undefined) continue; // not written this time
+          // lstat, not stat: only a regular file in the sandbox is uploaded, never what a link points at
+          // (node's WASI already refuses links out of the sandbox; this does not rely on it).
+          const st = await lstat(path).catch(() => null);
+          if (!st) continue; // not written this time
+          if (!st.isFile()) {
+            this.log("warn", "an output is not a regular file; not uploaded", { jobId: job.jobId, file: out.name });
+            continue;
+          }
+          const size = st.size;
           if (size > MAX_OUTPUT_FILE_BYTES) return { result: failedResult("internal", `output file ${out.name} is ${size} bytes; the limit is ${MAX_OUTPUT_FILE_BYTES}`), files: [] };
           await this.client.putOutput(job.jobId, job.leaseToken, out.name, await readFile(path));
           files.push({ name: out.name, size });
