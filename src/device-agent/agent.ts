@@ -33,6 +33,8 @@ export interface AgentOptions {
   transport: TransportMode;
   /** jobs the agent may hold at once (running plus waiting for a thread) */
   prefetch: number;
+  /** deployment instances kept between calls (one thread each) */
+  maxInstances: number;
   device: DeviceConfig;
   version: string;
 }
@@ -384,13 +386,25 @@ export class Agent {
     });
   }
 
-  /** The single-thread pool that keeps the instance `key` between calls. */
+  /**
+   * The single-thread pool that keeps the instance `key` between calls. Each costs a thread, so at
+   * most `maxInstances` are kept: beyond that the least recently used idle one ends (its state with it).
+   */
   private instancePool(key: string): WorkerPool {
     let pool = this.instancePools.get(key);
-    if (!pool) {
+    if (pool) {
+      this.instancePools.delete(key); // re-inserted below: the map's order is least recently used first
+    } else {
       pool = new WorkerPool(1, undefined, Number.POSITIVE_INFINITY);
-      this.instancePools.set(key, pool);
+      for (const [oldKey, old] of this.instancePools) {
+        if (this.instancePools.size < this.opts.maxInstances) break;
+        if (old.load > 0) continue;
+        this.instancePools.delete(oldKey);
+        void old.close();
+        this.log("info", "ended a kept instance to stay within --max-instances", { instance: oldKey });
+      }
     }
+    this.instancePools.set(key, pool);
     return pool;
   }
 

@@ -35,6 +35,7 @@ program
   .option("--poll-wait <seconds>", "long-poll wait", positiveInt, 25)
   .addOption(new Option("--transport <mode>", "ws: WebSocket push; poll: long-poll; auto: push, falling back to long-poll").choices(["auto", "ws", "poll"]).default("auto"))
   .option("--prefetch <n>", "jobs held at once, running or waiting for a thread (default: 4 per thread)", positiveInt)
+  .option("--max-instances <n>", "deployment instances kept between calls, one thread each (least recently used ends first)", positiveInt, 8)
   .addOption(new Option("--log-level <level>", "debug shows every job; info (default) shows failures and lifecycle").choices(["debug", "info", "warn", "error"]).default("info"))
   .action(async (o: Record<string, string | number | undefined>) => {
     setAgentLogLevel(o.logLevel as Level);
@@ -51,6 +52,7 @@ program
       pollWaitSeconds: Math.min(30, Number(o.pollWait)),
       transport: o.transport as TransportMode,
       prefetch: o.prefetch ? Number(o.prefetch) : Number(o.poolSize) * 4,
+      maxInstances: Number(o.maxInstances),
       device,
       version: pkg.version,
     });

@@ -80,7 +80,7 @@ beforeAll(async () => {
   const key = await cp.admin.createKey("register", "wasmiot");
   [a, b] = await Promise.all([
     startAgent({ server: cp.url, token: key.key, args: ["--name", "device-a"] }),
-    startAgent({ server: cp.url, token: key.key, args: ["--name", "device-b"] }),
+    startAgent({ server: cp.url, token: key.key, args: ["--name", "device-b", "--max-instances", "1"] }),
   ]);
   const port = new URL(cp.url).port;
   for (const agent of [a, b]) {
@@ -173,6 +173,16 @@ describe("the wasmiot facade, as a wasmiot orchestrator drives it", () => {
     expect(seq).toEqual(["1", "2", "3", "5", "8"]);
     await deployTo(baseA, m);
     expect((await callAndFollow(baseA, "/dep-stateful/modules/sfibo/stateful_fibo")).body.result[0]).toBe("1");
+  });
+
+  it("keeps at most --max-instances instances: the least recently used one ends (device B keeps 1)", async () => {
+    await deployTo(baseB, simpleManifest("dep-s1", "sfibo", "stateful_fibo.wasm", "stateful_fibo", [], baseB));
+    await deployTo(baseB, simpleManifest("dep-s2", "sfibo", "stateful_fibo.wasm", "stateful_fibo", [], baseB));
+    const next = async (dep: string) => (await callAndFollow(baseB, `/${dep}/modules/sfibo/stateful_fibo`)).body.result[0];
+    expect([await next("dep-s1"), await next("dep-s1")]).toEqual(["1", "2"]);
+    expect(await next("dep-s2")).toBe("1"); // a second instance: the first one ends
+    expect(await next("dep-s1")).toBe("1"); // so dep-s1 starts over
+    await b.waitForLog((l) => l.msg === "ended a kept instance to stay within --max-instances");
   });
 
   it("runs energy-query against its freezer.data_csv deployment mount: 0.09", async () => {
