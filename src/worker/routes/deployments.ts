@@ -139,11 +139,12 @@ export function deploymentRoutes(app: App) {
     if (!record) return problem(c, "not-found", `deployment ${id} does not exist`);
     if (holders.length === 0) return problem(c, "not-found", `module ${module} not found for this deployment`);
     if (wanted && !holders.includes(wanted)) return problem(c, "not-found", `module ${module} is not deployed on ${wanted}`);
-    const online = wanted ? [] : await mapWithConcurrency(holders, 8, async (d) => {
+    // Placement asks the holders only when there is a choice to make.
+    const online = wanted || holders.length === 1 ? [] : await mapWithConcurrency(holders, 8, async (d) => {
       const v = await deviceStub(c.env, d).view();
       return { id: d, online: v.ok && v.value.status === "online" };
     });
-    const device = wanted ?? chooseDevice(online)!;
+    const device = wanted ?? (holders.length === 1 ? holders[0]! : chooseDevice(online)!);
     const out = await placeCall(c, { device, deployment: id, module, function: fn }, query);
     if (!out.ok) return problem(c, out.problem, out.detail);
     annotate(c, { event: "call", deployment: id, module, function: fn, jobId: out.value.id });
