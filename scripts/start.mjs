@@ -75,7 +75,7 @@ if (!existsSync(".wrangler/state") && existsSync(AGENT_DIR)) rmSync(AGENT_DIR, {
 mkdirSync(".wrangler", { recursive: true });
 
 console.log(`starting the control plane (wrangler dev, local workerd) on ${URL_BASE} ...`);
-run("control-plane", "node_modules/.bin/wrangler", ["dev", "--ip", "127.0.0.1", "--port", String(PORT), "--persist-to", ".wrangler/state", "--show-interactive-dev-session=false"], {
+run("control-plane", "node_modules/.bin/wrangler", ["dev", "--ip", "127.0.0.1", "--port", String(PORT), "--persist-to", ".wrangler/state", "--show-interactive-dev-session=false", "--var", "WASMIOT_FACADE_DOMAIN:localhost"], {
   CI: "true",
   WRANGLER_SEND_METRICS: "false",
   CLOUDFLARE_CF_FETCH_ENABLED: "false",
@@ -109,6 +109,8 @@ await api(admin, "POST", "/v1/deployments", await signDeployment(privateJwk, man
 const callPath = "/v1/deployments/quick-start/modules/fibo/subtract?subtrahend=3&minuend=10";
 const called = await api(admin, "POST", callPath);
 const callDone = await api(admin, "GET", `${called.links.result}?wait=30`);
+// The wasmiot facade is on for this local run (WASMIOT_FACADE_DOMAIN=localhost): the device answers as a wasmiot supervisor.
+const facade = await api(admin, "POST", `/v1/devices/${deviceId}/wasmiot-facade`);
 
 console.log(`
 ================================================================================
@@ -124,6 +126,9 @@ console.log(`
         -d '{"device":"${deviceId}","module":"${mod.digest}","function":"subtract","args":[10,3]}' ${URL_BASE}/v1/jobs
    curl -s -X POST -H "authorization: Bearer ${admin}" "${URL_BASE}${callPath}"
    curl -s -H "authorization: Bearer ${admin}" ${URL_BASE}/v1/deployments/quick-start
+ wasmiot facade (this device as a wasmiot supervisor, no credential: the host name is the capability):
+   curl -s http://${facade.host}:${PORT}/health
+   curl -s http://${facade.host}:${PORT}/.well-known/wasmiot-device-description
  Ctrl-C stops the control plane and the agent (state stays in .wrangler/state).
 ================================================================================
 `);

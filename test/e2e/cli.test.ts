@@ -170,6 +170,14 @@ describe("signed deployments from the CLI", () => {
     expect(cli(["deployments", "get", "cli-fibo"]).code).toBe(3);
   });
 
+  it("keeps the wasmiot facade off unless WASMIOT_FACADE_DOMAIN is set", async () => {
+    const expose = cli(["wasmiot", "expose", agent.deviceId]);
+    expect(expose.code).toBe(3);
+    expect(expose.err).toContain("not enabled");
+    const res = await fetch(`${cp.url}/wasmiot/${agent.deviceId}/health`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(res.status).toBe(404);
+  });
+
   it("announces a facade to a wasmiot orchestrator as its supervisors do", async () => {
     const { createServer } = await import("node:http");
     const { spawn } = await import("node:child_process");
