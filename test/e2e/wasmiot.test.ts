@@ -25,7 +25,7 @@ let baseA: string;
 let baseB: string;
 let connectTo: string;
 
-const req = (url: string, opts: { method?: string; json?: unknown; body?: Buffer; type?: string } = {}) => httpRequest(url, { ...opts, connectTo });
+const req = (url: string, opts: { method?: string; json?: unknown; body?: Buffer; type?: string; chunked?: boolean } = {}) => httpRequest(url, { ...opts, connectTo });
 
 async function api(method: string, path: string, json?: unknown) {
   const res = await fetch(cp.url + path, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(json ? { "content-type": "application/json" } : {}) }, ...(json ? { body: JSON.stringify(json) } : {}) });
@@ -183,6 +183,12 @@ describe("the wasmiot facade, as a wasmiot orchestrator drives it", () => {
     expect(await next("dep-s2")).toBe("1"); // a second instance: the first one ends
     expect(await next("dep-s1")).toBe("1"); // so dep-s1 starts over
     await b.waitForLog((l) => l.msg === "ended a kept instance to stay within --max-instances");
+  });
+
+  it("takes a manifest sent with chunked transfer encoding (no content-length)", async () => {
+    const res = await req(`${baseA}/deploy`, { method: "POST", json: simpleManifest("dep-chunked", "fibo", "fibo.wasm", "fibo", ["param0"], baseA), chunked: true });
+    expect(res.status, res.text).toBe(200);
+    expect((await callAndFollow(baseA, "/dep-chunked/modules/fibo/fibo?param0=5")).body.result).toEqual(["8", null]);
   });
 
   it("runs energy-query against its freezer.data_csv deployment mount: 0.09", async () => {

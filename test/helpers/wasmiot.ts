@@ -15,7 +15,7 @@ export const FACADE_DOMAIN = "wasmiot.localhost";
 export type Reply = { status: number; type: string; body: any; text: string };
 
 /** One HTTP request to `url`, sent to `connectTo` (host:port) when the URL's host does not resolve. */
-export function httpRequest(url: string, opts: { method?: string; json?: unknown; body?: Buffer; type?: string; connectTo: string; headers?: Record<string, string> }): Promise<Reply> {
+export function httpRequest(url: string, opts: { method?: string; json?: unknown; body?: Buffer; type?: string; connectTo: string; headers?: Record<string, string>; chunked?: boolean }): Promise<Reply> {
   const u = new URL(url);
   const [host, port] = opts.connectTo.split(":");
   const payload = opts.json !== undefined ? Buffer.from(JSON.stringify(opts.json)) : opts.body;
@@ -28,7 +28,7 @@ export function httpRequest(url: string, opts: { method?: string; json?: unknown
         path: u.pathname + u.search,
         headers: {
           host: u.host,
-          ...(payload ? { "content-type": opts.type ?? "application/json", "content-length": String(payload.length) } : {}),
+          ...(payload ? { "content-type": opts.type ?? "application/json", ...(opts.chunked ? { "transfer-encoding": "chunked" } : { "content-length": String(payload.length) }) } : {}),
           ...opts.headers,
         },
       },

@@ -177,23 +177,30 @@ async function serveOutput(c: FCtx, jobId: string | null, name: string, mediaTyp
   return new Response(obj.body, { headers: { "content-type": mediaType, "content-length": String(obj.size) } });
 }
 
-const facade = buildFacade();
+/** What a dispatched request carries into the facade's router: the device, the base URL, and the outer request's context. */
+const dispatched = new WeakMap<Request, { facade: Facade; outer: Ctx }>();
+
+/** Built once: the facade's router, behind the step that takes the dispatched context and a body limit. */
+const facadeApp = new Hono<FacadeEnv>()
+  .use(async (fc, next) => {
+    const from = dispatched.get(fc.req.raw)!;
+    fc.set("facade", from.facade);
+    fc.set("requestId", from.outer.get("requestId"));
+    fc.set("logFields", {});
+    await next();
+    annotate(from.outer, { facade: "wasmiot", device: from.facade.device, ...fc.get("logFields") });
+  })
+  // After the step above: the limit may replace the request (a chunked body), which would hide it from the map.
+  .use(bodyLimit({ maxSize: DEPLOYMENT_LIMITS.maxCallBodyBytes, onError: (fc) => fail(fc, "too-large", `request bodies are limited to ${DEPLOYMENT_LIMITS.maxCallBodyBytes} bytes`) }))
+  .route("/", buildFacade());
 
 /** Runs a facade request for `device`, with the path the wasmiot client meant (`//deploy` is `/deploy`). */
 function dispatch(c: Ctx, device: string, base: string, path: string) {
   const url = new URL(c.req.url);
   url.pathname = path.replace(/^\/+/, "/") || "/";
-  const sub = new Hono<FacadeEnv>();
-  sub.use(bodyLimit({ maxSize: DEPLOYMENT_LIMITS.maxCallBodyBytes, onError: (fc) => fail(fc, "too-large", `request bodies are limited to ${DEPLOYMENT_LIMITS.maxCallBodyBytes} bytes`) }));
-  sub.use(async (fc, next) => {
-    fc.set("facade", { device, base });
-    fc.set("requestId", c.get("requestId"));
-    fc.set("logFields", {});
-    await next();
-    annotate(c, { facade: "wasmiot", device, ...fc.get("logFields") });
-  });
-  sub.route("/", facade);
-  return sub.fetch(new Request(url, c.req.raw), c.env, c.executionCtx);
+  const request = new Request(url, c.req.raw);
+  dispatched.set(request, { facade: { device, base }, outer: c });
+  return facadeApp.fetch(request, c.env, c.executionCtx);
 }
 
 const issue = route({
