@@ -53,8 +53,27 @@ async function fetchBounded(url: string, max: number, what: string): Promise<Out
   if (!res.ok) return fail("unprocessable", `fetching ${what} from ${url} answered ${res.status}`);
   const declared = Number(res.headers.get("content-length") ?? "0");
   if (declared > max) return fail("unprocessable", `${what} at ${url} is ${declared} bytes; the limit is ${max}`);
-  const bytes = new Uint8Array(await res.arrayBuffer());
-  if (bytes.length > max) return fail("unprocessable", `${what} at ${url} is over the ${max}-byte limit`);
+  // Read as a stream and stop at the limit: a body without a length must not fill the isolate's memory.
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (!res.body) return ok(new Uint8Array(0));
+  const reader = res.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > max) {
+      await reader.cancel();
+      return fail("unprocessable", `${what} at ${url} is over the ${max}-byte limit`);
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.length;
+  }
   return ok(bytes);
 }
 

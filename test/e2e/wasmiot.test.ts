@@ -185,6 +185,16 @@ describe("the wasmiot facade, as a wasmiot orchestrator drives it", () => {
     await b.waitForLog((l) => l.msg === "ended a kept instance to stay within --max-instances");
   });
 
+  it("refuses a data file over the limit without reading it all, deploying nothing", async () => {
+    const m = simpleManifest("dep-big", "fibo", "fibo.wasm", "fibo", ["param0"], baseA);
+    m.modules[0]!.urls.other = { data: `${files.url}/endless` } as never;
+    (m.mounts.fibo!.fibo as { deployment: unknown[] }).deployment = [{ path: "data", media_type: "text/csv", stage: "deployment" }];
+    const res = await req(`${baseA}/deploy`, { method: "POST", json: m });
+    expect(res.status).toBe(422);
+    expect(res.body.result).toMatch(/over the 16777216-byte limit/);
+    expect((await req(`${baseA}/dep-big/modules/fibo/fibo?param0=1`)).status).toBe(404);
+  });
+
   it("takes a manifest sent with chunked transfer encoding (no content-length)", async () => {
     const res = await req(`${baseA}/deploy`, { method: "POST", json: simpleManifest("dep-chunked", "fibo", "fibo.wasm", "fibo", ["param0"], baseA), chunked: true });
     expect(res.status, res.text).toBe(200);

@@ -69,6 +69,20 @@ export function startFileServer(): Promise<{ url: string; requests: string[]; cl
   const requests: string[] = [];
   const server = http.createServer((req, res) => {
     requests.push(req.url ?? "");
+    if (req.url === "/endless") {
+      // No content-length, and more than any limit: the control plane must stop reading.
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      const chunk = Buffer.alloc(1 << 20);
+      let sent = 0;
+      const pump = () => {
+        while (sent < 64 && res.write(chunk)) sent++;
+        if (sent < 64) res.once("drain", pump);
+        else res.end();
+      };
+      res.on("close", () => (sent = 64));
+      pump();
+      return;
+    }
     try {
       const bytes = readFileSync(join(FIXTURES, decodeURIComponent((req.url ?? "/").slice(1))));
       res.writeHead(200, { "content-type": "application/octet-stream" }).end(bytes);
