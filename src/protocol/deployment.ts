@@ -103,6 +103,8 @@ export const ModuleSpec = z.strictObject({
   name: ModuleName,
   /** the module's sha256: already uploaded (POST /v1/modules), or fetched from `url` and checked against it */
   digest: Sha256Hex,
+  /** bytes; when given, the binary must have exactly this size */
+  size: z.number().int().positive().max(LIMITS.maxModuleBytes).optional(),
   url: z.url({ protocol: /^https?$/ }).optional(),
   devices: z.array(DeviceId).min(1).max(DEPLOYMENT_LIMITS.maxDevices),
   functions: z.record(ExportName, FunctionSpec).refine((f) => Object.keys(f).length >= 1 && Object.keys(f).length <= DEPLOYMENT_LIMITS.maxFunctions, {

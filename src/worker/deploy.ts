@@ -22,6 +22,7 @@ export interface ModuleToPlace {
   name: string;
   /** known digest (uploaded, or to check a fetched binary against) */
   digest?: string;
+  size?: number;
   url?: string;
   devices: string[];
   functions: Record<string, FunctionSpec>;
@@ -78,6 +79,12 @@ async function fetchBounded(url: string, max: number, what: string): Promise<Out
 }
 
 async function resolveModule(env: Env, m: ModuleToPlace): Promise<Outcome<ModuleInfo>> {
+  const info = await fetchOrFindModule(env, m);
+  if (info.ok && m.size !== undefined && info.value.size !== m.size) return fail("unprocessable", `module ${m.name} is ${info.value.size} bytes, not the manifest's ${m.size}`);
+  return info;
+}
+
+async function fetchOrFindModule(env: Env, m: ModuleToPlace): Promise<Outcome<ModuleInfo>> {
   if (m.url) {
     const fetched = await fetchBounded(m.url, LIMITS.maxModuleBytes, `module ${m.name}`);
     if (!fetched.ok) return fetched;

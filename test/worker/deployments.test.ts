@@ -79,6 +79,8 @@ describe("signed deployments", () => {
     (noExport.modules[0]!.functions as Record<string, unknown>).nope = { params: [] };
     const badChain = manifest("never");
     (badChain.modules[0]!.functions.add32 as Record<string, unknown>).to = { device: devA.deviceId, module: "other", function: "f" };
+    const wrongSize = manifest("never");
+    (wrongSize.modules[0] as Record<string, unknown>).size = 12345;
     const outside = manifest("never");
     (outside.modules[0]!.functions.add32 as Record<string, unknown>).to = { url: "http://elsewhere.example/x/modules/y/z" };
 
@@ -98,6 +100,7 @@ describe("signed deployments", () => {
       ["a function the module does not export", sign(ed, noExport), 422],
       ["a chain to a function not placed", sign(ed, badChain), 422],
       ["a chain outside while forwarding outside is off", sign(ed, outside), 422],
+      ["a size that is not the module's", sign(ed, wrongSize), 422],
     ];
     for (const [what, token, status] of cases) {
       const res = await deploy(await token);

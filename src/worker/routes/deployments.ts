@@ -102,7 +102,7 @@ export function deploymentRoutes(app: App) {
       id: manifest.id,
       source: "signed",
       signedBy: verified.kid,
-      modules: manifest.modules.map((m) => ({ name: m.name, digest: m.digest, ...(m.url ? { url: m.url } : {}), devices: m.devices, functions: m.functions, mounts: m.mounts })),
+      modules: manifest.modules.map((m) => ({ name: m.name, digest: m.digest, ...(m.size ? { size: m.size } : {}), ...(m.url ? { url: m.url } : {}), devices: m.devices, functions: m.functions, mounts: m.mounts })),
       scope: "all",
       deviceNamespace: (d) => deviceNamespace(c, d),
     });
