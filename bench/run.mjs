@@ -87,6 +87,32 @@ results.throughput = { floor: floorTp, ours: oursTp };
 rows.push(["3a. Floor throughput: GET /healthz, 16 concurrent", `${floorTp.perSecond.toFixed(0)} req/s`, "", ""]);
 rows.push(["3b. fibo(20) through one device, 16 concurrent submitters (1 job/request)", `${oursTp.perSecond.toFixed(0)} jobs/s (p50 ${fmt(oursTp.p50)} ms)`, ">= 0.7x floor", `${(oursTp.perSecond / floorTp.perSecond).toFixed(2)}x`]);
 
+// 2b. A call through a signed deployment's endpoint (parameters by name), waiting for its result in the same request.
+say("deployment calls");
+const { generateSigningKey, signDeployment } = await import("../dist/sdk/index.js");
+const signing = await generateSigningKey("EdDSA");
+await cp.admin.trustOrchestratorKey(signing.publicJwk, "bench");
+await cp.admin.deploy(await signDeployment(signing.privateJwk, {
+  id: "bench",
+  modules: [{ name: "fibo", digest: fibo, devices: [agent.deviceId], functions: { fibo: { params: [{ name: "n", type: "integer" }], result: "integer" } } }],
+}));
+if ((await cp.admin.waitForDeployment("bench", { timeoutSeconds: 30 })).state !== "active") throw new Error("the bench deployment did not become active");
+const callDeployed = async () => {
+  const j = await (await fetch(`${cp.url}/v1/deployments/bench/modules/fibo/fibo?n=20`, { method: "POST", headers: { authorization: H.authorization, prefer: "wait=30" } })).json();
+  if (j.result?.value !== 10946) throw new Error(`bad result ${JSON.stringify(j)}`);
+};
+await timeSequential(50, callDeployed);
+const depFloor = [];
+const depCall = [];
+for (let i = 0; i < Math.min(CALLS, 500); i++) {
+  depFloor.push(...(await timeSequential(1, healthz)));
+  depCall.push(...(await timeSequential(1, callDeployed)));
+}
+const df = stats(depFloor);
+const dc = stats(depCall);
+results.deploymentCall = { floor: df, call: dc };
+rows.push(["2b. Deployment call by parameter name: POST /v1/deployments/:id/modules/fibo/fibo?n=20 with Prefer: wait, sequential", `p50 ${fmt(dc.p50)} ms, p99 ${fmt(dc.p99)} ms (floor here ${fmt(df.p50)} ms)`, "", `${(dc.p50 / df.p50).toFixed(2)}x / ${(dc.p99 / df.p99).toFixed(2)}x`]);
+
 // 2'. Ceilings: the same calls with an instant simulated agent (no agent work at all), and one
 // device read (one Durable Object hop, no write): what the control plane's hops cost by themselves.
 say("control-plane ceilings");

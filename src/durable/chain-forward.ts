@@ -44,6 +44,7 @@ export async function forwardStep(env: Env, jobId: string, call: CallRecord, res
       chained: { value, hasFiles: files.length > 0 },
     });
     if (!out.ok) return { error: `the next step ${step.module}/${step.function} on ${step.device} refused the call: ${out.detail}` };
+    // (out.value.job is the next step's job: QUEUED, or FAILED at once when it could not be called)
     return { job: nextJob, ...(step.resultBase ? { url: `${step.resultBase.replace(/\/+$/, "")}/request-history/${nextJob}` } : {}) };
   }
   return forwardOverHttp(env, step, files, value);

@@ -81,10 +81,9 @@ export class DeviceObject extends DeviceQueue {
    * broke. The job id is given by the caller, so a repeated forward finds the
    * job it made.
    */
-  async call(jobId: string, req: CallRequest): Promise<Outcome<JobView>> {
+  async call(jobId: string, req: CallRequest, waitMs = 0): Promise<Outcome<{ done: boolean; job: JobView }>> {
     if (!this.device) return fail("not-found", "the device is not registered");
-    const existing = this.jobViewById(jobId);
-    if (existing) return ok(existing);
+    if (this.jobRow(jobId)) return this.awaitResult(jobId, waitMs);
     const found = this.deployments.lookup(req.deployment, req.module, req.function);
     if (!found.ok) return fail("not-found", found.detail);
     const { submission, call, problem } = prepareCall(this.device.id, found.ref, req);
@@ -97,7 +96,7 @@ export class DeviceObject extends DeviceQueue {
       this.insertJob(jobId, submission, null, now, call);
       this.dispatch();
     }
-    return ok(this.jobViewById(jobId)!);
+    return this.awaitResult(jobId, waitMs);
   }
 
   /** The key of an input file of a job this device holds the lease of (agents fetch only their own inputs). */

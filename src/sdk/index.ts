@@ -141,6 +141,15 @@ export class WasmvisorClient {
     return (await this.request<CallAccepted>("POST", path)).body;
   }
 
+  /** Calls a deployed function and waits up to `waitSeconds` for it in the same request (`Prefer: wait`). */
+  async runFunction(deployment: string, module: string, fn: string, params: Record<string, string | number | boolean> = {}, waitSeconds = 30, device?: string): Promise<{ done: boolean; job: JobView }> {
+    const query = new URLSearchParams(Object.entries({ ...params, ...(device ? { device } : {}) }).map(([k, v]) => [k, String(v)]));
+    const path = `/v1/deployments/${encodeURIComponent(deployment)}/modules/${encodeURIComponent(module)}/${encodeURIComponent(fn)}?${query}`;
+    const res = await this.request<JobView | CallAccepted>("POST", path, undefined, { prefer: `wait=${waitSeconds}` });
+    if (res.status === 200) return { done: true, job: res.body as JobView };
+    return { done: false, job: await this.getJob((res.body as CallAccepted).job) };
+  }
+
   /** Issues the device's wasmiot facade label (shown once): it answers as a wasmiot supervisor at `host`. */
   async exposeWasmiotFacade(deviceId: string): Promise<{ device: string; label: string; host: string; pathBase: string }> {
     return (await this.request<{ device: string; label: string; host: string; pathBase: string }>("POST", `/v1/devices/${deviceId}/wasmiot-facade`)).body;

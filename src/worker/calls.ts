@@ -47,8 +47,8 @@ async function readBody(c: Ctx, jobId: string): Promise<Outcome<{ body: Record<s
   return { ok: true, value: { body: {}, files: [] } };
 }
 
-/** Queues the call on the device; answers the job (queued, or FAILED at once for nothing). */
-export async function placeCall(c: Ctx, target: CallTarget, query: Record<string, string>): Promise<Outcome<JobView>> {
+/** Queues the call on the device; with `waitMs`, also waits for it to end. */
+export async function placeCall(c: Ctx, target: CallTarget, query: Record<string, string>, waitMs = 0): Promise<Outcome<{ done: boolean; job: JobView }>> {
   const jobId = newJobId(target.device, Date.now());
   const read = await readBody(c, jobId);
   if (!read.ok) return read;
@@ -63,7 +63,7 @@ export async function placeCall(c: Ctx, target: CallTarget, query: Record<string
     body,
     files: files.map((f) => ({ name: f.name, key: f.key })),
     prev: null,
-  });
+  }, waitMs);
   // Nothing half-applied: a refused call leaves no files behind.
   if (!out.ok && files.length > 0) await c.env.MODULES.delete(files.map((f) => f.key));
   return out;

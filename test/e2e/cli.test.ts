@@ -159,6 +159,11 @@ describe("signed deployments from the CLI", () => {
     expect(sub.code, sub.err).toBe(0);
     expect(JSON.parse(sub.out)).toMatchObject({ state: "SUCCEEDED", args: [10, 3], result: { value: 7 }, call: { deployment: "cli-fibo", module: "fibo" } });
     expect(JSON.parse(cli(["call", "cli-fibo", "fibo", "fibo", "n=12", "--json"]).out).result.value).toBe(233);
+    // Create-and-wait in one request: `Prefer: wait=N` (a query name could be the function's own parameter).
+    const waited = await fetch(`${cp.url}/v1/deployments/cli-fibo/modules/fibo/fibo?n=20`, { method: "POST", headers: { authorization: `Bearer ${ADMIN_TOKEN}`, prefer: "wait=20" } });
+    expect(waited.status).toBe(200);
+    expect(waited.headers.get("preference-applied")).toBe("wait=20");
+    expect(((await waited.json()) as { result: { value: number } }).result.value).toBe(10946);
 
     const missing = cli(["call", "cli-fibo", "fibo", "subtract", "minuend=10"]);
     expect(missing.code).toBe(3);

@@ -314,12 +314,12 @@ describe("the wasmiot facade, as a wasmiot orchestrator drives it", () => {
       }),
     );
     expect((await cp.admin.waitForDeployment("native-chain")).state).toBe("active");
-    const accepted = await cp.admin.callFunction("native-chain", "first", "fibo", { n: 4 });
-    expect(accepted.device).toBe(a.deviceId);
-    let job = await cp.admin.getJob(accepted.job);
+    const first = await cp.admin.runFunction("native-chain", "first", "fibo", { n: 4 }, 30);
+    expect(first).toMatchObject({ done: true, job: { device: a.deviceId, result: { value: 5 } } });
+    let job = await cp.admin.getJob(first.job.id);
     for (let i = 0; i < 200 && job.chain?.state !== "succeeded"; i++) {
       await new Promise((r) => setTimeout(r, 100));
-      job = await cp.admin.getJob(accepted.job);
+      job = await cp.admin.getJob(first.job.id);
     }
     expect(job.chain).toMatchObject({ state: "succeeded", steps: [{ device: a.deviceId, state: "SUCCEEDED" }, { device: b.deviceId, state: "SUCCEEDED" }] });
     const second = await cp.admin.getJob(job.chain!.steps[1]!.job!);

@@ -180,6 +180,10 @@ describe("signed deployments", () => {
       expect(res.status, path).toBeLessThan(500);
       expect(res.body.detail, path).toMatch(detail);
     }
+    // No agent runs here: a waited call that does not end in time answers 202, saying the wait was applied.
+    const waited = await call("GET", `${base}/add32?a=1&b=2&device=${devA.deviceId}`, { headersExtra: { prefer: "wait=1" } });
+    expect(waited.status).toBe(202);
+    expect(waited.headers.get("preference-applied")).toBe("wait=1");
     const body = await call("POST", `${base}/half?device=${devA.deviceId}`, { json: { x: 5 } });
     expect(body.status).toBe(202);
     expect((await call("GET", body.body.links.self)).body.args).toEqual([5]);

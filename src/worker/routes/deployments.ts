@@ -14,7 +14,8 @@ import { applyDeployment, removeDeployment } from "../deploy.js";
 import { placeCall } from "../calls.js";
 import { deviceStub } from "../stubs.js";
 import { mapWithConcurrency } from "../../core/concurrency.js";
-import { jobLinks } from "../../protocol/job.js";
+import { jobLinks, JobView, LIMITS } from "../../protocol/job.js";
+import { TtlCache } from "../../core/ttl-cache.js";
 
 const NamespaceQuery = z.object({ namespace: z.string().max(64).optional() });
 
@@ -61,11 +62,28 @@ const remove = route({
 
 const callParams = z.object({ id: DeploymentId, module: ModuleName, function: ExportName });
 const callQuery = z.looseObject({ device: DeviceId.optional().meta({ description: "one of several devices holding the module; other query parameters are the function's, by name" }) });
-const callResponses = { 202: jsonResponse(CallAccepted, "Queued on the device; the result appears at links.result") };
-const callSummary = "Call a deployed function: parameters by name (query, JSON body or form fields), multipart files as its input files; answers 202 at once";
+const callResponses = {
+  202: jsonResponse(CallAccepted, "Queued on the device; the result appears at links.result"),
+  200: jsonResponse(JobView, "With `Prefer: wait=N`: the call ended within N seconds"),
+};
+const callSummary =
+  "Call a deployed function: parameters by name (query, JSON body or form fields), multipart files as its input files; answers 202 at once, or with `Prefer: wait=N` the ended job (200). Query names `device` and `namespace` are reserved";
 
 const callPost = route({ method: "post", path: "/v1/deployments/{id}/modules/{module}/{function}", roles: ["admin", "user"], summary: callSummary, request: { params: callParams, query: callQuery }, responses: callResponses });
 const callGet = route({ method: "get", path: "/v1/deployments/{id}/modules/{module}/{function}", roles: ["admin", "user"], summary: callSummary, request: { params: callParams, query: callQuery }, responses: callResponses });
+
+/**
+ * Where a deployment's modules are, per isolate for a moment: a call saves the hop to the
+ * deployment's object. A stale entry can only send a call where the device object refuses it
+ * (404); deploys and undeploys through this isolate drop it at once.
+ */
+const placements = new TtlCache<string, Awaited<ReturnType<ReturnType<typeof deploymentStub>["record"]>>>(2_000);
+
+/** RFC 7240 `Prefer: wait=N`: wait up to N seconds (bounded) for the call to end. Not a query parameter, which could be the function's. */
+function preferredWait(prefer: string | undefined): number {
+  const m = /(?:^|[;,\s])wait=(\d+)/i.exec(prefer ?? "");
+  return m ? Math.min(Number(m[1]), LIMITS.maxWaitSeconds) : 0;
+}
 
 /** Whose deployment this is: a scoped key's namespace, or (for a global key) ?namespace= or the default. */
 const namespaceOf = (c: Ctx, fallback?: string) => callerNamespace(c) ?? fallback ?? DEFAULT_NAMESPACE;
@@ -107,6 +125,7 @@ export function deploymentRoutes(app: App) {
       deviceNamespace: (d) => deviceNamespace(c, d),
     });
     if (!out.ok) return problem(c, out.problem, out.detail);
+    placements.delete(`${namespace}/${manifest.id}`);
     const shown = await view(c, namespace, manifest.id);
     return c.json(shown!, 201, { Location: `/v1/deployments/${manifest.id}` });
   });
@@ -125,7 +144,9 @@ export function deploymentRoutes(app: App) {
 
   app.openapi(remove, async (c) => {
     const { id } = c.req.valid("param");
-    const out = await removeDeployment(c.env, namespaceOf(c, c.req.valid("query").namespace), id, "all");
+    const namespace = namespaceOf(c, c.req.valid("query").namespace);
+    const out = await removeDeployment(c.env, namespace, id, "all");
+    placements.delete(`${namespace}/${id}`);
     if (!out.ok) return problem(c, out.problem, out.detail);
     annotate(c, { event: "undeploy", deployment: id });
     return c.json({ id, devices: out.value.devices }, 200);
@@ -134,7 +155,8 @@ export function deploymentRoutes(app: App) {
   const call = async (c: Ctx) => {
     const { id, module, function: fn } = c.req.param() as z.infer<typeof callParams>;
     const { device: wanted, namespace: nsParam, ...query } = c.req.query();
-    const record = await deploymentStub(c.env, namespaceOf(c, nsParam), id).record();
+    const namespace = namespaceOf(c, nsParam);
+    const record = await placements.get(`${namespace}/${id}`, () => deploymentStub(c.env, namespace, id).record(), (r) => r !== null);
     const holders = record?.placements.filter((p) => p.module === module).map((p) => p.device) ?? [];
     if (!record) return problem(c, "not-found", `deployment ${id} does not exist`);
     if (holders.length === 0) return problem(c, "not-found", `module ${module} not found for this deployment`);
@@ -145,10 +167,14 @@ export function deploymentRoutes(app: App) {
       return { id: d, online: v.ok && v.value.status === "online" };
     });
     const device = wanted ?? (holders.length === 1 ? holders[0]! : chooseDevice(online)!);
-    const out = await placeCall(c, { device, deployment: id, module, function: fn }, query);
+    const waitSeconds = preferredWait(c.req.header("prefer"));
+    const out = await placeCall(c, { device, deployment: id, module, function: fn }, query, waitSeconds * 1000);
     if (!out.ok) return problem(c, out.problem, out.detail);
-    annotate(c, { event: "call", deployment: id, module, function: fn, jobId: out.value.id });
-    return c.json({ job: out.value.id, device, links: jobLinks(out.value.id) }, 202, { Location: `/v1/jobs/${out.value.id}` });
+    const { done, job } = out.value;
+    annotate(c, { event: "call", deployment: id, module, function: fn, jobId: job.id });
+    const applied: Record<string, string> = waitSeconds > 0 ? { "Preference-Applied": `wait=${waitSeconds}` } : {};
+    if (done && waitSeconds > 0) return c.json(job, 200, { Location: job.links.self, ...applied });
+    return c.json({ job: job.id, device, links: jobLinks(job.id) }, 202, { Location: job.links.self, ...applied });
   };
   app.openapi(callPost, call);
   app.openapi(callGet, call);

@@ -155,8 +155,8 @@ function buildFacade() {
     const { deployment, module, fn } = c.req.param() as { deployment: string; module: string; fn: string };
     const out = await placeCall(asCtx(c), { device, deployment, module, function: fn }, c.req.query());
     if (!out.ok) return fail(c, out.problem, out.detail);
-    annotate(asCtx(c), { event: "wasmiot call", deployment, module, function: fn, jobId: out.value.id });
-    return c.json({ resultUrl: `${base}/request-history/${out.value.id}` }, 200);
+    annotate(asCtx(c), { event: "wasmiot call", deployment, module, function: fn, jobId: out.value.job.id });
+    return c.json({ resultUrl: `${base}/request-history/${out.value.job.id}` }, 200);
   };
   f.get("/:deployment/modules/:module/:fn", call);
   f.post("/:deployment/modules/:module/:fn", call);
