@@ -326,6 +326,28 @@ describe("the wasmiot facade, as a wasmiot orchestrator drives it", () => {
     expect(second).toMatchObject({ args: [5], result: { value: 8 } }); // fibo(4) = 5 on A, fibo(5) = 8 on B
   });
 
+  it("fetches a signed manifest's module from its URL and checks it against the digest", async () => {
+    const { generateSigningKey, signDeployment, WasmvisorError } = await import("../../src/sdk/index.js");
+    const { privateJwk, publicJwk } = await generateSigningKey("ES256");
+    await cp.admin.trustOrchestratorKey(publicJwk, "url test");
+    const { createHash } = await import("node:crypto");
+    const digest = createHash("sha256").update(readFileSync(join(FIXTURES, "stateful_fibo.wasm"))).digest("hex");
+    const manifest = (d: string) => ({
+      id: "from-url",
+      modules: [{ name: "s", digest: d, url: `${files.url}/stateful_fibo.wasm`, devices: [a.deviceId], functions: { stateful_fibo: { result: "integer" as const, instance: "deployment" as const } } }],
+    });
+    const wrong = await cp.admin.deploy(await signDeployment(privateJwk, manifest("0".repeat(64)))).catch((e: unknown) => e);
+    expect(wrong).toBeInstanceOf(WasmvisorError);
+    expect((wrong as InstanceType<typeof WasmvisorError>).status).toBe(422);
+    expect((wrong as InstanceType<typeof WasmvisorError>).problem.detail).toContain(`has sha256 ${digest}`);
+    await expect(cp.admin.getDeployment("from-url")).rejects.toMatchObject({ status: 404 });
+    await cp.admin.deploy(await signDeployment(privateJwk, manifest(digest)));
+    expect((await cp.admin.waitForDeployment("from-url")).state).toBe("active");
+    const values = [];
+    for (let i = 0; i < 3; i++) values.push((await cp.admin.runFunction("from-url", "s", "stateful_fibo", {}, 30)).job.result?.value);
+    expect(values).toEqual([1, 2, 3]); // instance: "deployment" chosen in the manifest
+  });
+
   it("undeploys with DELETE deploy/:id: files removed, then 404 as the supervisor answers", async () => {
     const dir = join(a.dataDir, "deployments", "dep-fibo");
     expect(existsSync(dir)).toBe(true);
