@@ -369,7 +369,7 @@ export class Agent {
           // lstat, not stat: only a regular file in the sandbox is uploaded, never what a link points at
           // (node's WASI already refuses links out of the sandbox; this does not rely on it).
           const st = await lstat(path).catch(() => null);
-          if (!st) continue; // not written this time
+          if (!st) continue; // absent: the function wrote no such file (here, ever)
           if (!st.isFile()) {
             this.log("warn", "an output is not a regular file; not uploaded", { jobId: job.jobId, file: out.name });
             continue;
@@ -409,17 +409,14 @@ export class Agent {
   }
 
   private async execute(job: LeasedJob, deploymentDir?: string, instanceKey?: string): Promise<ExecResult> {
-    const failed = (kind: FailureKind, message: string, rejected = false): ExecResult => ({
-      ok: false, kind, message, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 0, logs: [], ...(rejected ? { rejected } : {}),
-    });
     let loaded;
     try {
       loaded = await this.modules.get(job.module);
     } catch (e) {
-      return e instanceof ModuleRejected ? failed(e.kind, e.message, true) : failed("module-unavailable", String(e));
+      return e instanceof ModuleRejected ? failedResult(e.kind, e.message, true) : failedResult("module-unavailable", String(e));
     }
     const fn = loaded.info.exports.find((x) => x.kind === "function" && x.name === job.function);
-    if (!fn?.signature) return failed("missing-function", `the module exports no function "${job.function}"`);
+    if (!fn?.signature) return failedResult("missing-function", `the module exports no function "${job.function}"`);
     const sandboxDir = deploymentDir ?? join(this.opts.dataDir, "sandbox", job.module);
     if (!this.sandboxes.has(sandboxDir)) {
       await mkdir(sandboxDir, { recursive: true });
@@ -467,8 +464,9 @@ export class Agent {
 /** Output files larger than this are refused (the control plane would refuse them too). */
 const MAX_OUTPUT_FILE_BYTES = 16 * 1024 * 1024;
 
-const failedResult = (kind: FailureKind, message: string): ExecResult => ({
-  ok: false, kind, message, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 0, logs: [],
+/** A job that ended before it ran (`rejected`: it cannot run on this device at all). */
+const failedResult = (kind: FailureKind, message: string, rejected = false): ExecResult => ({
+  ok: false, kind, message, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 0, logs: [], ...(rejected ? { rejected } : {}),
 });
 
 function toReport(job: LeasedJob, r: ExecResult, files: { name: string; size: number }[] = []): ResultReport {
