@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import type { JWK } from "jose";
 import { Command, InvalidArgumentError } from "commander";
-import type { DeploymentView } from "../../sdk/index.js";
+import type { DeploymentView, WasmiotDiscovery } from "../../sdk/index.js";
 import { action, client, sdk, waitAndExit, withConnection } from "./operator.js";
 import { EXIT, print, table, withProgress } from "./output.js";
 
@@ -112,7 +112,7 @@ export function deploymentCommands(program: Command) {
     .option("--port <n>", "the port the orchestrator should call", (v) => Number(v), 80)
     .option("--name <name>", "the device name the orchestrator shows (default: the host's first label)")
     .action(action(async (o: { orchestrator: string; host: string; port: number; name?: string }) => {
-      const body = { name: o.name ?? o.host.split(".")[0]!, type: "webthing", port: o.port, properties: { path: "/", tls: "0" }, addresses: [o.host], host: o.host };
+      const body: WasmiotDiscovery = { name: o.name ?? o.host.split(".")[0]!, type: "webthing", port: o.port, properties: { path: "/", tls: "0" }, addresses: [o.host], host: o.host };
       const res = await fetch(`${o.orchestrator.replace(/\/+$/, "")}/file/device/discovery/register`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
       if (!res.ok) {
         process.stderr.write(`error: the orchestrator answered ${res.status}: ${(await res.text()).slice(0, 500)}\n`);
