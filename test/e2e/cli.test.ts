@@ -37,18 +37,18 @@ describe("wasmvisor CLI", () => {
   let digest: string;
 
   it("pushes a module and shows its exports", async () => {
-    const r = (await cli(["modules", "push", "examples/wasm/fibo.wasm", "--json"]));
+    const r = await cli(["modules", "push", "examples/wasm/fibo.wasm", "--json"]);
     expect(r.code).toBe(0);
     digest = JSON.parse(r.out).digest;
-    const table = (await cli(["modules", "push", "examples/wasm/fibo.wasm"]));
+    const table = await cli(["modules", "push", "examples/wasm/fibo.wasm"]);
     expect(table.out).toMatch(/fibo\s+i64\s+i64/);
   });
 
   it("submits and waits: exit 0 and the result", async () => {
-    const r = (await cli(["jobs", "submit", agent.deviceId, digest, "fibo", "12", "--wait", "30", "--json"]));
+    const r = await cli(["jobs", "submit", agent.deviceId, digest, "fibo", "12", "--wait", "30", "--json"]);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.out)).toMatchObject({ state: "SUCCEEDED", result: { value: 233 } });
-    const human = (await cli(["jobs", "submit", agent.deviceId, digest, "subtract", "10", "3", "--wait"]));
+    const human = await cli(["jobs", "submit", agent.deviceId, digest, "subtract", "10", "3", "--wait"]);
     expect(human.code).toBe(0);
     expect(human.out).toMatch(/SUCCEEDED\s+subtract\s+1\/3\s+7/);
   });
@@ -62,20 +62,20 @@ describe("wasmvisor CLI", () => {
   it("lists jobs", async () => {
     const id = JSON.parse((await cli(["jobs", "submit", agent.deviceId, digest, "fibo", "7", "--wait", "30", "--json"])).out).id;
     for (let i = 0; i < 50 && !(await cli(["jobs", "ls", "--device", agent.deviceId])).out.includes(id); i++) await new Promise((r) => setTimeout(r, 100));
-    const ls = (await cli(["jobs", "ls", "--device", agent.deviceId, "--status", "SUCCEEDED", "--json"]));
+    const ls = await cli(["jobs", "ls", "--device", agent.deviceId, "--status", "SUCCEEDED", "--json"]);
     expect(ls.code).toBe(0);
     expect(JSON.parse(ls.out).map((j: { id: string }) => j.id)).toContain(id);
   });
 
   it("exits 1 when the job ends unsuccessfully", async () => {
     const spin = (await cp.admin.uploadModule(await compileWat(WAT.spin))).digest;
-    const r = (await cli(["jobs", "submit", agent.deviceId, spin, "spin", "--timeout-ms", "300", "--max-attempts", "1", "--wait", "30"]));
+    const r = await cli(["jobs", "submit", agent.deviceId, spin, "spin", "--timeout-ms", "300", "--max-attempts", "1", "--wait", "30"]);
     expect(r.code).toBe(1);
     expect(r.out).toContain("TIMED_OUT");
   });
 
   it("exits 3 when the control plane refuses, 4 when it cannot be reached, 2 on usage errors", async () => {
-    const bad = (await cli(["jobs", "submit", agent.deviceId, digest, "fibo"]));
+    const bad = await cli(["jobs", "submit", agent.deviceId, digest, "fibo"]);
     expect(bad.code).toBe(3);
     expect(bad.err).toContain("expected 1 argument");
     expect((await cli(["devices", "ls"], { WASMVISOR_TOKEN: "wrong" })).code).toBe(3);
@@ -84,10 +84,10 @@ describe("wasmvisor CLI", () => {
   });
 
   it("lists and shows devices, and manages keys", async () => {
-    const ls = (await cli(["devices", "ls"]));
+    const ls = await cli(["devices", "ls"]);
     expect(ls.code).toBe(0);
     expect(ls.out).toMatch(new RegExp(`${agent.deviceId}\\s+cli-device\\s+online`));
-    const show = (await cli(["devices", "show", agent.deviceId]));
+    const show = await cli(["devices", "show", agent.deviceId]);
     expect(show.out).toContain("host interfaces: ");
     const key = JSON.parse((await cli(["keys", "create", "user", "--label", "ci", "--json"])).out);
     expect(key.key).toMatch(/^wvk\./);
@@ -120,10 +120,10 @@ describe("signed jobs from the CLI", () => {
     await cp.admin.request("PUT", "/v1/namespaces/default/settings", { requireSignedJobs: true });
     try {
       const digest = JSON.parse((await cli(["modules", "push", "examples/wasm/fibo.wasm", "--json"])).out).digest;
-      const unsigned = (await cli(["jobs", "submit", agent.deviceId, digest, "fibo", "12"]));
+      const unsigned = await cli(["jobs", "submit", agent.deviceId, digest, "fibo", "12"]);
       expect(unsigned.code).toBe(3);
       expect(unsigned.err).toContain("signed");
-      const signed = (await cli(["jobs", "submit", agent.deviceId, digest, "fibo", "12", "--sign", key, "--wait", "30", "--json"]));
+      const signed = await cli(["jobs", "submit", agent.deviceId, digest, "fibo", "12", "--sign", key, "--wait", "30", "--json"]);
       expect(signed.code).toBe(0);
       expect(JSON.parse(signed.out).result.value).toBe(233);
     } finally {
@@ -154,12 +154,12 @@ describe("signed deployments from the CLI", () => {
       ],
     };
     writeFileSync(join(dir, "manifest.json"), JSON.stringify(manifest));
-    const deployed = (await cli(["deploy", join(dir, "manifest.json"), "--key", key, "--wait", "30", "--json"]));
+    const deployed = await cli(["deploy", join(dir, "manifest.json"), "--key", key, "--wait", "30", "--json"]);
     expect(deployed.code, deployed.err).toBe(0);
     expect(JSON.parse(deployed.out)).toMatchObject({ id: "cli-fibo", state: "active", devices: [{ device: agent.deviceId, state: "active" }] });
 
     // Named, so the order on the command line does not matter (wasmiot matches by position).
-    const sub = (await cli(["call", "cli-fibo", "fibo", "subtract", "subtrahend=3", "minuend=10", "--json"]));
+    const sub = await cli(["call", "cli-fibo", "fibo", "subtract", "subtrahend=3", "minuend=10", "--json"]);
     expect(sub.code, sub.err).toBe(0);
     expect(JSON.parse(sub.out)).toMatchObject({ state: "SUCCEEDED", args: [10, 3], result: { value: 7 }, call: { deployment: "cli-fibo", module: "fibo" } });
     expect(JSON.parse((await cli(["call", "cli-fibo", "fibo", "fibo", "n=12", "--json"])).out).result.value).toBe(233);
@@ -169,18 +169,18 @@ describe("signed deployments from the CLI", () => {
     expect(waited.headers.get("preference-applied")).toBe("wait=20");
     expect(((await waited.json()) as { result: { value: number } }).result.value).toBe(10946);
 
-    const missing = (await cli(["call", "cli-fibo", "fibo", "subtract", "minuend=10"]));
+    const missing = await cli(["call", "cli-fibo", "fibo", "subtract", "minuend=10"]);
     expect(missing.code).toBe(3);
     expect(missing.err).toContain("missing required parameter subtrahend");
 
     expect((await cli(["deployments", "get", "cli-fibo"])).out).toMatch(/cli-fibo: active/);
-    const removed = (await cli(["deployments", "rm", "cli-fibo"]));
+    const removed = await cli(["deployments", "rm", "cli-fibo"]);
     expect(removed.code).toBe(0);
     expect((await cli(["deployments", "get", "cli-fibo"])).code).toBe(3);
   });
 
   it("keeps the wasmiot facade off unless WASMIOT_FACADE_DOMAIN is set", async () => {
-    const expose = (await cli(["wasmiot", "expose", agent.deviceId]));
+    const expose = await cli(["wasmiot", "expose", agent.deviceId]);
     expect(expose.code).toBe(3);
     expect(expose.err).toContain("not enabled");
     const res = await fetch(`${cp.url}/wasmiot/${agent.deviceId}/health`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
