@@ -14,6 +14,7 @@ import { sha256Hex } from "../core/crypto.js";
 import { outputKey, type CallRecord, type JobRow } from "./job-row.js";
 import { retryDelayMs } from "../core/timing.js";
 import type { Sql } from "./sql-object.js";
+import type { Clock } from "../core/clock.js";
 
 const BASE32 = "abcdefghijklmnopqrstuvwxyz234567";
 
@@ -78,7 +79,7 @@ async function forwardOverHttp(env: Env, step: { url: string; method: "get" | "p
  * so a restart cannot lose one). Run from the object's alarm.
  */
 export class ChainForwards {
-  constructor(private readonly sql: Sql, private readonly env: Env, private readonly retryBaseMs: number) {}
+  constructor(private readonly sql: Sql, private readonly env: Env, private readonly retryBaseMs: number, private readonly clock: Clock) {}
 
   /** Records that this chain step's output must be handed on. */
   queue(jobId: string, now: number) {
@@ -98,11 +99,11 @@ export class ChainForwards {
       }
       try {
         const next = await forwardStep(this.env, row.id, JSON.parse(row.call) as CallRecord, row.result ? (JSON.parse(row.result) as JobResult) : null);
-        this.sql.run("UPDATE jobs SET next = ?, updated_at = ? WHERE id = ?", JSON.stringify(next), Date.now(), row.id);
+        this.sql.run("UPDATE jobs SET next = ?, updated_at = ? WHERE id = ?", JSON.stringify(next), this.clock.now(), row.id);
         this.sql.run("DELETE FROM forwards WHERE job_id = ?", f.job_id);
       } catch (e) {
         const delay = retryDelayMs(f.tries + 1, Math.random(), this.retryBaseMs);
-        this.sql.run("UPDATE forwards SET tries = tries + 1, next_try = ? WHERE job_id = ?", Date.now() + delay, f.job_id);
+        this.sql.run("UPDATE forwards SET tries = tries + 1, next_try = ? WHERE job_id = ?", this.clock.now() + delay, f.job_id);
         console.warn(JSON.stringify({ level: "warn", msg: "chain forward failed; will retry", jobId: f.job_id, error: String(e) }));
       }
     }

@@ -62,7 +62,7 @@ export class DeploymentObject extends SqlObject<Env> {
     placements: Placement[],
     scope: { device: string } | "all",
   ): Promise<{ generation: number; dropped: string[] }> {
-    const now = Date.now();
+    const now = this.clock.now();
     const current = this.one<Row>("SELECT * FROM deployment");
     const generation = (current?.generation ?? 0) + 1;
     const before = new Set(this.all<{ device: string }>("SELECT DISTINCT device FROM placements").map((r) => r.device));

@@ -4,6 +4,7 @@
  * change bumps `version`, which the agent compares with what it applied.
  */
 import type { Sql } from "./sql-object.js";
+import type { Clock } from "../core/clock.js";
 import type { AppliedReport, DeploymentState, DevicePart, DeviceDeploymentStatus, FunctionSpec } from "../protocol/deployment.js";
 import { iso } from "../core/time.js";
 
@@ -24,7 +25,7 @@ type Row = { id: string; generation: number; part: string; state: DeploymentStat
 export type FunctionRef = { part: DevicePart; digest: string; spec: FunctionSpec };
 
 export class DeviceDeployments {
-  constructor(private readonly sql: Sql) {}
+  constructor(private readonly sql: Sql, private readonly clock: Clock) {}
 
   get version(): number {
     return this.sql.one<{ version: number }>("SELECT version FROM deployment_version")!.version;
@@ -38,7 +39,7 @@ export class DeviceDeployments {
     this.sql.run(
       `INSERT INTO deployments (id, generation, part, state, reason, updated_at) VALUES (?, ?, ?, 'pending', NULL, ?)
        ON CONFLICT (id) DO UPDATE SET generation = excluded.generation, part = excluded.part, state = 'pending', reason = NULL, updated_at = excluded.updated_at`,
-      part.deployment, part.generation, JSON.stringify(part), Date.now(),
+      part.deployment, part.generation, JSON.stringify(part), this.clock.now(),
     );
     this.bump();
   }
@@ -56,7 +57,7 @@ export class DeviceDeployments {
 
   /** What the agent must hold; parts it has not reported on yet become `applying`. */
   desired(): { version: number; deployments: DevicePart[] } {
-    this.sql.run("UPDATE deployments SET state = 'applying', updated_at = ? WHERE state = 'pending'", Date.now());
+    this.sql.run("UPDATE deployments SET state = 'applying', updated_at = ? WHERE state = 'pending'", this.clock.now());
     return { version: this.version, deployments: this.sql.all<Row>("SELECT * FROM deployments ORDER BY id").map((r) => JSON.parse(r.part) as DevicePart) };
   }
 
@@ -66,7 +67,7 @@ export class DeviceDeployments {
     for (const s of states) {
       n += this.sql.run(
         "UPDATE deployments SET state = ?, reason = ?, updated_at = ? WHERE id = ? AND generation = ?",
-        s.state, s.reason, Date.now(), s.deployment, s.generation,
+        s.state, s.reason, this.clock.now(), s.deployment, s.generation,
       );
     }
     return n;

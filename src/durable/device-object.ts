@@ -18,8 +18,8 @@ import type { DeviceDescription, Health } from "../protocol/device.js";
 export { DEVICE_SECRET_HEADER, type Disposition } from "./device-queue.js";
 
 export class DeviceObject extends DeviceQueue {
-  private readonly deployments = new DeviceDeployments(this.sql);
-  private readonly forwards = new ChainForwards(this.sql, this.env, this.settings.retryBaseMs);
+  private readonly deployments = new DeviceDeployments(this.sql, this.clock);
+  private readonly forwards = new ChainForwards(this.sql, this.env, this.settings.retryBaseMs, this.clock);
 
   // ---- deployments: desired state, calls of deployed functions, chains -----------------
 
@@ -45,7 +45,7 @@ export class DeviceObject extends DeviceQueue {
 
   private cancelWaitingCalls(deployment: string, why: string): number {
     const waiting = this.all<JobRow>("SELECT * FROM jobs WHERE deployment = ? AND state IN ('CREATED', 'QUEUED')", deployment);
-    const now = Date.now();
+    const now = this.clock.now();
     this.ctx.storage.transactionSync(() => {
       for (const row of waiting) this.finish(row, "CANCELED", null, { kind: "canceled", message: why }, now);
     });
@@ -88,7 +88,7 @@ export class DeviceObject extends DeviceQueue {
     if (!found.ok) return fail("not-found", found.detail);
     const { submission, call, problem } = prepareCall(this.device.id, found.ref, req);
     if (problem && !req.prev) return fail("validation", problem);
-    const now = Date.now();
+    const now = this.clock.now();
     if (problem) {
       this.insertJob(jobId, submission, null, now, call);
       this.finish(this.jobRow(jobId)!, "FAILED", null, { kind: "bad-arguments", message: problem }, now);

@@ -78,7 +78,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   protected readonly settings: Settings = settingsFrom(this.env);
   protected pollers: Poller[] = [];
   private readonly resultWaiters = new Map<string, Set<(view: JobView) => void>>();
-  private readonly output = new JobOutput(this.sql);
+  private readonly output = new JobOutput(this.sql, this.clock);
   private alarmAt: number | null = null;
   /** the last `change_seq` stamped on a job change (see INDEX_FEED_TABLES) */
   private lastChange = 0;
@@ -122,7 +122,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
 
   async register(deviceId: string, name: string | null, description: DeviceDescription, credentialHash: string, namespace: string): Promise<Outcome<DeviceView>> {
     if (this.device) return fail("conflict", `device ${deviceId} is already registered`);
-    const now = Date.now();
+    const now = this.clock.now();
     this.run(
       "INSERT INTO device (id, name, description, credential_hash, registered_at, namespace) VALUES (?, ?, ?, ?, ?, ?)",
       deviceId, name, JSON.stringify(description), credentialHash, now, namespace,
@@ -155,7 +155,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   }
 
   private async recordHeartbeat(hb: Heartbeat): Promise<{ serverTime: number; cancel: string[]; deployments: number | undefined }> {
-    const now = Date.now();
+    const now = this.clock.now();
     this.run("UPDATE device SET health = ?, health_at = ? WHERE id = ?", JSON.stringify(hb.health), now, this.device!.id);
     this.device!.health = JSON.stringify(hb.health);
     this.device!.health_at = now;
@@ -260,7 +260,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     requires: string[] = [],
   ): Promise<Outcome<{ done: boolean; job: JobView; replayed: boolean }>> {
     if (!this.device) return fail("not-found", `device ${spec.device} is not registered`);
-    const now = Date.now();
+    const now = this.clock.now();
     if (idempotency) {
       const seen = this.one<{ body_hash: string; job_id: string }>("SELECT body_hash, job_id FROM idempotency WHERE key = ?", idempotency.key);
       if (seen && seen.body_hash !== idempotency.bodyHash) return fail("conflict", "this Idempotency-Key was used with a different request body");
@@ -290,7 +290,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   /** Many jobs in one transaction, delivered together. */
   async submitBatch(entries: { jobId: string; spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
     if (!this.device) return fail("not-found", "the device is not registered");
-    const now = Date.now();
+    const now = this.clock.now();
     for (const { spec } of entries) {
       if (spec.deadline && Date.parse(spec.deadline) <= now) return fail("unprocessable", "a deadline has already passed");
     }
@@ -351,7 +351,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     if (!row) return fail("not-found", `no job ${jobId}`);
     const t = transition(row.state, { type: "start" }, counts(row));
     if (!t.ok) return fail("conflict", t.reason);
-    this.run("UPDATE jobs SET state = 'QUEUED', updated_at = ?, change_seq = ? WHERE id = ?", Date.now(), this.nextChange(), jobId);
+    this.run("UPDATE jobs SET state = 'QUEUED', updated_at = ?, change_seq = ? WHERE id = ?", this.clock.now(), this.nextChange(), jobId);
     this.index.schedule();
     this.dispatch();
     return ok(this.jobViewById(jobId)!);
@@ -441,7 +441,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     if (!row) return fail("not-found", `no job ${jobId}`);
     const t = transition(row.state, { type: "cancel" }, counts(row));
     if (!t.ok) return fail("conflict", t.reason);
-    this.finish(row, "CANCELED", null, { kind: "canceled", message: "canceled by request" }, Date.now());
+    this.finish(row, "CANCELED", null, { kind: "canceled", message: "canceled by request" }, this.clock.now());
     const socket = this.agentSocket();
     if (socket && (row.state === "LEASED" || row.state === "RUNNING")) this.send(socket, { t: "cancel", jobIds: [jobId] });
     return ok(this.jobViewById(jobId)!);
@@ -460,18 +460,18 @@ export abstract class DeviceQueue extends SqlObject<Env> {
 
   async poll(secret: string, waitMs: number, max: number): Promise<Outcome<Delivery>> {
     if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    this.markSeen(Date.now());
+    this.markSeen(this.clock.now());
     // One agent per device keeps one poll open: a new poll means any older one is dead.
     for (const p of this.pollers.splice(0)) p.deliver([]);
     const jobs = this.device!.drained ? [] : this.leaseReady(max);
-    if (jobs.length > 0 || waitMs <= 0) return ok({ jobs, serverTime: Date.now(), deployments: this.desiredVersion() });
+    if (jobs.length > 0 || waitMs <= 0) return ok({ jobs, serverTime: this.clock.now(), deployments: this.desiredVersion() });
     return new Promise((resolve) => {
       const poller: Poller = {
         max,
         deliver: (delivered) => {
           clearTimeout(timer);
           this.pollers = this.pollers.filter((p) => p !== poller);
-          resolve(ok({ jobs: delivered, serverTime: Date.now(), deployments: this.desiredVersion() }));
+          resolve(ok({ jobs: delivered, serverTime: this.clock.now(), deployments: this.desiredVersion() }));
         },
       };
       const timer = setTimeout(() => poller.deliver([]), waitMs);
@@ -500,7 +500,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   }
 
   private leaseReady(max: number): LeasedJob[] {
-    const now = Date.now();
+    const now = this.clock.now();
     const leased: LeasedJob[] = [];
     this.ctx.storage.transactionSync(() => {
       const rows = this.all<JobRow>(
@@ -545,7 +545,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
 
   /** Jobs an agent holds but has not started yet keep their short lease while it says so. */
   private renewHeld(refs: LeaseRef[]): number {
-    const now = Date.now();
+    const now = this.clock.now();
     let renewed = 0;
     for (const ref of refs) {
       renewed += this.run(
@@ -558,7 +558,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
 
   /** Started jobs get the long lease (timeout + grace); answers how many were extended. */
   private applyAcks(refs: LeaseRef[]): number {
-    const now = Date.now();
+    const now = this.clock.now();
     let started = 0;
     let earliest: number | null = null;
     this.ctx.storage.transactionSync(() => {
@@ -585,7 +585,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
 
   /** Results quoting the current lease are applied; repeats are duplicates, others stale: neither changes anything. */
   private applyReports(reports: ResultReport[]): { jobId: string; disposition: Disposition }[] {
-    const now = Date.now();
+    const now = this.clock.now();
     const out: { jobId: string; disposition: Disposition }[] = [];
     this.ctx.storage.transactionSync(() => {
       for (const r of reports) {
@@ -645,7 +645,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server, [AGENT_TAG]);
     server.serializeAttachment({ credit: 0 } satisfies SocketState);
-    this.markSeen(Date.now());
+    this.markSeen(this.clock.now());
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -750,7 +750,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   // ---- the one alarm: leases, retries, deadlines, presence --------------------------
 
   override async alarm() {
-    const now = Date.now();
+    const now = this.clock.now();
     this.alarmAt = null;
     this.ctx.storage.transactionSync(() => {
       const expired = this.all<JobRow>("SELECT * FROM jobs WHERE state IN ('LEASED', 'RUNNING') AND lease_expires <= ?", now);
@@ -771,7 +771,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     this.dispatch();
     this.index.resume();
     await this.alarmWork(now);
-    await this.rescheduleAlarm(Date.now());
+    await this.rescheduleAlarm(this.clock.now());
   }
 
   private async rescheduleAlarm(now: number) {

@@ -5,6 +5,7 @@
  */
 import { LIMITS, type JobLogs, type JobState, type LogLine } from "../protocol/job.js";
 import type { Sql } from "./sql-object.js";
+import type { Clock } from "../core/clock.js";
 
 type Writer = WritableStreamDefaultWriter<Uint8Array>;
 type StoredLine = LogLine & { seq: number };
@@ -12,7 +13,7 @@ type StoredLine = LogLine & { seq: number };
 export class JobOutput {
   private readonly followers = new Map<string, Set<Writer>>();
 
-  constructor(private readonly sql: Sql) {}
+  constructor(private readonly sql: Sql, private readonly clock: Clock) {}
 
   /** Appends lines in order; answers how many were kept. */
   append(jobId: string, lines: LogLine[]): number {
@@ -26,7 +27,7 @@ export class JobOutput {
       rows.push({ ...l, seq });
     };
     kept.forEach(insert);
-    if (kept.length < lines.length) insert({ at: Date.now(), stream: "stderr", line: `[wasmvisor] output truncated after ${LIMITS.maxLogLines} lines` });
+    if (kept.length < lines.length) insert({ at: this.clock.now(), stream: "stderr", line: `[wasmvisor] output truncated after ${LIMITS.maxLogLines} lines` });
     const followers = this.followers.get(jobId);
     if (followers) for (const row of rows) this.event(followers, "line", row, row.seq);
     return kept.length;

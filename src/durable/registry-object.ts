@@ -91,7 +91,7 @@ export class RegistryObject extends SqlObject<Env> {
     this.run(
       `INSERT INTO deployments (namespace, id, source, generation, updated_at) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (namespace, id) DO UPDATE SET source = excluded.source, generation = excluded.generation, updated_at = excluded.updated_at`,
-      namespace, id, source, generation, Date.now(),
+      namespace, id, source, generation, this.clock.now(),
     );
   }
 
@@ -116,7 +116,7 @@ export class RegistryObject extends SqlObject<Env> {
     const label = randomBase32(26);
     this.run(
       "INSERT INTO facade_labels (hash, device_id, created_at) VALUES (?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at",
-      await sha256Hex(label), deviceId, Date.now(),
+      await sha256Hex(label), deviceId, this.clock.now(),
     );
     return label;
   }
@@ -133,7 +133,7 @@ export class RegistryObject extends SqlObject<Env> {
 
   async addOrchestratorKey(kid: string, alg: SigningAlgorithm, jwk: string, label: string | null, namespace: string | null): Promise<Outcome<OrchestratorKeyView>> {
     if (this.one("SELECT 1 AS x FROM orchestrator_keys WHERE kid = ?", kid)) return fail("conflict", `a key with kid ${kid} is already registered`);
-    this.run("INSERT INTO orchestrator_keys (kid, alg, jwk, namespace, label, created_at) VALUES (?, ?, ?, ?, ?, ?)", kid, alg, jwk, namespace, label, Date.now());
+    this.run("INSERT INTO orchestrator_keys (kid, alg, jwk, namespace, label, created_at) VALUES (?, ?, ?, ?, ?, ?)", kid, alg, jwk, namespace, label, this.clock.now());
     return ok(orchestratorKeyView(this.one<TrustRow>("SELECT * FROM orchestrator_keys WHERE kid = ?", kid)!));
   }
 
@@ -149,13 +149,13 @@ export class RegistryObject extends SqlObject<Env> {
   async revokeOrchestratorKey(kid: string, namespace: string | null): Promise<Outcome<OrchestratorKeyView>> {
     const row = this.one<TrustRow>("SELECT * FROM orchestrator_keys WHERE kid = ?", kid);
     if (!row || (namespace !== null && row.namespace !== namespace)) return fail("not-found", `no orchestrator key ${kid}`);
-    if (row.revoked_at === null) this.run("UPDATE orchestrator_keys SET revoked_at = ? WHERE kid = ?", Date.now(), kid);
+    if (row.revoked_at === null) this.run("UPDATE orchestrator_keys SET revoked_at = ? WHERE kid = ?", this.clock.now(), kid);
     return ok(orchestratorKeyView(this.one<TrustRow>("SELECT * FROM orchestrator_keys WHERE kid = ?", kid)!));
   }
 
   /** True the first time a (key, jti) is seen; remembered until the token expires. */
   async consumeJti(id: string, expiresAtMs: number): Promise<boolean> {
-    const now = Date.now();
+    const now = this.clock.now();
     if (++this.jtiWrites % 100 === 0) this.run("DELETE FROM used_jtis WHERE exp < ?", now);
     const existing = this.one<{ exp: number }>("SELECT exp FROM used_jtis WHERE jti = ?", id);
     if (existing && existing.exp >= now) return false;
@@ -180,7 +180,7 @@ export class RegistryObject extends SqlObject<Env> {
   async createKey(role: Role, label: string | null, namespace: string | null): Promise<KeyView & { key: string }> {
     const id = newKeyId();
     const secret = newSecret();
-    const now = Date.now();
+    const now = this.clock.now();
     this.run("INSERT INTO api_keys (id, role, label, namespace, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)", id, role, label, namespace, await sha256Hex(secret), now);
     return { ...keyView({ id, role, label, namespace, hash: "", created_at: now, revoked_at: null }), key: formatApiKey(id, secret) };
   }
@@ -200,7 +200,7 @@ export class RegistryObject extends SqlObject<Env> {
   async revokeKey(id: string, namespace: string | null): Promise<Outcome<KeyView>> {
     const row = this.one<KeyRow>("SELECT * FROM api_keys WHERE id = ?", id);
     if (!row || (namespace !== null && row.namespace !== namespace)) return fail("not-found", `no key ${id}`);
-    if (row.revoked_at === null) this.run("UPDATE api_keys SET revoked_at = ? WHERE id = ?", Date.now(), id);
+    if (row.revoked_at === null) this.run("UPDATE api_keys SET revoked_at = ? WHERE id = ?", this.clock.now(), id);
     return ok(keyView(this.one<KeyRow>("SELECT * FROM api_keys WHERE id = ?", id)!));
   }
 

@@ -4,6 +4,7 @@
  * storage, RPC and alarm.
  */
 import { DurableObject } from "cloudflare:workers";
+import { Clock } from "../core/clock.js";
 
 export type Row = Record<string, SqlStorageValue>;
 
@@ -15,6 +16,9 @@ export interface Sql {
 }
 
 export abstract class SqlObject<E = unknown> extends DurableObject<E> {
+  /** Every time this object decides by; tests pin and move it (see Clock). */
+  readonly clock = new Clock();
+
   /** Schema versions in order; each runs once, in a transaction. */
   protected abstract migrations(): readonly string[];
 
