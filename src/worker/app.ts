@@ -20,6 +20,7 @@ import { agentFileRoutes } from "./routes/agent-files.js";
 import { wasmiotRoutes } from "./routes/wasmiot.js";
 import { DEPLOYMENT_LIMITS } from "../protocol/deployment.js";
 import { Scalar } from "@scalar/hono-api-reference";
+import { allowedMethods } from "./methods.js";
 
 export function createApp() {
   const app = new OpenAPIHono<AppEnv>({
@@ -84,7 +85,15 @@ export function createApp() {
   // The interactive API reference (it loads its script from a CDN in the browser).
   app.get("/docs", Scalar({ url: "/openapi.json", pageTitle: "wasmvisor API" }));
 
-  app.notFound((c) => problem(c, "not-found", `no route ${c.req.method} ${c.req.path}`));
+  let methodsOf: ((path: string) => string[]) | undefined;
+  app.notFound((c) => {
+    methodsOf ??= allowedMethods(app.routes);
+    const allowed = methodsOf(c.req.path);
+    if (allowed.length === 0) return problem(c, "not-found", `no route ${c.req.method} ${c.req.path}`);
+    const res = problem(c, "method-not-allowed", `${c.req.path} takes ${allowed.join(", ")}, not ${c.req.method}`);
+    res.headers.set("allow", allowed.join(", "));
+    return res;
+  });
   app.onError((err, c) => {
     if (err instanceof HTTPException && err.status < 500) {
       return problem(c, err.status === 415 ? "unsupported-media-type" : "validation", err.message);

@@ -4,7 +4,9 @@
  * ends up in the OpenAPI document (x-roles), where the auth matrix test reads it.
  */
 import { createRoute, type RouteConfig } from "@hono/zod-openapi";
+import type { MiddlewareHandler } from "hono";
 import { allow, type CallerRole } from "./auth.js";
+import { problem, type AppEnv } from "./http.js";
 import type { z } from "zod";
 import { Problem } from "../protocol/problem.js";
 
@@ -21,13 +23,36 @@ export const commonProblems = {
 
 export function route<const R extends Omit<RouteConfig, "middleware">>(config: R & { roles: readonly CallerRole[] }) {
   const { roles, ...rest } = config;
+  const bodyTypes = Object.keys(rest.request?.body?.content ?? {});
   return createRoute({
     ...rest,
-    middleware: [allow(roles)] as const,
+    // The caller first, then the media type: nothing about the body is judged for a stranger.
+    middleware: [allow(roles), acceptsMediaTypes(bodyTypes)] as const,
     security: [{ bearer: [] }],
     "x-roles": roles,
-    responses: { ...commonProblems, ...rest.responses },
+    responses: { ...commonProblems, ...(bodyTypes.length > 0 ? { 415: problemResponse("The body's media type is not one this route takes") } : {}), ...rest.responses },
   });
+}
+
+/** `application/json; charset=utf-8` matches `application/json`; `*\/*` or `type/*` patterns match their family. */
+export function mediaTypeMatches(contentType: string, declared: string): boolean {
+  const actual = contentType.split(";")[0]!.trim().toLowerCase();
+  const [type, subtype] = declared.toLowerCase().split("/");
+  if (type === "*") return true;
+  return subtype === "*" ? actual.startsWith(`${type}/`) : actual === declared.toLowerCase();
+}
+
+/** A body of a type the route does not declare is a 415 that names the types it does take. */
+function acceptsMediaTypes(types: string[]): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    if (types.length === 0) return next();
+    const contentType = c.req.header("content-type");
+    const hasBody = contentType !== undefined || Number(c.req.header("content-length") ?? 0) > 0 || c.req.header("transfer-encoding") !== undefined;
+    if (hasBody && !types.some((t) => mediaTypeMatches(contentType ?? "", t))) {
+      return problem(c, "unsupported-media-type", `this route takes ${types.join(" or ")}; the request sent ${contentType ?? "no Content-Type"}`);
+    }
+    return next();
+  };
 }
 
 export const jsonResponse = <S extends z.ZodType>(schema: S, description: string) => ({

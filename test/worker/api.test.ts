@@ -164,3 +164,29 @@ describe("devices", () => {
     expect(ADMIN).toBeTruthy();
   });
 });
+
+describe("methods and media types", () => {
+  it("answers 405 with Allow for a path that exists under other methods, 404 for one that does not", async () => {
+    const wrong = await call("PUT", "/v1/jobs/dabcdefghijklmnop-abcdefghijklmnop");
+    expect(wrong.status).toBe(405);
+    expect(wrong.type).toBe(PROBLEM);
+    expect(wrong.headers.get("allow")).toBe("DELETE, GET, HEAD");
+    expect(wrong.body.type).toBe("urn:wasmvisor:problem:method-not-allowed");
+    expect((await call("DELETE", "/v1/modules")).headers.get("allow")).toBe("POST");
+    expect((await call("GET", "/v1/no-such-thing")).status).toBe(404);
+  });
+
+  it("names the accepted media types when the body has another", async () => {
+    const res = await call("POST", "/v1/jobs", { body: "device=x", type: "application/x-www-form-urlencoded" });
+    expect(res.status).toBe(415);
+    expect(res.type).toBe(PROBLEM);
+    expect(res.body.detail).toContain("application/json");
+    const mod = await call("POST", "/v1/modules", { body: wasm("hello"), type: "text/plain" });
+    expect(mod.body.detail).toContain("application/wasm or application/octet-stream");
+    expect(mod.body.detail).toContain("text/plain");
+  });
+
+  it("judges the caller before the media type", async () => {
+    expect((await call("POST", "/v1/jobs", { token: null, body: "x", type: "text/plain" })).status).toBe(401);
+  });
+});
