@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { fetchRetryingOnce, isRepeatable } from "./fetch-retry.js";
+import { connectionFailureReason, fetchOrExplain, fetchRetryingOnce, isRepeatable, UnreachableError } from "./fetch-retry.js";
+import net from "node:net";
 
 let server: http.Server;
 let url: string;
@@ -36,5 +37,25 @@ describe("fetchRetryingOnce", () => {
     expect(isRepeatable("DELETE", {})).toBe(true);
     expect(isRepeatable("POST", {})).toBe(false);
     expect(isRepeatable("POST", { "Idempotency-Key": "k" })).toBe(true);
+  });
+});
+
+describe("connection failures", () => {
+  it("say which server could not be reached and why", async () => {
+    // A port that was just free: nothing listens there.
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    const err = await fetchOrExplain(`http://127.0.0.1:${port}/v1/jobs`, { signal: AbortSignal.timeout(5_000) }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnreachableError);
+    expect((err as Error).message).toBe(`cannot reach http://127.0.0.1:${port}: connection refused (is the control plane running, and on this port?)`);
+  });
+
+  it("name DNS and TLS failures as such", () => {
+    const failed = (code: string, message = "") => Object.assign(new TypeError("fetch failed"), { cause: { code, message } });
+    expect(connectionFailureReason(failed("ENOTFOUND"))).toContain("DNS lookup failed");
+    expect(connectionFailureReason(failed("DEPTH_ZERO_SELF_SIGNED_CERT", "self-signed certificate"))).toBe("TLS failed (DEPTH_ZERO_SELF_SIGNED_CERT: self-signed certificate)");
+    expect(connectionFailureReason(failed("UND_ERR_CONNECT_TIMEOUT"))).toBe("the connection timed out");
   });
 });

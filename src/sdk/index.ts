@@ -3,7 +3,8 @@
  * Errors come back as `WasmvisorError` carrying the RFC 9457 problem.
  */
 import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
-import { fetchRetryingOnce, isRepeatable } from "./fetch-retry.js";
+import { fetchOrExplain, fetchRetryingOnce, isRepeatable } from "./fetch-retry.js";
+export { UnreachableError } from "./fetch-retry.js";
 import type { CallAccepted, DeploymentManifestInput, DeploymentView, DeviceView, JobLogs, JobSubmissionInput, JobView, KeyView, LogLine, ModuleInfo, OrchestratorKeyView, Problem, Role, SigningAlgorithm } from "../protocol/index.js";
 
 export * from "../protocol/index.js";
@@ -156,7 +157,7 @@ export class WasmvisorClient {
   }
 
   private async postJose<T>(path: string, token: string): Promise<{ status: number; body: T }> {
-    const res = await fetch(this.server + path, {
+    const res = await fetchOrExplain(this.server + path, {
       method: "POST",
       headers: { authorization: `Bearer ${this.opts.token}`, "content-type": "application/jose" },
       body: token,
@@ -218,7 +219,7 @@ export class WasmvisorClient {
 
   /** Yields the job's output lines as they are written, until the job ends. */
   async *followLogs(id: string): AsyncGenerator<LogLine & { seq: number }, { state: string }> {
-    const res = await fetch(`${this.server}/v1/jobs/${id}/logs?follow=1`, { headers: { authorization: `Bearer ${this.opts.token}` } });
+    const res = await fetchOrExplain(`${this.server}/v1/jobs/${id}/logs?follow=1`, { headers: { authorization: `Bearer ${this.opts.token}` } });
     if (!res.ok || !res.body) throw new WasmvisorError(res.status, ((await res.json().catch(() => ({}))) as Partial<Problem>) ?? {});
     const decoder = new TextDecoder();
     let buffer = "";

@@ -1,6 +1,7 @@
 /** The `wasmvisor` CLI as operators and scripts use it: output and exit codes. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFile } from "node:child_process";
+import { createServer, type AddressInfo } from "node:net";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -79,8 +80,23 @@ describe("wasmvisor CLI", () => {
     expect(bad.code).toBe(3);
     expect(bad.err).toContain("expected 1 argument");
     expect((await cli(["devices", "ls"], { WASMVISOR_TOKEN: "wrong" })).code).toBe(3);
-    expect((await cli(["devices", "ls"], { WASMVISOR_SERVER: "http://127.0.0.1:9" })).code).toBe(4);
+    const closedPort = await freePort();
+    const down = await cli(["devices", "ls"], { WASMVISOR_SERVER: `http://127.0.0.1:${closedPort}` });
+    expect(down.code).toBe(4);
+    expect(down.err).toContain(`cannot reach http://127.0.0.1:${closedPort}: connection refused`);
     expect((await cli(["jobs", "frobnicate"])).code).toBe(2);
+  });
+
+  it("exits 2 naming the file when a local file is missing or not JSON", async () => {
+    const missing = await cli(["modules", "push", "no-such-module.wasm"]);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toContain("cannot read module no-such-module.wasm: no such file");
+    const dir = mkdtempSync(join(tmpdir(), "wv-bad-"));
+    const notJson = join(dir, "manifest.json");
+    writeFileSync(notJson, "{ // a comment is not JSON\n}");
+    const bad = await cli(["deploy", notJson, "--key", notJson]);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain(`signing key ${notJson} is not valid JSON`);
   });
 
   it("lists and shows devices, and manages keys", async () => {
@@ -213,3 +229,12 @@ describe("signed deployments from the CLI", () => {
     ]);
   });
 });
+
+/** A port nothing listens on (it was free a moment ago). */
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  return port;
+}

@@ -1,10 +1,9 @@
 /** Deployment commands: sign and deploy a manifest, inspect and remove it, call its functions, and the wasmiot facade. */
-import { readFileSync } from "node:fs";
 import type { JWK } from "jose";
 import { Command, InvalidArgumentError } from "commander";
 import type { DeploymentView, WasmiotDiscovery } from "../../sdk/index.js";
 import { action, client, sdk, waitAndExit, withConnection } from "./operator.js";
-import { EXIT, print, table, withProgress } from "./output.js";
+import { EXIT, print, readJsonFile, table, withProgress } from "./output.js";
 
 function showDeployment(json: boolean, d: DeploymentView) {
   print(json, d, () =>
@@ -35,7 +34,7 @@ export function deploymentCommands(program: Command) {
       .action(action(async (file: string, o: { key: string; wait: number }, cmd: Command) => {
         const { api, json } = await client(cmd);
         const { signDeployment } = await sdk();
-        const token = await signDeployment(JSON.parse(readFileSync(o.key, "utf8")) as JWK, JSON.parse(readFileSync(file, "utf8")));
+        const token = await signDeployment(readJsonFile<JWK>(o.key, "signing key"), readJsonFile(file, "manifest"));
         let d = await api.deploy(token);
         if (o.wait > 0) d = await withProgress(`waiting for ${d.id} to be applied`, api.waitForDeployment(d.id, { timeoutSeconds: o.wait }));
         showDeployment(json, d);

@@ -1,12 +1,12 @@
 /** The operator commands: jobs, devices, modules and keys, on the typed SDK. */
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import type { JWK } from "jose";
 import { Command, Option } from "commander";
 import type { DeviceView, JobListItem, JobView, LogLine, WasmvisorClient } from "../../sdk/index.js";
 
 /** The SDK (and jose with it) is loaded only when an operator command runs: the agent process never needs it. */
 export const sdk = () => import("../../sdk/index.js");
-import { EXIT, fail, parseArg, print, table, withProgress } from "./output.js";
+import { EXIT, fail, parseArg, print, readInputFile, readJsonFile, table, withProgress } from "./output.js";
 
 type Global = { server: string; token: string; json?: boolean };
 
@@ -33,12 +33,12 @@ const jobRow = (j: JobView) => ({
   function: j.function,
   attempts: `${j.attempts}/${j.maxAttempts}`,
   result: j.result?.value ?? j.error?.message ?? null,
-  created: j.createdAt,
+  createdAt: j.createdAt,
 });
 
 export function showJob(json: boolean, job: JobView) {
   print(json, job, () => {
-    const lines = [table([jobRow(job)], ["id", "state", "function", "attempts", "result", "created"])];
+    const lines = [table([jobRow(job)], ["id", "state", "function", "attempts", "result", "createdAt"])];
     if (job.error) lines.push(`error (${job.error.kind}): ${job.error.message}`);
     if (job.result?.stdout) lines.push(`--- stdout${job.result.stdoutTruncated ? " (truncated)" : ""}\n${job.result.stdout.trimEnd()}`);
     if (job.result?.stderr) lines.push(`--- stderr${job.result.stderrTruncated ? " (truncated)" : ""}\n${job.result.stderr.trimEnd()}`);
@@ -90,7 +90,7 @@ export function operatorCommands(program: Command) {
         };
         const headers: Record<string, string> = o.idempotencyKey ? { "idempotency-key": String(o.idempotencyKey) } : {};
         const job = o.sign
-          ? (await api.submitSignedJob(await (await sdk()).signJob(JSON.parse(readFileSync(String(o.sign), "utf8")) as JWK, spec))).job
+          ? (await api.submitSignedJob(await (await sdk()).signJob(readJsonFile<JWK>(String(o.sign), "signing key"), spec))).job
           : (await api.request<JobView>("POST", "/v1/jobs", spec, headers)).body;
         if (o.wait === undefined) return showJob(json, job);
         await waitAndExit(api, json, job.id, o.wait === true ? 3600 : Number(o.wait));
@@ -208,7 +208,7 @@ export function operatorCommands(program: Command) {
     .description("upload a module; prints its sha256 and exports")
     .action(action(async (file: string, _o: unknown, cmd: Command) => {
       const { api, json } = await client(cmd);
-      const info = await api.uploadModule(readFileSync(file));
+      const info = await api.uploadModule(readInputFile(file, "module"));
       print(json, info, () =>
         [`sha256 ${info.digest} (${info.size} bytes)`, table(info.exports.filter((e) => e.kind === "function").map((e) => ({ export: e.name, params: e.signature?.params.join(", "), results: e.signature?.results.join(", ") })), ["export", "params", "results"])].join("\n"),
       );
@@ -246,7 +246,7 @@ export function operatorCommands(program: Command) {
     .description("register an orchestrator's public key: jobs it signs are accepted")
     .action(action(async (file: string, o: { label?: string; namespace?: string }, cmd: Command) => {
       const { api, json } = await client(cmd);
-      const key = await api.trustOrchestratorKey(JSON.parse(readFileSync(file, "utf8")) as JWK, o.label, o.namespace);
+      const key = await api.trustOrchestratorKey(readJsonFile<JWK>(file, "public key"), o.label, o.namespace);
       print(json, key, () => `trusted ${key.kid} (${key.alg})`);
     }));
   keys
