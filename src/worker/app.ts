@@ -19,8 +19,22 @@ import { deploymentRoutes } from "./routes/deployments.js";
 import { agentFileRoutes } from "./routes/agent-files.js";
 import { wasmiotRoutes } from "./routes/wasmiot.js";
 import { DEPLOYMENT_LIMITS } from "../protocol/deployment.js";
-import { Scalar } from "@scalar/hono-api-reference";
 import { allowedMethods } from "./methods.js";
+
+const API_REFERENCE_PAGE = `<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>wasmvisor API</title>
+  <link rel="stylesheet" href="/vendor/swagger-ui/swagger-ui.css">
+</head>
+<body>
+  <div id="reference"></div>
+  <script src="/vendor/swagger-ui/swagger-ui-bundle.js"></script>
+  <script src="/api-reference.js"></script>
+</body>
+</html>`;
 
 export function createApp() {
   const app = new OpenAPIHono<AppEnv>({
@@ -82,8 +96,8 @@ export function createApp() {
     info: { title: "wasmvisor control plane", version: API_VERSION, description: "Supervises WebAssembly on edge and IoT devices." },
   });
 
-  // The interactive API reference (it loads its script from a CDN in the browser).
-  app.get("/docs", Scalar({ url: "/openapi.json", pageTitle: "wasmvisor API" }));
+  // The interactive API reference; its script and styles are this Worker's own assets (public/).
+  app.get("/docs", (c) => c.html(API_REFERENCE_PAGE));
 
   let methodsOf: ((path: string) => string[]) | undefined;
   app.notFound((c) => {

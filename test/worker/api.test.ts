@@ -190,3 +190,14 @@ describe("methods and media types", () => {
     expect((await call("POST", "/v1/jobs", { token: null, body: "x", type: "text/plain" })).status).toBe(401);
   });
 });
+
+describe("the API reference", () => {
+  it("serves /docs loading every script and style from this Worker, none from a CDN", async () => {
+    const page = await call("GET", "/docs", { token: null });
+    expect(page.status).toBe(200);
+    const refs = [...String(page.body).matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]!);
+    expect(refs).toEqual(["/vendor/swagger-ui/swagger-ui.css", "/vendor/swagger-ui/swagger-ui-bundle.js", "/api-reference.js"]);
+    // That the runtime serves these files is tested end to end (test/e2e/assets.test.ts):
+    // this pool runs the Worker without its asset store.
+  });
+});
