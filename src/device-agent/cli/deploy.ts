@@ -1,18 +1,27 @@
 /** Deployment commands: sign and deploy a manifest, inspect and remove it, call its functions, and the wasmiot facade. */
 import type { JWK } from "jose";
 import { Command, InvalidArgumentError } from "commander";
-import type { DeploymentView, WasmiotDiscovery } from "../../sdk/index.js";
+import type { DeploymentManifestInput, DeploymentView, WasmiotDiscovery } from "../../sdk/index.js";
 import { action, client, sdk, waitAndExit, withConnection } from "./operator.js";
-import { EXIT, print, readJsonFile, table, withProgress } from "./output.js";
+import { EXIT, print, readJsonFile, table, withProgress, type Output } from "./output.js";
 
-function showDeployment(json: boolean, d: DeploymentView) {
-  print(json, d, () =>
+function showDeployment(out: Output, d: DeploymentView) {
+  print(out, d, () =>
     [
       `deployment ${d.id}: ${d.state} (namespace ${d.namespace}, ${d.source}${d.signedBy ? `, signed by ${d.signedBy}` : ""})`,
       table(d.devices.map((x) => ({ ...x })), ["device", "generation", "state", "reason", "updatedAt"]),
       table(d.modules.map((m) => ({ module: m.name, digest: m.digest.slice(0, 12), devices: m.devices.length, functions: m.functions.join(", ") })), ["module", "digest", "devices", "functions"]),
     ].join("\n"),
+    () => [d.id],
   );
+}
+
+/** The manifest with every module placed on `devices` (when given): one example file serves any device. */
+function placedOn(manifest: unknown, devices: string[] | undefined): unknown {
+  if (!devices) return manifest;
+  const m = manifest as { modules?: unknown };
+  if (!Array.isArray(m?.modules)) return manifest; // the control plane explains what is wrong with it
+  return { ...m, modules: m.modules.map((mod: object) => ({ ...mod, devices })) };
 }
 
 /** `name=value` pairs of a call. */
@@ -30,14 +39,16 @@ export function deploymentCommands(program: Command) {
       .argument("<manifest.json>", "a deployment manifest (see docs/protocol.md)")
       .requiredOption("--key <key.jwk>", "the orchestrator's private JWK (wasmvisor keys generate); its public key must be trusted")
       .option("--wait <seconds>", "wait until every device has applied it", (v) => Number(v), 0)
+      .option("--device <ids...>", "place every module on these devices (instead of the manifest's own)")
       .description("sign a manifest with your key and deploy it (all or nothing across its devices)")
-      .action(action(async (file: string, o: { key: string; wait: number }, cmd: Command) => {
-        const { api, json } = await client(cmd);
+      .action(action(async (file: string, o: { key: string; wait: number; device?: string[] }, cmd: Command) => {
+        const { api, out } = await client(cmd);
         const { signDeployment } = await sdk();
-        const token = await signDeployment(readJsonFile<JWK>(o.key, "signing key"), readJsonFile(file, "manifest"));
+        const manifest = placedOn(readJsonFile(file, "manifest"), o.device);
+        const token = await signDeployment(readJsonFile<JWK>(o.key, "signing key"), manifest as DeploymentManifestInput);
         let d = await api.deploy(token);
         if (o.wait > 0) d = await withProgress(`waiting for ${d.id} to be applied`, api.waitForDeployment(d.id, { timeoutSeconds: o.wait }));
-        showDeployment(json, d);
+        showDeployment(out, d);
         if (d.state === "failed") process.exit(EXIT.jobFailed);
       })),
   );
@@ -48,26 +59,26 @@ export function deploymentCommands(program: Command) {
       .command("ls")
       .description("list deployments")
       .action(action(async (_o: unknown, cmd: Command) => {
-        const { api, json } = await client(cmd);
+        const { api, out } = await client(cmd);
         const page = await api.listDeployments({ limit: 500 });
-        print(json, page, () => table(page.deployments.map((d) => ({ ...d })), ["id", "namespace", "source", "generation", "updatedAt"]));
+        print(out, page, () => table(page.deployments.map((d) => ({ ...d })), ["id", "namespace", "source", "generation", "updatedAt"]), () => page.deployments.map((d) => d.id));
       })),
     deployments
       .command("get")
       .argument("<id>")
       .description("a deployment's modules and each device's state")
       .action(action(async (id: string, _o: unknown, cmd: Command) => {
-        const { api, json } = await client(cmd);
-        showDeployment(json, await api.getDeployment(id));
+        const { api, out } = await client(cmd);
+        showDeployment(out, await api.getDeployment(id));
       })),
     deployments
       .command("rm")
       .argument("<id>")
       .description("undeploy: devices remove its files; calls still queued are canceled")
       .action(action(async (id: string, _o: unknown, cmd: Command) => {
-        const { api, json } = await client(cmd);
-        const out = await api.removeDeployment(id);
-        print(json, out, () => `removed ${id} from ${out.devices.length} device(s)`);
+        const { api, out } = await client(cmd);
+        const removed = await api.removeDeployment(id);
+        print(out, removed, () => `removed ${id} from ${removed.devices.length} device(s)`, () => [id]);
       })),
   );
 
@@ -83,10 +94,10 @@ export function deploymentCommands(program: Command) {
       .option("--timeout <seconds>", "how long to wait for the result", (v) => Number(v), 120)
       .description("call a deployed function by its parameter names; waits for the result (exit 1 if it failed)")
       .action(action(async (deployment: string, module: string, fn: string, params: Record<string, string>, o: { device?: string; wait: boolean; timeout: number }, cmd: Command) => {
-        const { api, json } = await client(cmd);
+        const { api, out } = await client(cmd);
         const accepted = await api.callFunction(deployment, module, fn, params, o.device);
-        if (!o.wait) return print(json, accepted, () => accepted.job);
-        await waitAndExit(api, json, accepted.job, o.timeout);
+        if (!o.wait) return print(out, accepted, () => accepted.job, () => [accepted.job]);
+        await waitAndExit(api, out, accepted.job, o.timeout);
       })),
   );
 
@@ -97,9 +108,9 @@ export function deploymentCommands(program: Command) {
       .argument("<device>")
       .description("issue the device's facade label: it then answers as a wasmiot supervisor at <label>.<domain> (shown once)")
       .action(action(async (device: string, _o: unknown, cmd: Command) => {
-        const { api, json } = await client(cmd);
-        const out = await api.exposeWasmiotFacade(device);
-        print(json, out, () => `${out.host}\n(the label is the capability: anyone with this host name can drive the device as a wasmiot orchestrator)`);
+        const { api, out } = await client(cmd);
+        const facade = await api.exposeWasmiotFacade(device);
+        print(out, facade, () => `${facade.host}\n(the label is the capability: anyone with this host name can drive the device as a wasmiot orchestrator)`, () => [facade.host]);
       })),
   );
   // Announcing needs no control-plane credential: it talks to the wasmiot orchestrator only.

@@ -6,25 +6,26 @@ import type { DeviceView, JobListItem, JobView, LogLine, WasmvisorClient } from 
 
 /** The SDK (and jose with it) is loaded only when an operator command runs: the agent process never needs it. */
 export const sdk = () => import("../../sdk/index.js");
-import { EXIT, fail, parseArg, print, readInputFile, readJsonFile, table, withProgress } from "./output.js";
+import { EXIT, fail, parseArg, print, readInputFile, readJsonFile, table, withProgress, type Output } from "./output.js";
 
-type Global = { server: string; token: string; json?: boolean };
+type Global = { server: string; token: string; json?: boolean; quiet?: boolean };
 
 /** Every operator command takes the connection options itself (the agent command has its own). */
 export function withConnection(cmd: Command): Command {
   return cmd
     .addOption(new Option("--server <url>", "control plane URL").env("WASMVISOR_SERVER"))
     .addOption(new Option("--token <token>", "API key or admin token").env("WASMVISOR_TOKEN"))
-    .option("--json", "print JSON instead of tables");
+    .option("--json", "print JSON instead of tables")
+    .option("-q, --quiet", "print only ids, one per line (for shell variables)");
 }
 
-export async function client(cmd: Command): Promise<{ api: WasmvisorClient; json: boolean }> {
+export async function client(cmd: Command): Promise<{ api: WasmvisorClient; out: Output }> {
   const g = cmd.opts<Global>();
   if (!g.server || !g.token) {
     process.stderr.write("error: set --server and --token (or WASMVISOR_SERVER and WASMVISOR_TOKEN)\n");
     process.exit(EXIT.usage);
   }
-  return { api: new (await sdk()).WasmvisorClient({ server: g.server, token: g.token }), json: Boolean(g.json) };
+  return { api: new (await sdk()).WasmvisorClient({ server: g.server, token: g.token }), out: { json: Boolean(g.json), quiet: Boolean(g.quiet) } };
 }
 
 const jobRow = (j: JobView) => ({
@@ -36,20 +37,20 @@ const jobRow = (j: JobView) => ({
   createdAt: j.createdAt,
 });
 
-export function showJob(json: boolean, job: JobView) {
-  print(json, job, () => {
+export function showJob(out: Output, job: JobView) {
+  print(out, job, () => {
     const lines = [table([jobRow(job)], ["id", "state", "function", "attempts", "result", "createdAt"])];
     if (job.error) lines.push(`error (${job.error.kind}): ${job.error.message}`);
     if (job.result?.stdout) lines.push(`--- stdout${job.result.stdoutTruncated ? " (truncated)" : ""}\n${job.result.stdout.trimEnd()}`);
     if (job.result?.stderr) lines.push(`--- stderr${job.result.stderrTruncated ? " (truncated)" : ""}\n${job.result.stderr.trimEnd()}`);
     return lines.join("\n");
-  });
+  }, () => [job.id]);
 }
 
 /** Waits for the job, then exits 0 if it succeeded and 1 if it ended otherwise. */
-export async function waitAndExit(api: WasmvisorClient, json: boolean, id: string, timeoutSeconds: number) {
+export async function waitAndExit(api: WasmvisorClient, out: Output, id: string, timeoutSeconds: number) {
   const job = await withProgress(`waiting for ${id}`, api.waitForJob(id, { timeoutSeconds }));
-  showJob(json, job);
+  showJob(out, job);
   process.exit(job.state === "SUCCEEDED" ? EXIT.ok : EXIT.jobFailed);
 }
 
@@ -76,7 +77,7 @@ export function operatorCommands(program: Command) {
     .option("--sign <private.jwk>", "sign the job with this orchestrator key (see keys generate)")
     .action(
       action(async (device: string, module: string, fn: string, args: string[], o: Record<string, unknown>, cmd: Command) => {
-        const { api, json } = await client(cmd);
+        const { api, out } = await client(cmd);
         const spec = {
           device,
           module,
@@ -92,8 +93,8 @@ export function operatorCommands(program: Command) {
         const job = o.sign
           ? (await api.submitSignedJob(await (await sdk()).signJob(readJsonFile<JWK>(String(o.sign), "signing key"), spec))).job
           : (await api.request<JobView>("POST", "/v1/jobs", spec, headers)).body;
-        if (o.wait === undefined) return showJob(json, job);
-        await waitAndExit(api, json, job.id, o.wait === true ? 3600 : Number(o.wait));
+        if (o.wait === undefined) return showJob(out, job);
+        await waitAndExit(api, out, job.id, o.wait === true ? 3600 : Number(o.wait));
       }),
     );
   jobs
@@ -103,7 +104,7 @@ export function operatorCommands(program: Command) {
     .option("--limit <n>", "at most this many (newest pages are fetched in order)", Number, 100)
     .description("list jobs in creation order")
     .action(action(async (o: { device?: string; status?: string; limit: number }, cmd: Command) => {
-      const { api, json } = await client(cmd);
+      const { api, out } = await client(cmd);
       const rows: JobListItem[] = [];
       let cursor: string | undefined;
       do {
@@ -111,15 +112,15 @@ export function operatorCommands(program: Command) {
         rows.push(...page.jobs);
         cursor = page.nextCursor ?? undefined;
       } while (cursor && rows.length < o.limit);
-      print(json, rows, () => table(rows.map((j) => ({ ...j })), ["id", "state", "function", "createdAt"]));
+      print(out, rows, () => table(rows.map((j) => ({ ...j })), ["id", "state", "function", "createdAt"]), () => rows.map((j) => j.id));
     }));
   jobs
     .command("get")
     .argument("<id>")
     .description("a job's state, result or error")
     .action(action(async (id: string, _o: unknown, cmd: Command) => {
-      const { api, json } = await client(cmd);
-      showJob(json, await api.getJob(id));
+      const { api, out } = await client(cmd);
+      showJob(out, await api.getJob(id));
     }));
   jobs
     .command("wait")
@@ -127,16 +128,16 @@ export function operatorCommands(program: Command) {
     .option("--timeout <seconds>", "give up after this long", Number, 3600)
     .description("wait for a job to end; exit 0 if it succeeded, 1 otherwise")
     .action(action(async (id: string, o: { timeout: number }, cmd: Command) => {
-      const { api, json } = await client(cmd);
-      await waitAndExit(api, json, id, o.timeout);
+      const { api, out } = await client(cmd);
+      await waitAndExit(api, out, id, o.timeout);
     }));
   jobs
     .command("cancel")
     .argument("<id>")
     .description("cancel a job (a running one is stopped on its device)")
     .action(action(async (id: string, _o: unknown, cmd: Command) => {
-      const { api, json } = await client(cmd);
-      showJob(json, await api.cancelJob(id));
+      const { api, out } = await client(cmd);
+      showJob(out, await api.cancelJob(id));
     }));
   jobs
     .command("logs")
@@ -144,11 +145,11 @@ export function operatorCommands(program: Command) {
     .option("-f, --follow", "keep printing lines as the job writes them, until it ends")
     .description("what the job wrote to stdout and stderr, line by line with times")
     .action(action(async (id: string, o: { follow?: boolean }, cmd: Command) => {
-      const { api, json } = await client(cmd);
-      const fmt = (l: LogLine) => (json ? JSON.stringify(l) : `${new Date(l.at).toISOString()} ${l.stream === "stderr" ? "ERR" : "OUT"} ${l.line}`);
+      const { api, out } = await client(cmd);
+      const fmt = (l: LogLine) => (out.json ? JSON.stringify(l) : `${new Date(l.at).toISOString()} ${l.stream === "stderr" ? "ERR" : "OUT"} ${l.line}`);
       if (!o.follow) {
         const logs = await api.jobLogs(id);
-        print(json, logs, () => logs.lines.map(fmt).join("\n"));
+        print(out, logs, () => logs.lines.map(fmt).join("\n"));
         return;
       }
       const lines = api.followLogs(id);
@@ -168,7 +169,7 @@ export function operatorCommands(program: Command) {
     .option("--status <status>", "online or offline")
     .description("list devices")
     .action(action(async (o: { status?: "online" | "offline" }, cmd: Command) => {
-      const { api, json } = await client(cmd);
+      const { api, out } = await client(cmd);
       const all: DeviceView[] = [];
       let cursor: string | undefined;
       do {
@@ -176,11 +177,12 @@ export function operatorCommands(program: Command) {
         all.push(...page.devices);
         cursor = page.nextCursor ?? undefined;
       } while (cursor);
-      print(json, all, () =>
+      print(out, all, () =>
         table(
-          all.map((d) => ({ id: d.id, name: d.name, status: d.status, cpu: d.health ? `${d.health.cpuPercent.toFixed(0)}%` : null, memory: d.health ? `${((100 * d.health.memoryUsedBytes) / d.health.memoryTotalBytes).toFixed(0)}%` : null, "last seen": d.lastSeenAt })),
-          ["id", "name", "status", "cpu", "memory", "last seen"],
+          all.map((d) => ({ id: d.id, name: d.name, status: d.status, cpu: d.health ? `${d.health.cpuPercent.toFixed(0)}%` : null, memory: d.health ? `${((100 * d.health.memoryUsedBytes) / d.health.memoryTotalBytes).toFixed(0)}%` : null, lastSeenAt: d.lastSeenAt })),
+          ["id", "name", "status", "cpu", "memory", "lastSeenAt"],
         ),
+        () => all.map((d) => d.id),
       );
     }));
   devices
@@ -188,9 +190,9 @@ export function operatorCommands(program: Command) {
     .argument("<id>")
     .description("one device: capabilities, health, queue")
     .action(action(async (id: string, _o: unknown, cmd: Command) => {
-      const { api, json } = await client(cmd);
+      const { api, out } = await client(cmd);
       const d = await api.getDevice(id);
-      print(json, d, () =>
+      print(out, d, () =>
         [
           table([{ id: d.id, name: d.name, status: d.status, drained: d.drained, queued: d.queue?.queued, running: d.queue?.running }], ["id", "name", "status", "drained", "queued", "running"]),
           `cpu: ${d.description.platform.cpu.humanReadableName} (${d.description.platform.cpu.cores ?? "?"} cores), memory: ${(d.description.platform.memory.bytes / 2 ** 30).toFixed(1)} GiB`,
@@ -207,10 +209,11 @@ export function operatorCommands(program: Command) {
     .argument("<file>", "a .wasm file")
     .description("upload a module; prints its sha256 and exports")
     .action(action(async (file: string, _o: unknown, cmd: Command) => {
-      const { api, json } = await client(cmd);
+      const { api, out } = await client(cmd);
       const info = await api.uploadModule(readInputFile(file, "module"));
-      print(json, info, () =>
+      print(out, info, () =>
         [`sha256 ${info.digest} (${info.size} bytes)`, table(info.exports.filter((e) => e.kind === "function").map((e) => ({ export: e.name, params: e.signature?.params.join(", "), results: e.signature?.results.join(", ") })), ["export", "params", "results"])].join("\n"),
+        () => [info.digest],
       );
     }));
 
@@ -222,9 +225,9 @@ export function operatorCommands(program: Command) {
     .option("--namespace <ns>", "scope the key to one tenant")
     .description("create a key; its secret is shown once")
     .action(action(async (role: "admin" | "user" | "register", o: { label?: string; namespace?: string }, cmd: Command) => {
-      const { api, json } = await client(cmd);
+      const { api, out } = await client(cmd);
       const key = await api.createKey(role, o.label, o.namespace);
-      print(json, key, () => `${key.key}\n(key ${key.id}, role ${key.role}: store it now, it is not shown again)`);
+      print(out, key, () => `${key.key}\n(key ${key.id}, role ${key.role}: store it now, it is not shown again)`, () => [key.key]);
     }));
   keys
     .command("generate")
@@ -245,26 +248,26 @@ export function operatorCommands(program: Command) {
     .option("--namespace <ns>", "accept its signatures only for this namespace")
     .description("register an orchestrator's public key: jobs it signs are accepted")
     .action(action(async (file: string, o: { label?: string; namespace?: string }, cmd: Command) => {
-      const { api, json } = await client(cmd);
+      const { api, out } = await client(cmd);
       const key = await api.trustOrchestratorKey(readJsonFile<JWK>(file, "public key"), o.label, o.namespace);
-      print(json, key, () => `trusted ${key.kid} (${key.alg})`);
+      print(out, key, () => `trusted ${key.kid} (${key.alg})`);
     }));
   keys
     .command("ls")
     .description("list keys")
     .action(action(async (_o: unknown, cmd: Command) => {
-      const { api, json } = await client(cmd);
+      const { api, out } = await client(cmd);
       const list = await api.listKeys();
-      print(json, list, () => table(list.map((k) => ({ ...k })), ["id", "role", "namespace", "label", "createdAt", "revokedAt"]));
+      print(out, list, () => table(list.map((k) => ({ ...k })), ["id", "role", "namespace", "label", "createdAt", "revokedAt"]), () => list.map((k) => k.id));
     }));
   keys
     .command("revoke")
     .argument("<id>")
     .description("revoke a key")
     .action(action(async (id: string, _o: unknown, cmd: Command) => {
-      const { api, json } = await client(cmd);
+      const { api, out } = await client(cmd);
       const k = await api.revokeKey(id);
-      print(json, k, () => `revoked ${k.id}`);
+      print(out, k, () => `revoked ${k.id}`);
     }));
 
   for (const group of ["jobs", "devices", "modules", "keys"]) {

@@ -42,8 +42,13 @@ export function readJsonFile<T = unknown>(path: string, what: string): T {
   }
 }
 
-export function print(json: boolean, value: unknown, human: () => string) {
-  process.stdout.write((json ? JSON.stringify(value, null, 2) : human()) + "\n");
+/** How a command prints: tables for people, `--json` for scripts, `-q` only the ids (one per line) for shell variables. */
+export type Output = { json: boolean; quiet: boolean };
+
+/** `ids` says what `-q` prints; without it, `-q` prints what a person would see. */
+export function print(out: Output, value: unknown, human: () => string, ids?: () => string[]) {
+  const text = out.json ? JSON.stringify(value, null, 2) : out.quiet && ids ? ids().join("\n") : human();
+  if (text !== "") process.stdout.write(text + "\n");
 }
 
 /** A spinner on stderr while waiting, only when a person is watching. */
