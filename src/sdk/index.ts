@@ -3,11 +3,27 @@
  * Errors come back as `WasmvisorError` carrying the RFC 9457 problem.
  */
 import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
+import { EventSourceParserStream, type EventSourceMessage } from "eventsource-parser/stream";
 import { fetchOrExplain, fetchRetryingOnce, isRepeatable } from "./fetch-retry.js";
 export { UnreachableError } from "./fetch-retry.js";
 import type { CallAccepted, DeploymentManifestInput, DeploymentView, DeviceView, JobLogs, JobSubmissionInput, JobView, KeyView, LogLine, ModuleInfo, OrchestratorKeyView, Problem, Role, SigningAlgorithm } from "../protocol/index.js";
 
 export * from "../protocol/index.js";
+
+/** The events of a text/event-stream body, parsed by a maintained SSE parser. */
+async function* serverSentEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<EventSourceMessage> {
+  const text = body.pipeThrough(new TextDecoderStream() as unknown as ReadableWritablePair<string, Uint8Array>);
+  const reader = text.pipeThrough(new EventSourceParserStream()).getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      yield value;
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
 
 export class WasmvisorError extends Error {
   constructor(readonly status: number, readonly problem: Partial<Problem>) {
@@ -221,19 +237,10 @@ export class WasmvisorClient {
   async *followLogs(id: string): AsyncGenerator<LogLine & { seq: number }, { state: string }> {
     const res = await fetchOrExplain(`${this.server}/v1/jobs/${id}/logs?follow=1`, { headers: { authorization: `Bearer ${this.opts.token}` } });
     if (!res.ok || !res.body) throw new WasmvisorError(res.status, ((await res.json().catch(() => ({}))) as Partial<Problem>) ?? {});
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let end: number;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const event = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const type = /^event: (.*)$/m.exec(event)?.[1];
-        const data = JSON.parse(/^data: (.*)$/m.exec(event)?.[1] ?? "null");
-        if (type === "end") return data as { state: string };
-        if (type === "line") yield data as LogLine & { seq: number };
-      }
+    for await (const event of serverSentEvents(res.body)) {
+      const data = JSON.parse(event.data) as unknown;
+      if (event.event === "end") return data as { state: string };
+      if (event.event === "line") yield data as LogLine & { seq: number };
     }
     return { state: "UNKNOWN" };
   }
