@@ -12,15 +12,18 @@ const URL_BASE = `http://127.0.0.1:${PORT}`;
 const AGENT_DIR = ".wasmvisor/agent";
 const children = [];
 
-function adminToken() {
+/** A Worker secret from .dev.vars, generated (random) into it the first time. */
+function devVar(name, prefix, what) {
   const vars = existsSync(".dev.vars") ? readFileSync(".dev.vars", "utf8") : "";
-  const found = vars.match(/^ADMIN_TOKEN=(.+)$/m)?.[1]?.trim();
+  const found = vars.match(new RegExp(`^${name}=(.+)$`, "m"))?.[1]?.trim();
   if (found) return found;
-  const token = "wva_" + randomBytes(24).toString("base64url");
-  writeFileSync(".dev.vars", `${vars}${vars && !vars.endsWith("\n") ? "\n" : ""}ADMIN_TOKEN=${token}\n`, { mode: 0o600 });
-  console.log("generated an admin token in .dev.vars");
+  const token = prefix + randomBytes(32).toString("base64url");
+  writeFileSync(".dev.vars", `${vars}${vars && !vars.endsWith("\n") ? "\n" : ""}${name}=${token}\n`, { mode: 0o600 });
+  console.log(`generated ${what} in .dev.vars`);
   return token;
 }
+
+const adminToken = () => devVar("ADMIN_TOKEN", "wva_", "an admin token");
 
 function run(name, cmd, args, env = {}) {
   const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
@@ -70,8 +73,13 @@ async function api(token, method, path, body, contentType = "application/json") 
 }
 
 const admin = adminToken();
+// Device credentials carry a MAC under this key (the control plane refuses to issue or accept them without it).
+devVar("DEVICE_CREDENTIAL_KEY", "", "the device credential key");
 // Agent data and control-plane state belong together: a credential for a wiped control plane is useless.
 if (!existsSync(".wrangler/state") && existsSync(AGENT_DIR)) rmSync(AGENT_DIR, { recursive: true, force: true });
+// Credentials from before device credentials carried a MAC (three dot-separated parts) are refused now: register anew.
+const saved = existsSync(`${AGENT_DIR}/credential.json`) ? JSON.parse(readFileSync(`${AGENT_DIR}/credential.json`, "utf8")) : null;
+if (saved && saved.credential.split(".").length !== 4) rmSync(AGENT_DIR, { recursive: true, force: true });
 mkdirSync(".wrangler", { recursive: true });
 
 console.log(`starting the control plane (wrangler dev, local workerd) on ${URL_BASE} ...`);
