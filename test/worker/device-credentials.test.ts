@@ -5,8 +5,9 @@
  * credential stops working everywhere.
  */
 import { describe, expect, it } from "vitest";
-import { env, listDurableObjectIds, runInDurableObject } from "cloudflare:test";
-import { call, health, poll, registerDevice, uploadModule } from "./helpers.js";
+import { createExecutionContext, env, listDurableObjectIds, runInDurableObject } from "cloudflare:test";
+import { ADMIN, call, DESCRIPTION, health, poll, registerDevice, uploadModule } from "./helpers.js";
+import { createApp } from "../../src/worker/app.js";
 
 const BASE32 = "abcdefghijklmnopqrstuvwxyz234567";
 const randomId = () => "d" + Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => BASE32[b & 31]).join("");
@@ -80,5 +81,21 @@ describe("device credentials", () => {
     const swapped = [prefix, b.deviceId, ...rest].join(".");
     expect((await poll(swapped)).status).toBe(401);
     expect((await call("GET", "/v1/info", { token: swapped })).status).toBe(401);
+  });
+
+  it("without DEVICE_CREDENTIAL_KEY (or with one under 32 characters) issues no device credential and accepts none, answering 503 so agents keep theirs", async () => {
+    const dev = await registerDevice("no-key");
+    const app = createApp();
+    for (const key of [undefined, "too-short-0123456789"]) {
+      const bare = { ...env, DEVICE_CREDENTIAL_KEY: key };
+      const send = (path: string, token: string, init: RequestInit = {}) =>
+        app.fetch(new Request(`https://wasmvisor.test${path}`, { ...init, headers: { authorization: `Bearer ${token}`, "content-type": "application/json" } }), bare, createExecutionContext());
+      const register = await send("/v1/devices/register", ADMIN, { method: "POST", body: JSON.stringify({ name: "x", description: DESCRIPTION }) });
+      expect(register.status, String(key)).toBe(503);
+      expect((await register.json<{ type: string }>()).type).toBe("urn:wasmvisor:problem:not-configured");
+      expect((await send("/v1/agent/jobs?wait=0", dev.credential)).status, String(key)).toBe(503);
+      expect((await send(`/v1/devices/${dev.deviceId}/credential`, ADMIN, { method: "POST" })).status, String(key)).toBe(503);
+    }
+    expect((await poll(dev.credential)).status).toBe(200);
   });
 });
