@@ -4,6 +4,7 @@ import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 /** Short timers so lease expiry, retries and presence can be driven by the tests. */
 export const TEST_VARS = {
   ADMIN_TOKEN: "test-admin-token-0123456789",
+  DEVICE_CREDENTIAL_KEY: "test-device-credential-key-0123456789abcdef",
   ACK_TIMEOUT_MS: "300",
   LEASE_GRACE_MS: "300",
   HEARTBEAT_TIMEOUT_MS: "600",

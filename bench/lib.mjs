@@ -19,7 +19,7 @@ export async function startControlPlane() {
   const persist = mkdtempSync(join(tmpdir(), "wv-bench-state-"));
   const worker = await unstable_startWorker({
     config: "wrangler.toml",
-    bindings: { ADMIN_TOKEN: { type: "plain_text", value: ADMIN }, ...(process.env.LOG_LEVEL ? { LOG_LEVEL: { type: "plain_text", value: process.env.LOG_LEVEL } } : {}) },
+    bindings: { ADMIN_TOKEN: { type: "plain_text", value: ADMIN }, DEVICE_CREDENTIAL_KEY: { type: "plain_text", value: "bench-device-credential-key-0123456789abcdef" }, ...(process.env.LOG_LEVEL ? { LOG_LEVEL: { type: "plain_text", value: process.env.LOG_LEVEL } } : {}) },
     dev: { server: { hostname: "127.0.0.1", port: 0 }, persist, inspector: false, logLevel: "none", watch: false },
   });
   const url = (await worker.url).toString().replace(/\/$/, "");

@@ -54,6 +54,8 @@ function devVar(name, make) {
   return value;
 }
 const adminToken = () => devVar("ADMIN_TOKEN", () => "wva_" + randomBytes(24).toString("base64url"));
+// Device credentials carry a MAC under this key: the control plane refuses to issue or accept them without it.
+const deviceCredentialKey = () => devVar("DEVICE_CREDENTIAL_KEY", () => randomBytes(32).toString("base64url"));
 
 function portIsFree(port) {
   return new Promise((resolve) => {
@@ -169,8 +171,12 @@ if (!(await portIsFree(PORT))) {
 }
 
 const admin = adminToken();
+const credentialKey = deviceCredentialKey();
 // Agent data and control-plane state belong together: a credential for a wiped control plane is useless.
 if (!existsSync(".wrangler/state") && existsSync(AGENT_DIR)) rmSync(AGENT_DIR, { recursive: true, force: true });
+// Credentials from before device credentials carried a MAC (three dot-separated parts) are refused now: register anew.
+const saved = existsSync(`${AGENT_DIR}/credential.json`) ? JSON.parse(readFileSync(`${AGENT_DIR}/credential.json`, "utf8")) : null;
+if (saved && saved.credential.split(".").length !== 4) rmSync(AGENT_DIR, { recursive: true, force: true });
 mkdirSync(".wrangler", { recursive: true });
 
 console.log(`starting the control plane (local workerd, state in .wrangler/state) on ${URL_BASE} ...`);
@@ -179,6 +185,7 @@ worker = await unstable_startWorker({
   config: "wrangler.toml",
   bindings: {
     ADMIN_TOKEN: { type: "plain_text", value: admin },
+    DEVICE_CREDENTIAL_KEY: { type: "plain_text", value: credentialKey },
     // The wasmiot facade is on for this local run: <label>.localhost reaches this machine.
     WASMIOT_FACADE_DOMAIN: { type: "plain_text", value: "localhost" },
     ...(options.verbose ? {} : { LOG_LEVEL: { type: "plain_text", value: "warn" } }),

@@ -26,14 +26,17 @@ export async function chainJobId(nextDevice: string, jobId: string): Promise<str
   return `${nextDevice}-${tail}`;
 }
 
-/** Throws when the next step could not be reached at all (the caller retries later). */
-export async function forwardStep(env: Env, jobId: string, call: CallRecord, result: JobResult | null): Promise<NextLink> {
+/**
+ * Throws when the next step could not be reached at all (the caller retries later).
+ * `namespace` is the forwarding device's: the next device refuses a step from another tenant.
+ */
+export async function forwardStep(env: Env, namespace: string, jobId: string, call: CallRecord, result: JobResult | null): Promise<NextLink> {
   const step = call.next!;
   const files = (result?.files ?? []).map((f) => ({ name: f.name, key: outputKey(jobId, f.name) }));
   const value = call.ctx.result === "none" ? null : (result?.value ?? null);
   if ("device" in step) {
     const nextJob = await chainJobId(step.device, jobId);
-    const out = await deviceStub(env, step.device).call(nextJob, {
+    const out = await deviceStub(env, step.device).call(namespace, nextJob, {
       deployment: step.deployment ?? call.ctx.deployment,
       module: step.module,
       function: step.function,
@@ -79,7 +82,14 @@ async function forwardOverHttp(env: Env, step: { url: string; method: "get" | "p
  * so a restart cannot lose one). Run from the object's alarm.
  */
 export class ChainForwards {
-  constructor(private readonly sql: Sql, private readonly env: Env, private readonly retryBaseMs: number, private readonly clock: Clock) {}
+  constructor(
+    private readonly sql: Sql,
+    private readonly env: Env,
+    private readonly retryBaseMs: number,
+    private readonly clock: Clock,
+    /** the forwarding device's namespace, which every forwarded call carries */
+    private readonly namespace: () => string,
+  ) {}
 
   /** Records that this chain step's output must be handed on. */
   queue(jobId: string, now: number) {
@@ -98,7 +108,7 @@ export class ChainForwards {
         continue;
       }
       try {
-        const next = await forwardStep(this.env, row.id, JSON.parse(row.call) as CallRecord, row.result ? (JSON.parse(row.result) as JobResult) : null);
+        const next = await forwardStep(this.env, this.namespace(), row.id, JSON.parse(row.call) as CallRecord, row.result ? (JSON.parse(row.result) as JobResult) : null);
         this.sql.run("UPDATE jobs SET next = ?, updated_at = ? WHERE id = ?", JSON.stringify(next), this.clock.now(), row.id);
         this.sql.run("DELETE FROM forwards WHERE job_id = ?", f.job_id);
       } catch (e) {

@@ -52,7 +52,19 @@ export class DeploymentObject extends SqlObject<Env> {
     return [SCHEMA];
   }
 
+  /** Reading a deployment id that was never deployed stores nothing. */
+  protected override schemaOnFirstWrite() {
+    return true;
+  }
+
+  /** The caller's namespace (null: a key spanning all) must be this deployment's; the object is named by both, this checks it holds. */
+  private visibleTo(namespace: string | null): Row | undefined {
+    const row = this.hasSchema ? this.one<Row>("SELECT * FROM deployment") : undefined;
+    return row && (namespace === null || row.namespace === namespace) ? row : undefined;
+  }
+
   /**
+   * Answers null (and changes nothing) when the deployment belongs to another namespace.
    * Replaces the placements on `scope` (every device, or one device for a
    * wasmiot facade deploy, which sends one manifest per device) and bumps the
    * generation. Answers the new generation and the devices that lost it.
@@ -61,9 +73,11 @@ export class DeploymentObject extends SqlObject<Env> {
     meta: { id: string; namespace: string; source: "signed" | "wasmiot"; signedBy: string | null },
     placements: Placement[],
     scope: { device: string } | "all",
-  ): Promise<{ generation: number; dropped: string[] }> {
+  ): Promise<{ generation: number; dropped: string[] } | null> {
+    this.ensureSchema();
     const now = this.clock.now();
     const current = this.one<Row>("SELECT * FROM deployment");
+    if (current && current.namespace !== meta.namespace) return null;
     const generation = (current?.generation ?? 0) + 1;
     const before = new Set(this.all<{ device: string }>("SELECT DISTINCT device FROM placements").map((r) => r.device));
     this.ctx.storage.transactionSync(() => {
@@ -84,7 +98,8 @@ export class DeploymentObject extends SqlObject<Env> {
   }
 
   /** Removes the deployment from `scope`; answers the devices it was on (empty: it was not there). */
-  async remove(scope: { device: string } | "all"): Promise<string[]> {
+  async remove(namespace: string | null, scope: { device: string } | "all"): Promise<string[]> {
+    if (!this.visibleTo(namespace)) return [];
     const devices = this.all<{ device: string }>(
       scope === "all" ? "SELECT DISTINCT device FROM placements" : "SELECT DISTINCT device FROM placements WHERE device = ?",
       ...(scope === "all" ? [] : [scope.device]),
@@ -101,8 +116,8 @@ export class DeploymentObject extends SqlObject<Env> {
     return devices;
   }
 
-  async record(): Promise<DeploymentRecord | null> {
-    const row = this.one<Row>("SELECT * FROM deployment");
+  async record(namespace: string | null): Promise<DeploymentRecord | null> {
+    const row = this.visibleTo(namespace);
     if (!row) return null;
     return {
       id: row.name,

@@ -19,24 +19,24 @@ export { DEVICE_SECRET_HEADER, type Disposition } from "./device-queue.js";
 
 export class DeviceObject extends DeviceQueue {
   private readonly deployments = new DeviceDeployments(this.sql, this.clock);
-  private readonly forwards = new ChainForwards(this.sql, this.env, this.settings.retryBaseMs, this.clock);
+  private readonly forwards = new ChainForwards(this.sql, this.env, this.settings.retryBaseMs, this.clock, () => this.device!.namespace);
 
   // ---- deployments: desired state, calls of deployed functions, chains -----------------
 
   /** Records (or replaces) this device's part of a deployment and tells the agent. */
-  async putDeployment(part: DevicePart): Promise<Outcome<DeviceDeploymentStatus>> {
-    if (!this.device) return fail("not-found", "the device is not registered");
+  async putDeployment(namespace: string | null, part: DevicePart): Promise<Outcome<DeviceDeploymentStatus>> {
+    if (!this.visibleTo(namespace)) return fail("not-found", "the device is not registered");
     // Calls waiting for the generation being replaced would run against files and an instance that are gone.
-    const replaced = this.deployments.status(part.deployment, this.device.id);
+    const replaced = this.deployments.status(part.deployment, this.device!.id);
     if (replaced && replaced.generation !== part.generation) this.cancelWaitingCalls(part.deployment, `deployment ${part.deployment} was redeployed`);
     this.deployments.put(part);
     this.notifyDeployments();
-    return ok(this.deployments.status(part.deployment, this.device.id)!);
+    return ok(this.deployments.status(part.deployment, this.device!.id)!);
   }
 
   /** Undeploys: the agent removes the files; calls still waiting for it are canceled. */
-  async removeDeployment(id: string): Promise<Outcome<{ canceled: number }>> {
-    if (!this.device) return fail("not-found", "the device is not registered");
+  async removeDeployment(namespace: string | null, id: string): Promise<Outcome<{ canceled: number }>> {
+    if (!this.visibleTo(namespace)) return fail("not-found", "the device is not registered");
     if (!this.deployments.remove(id)) return fail("not-found", "deployment does not exist");
     const canceled = this.cancelWaitingCalls(id, `deployment ${id} was removed`);
     this.notifyDeployments();
@@ -52,8 +52,8 @@ export class DeviceObject extends DeviceQueue {
     return waiting.length;
   }
 
-  async deploymentStatus(id: string): Promise<DeviceDeploymentStatus | null> {
-    return this.device ? this.deployments.status(id, this.device.id) : null;
+  async deploymentStatus(namespace: string | null, id: string): Promise<DeviceDeploymentStatus | null> {
+    return this.visibleTo(namespace) ? this.deployments.status(id, this.device!.id) : null;
   }
 
   async desiredDeployments(secret: string): Promise<Outcome<DesiredDeployments>> {
@@ -79,14 +79,15 @@ export class DeviceObject extends DeviceQueue {
    * chain step (`prev`) takes the previous step's output instead, and one that
    * cannot be called is recorded as a FAILED job so the chain shows where it
    * broke. The job id is given by the caller, so a repeated forward finds the
-   * job it made.
+   * job it made. `namespace` is the caller's (for a chain step, the previous
+   * step's device's): a call from another tenant is refused.
    */
-  async call(jobId: string, req: CallRequest, waitMs = 0): Promise<Outcome<{ done: boolean; job: JobView }>> {
-    if (!this.device) return fail("not-found", "the device is not registered");
-    if (this.jobRow(jobId)) return this.awaitResult(jobId, waitMs);
+  async call(namespace: string | null, jobId: string, req: CallRequest, waitMs = 0): Promise<Outcome<{ done: boolean; job: JobView }>> {
+    if (!this.visibleTo(namespace)) return fail("not-found", "the device is not registered");
+    if (this.jobRow(jobId)) return this.resultWithin(jobId, waitMs);
     const found = this.deployments.lookup(req.deployment, req.module, req.function);
     if (!found.ok) return fail("not-found", found.detail);
-    const { submission, call, problem } = prepareCall(this.device.id, found.ref, req);
+    const { submission, call, problem } = prepareCall(this.device!.id, found.ref, req);
     if (problem && !req.prev) return fail("validation", problem);
     const now = this.clock.now();
     if (problem) {
@@ -96,7 +97,7 @@ export class DeviceObject extends DeviceQueue {
       this.insertJob(jobId, submission, null, now, call);
       this.dispatch();
     }
-    return this.awaitResult(jobId, waitMs);
+    return this.resultWithin(jobId, waitMs);
   }
 
   /** The key of an input file of a job this device holds the lease of (agents fetch only their own inputs). */
@@ -123,8 +124,8 @@ export class DeviceObject extends DeviceQueue {
   }
 
   /** Calls of deployed functions, newest first (the wasmiot facade's request history). */
-  async calls(limit: number, jobId: string | null = null): Promise<{ job: JobView; call: CallRecord }[]> {
-    if (!this.device) return [];
+  async calls(namespace: string | null, limit: number, jobId: string | null = null): Promise<{ job: JobView; call: CallRecord }[]> {
+    if (!this.visibleTo(namespace)) return [];
     const rows = jobId
       ? this.all<JobRow>("SELECT * FROM jobs WHERE id = ? AND call IS NOT NULL", jobId)
       : this.all<JobRow>("SELECT * FROM jobs WHERE call IS NOT NULL ORDER BY seq DESC LIMIT ?", limit);
@@ -132,7 +133,8 @@ export class DeviceObject extends DeviceQueue {
   }
 
   /** The newest succeeded call of `module` (and `fn`) that wrote file `name`: wasmiot's module_results route. */
-  async latestOutput(module: string, fn: string | null, name: string): Promise<string | null> {
+  async latestOutput(namespace: string | null, module: string, fn: string | null, name: string): Promise<string | null> {
+    if (!this.visibleTo(namespace)) return null;
     const rows = this.all<{ id: string; result: string | null }>(
       `SELECT id, result FROM jobs WHERE state = 'SUCCEEDED' AND call IS NOT NULL AND json_extract(call, '$.ctx.module') = ?
          AND (? IS NULL OR function = ?) ORDER BY seq DESC LIMIT 50`,
@@ -142,9 +144,9 @@ export class DeviceObject extends DeviceQueue {
   }
 
   /** The latest health the agent sent, and the device's description (the facade's health and device description). */
-  async facadeInfo(): Promise<{ description: DeviceDescription; health: Health | null } | null> {
+  async facadeInfo(namespace: string | null): Promise<{ description: DeviceDescription; health: Health | null } | null> {
     const d = this.device;
-    return d ? { description: JSON.parse(d.description) as DeviceDescription, health: d.health ? (JSON.parse(d.health) as Health) : null } : null;
+    return d && this.visibleTo(namespace) ? { description: JSON.parse(d.description) as DeviceDescription, health: d.health ? (JSON.parse(d.health) as Health) : null } : null;
   }
 
   // ---- hooks -----------------------------------------------------------------------

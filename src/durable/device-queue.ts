@@ -94,6 +94,11 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   /** the last secret whose hash matched: spares a digest on every agent request */
   private verifiedSecret: string | null = null;
 
+  /** A device id nobody registered (a stranger's guess, a read of an unknown id) gets no stored state. */
+  protected override schemaOnFirstWrite() {
+    return true;
+  }
+
   protected migrations() {
     return [
       DEVICE_TABLE + JOBS_TABLE,
@@ -110,6 +115,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   protected override async load() {
     // Keepalives are answered by the runtime itself, so an idle device's object can hibernate.
     this.ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(WS_PING, WS_PONG));
+    if (!this.hasSchema) return; // never registered: nothing to load
     this.device = this.one<DeviceRow>("SELECT * FROM device LIMIT 1");
     this.lastChange = this.one<{ n: number }>(
       "SELECT MAX((SELECT COALESCE(MAX(change_seq), 0) FROM jobs), (SELECT COALESCE(MAX(change_seq), 0) FROM index_tombstones)) AS n",
@@ -122,6 +128,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
 
   async register(deviceId: string, name: string | null, description: DeviceDescription, credentialHash: string, namespace: string): Promise<Outcome<DeviceView>> {
     if (this.device) return fail("conflict", `device ${deviceId} is already registered`);
+    this.ensureSchema();
     const now = this.clock.now();
     this.run(
       "INSERT INTO device (id, name, description, credential_hash, registered_at, namespace) VALUES (?, ?, ?, ?, ?, ?)",
@@ -137,8 +144,33 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     return this.device?.namespace ?? null;
   }
 
-  async view(): Promise<Outcome<DeviceView>> {
-    return this.device ? ok(this.deviceView()) : fail("not-found", "no such device");
+  /**
+   * Every call from the Worker carries the caller's namespace (null: a key that
+   * spans all of them); a device of another tenant answers as if it did not
+   * exist, so a route that forgets its own check still cannot cross tenants.
+   */
+  protected visibleTo(namespace: string | null): boolean {
+    return this.device !== undefined && (namespace === null || namespace === this.device.namespace);
+  }
+
+  async view(namespace: string | null): Promise<Outcome<DeviceView>> {
+    return this.visibleTo(namespace) ? ok(this.deviceView()) : fail("not-found", "no such device");
+  }
+
+  /** The Worker's check of a device credential whose MAC it verified: the device's namespace while the credential is current, else null. */
+  async credentialNamespace(secret: string): Promise<string | null> {
+    return (await this.authenticate(secret)) ? this.device!.namespace : null;
+  }
+
+  /** Replaces the credential: the old one is refused from now on, and the connection made with it is closed. */
+  async rotateCredential(namespace: string | null, credentialHash: string): Promise<Outcome<true>> {
+    if (!this.visibleTo(namespace)) return fail("not-found", "no such device");
+    this.run("UPDATE device SET credential_hash = ? WHERE id = ?", credentialHash, this.device!.id);
+    this.device!.credential_hash = credentialHash;
+    this.verifiedSecret = null;
+    for (const ws of this.ctx.getWebSockets(AGENT_TAG)) ws.close(4001, "the device credential was rotated");
+    for (const p of this.pollers.splice(0)) p.deliver([]);
+    return ok(true);
   }
 
   async authenticate(secret: string): Promise<boolean> {
@@ -172,8 +204,8 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     this.run("DELETE FROM agent_logs WHERE seq <= (SELECT MAX(seq) FROM agent_logs) - ?", AGENT_LOG_ROWS);
   }
 
-  async agentLogs(limit: number): Promise<Outcome<{ lines: (AgentLogLine & { seq: number })[] }>> {
-    if (!this.device) return fail("not-found", "no such device");
+  async agentLogs(namespace: string | null, limit: number): Promise<Outcome<{ lines: (AgentLogLine & { seq: number })[] }>> {
+    if (!this.visibleTo(namespace)) return fail("not-found", "no such device");
     const rows = this.all<{ seq: number; at: number; level: AgentLogLine["level"]; msg: string; fields: string | null }>(
       "SELECT * FROM (SELECT * FROM agent_logs ORDER BY seq DESC LIMIT ?) ORDER BY seq", limit,
     );
@@ -217,10 +249,10 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   }
 
   /** A drained device gets no new work; what it runs finishes. `resume` undoes it. */
-  async setDrained(drained: boolean): Promise<Outcome<DeviceView>> {
-    if (!this.device) return fail("not-found", "no such device");
-    this.device.drained = drained ? 1 : 0;
-    this.run("UPDATE device SET drained = ? WHERE id = ?", this.device.drained, this.device.id);
+  async setDrained(namespace: string | null, drained: boolean): Promise<Outcome<DeviceView>> {
+    if (!this.visibleTo(namespace)) return fail("not-found", "no such device");
+    this.device!.drained = drained ? 1 : 0;
+    this.run("UPDATE device SET drained = ? WHERE id = ?", this.device!.drained, this.device!.id);
     if (!drained) this.dispatch();
     return ok(this.deviceView());
   }
@@ -253,19 +285,20 @@ export abstract class DeviceQueue extends SqlObject<Env> {
    * of the same request answers the job it created; the same key with another body is a conflict.
    */
   async submit(
+    namespace: string | null,
     jobId: string,
     spec: JobSubmission,
     waitMs = 0,
     idempotency: { key: string; bodyHash: string } | null = null,
     requires: string[] = [],
   ): Promise<Outcome<{ done: boolean; job: JobView; replayed: boolean }>> {
-    if (!this.device) return fail("not-found", `device ${spec.device} is not registered`);
+    if (!this.visibleTo(namespace)) return fail("not-found", `device ${spec.device} is not registered`);
     const now = this.clock.now();
     if (idempotency) {
       const seen = this.one<{ body_hash: string; job_id: string }>("SELECT body_hash, job_id FROM idempotency WHERE key = ?", idempotency.key);
       if (seen && seen.body_hash !== idempotency.bodyHash) return fail("conflict", "this Idempotency-Key was used with a different request body");
       if (seen) {
-        const replay = await this.awaitResult(seen.job_id, waitMs);
+        const replay = await this.resultWithin(seen.job_id, waitMs);
         return replay.ok ? ok({ ...replay.value, replayed: true }) : replay;
       }
     }
@@ -283,13 +316,13 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     }
     if (deadline !== null) this.ensureAlarmBy(deadline);
     // A job just queued has not ended: wait for it without reading it back first.
-    const out = waitMs > 0 && missing.length === 0 ? await this.waitFor(jobId, waitMs) : await this.awaitResult(jobId, waitMs);
+    const out = waitMs > 0 && missing.length === 0 ? await this.waitFor(jobId, waitMs) : await this.resultWithin(jobId, waitMs);
     return out.ok ? ok({ ...out.value, replayed: false }) : out;
   }
 
   /** Many jobs in one transaction, delivered together. */
-  async submitBatch(entries: { jobId: string; spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
-    if (!this.device) return fail("not-found", "the device is not registered");
+  async submitBatch(namespace: string | null, entries: { jobId: string; spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
+    if (!this.visibleTo(namespace)) return fail("not-found", "the device is not registered");
     const now = this.clock.now();
     for (const { spec } of entries) {
       if (spec.deadline && Date.parse(spec.deadline) <= now) return fail("unprocessable", "a deadline has already passed");
@@ -346,8 +379,8 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   }
 
   /** Queues a job that was created without being queued. */
-  async start(jobId: string): Promise<Outcome<JobView>> {
-    const row = this.jobRow(jobId);
+  async start(namespace: string | null, jobId: string): Promise<Outcome<JobView>> {
+    const row = this.visibleTo(namespace) ? this.jobRow(jobId) : undefined;
     if (!row) return fail("not-found", `no job ${jobId}`);
     const t = transition(row.state, { type: "start" }, counts(row));
     if (!t.ok) return fail("conflict", t.reason);
@@ -358,8 +391,8 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   }
 
   /** Deletes an ended job with its result and logs. */
-  async remove(jobId: string): Promise<Outcome<{ id: string }>> {
-    const row = this.jobRow(jobId);
+  async remove(namespace: string | null, jobId: string): Promise<Outcome<{ id: string }>> {
+    const row = this.visibleTo(namespace) ? this.jobRow(jobId) : undefined;
     if (!row) return fail("not-found", `no job ${jobId}`);
     if (!isTerminal(row.state)) return fail("conflict", `job ${jobId} is ${row.state}; cancel it first`);
     this.ctx.storage.transactionSync(() => {
@@ -372,8 +405,8 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     return ok({ id: jobId });
   }
 
-  async exists(): Promise<boolean> {
-    return this.device !== undefined;
+  async exists(namespace: string | null): Promise<boolean> {
+    return this.visibleTo(namespace);
   }
 
   /**
@@ -406,13 +439,17 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     return true;
   }
 
-  async getJob(jobId: string): Promise<Outcome<JobView>> {
-    const view = this.jobViewById(jobId);
+  async getJob(namespace: string | null, jobId: string): Promise<Outcome<JobView>> {
+    const view = this.visibleTo(namespace) ? this.jobViewById(jobId) : undefined;
     return view ? ok(view) : fail("not-found", `no job ${jobId}`);
   }
 
   /** The job once it is terminal, or as it stands when `waitMs` runs out. */
-  async awaitResult(jobId: string, waitMs: number): Promise<Outcome<{ done: boolean; job: JobView }>> {
+  async awaitResult(namespace: string | null, jobId: string, waitMs: number): Promise<Outcome<{ done: boolean; job: JobView }>> {
+    return this.visibleTo(namespace) ? this.resultWithin(jobId, waitMs) : fail("not-found", `no job ${jobId}`);
+  }
+
+  protected async resultWithin(jobId: string, waitMs: number): Promise<Outcome<{ done: boolean; job: JobView }>> {
     const view = this.jobViewById(jobId);
     if (!view) return fail("not-found", `no job ${jobId}`);
     if (isTerminal(view.state) || waitMs <= 0) return ok({ done: isTerminal(view.state), job: view });
@@ -436,8 +473,8 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     });
   }
 
-  async cancel(jobId: string): Promise<Outcome<JobView>> {
-    const row = this.jobRow(jobId);
+  async cancel(namespace: string | null, jobId: string): Promise<Outcome<JobView>> {
+    const row = this.visibleTo(namespace) ? this.jobRow(jobId) : undefined;
     if (!row) return fail("not-found", `no job ${jobId}`);
     const t = transition(row.state, { type: "cancel" }, counts(row));
     if (!t.ok) return fail("conflict", t.reason);
@@ -623,14 +660,14 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     return this.output.append(batch.jobId, batch.lines);
   }
 
-  async logs(jobId: string): Promise<Outcome<JobLogs>> {
-    const job = this.one<{ state: JobState }>("SELECT state FROM jobs WHERE id = ?", jobId);
+  async logs(namespace: string | null, jobId: string): Promise<Outcome<JobLogs>> {
+    const job = this.visibleTo(namespace) ? this.one<{ state: JobState }>("SELECT state FROM jobs WHERE id = ?", jobId) : undefined;
     return job ? ok(this.output.read(jobId, isTerminal(job.state))) : fail("not-found", `no job ${jobId}`);
   }
 
   /** Server-sent events: the lines so far, then new ones as they arrive, then `end` when the job ends. */
-  async followLogs(jobId: string): Promise<Outcome<ReadableStream<Uint8Array>>> {
-    const job = this.one<{ state: JobState }>("SELECT state FROM jobs WHERE id = ?", jobId);
+  async followLogs(namespace: string | null, jobId: string): Promise<Outcome<ReadableStream<Uint8Array>>> {
+    const job = this.visibleTo(namespace) ? this.one<{ state: JobState }>("SELECT state FROM jobs WHERE id = ?", jobId) : undefined;
     return job ? ok(this.output.follow(jobId, isTerminal(job.state) ? job.state : null)) : fail("not-found", `no job ${jobId}`);
   }
 
@@ -750,6 +787,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   // ---- the one alarm: leases, retries, deadlines, presence --------------------------
 
   override async alarm() {
+    if (!this.hasSchema) return; // never registered: nothing is due
     const now = this.clock.now();
     this.alarmAt = null;
     this.ctx.storage.transactionSync(() => {

@@ -22,18 +22,46 @@ export abstract class SqlObject<E = unknown> extends DurableObject<E> {
   /** Schema versions in order; each runs once, in a transaction. */
   protected abstract migrations(): readonly string[];
 
+  /**
+   * true: the schema is written by the object's first write (`ensureSchema`), not
+   * when it is first addressed, so an id nobody created (a stranger's guess, a
+   * read of an unknown id) never costs stored state. Until then `hasSchema` is false
+   * and the object must answer without touching its tables.
+   */
+  protected schemaOnFirstWrite(): boolean {
+    return false;
+  }
+
+  private schemaReady = false;
+
   constructor(ctx: DurableObjectState, env: E) {
     super(ctx, env);
     ctx.blockConcurrencyWhile(async () => {
       // Let the subclass constructor finish (field initialisers) before touching `this`.
       await Promise.resolve();
-      this.migrate();
+      if (!this.schemaOnFirstWrite() || this.schemaExists()) this.ensureSchema();
       await this.load();
     });
   }
 
   /** Read what the object keeps in memory; runs before any request is served. */
   protected async load(): Promise<void> {}
+
+  protected get hasSchema(): boolean {
+    return this.schemaReady;
+  }
+
+  /** Writes (or brings up to date) the schema: at construction, or for lazy objects before their first write. */
+  protected ensureSchema(): void {
+    if (this.schemaReady) return;
+    this.migrate();
+    this.schemaReady = true;
+  }
+
+  /** Reading the catalogue writes nothing. */
+  private schemaExists(): boolean {
+    return this.ctx.storage.sql.exec("SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").toArray().length > 0;
+  }
 
   private migrate(): void {
     this.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS _migrations (version INTEGER PRIMARY KEY)");

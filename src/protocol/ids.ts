@@ -42,22 +42,25 @@ export const newJobId = (deviceId: DeviceId, nowMs: number): JobId => `${deviceI
 export const deviceOfJob = (jobId: JobId): DeviceId => jobId.slice(0, jobId.indexOf("-"));
 
 /**
- * Bearer credentials. The prefix says what kind of credential it is, the middle
- * part names the record that holds its hash, the last part is the secret.
- * Secrets are 32 random bytes, so a single SHA-256 is enough to store them
- * (no password stretching needed for high-entropy secrets).
+ * Bearer credentials. The prefix says what kind of credential it is, the second
+ * part names the record that holds its hash, the third is the secret. Secrets
+ * are 32 random bytes, so a single SHA-256 is enough to store them (no password
+ * stretching needed for high-entropy secrets). A device credential has a fourth
+ * part, a MAC of the first three under a Worker secret (core/device-credential.ts),
+ * so the Worker refuses a made-up one without a lookup.
  */
 export type ParsedCredential =
   | { kind: "api-key"; keyId: string; secret: string }
-  | { kind: "device"; deviceId: DeviceId; secret: string };
+  | { kind: "device"; deviceId: DeviceId; secret: string; mac: string };
+
+const SECRET_PART = /^[A-Za-z0-9_-]{43}$/;
 
 export function parseCredential(token: string): ParsedCredential | undefined {
   const parts = token.split(".");
-  if (parts.length !== 3) return undefined;
-  const [prefix, id, secret] = parts as [string, string, string];
-  if (!/^[A-Za-z0-9_-]{43}$/.test(secret)) return undefined;
-  if (prefix === "wvk" && /^k[a-z2-7]{12}$/.test(id)) return { kind: "api-key", keyId: id, secret };
-  if (prefix === "wvd" && DeviceId.safeParse(id).success) return { kind: "device", deviceId: id, secret };
+  const [prefix, id, secret, mac] = parts as [string, string, string, string | undefined];
+  if (parts.length < 3 || !SECRET_PART.test(secret)) return undefined;
+  if (parts.length === 3 && prefix === "wvk" && /^k[a-z2-7]{12}$/.test(id)) return { kind: "api-key", keyId: id, secret };
+  if (parts.length === 4 && prefix === "wvd" && DeviceId.safeParse(id).success && SECRET_PART.test(mac!)) return { kind: "device", deviceId: id, secret, mac: mac! };
   return undefined;
 }
 
@@ -72,4 +75,4 @@ export function newSecret(): string {
 }
 
 export const formatApiKey = (keyId: string, secret: string) => `wvk.${keyId}.${secret}`;
-export const formatDeviceCredential = (deviceId: DeviceId, secret: string) => `wvd.${deviceId}.${secret}`;
+export const formatDeviceCredential = (deviceId: DeviceId, secret: string, mac: string) => `wvd.${deviceId}.${secret}.${mac}`;

@@ -22,6 +22,7 @@ export const PROBLEM_TYPES = {
   "unprocessable": { status: 422, title: "The request cannot be processed" },
   "upgrade-required": { status: 426, title: "Upgrade required" },
   "internal": { status: 500, title: "Internal error" },
+  "not-configured": { status: 503, title: "The control plane is not configured for this" },
 } as const;
 
 export type ProblemType = keyof typeof PROBLEM_TYPES;

@@ -20,6 +20,7 @@ import { agentFileRoutes } from "./routes/agent-files.js";
 import { wasmiotRoutes } from "./routes/wasmiot.js";
 import { DEPLOYMENT_LIMITS } from "../protocol/deployment.js";
 import { allowedMethods } from "./methods.js";
+import { authenticate } from "./auth.js";
 
 const API_REFERENCE_PAGE = `<!doctype html>
 <html lang="en">
@@ -62,6 +63,10 @@ export function createApp() {
     });
   });
   wasmiotRoutes(app); // first: its host-based requests carry no credential and skip the /v1 limits
+
+  // The caller first: a bad credential is refused before the body is measured or read.
+  app.use("/v1/*", authenticate());
+  app.use("/rpc", authenticate());
 
   const jsonLimit = (maxSize: number) =>
     bodyLimit({ maxSize, onError: (c) => problem(c, "too-large", `this request body is limited to ${maxSize} bytes`) });

@@ -1,49 +1,99 @@
 /**
  * Who is calling, and may they. Every route declares the roles it admits
  * (src/worker/route.ts makes that a required field); nothing is anonymous
- * but liveness. Device credentials are checked by the device's own object,
- * which holds their hash, so an agent request costs no extra hop.
+ * but liveness. The caller is identified before anything else of the request
+ * is looked at (body limits, body parsing): `authenticate` runs first for the
+ * API, `allow` then checks the role.
+ *
+ * A device credential carries a MAC under DEVICE_CREDENTIAL_KEY, so a made-up
+ * one is refused here without any lookup (no Durable Object is addressed for
+ * it); one that passes is then confirmed by the device's own object, which
+ * holds the credential's hash (a rotated credential stops there).
  */
 import type { MiddlewareHandler } from "hono";
 import { parseCredential, type DeviceId } from "../protocol/ids.js";
 import type { Role } from "../protocol/keys.js";
 import { timingSafeEqual } from "../core/crypto.js";
+import { deviceCredentialKey, verifyDeviceCredentialMac } from "../core/device-credential.js";
 import { TtlCache } from "../core/ttl-cache.js";
 import { registryStub } from "../durable/registry-object.js";
-import { problem, type AppEnv } from "./http.js";
+import { deviceStub } from "./stubs.js";
+import { log, problem, type AppEnv, type Ctx } from "./http.js";
 
 export type CallerRole = Role | "device";
 
-/** `namespace` null: the key spans all namespaces. */
+/** `namespace` null: the key spans all namespaces. A device acts in its own namespace. */
 export type Principal =
   | { role: Role; keyId: string; namespace: string | null }
-  | { role: "device"; deviceId: DeviceId; secret: string };
+  | { role: "device"; deviceId: DeviceId; secret: string; namespace: string };
 
-/** Positive key checks are cached briefly per isolate: a revoked key stops working within this time. */
+/** Positive checks are cached briefly per isolate: a revoked key or rotated device credential stops working within this time. */
 export const KEY_CACHE_MS = 5_000;
 const keyCache = new TtlCache<string, { role: Role; namespace: string | null } | null>(KEY_CACHE_MS);
+/** credential -> the device's namespace, for credentials the device's object confirmed */
+const deviceCache = new TtlCache<string, string | null>(KEY_CACHE_MS);
 
-async function identify(token: string, env: AppEnv["Bindings"]): Promise<Principal | null> {
+/** A device credential rotated through this isolate is refused here at once (elsewhere within KEY_CACHE_MS). */
+export function forgetDeviceCredentials() {
+  deviceCache.clear();
+}
+
+/** Why a credential was not accepted: not ours, or (device credentials) this control plane cannot check it. */
+type Refusal = "invalid" | "device-key-missing";
+
+async function identify(token: string, env: AppEnv["Bindings"]): Promise<Principal | Refusal> {
   if (env.ADMIN_TOKEN && env.ADMIN_TOKEN.length >= 16 && timingSafeEqual(token, env.ADMIN_TOKEN)) return { role: "admin", keyId: "bootstrap", namespace: null };
   const parsed = parseCredential(token);
-  if (!parsed) return null;
-  if (parsed.kind === "device") return { role: "device", deviceId: parsed.deviceId, secret: parsed.secret };
+  if (!parsed) return "invalid";
+  if (parsed.kind === "device") {
+    const key = deviceCredentialKey(env.DEVICE_CREDENTIAL_KEY);
+    if (!key) return "device-key-missing";
+    if (!(await verifyDeviceCredentialMac(await key, parsed.deviceId, parsed.secret, parsed.mac))) return "invalid";
+    const namespace = await deviceCache.get(token, () => deviceStub(env, parsed.deviceId).credentialNamespace(parsed.secret), (ns) => ns !== null);
+    return namespace === null ? "invalid" : { role: "device", deviceId: parsed.deviceId, secret: parsed.secret, namespace };
+  }
   // Only valid keys are remembered: a refused one is asked again each time.
   const key = await keyCache.get(token, () => registryStub(env).verifyKey(parsed.keyId, parsed.secret), (k) => k !== null);
-  return key ? { ...key, keyId: parsed.keyId } : null;
+  return key ? { ...key, keyId: parsed.keyId } : "invalid";
+}
+
+/** Identifies the caller once per request; answers the refusal to send, or null when the caller is known (or sent nothing). */
+async function identifyCaller(c: Ctx): Promise<Response | null> {
+  if (c.get("principal")) return null;
+  const header = c.req.header("authorization");
+  if (header === undefined) return null;
+  const token = header.match(/^Bearer\s+(\S+)$/i)?.[1];
+  if (!token) return problem(c, "unauthenticated", "send Authorization: Bearer <credential>");
+  const identified = await identify(token, c.env);
+  if (identified === "device-key-missing") {
+    // Not the device's fault: agents must keep retrying, not give up on their credential (they do on a 401).
+    log("error", "a device credential arrived but DEVICE_CREDENTIAL_KEY is not set (or shorter than 32 characters)", { requestId: c.get("requestId") });
+    return problem(c, "not-configured", "device credentials cannot be checked: the control plane's DEVICE_CREDENTIAL_KEY is not set");
+  }
+  if (identified === "invalid") return problem(c, "unauthenticated", "the credential is not valid");
+  c.set("principal", identified);
+  return null;
+}
+
+/** First of the API's middleware: a bad credential is refused before the body is looked at. */
+export function authenticate(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const refused = await identifyCaller(c);
+    if (refused) return refused;
+    if (!c.get("principal")) return problem(c, "unauthenticated", "send Authorization: Bearer <credential>");
+    await next();
+  };
 }
 
 export function allow(roles: readonly CallerRole[]): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const header = c.req.header("authorization");
-    const token = header?.match(/^Bearer\s+(\S+)$/i)?.[1];
-    if (!token) return problem(c, "unauthenticated", "send Authorization: Bearer <credential>");
-    const principal = await identify(token, c.env);
-    if (!principal) return problem(c, "unauthenticated", "the credential is not valid");
+    const refused = await identifyCaller(c);
+    if (refused) return refused;
+    const principal = c.get("principal");
+    if (!principal) return problem(c, "unauthenticated", "send Authorization: Bearer <credential>");
     if (!roles.includes(principal.role)) {
       return problem(c, "forbidden", `a ${principal.role} credential may not call this route (allowed: ${roles.join(", ")})`);
     }
-    c.set("principal", principal);
     await next();
   };
 }

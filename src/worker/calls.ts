@@ -12,7 +12,8 @@ import { inputKey } from "../durable/job-row.js";
 import { deviceStub } from "./stubs.js";
 import type { Ctx } from "./http.js";
 
-export type CallTarget = { device: string; deployment: string; module: string; function: string };
+/** `namespace`: the caller's (null: a key spanning all); the device object refuses a call from another tenant. */
+export type CallTarget = { namespace: string | null; device: string; deployment: string; module: string; function: string };
 
 async function readBody(c: Ctx, jobId: string): Promise<Outcome<{ body: Record<string, unknown>; files: { name: string; key: string; bytes: Uint8Array }[] }>> {
   const type = c.req.header("content-type") ?? "";
@@ -54,7 +55,7 @@ export async function placeCall(c: Ctx, target: CallTarget, query: Record<string
   if (!read.ok) return read;
   const { body, files } = read.value;
   await Promise.all(files.map((f) => c.env.MODULES.put(f.key, f.bytes)));
-  const out = await deviceStub(c.env, target.device).call(jobId, {
+  const out = await deviceStub(c.env, target.device).call(target.namespace, jobId, {
     deployment: target.deployment,
     module: target.module,
     function: target.function,

@@ -9,7 +9,8 @@ import type { ChainView, JobView } from "../protocol/job.js";
 import { deviceStub } from "./stubs.js";
 import type { Env } from "./env.js";
 
-export async function chainFrom(env: Env, first: JobView): Promise<ChainView> {
+/** `namespace`: the caller's (null: a key spanning all); a step on another tenant's device is not shown. */
+export async function chainFrom(env: Env, namespace: string | null, first: JobView): Promise<ChainView> {
   const steps: ChainView["steps"] = [];
   let job: JobView | null = first;
   let complete = false;
@@ -31,11 +32,11 @@ export async function chainFrom(env: Env, first: JobView): Promise<ChainView> {
       complete = true;
       break;
     }
-    const out: Awaited<ReturnType<typeof fetchJob>> = await fetchJob(env, next.job);
+    const out: Awaited<ReturnType<typeof fetchJob>> = await fetchJob(env, namespace, next.job);
     job = out.ok ? out.value : null;
   }
   const states = steps.map((s) => s.state);
   return { state: states.at(-1) === "FORWARDED" ? "succeeded" : chainState(states, complete), steps };
 }
 
-const fetchJob = (env: Env, id: string) => deviceStub(env, deviceOfJob(id)).getJob(id);
+const fetchJob = (env: Env, namespace: string | null, id: string) => deviceStub(env, deviceOfJob(id)).getJob(namespace, id);

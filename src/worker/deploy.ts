@@ -126,6 +126,20 @@ function checkFunctions(m: ModuleToPlace, info: ModuleInfo): string | null {
   return null;
 }
 
+/** Every device a chain step names must be in the deployment's namespace, whichever deployment the step names. */
+async function checkChainTenancy(req: DeployRequest): Promise<string | null> {
+  for (const m of req.modules) {
+    for (const [fn, spec] of Object.entries(m.functions)) {
+      const to = spec.to;
+      if (!to || !("device" in to)) continue;
+      if ((await req.deviceNamespace(to.device)) !== req.namespace) {
+        return `${m.name}/${fn} forwards to device ${to.device}, which is not registered in namespace ${req.namespace}`;
+      }
+    }
+  }
+  return null;
+}
+
 /** Chain steps name functions this deployment places on that device, or an outside URL where that is allowed. */
 function checkChains(env: Env, modules: ModuleToPlace[], source: "signed" | "wasmiot"): string | null {
   for (const m of modules) {
@@ -151,11 +165,11 @@ export async function applyDeployment(env: Env, req: DeployRequest): Promise<Out
   const descriptions = new Map<string, DeviceDescription>();
   for (const d of devices) {
     if ((await req.deviceNamespace(d)) !== req.namespace) return fail("unprocessable", `device ${d} is not registered in namespace ${req.namespace}`);
-    const info = await deviceStub(env, d).facadeInfo();
+    const info = await deviceStub(env, d).facadeInfo(req.namespace);
     if (!info) return fail("unprocessable", `device ${d} is not registered`);
     descriptions.set(d, info.description);
   }
-  const chainProblem = checkChains(env, req.modules, req.source);
+  const chainProblem = (await checkChainTenancy(req)) ?? checkChains(env, req.modules, req.source);
   if (chainProblem) return fail("unprocessable", chainProblem);
 
   const resolved = await mapWithConcurrency(req.modules, 4, async (m) => {
@@ -181,11 +195,13 @@ export async function applyDeployment(env: Env, req: DeployRequest): Promise<Out
 
   const placed = resolved.map((r) => (r as Extract<typeof r, { ok: true }>).value);
   const placements: Placement[] = placed.flatMap((p) => p.module.devices.map((device) => ({ device, module: p.module.name, digest: p.info.digest, functions: Object.keys(p.module.functions) })));
-  const { generation, dropped } = await deploymentStub(env, req.namespace, req.id).put(
+  const put = await deploymentStub(env, req.namespace, req.id).put(
     { id: req.id, namespace: req.namespace, source: req.source, signedBy: req.signedBy },
     placements,
     req.scope,
   );
+  if (!put) return fail("not-found", `deployment ${req.id} belongs to another namespace`);
+  const { generation, dropped } = put;
   const statuses = await mapWithConcurrency(devices, 16, async (device) => {
     const part: DevicePart = {
       deployment: req.id,
@@ -193,17 +209,17 @@ export async function applyDeployment(env: Env, req: DeployRequest): Promise<Out
       source: req.source,
       modules: placed.filter((p) => p.module.devices.includes(device)).map((p) => ({ name: p.module.name, digest: p.info.digest, mounts: p.mounts, functions: p.module.functions })),
     };
-    const out = await deviceStub(env, device).putDeployment(part);
+    const out = await deviceStub(env, device).putDeployment(req.namespace, part);
     return out.ok ? out.value : { device, generation, state: "failed" as const, reason: out.detail, updatedAt: new Date().toISOString() };
   });
-  await mapWithConcurrency(dropped, 16, async (device) => { await deviceStub(env, device).removeDeployment(req.id); });
+  await mapWithConcurrency(dropped, 16, async (device) => { await deviceStub(env, device).removeDeployment(req.namespace, req.id); });
   return ok({ generation, devices: statuses });
 }
 
 /** Undeploys from every device (or one, for the wasmiot facade); queued calls are canceled there. */
 export async function removeDeployment(env: Env, namespace: string, id: string, scope: "all" | { device: string }): Promise<Outcome<{ devices: string[] }>> {
-  const devices = await deploymentStub(env, namespace, id).remove(scope);
+  const devices = await deploymentStub(env, namespace, id).remove(namespace, scope);
   if (devices.length === 0) return fail("not-found", "deployment does not exist");
-  await mapWithConcurrency(devices, 16, async (device) => { await deviceStub(env, device).removeDeployment(id); });
+  await mapWithConcurrency(devices, 16, async (device) => { await deviceStub(env, device).removeDeployment(namespace, id); });
   return ok({ devices });
 }

@@ -12,6 +12,8 @@ export interface Env {
   MODULES: R2Bucket;
   /** bootstrap admin credential (a Worker secret; .dev.vars locally) */
   ADMIN_TOKEN?: string;
+  /** the key device credentials are MACed with (a Worker secret of 32+ characters; .dev.vars locally); unset, devices cannot register or authenticate */
+  DEVICE_CREDENTIAL_KEY?: string;
   HEARTBEAT_TIMEOUT_MS?: string;
   ACK_TIMEOUT_MS?: string;
   LEASE_GRACE_MS?: string;

@@ -19,6 +19,7 @@ export const commonProblems = {
   // Declared without a schema on purpose: it lets handlers return problem+json Responses
   // for any status (the typed-response check only applies when every status has content).
   500: { description: "Internal error, as application/problem+json" },
+  503: { description: "Not configured: a device credential arrived but the control plane has no DEVICE_CREDENTIAL_KEY (application/problem+json)" },
 };
 
 export function route<const R extends Omit<RouteConfig, "middleware">>(config: R & { roles: readonly CallerRole[] }) {

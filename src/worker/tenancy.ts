@@ -10,10 +10,13 @@ import type { Ctx } from "./http.js";
 
 const namespaceOf = new Map<string, string>();
 
-/** The namespace new devices and keys of this caller belong to. */
+/**
+ * The caller's namespace, which every call into a Durable Object carries (the
+ * object refuses a mismatch); null only for a key that spans all namespaces.
+ * A device acts in its own namespace.
+ */
 export function callerNamespace(c: Ctx): string | null {
-  const p = c.get("principal");
-  return p.role === "device" ? null : p.namespace;
+  return c.get("principal").namespace;
 }
 
 /** A registered device's namespace (null: not registered). */

@@ -10,6 +10,7 @@ process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
 process.env.XDG_CONFIG_HOME ??= mkdtempSync(join(tmpdir(), "wv-xdg-"));
 
 export const ADMIN_TOKEN = "e2e-admin-token-0123456789";
+export const DEVICE_CREDENTIAL_KEY = "e2e-device-credential-key-0123456789abcdef";
 
 /** Timers short enough for fault tests, long enough for a loaded 2-core machine. */
 export const E2E_VARS = {
@@ -29,7 +30,7 @@ export interface ControlPlane {
 export async function startControlPlane(opts: { persistDir?: string; vars?: Record<string, string>; port?: number } = {}): Promise<ControlPlane> {
   const { unstable_startWorker } = await import("wrangler");
   const persistDir = opts.persistDir ?? mkdtempSync(join(tmpdir(), "wv-state-"));
-  const vars = { ADMIN_TOKEN, ...E2E_VARS, ...opts.vars };
+  const vars = { ADMIN_TOKEN, DEVICE_CREDENTIAL_KEY, ...E2E_VARS, ...opts.vars };
   const worker = await unstable_startWorker({
     config: "wrangler.toml",
     bindings: Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, { type: "plain_text" as const, value: v }])),

@@ -12,6 +12,13 @@ let tokens: Record<(typeof ROLES)[number], string | null>;
 let doc: { paths: Record<string, Record<string, Operation>> };
 let deviceId: string;
 let digest: string;
+/** Device credentials that must never act: made up, rotated away, and one device's secret and MAC under another's id. */
+let strangers: Record<"forged" | "forged without a MAC" | "revoked" | "swapped", string>;
+/** A genuine credential of another device: it acts only for its own device, never on the matrix device's job. */
+let otherDevice: string;
+
+const BASE32 = "abcdefghijklmnopqrstuvwxyz234567";
+const randomPart = () => btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 
 beforeAll(async () => {
   const user = (await call("POST", "/v1/keys", { json: { role: "user" } })).body.key;
@@ -20,12 +27,24 @@ beforeAll(async () => {
   deviceId = dev.deviceId;
   digest = await uploadModule("math");
   tokens = { anonymous: null, admin: ADMIN, user, register, device: dev.credential };
+  const madeUpId = "d" + Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => BASE32[b & 31]).join("");
+  const rotated = await registerDevice("matrix-rotated");
+  expect((await call("POST", `/v1/devices/${rotated.deviceId}/credential`)).status).toBe(201);
+  rotatable = (await registerDevice("matrix-rotatable")).deviceId;
+  const other = await registerDevice("matrix-other");
+  otherDevice = other.credential;
+  const [, , secret, mac] = other.credential.split(".");
+  strangers = { forged: `wvd.${madeUpId}.${randomPart()}.${randomPart()}`, "forged without a MAC": `wvd.${madeUpId}.${randomPart()}`, revoked: rotated.credential, swapped: `wvd.${deviceId}.${secret}.${mac}` };
   doc = (await call("GET", "/openapi.json", { token: null })).body;
 });
 
+/** A device whose credential the matrix may rotate (rotating the matrix device's own would revoke `tokens.device`). */
+let rotatable: string;
+
 function concrete(path: string) {
+  const id = path.startsWith("/v1/jobs") ? `${deviceId}-aaaaaaaaaaaaaaaa` : path.startsWith("/v1/keys") ? "knotakeyatall" : path.endsWith("/credential") ? rotatable : deviceId;
   return path
-    .replace("{id}", path.startsWith("/v1/jobs") ? `${deviceId}-aaaaaaaaaaaaaaaa` : path.startsWith("/v1/keys") ? "knotakeyatall" : deviceId)
+    .replace("{id}", id)
     .replace("{digest}", digest);
 }
 
@@ -48,6 +67,31 @@ describe("the auth matrix", { timeout: 60_000 }, () => {
           if (got !== expected) rows.push(`${method.toUpperCase()} ${path} as ${role}: expected ${expected}, got ${res.status}`);
           expect(res.status, `${method} ${path} as ${role}`).toBeLessThan(500);
         }
+      }
+    }
+    expect(rows).toEqual([]);
+  });
+
+  it("never answers 2xx to a forged, revoked or swapped device credential, on any route", async () => {
+    const rows: string[] = [];
+    for (const [path, methods] of Object.entries(doc.paths)) {
+      for (const method of Object.keys(methods)) {
+        for (const [kind, token] of Object.entries(strangers)) {
+          const res = await call(method.toUpperCase(), `${concrete(path)}?wait=0`, { token, json: method === "get" || method === "delete" ? undefined : { health: {}, runningJobs: [] } });
+          if (res.status !== 401) rows.push(`${method.toUpperCase()} ${path} with a ${kind} credential: ${res.status}`);
+        }
+      }
+    }
+    expect(rows).toEqual([]);
+  });
+
+  it("never answers 2xx to another device's credential on a route that names this device's job or device", async () => {
+    const rows: string[] = [];
+    for (const [path, methods] of Object.entries(doc.paths)) {
+      if (!path.includes("{id}")) continue;
+      for (const method of Object.keys(methods)) {
+        const res = await call(method.toUpperCase(), `${concrete(path)}?wait=0`, { token: otherDevice, json: method === "get" || method === "delete" ? undefined : {}, headersExtra: { "x-lease-token": "aaaaaaaaaaaaaaaa" } });
+        if (res.status < 300) rows.push(`${method.toUpperCase()} ${path} with another device's credential: ${res.status}`);
       }
     }
     expect(rows).toEqual([]);

@@ -89,11 +89,11 @@ function preferredWait(prefer: string | undefined): number {
 const namespaceOf = (c: Ctx, fallback?: string) => callerNamespace(c) ?? fallback ?? DEFAULT_NAMESPACE;
 
 async function view(c: Ctx, namespace: string, id: string) {
-  const record = await deploymentStub(c.env, namespace, id).record();
+  const record = await deploymentStub(c.env, namespace, id).record(namespace);
   if (!record) return null;
   const devices = [...new Set(record.placements.map((p) => p.device))];
   const states = await mapWithConcurrency(devices, 16, async (d) => {
-    const s = await deviceStub(c.env, d).deploymentStatus(id);
+    const s = await deviceStub(c.env, d).deploymentStatus(namespace, id);
     return s ?? { device: d, generation: record.generation, state: "pending" as const, reason: null, updatedAt: record.updatedAt };
   });
   const modules = [...new Set(record.placements.map((p) => p.module))].map((name) => {
@@ -155,19 +155,19 @@ export function deploymentRoutes(app: App) {
     const { id, module, function: fn } = c.req.param() as z.infer<typeof callParams>;
     const { device: wanted, namespace: nsParam, ...query } = c.req.query();
     const namespace = namespaceOf(c, nsParam);
-    const record = await placements.get(`${namespace}/${id}`, () => deploymentStub(c.env, namespace, id).record(), (r) => r !== null);
+    const record = await placements.get(`${namespace}/${id}`, () => deploymentStub(c.env, namespace, id).record(namespace), (r) => r !== null);
     const holders = record?.placements.filter((p) => p.module === module).map((p) => p.device) ?? [];
     if (!record) return problem(c, "not-found", `deployment ${id} does not exist`);
     if (holders.length === 0) return problem(c, "not-found", `module ${module} not found for this deployment`);
     if (wanted && !holders.includes(wanted)) return problem(c, "not-found", `module ${module} is not deployed on ${wanted}`);
     // Placement asks the holders only when there is a choice to make.
     const online = wanted || holders.length === 1 ? [] : await mapWithConcurrency(holders, 8, async (d) => {
-      const v = await deviceStub(c.env, d).view();
+      const v = await deviceStub(c.env, d).view(namespace);
       return { id: d, online: v.ok && v.value.status === "online" };
     });
     const device = wanted ?? (holders.length === 1 ? holders[0]! : chooseDevice(online)!);
     const waitSeconds = preferredWait(c.req.header("prefer"));
-    const out = await placeCall(c, { device, deployment: id, module, function: fn }, query, waitSeconds * 1000);
+    const out = await placeCall(c, { namespace, device, deployment: id, module, function: fn }, query, waitSeconds * 1000);
     if (!out.ok) return problem(c, out.problem, out.detail);
     const { done, job } = out.value;
     annotate(c, { event: "call", deployment: id, module, function: fn, jobId: job.id });

@@ -9,6 +9,9 @@ import { annotate, type App, fromOutcome, problem } from "../http.js";
 import { callerNamespace, canSeeDevice, namespaceForNewDevice } from "../tenancy.js";
 import { deviceStub } from "../stubs.js";
 import { iso } from "../../core/time.js";
+import { deviceCredentialKey, deviceCredentialMac } from "../../core/device-credential.js";
+import { forgetDeviceCredentials } from "../auth.js";
+import type { Env } from "../env.js";
 
 const register = route({
   method: "post",
@@ -17,6 +20,15 @@ const register = route({
   summary: "Register a device; answers its credential once",
   request: { body: jsonBody(DeviceRegistration) },
   responses: { 201: jsonResponse(RegistrationResult, "The device id and its credential (stored hashed)") },
+});
+
+const rotate = route({
+  method: "post",
+  path: "/v1/devices/{id}/credential",
+  roles: ["admin", "user"],
+  summary: "Issue the device a new credential (answered once); the old one stops working at once (its agent must be given the new one)",
+  request: { params: z.object({ id: DeviceId }) },
+  responses: { 201: jsonResponse(RegistrationResult, "The device id and its new credential"), 404: jsonResponse(z.unknown(), "No such device") },
 });
 
 const DeviceListItem = DeviceView.omit({ queue: true });
@@ -86,15 +98,39 @@ function listItem(s: DeviceSummary): z.infer<typeof DeviceListItem> {
   };
 }
 
+/** A new credential for `deviceId`: the secret (its hash is what the device's object stores) and the credential with its MAC. */
+async function newDeviceCredential(env: Env, deviceId: string): Promise<{ hash: string; credential: string } | null> {
+  const key = deviceCredentialKey(env.DEVICE_CREDENTIAL_KEY);
+  if (!key) return null;
+  const secret = newSecret();
+  return { hash: await sha256Hex(secret), credential: formatDeviceCredential(deviceId, secret, await deviceCredentialMac(await key, deviceId, secret)) };
+}
+
+const NO_KEY = "device credentials cannot be issued: the control plane's DEVICE_CREDENTIAL_KEY is not set (at least 32 characters: wrangler secret put DEVICE_CREDENTIAL_KEY)";
+
 export function deviceRoutes(app: App) {
   app.openapi(register, async (c) => {
     const body = c.req.valid("json");
     const deviceId = newDeviceId();
-    const secret = newSecret();
-    const out = await deviceStub(c.env, deviceId).register(deviceId, body.name ?? null, body.description, await sha256Hex(secret), namespaceForNewDevice(c));
+    const issued = await newDeviceCredential(c.env, deviceId);
+    if (!issued) return problem(c, "not-configured", NO_KEY);
+    const out = await deviceStub(c.env, deviceId).register(deviceId, body.name ?? null, body.description, issued.hash, namespaceForNewDevice(c));
     return fromOutcome(c, out, () => {
       annotate(c, { event: "device registered", deviceId, name: body.name });
-      return c.json({ deviceId, credential: formatDeviceCredential(deviceId, secret) }, 201);
+      return c.json({ deviceId, credential: issued.credential }, 201);
+    });
+  });
+
+  app.openapi(rotate, async (c) => {
+    const id = c.req.valid("param").id;
+    if (!(await canSeeDevice(c, id))) return problem(c, "not-found", "no such device");
+    const issued = await newDeviceCredential(c.env, id);
+    if (!issued) return problem(c, "not-configured", NO_KEY);
+    const out = await deviceStub(c.env, id).rotateCredential(callerNamespace(c), issued.hash);
+    forgetDeviceCredentials();
+    return fromOutcome(c, out, () => {
+      annotate(c, { event: "device credential rotated", deviceId: id });
+      return c.json({ deviceId: id, credential: issued.credential }, 201);
     });
   });
 
@@ -107,24 +143,24 @@ export function deviceRoutes(app: App) {
   app.openapi(drain, async (c) => {
     const id = c.req.valid("param").id;
     if (!(await canSeeDevice(c, id))) return problem(c, "not-found", "no such device");
-    return fromOutcome(c, await deviceStub(c.env, id).setDrained(true), (v) => c.json(v, 200));
+    return fromOutcome(c, await deviceStub(c.env, id).setDrained(callerNamespace(c), true), (v) => c.json(v, 200));
   });
   app.openapi(resume, async (c) => {
     const id = c.req.valid("param").id;
     if (!(await canSeeDevice(c, id))) return problem(c, "not-found", "no such device");
-    return fromOutcome(c, await deviceStub(c.env, id).setDrained(false), (v) => c.json(v, 200));
+    return fromOutcome(c, await deviceStub(c.env, id).setDrained(callerNamespace(c), false), (v) => c.json(v, 200));
   });
 
   app.openapi(agentLogs, async (c) => {
     const id = c.req.valid("param").id;
     if (!(await canSeeDevice(c, id))) return problem(c, "not-found", "no such device");
-    return fromOutcome(c, await deviceStub(c.env, id).agentLogs(c.req.valid("query").limit), (l) => c.json(l, 200));
+    return fromOutcome(c, await deviceStub(c.env, id).agentLogs(callerNamespace(c), c.req.valid("query").limit), (l) => c.json(l, 200));
   });
 
   app.openapi(show, async (c) => {
     const id = c.req.valid("param").id;
     if (!(await canSeeDevice(c, id))) return problem(c, "not-found", "no such device");
-    const out = await deviceStub(c.env, id).view();
+    const out = await deviceStub(c.env, id).view(callerNamespace(c));
     return fromOutcome(c, out, (view) => c.json(view, 200));
   });
 }

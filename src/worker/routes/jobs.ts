@@ -190,7 +190,7 @@ export function jobRoutes(app: App) {
     if ("type" in checked) return problem(c, checked.type, checked.detail);
     const jobId = newJobId(spec.device, Date.now());
     const idempotency = idempotencyKey ? { key: idempotencyKey, bodyHash: await sha256Hex(JSON.stringify(spec)) } : null;
-    const out = await deviceStub(c.env, spec.device).submit(jobId, spec, waitMs, idempotency, checked.requires);
+    const out = await deviceStub(c.env, spec.device).submit(callerNamespace(c), jobId, spec, waitMs, idempotency, checked.requires);
     return fromOutcome(c, out, ({ done, job, replayed }) => {
       annotate(c, { event: replayed ? "job replayed" : "job queued", jobId: job.id, device: spec.device, function: spec.function });
       return c.json(job, done ? 200 : 202, { Location: job.links.self, ...(replayed ? { "Idempotent-Replayed": "true" } : {}) });
@@ -232,7 +232,7 @@ export function jobRoutes(app: App) {
     const signed = await mapWithConcurrency(devices, DEVICE_FANOUT, (d) => mustBeSigned(c, d));
     const needsSignature = devices.find((_, i) => signed[i]);
     if (needsSignature) return problem(c, "signature-required", `device ${needsSignature}'s namespace accepts only signed jobs: POST /v1/jobs/signed`);
-    const known = await mapWithConcurrency(devices, DEVICE_FANOUT, async (d) => (await canSeeDevice(c, d)) && (await deviceStub(c.env, d).exists()));
+    const known = await mapWithConcurrency(devices, DEVICE_FANOUT, async (d) => (await canSeeDevice(c, d)) && (await deviceStub(c.env, d).exists(callerNamespace(c))));
     const unknown = devices.filter((_, i) => !known[i]);
     if (unknown.length) return problem(c, "not-found", `not registered: ${unknown.join(", ")}`);
     const now = Date.now();
@@ -240,7 +240,7 @@ export function jobRoutes(app: App) {
     const byDevice = new Map<string, typeof entries>();
     for (const e of entries) byDevice.set(e.spec.device, [...(byDevice.get(e.spec.device) ?? []), e]);
     const outs = await mapWithConcurrency([...byDevice], DEVICE_FANOUT, async ([device, mine]): Promise<Outcome<JobRef[]>> => {
-      const out = await deviceStub(c.env, device).submitBatch(mine);
+      const out = await deviceStub(c.env, device).submitBatch(callerNamespace(c), mine);
       return out.ok ? { ok: true, value: out.value } : { ok: false, problem: out.problem, detail: out.detail };
     });
     const refs = new Map<string, JobRef>();
@@ -266,8 +266,8 @@ export function jobRoutes(app: App) {
     if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
     const follow = ["1", "true"].includes(c.req.valid("query").follow ?? "");
     const stub = deviceStub(c.env, deviceOfJob(id));
-    if (!follow) return fromOutcome(c, await stub.logs(id), (l) => c.json(l, 200));
-    return fromOutcome(c, await stub.followLogs(id), (stream) =>
+    if (!follow) return fromOutcome(c, await stub.logs(callerNamespace(c), id), (l) => c.json(l, 200));
+    return fromOutcome(c, await stub.followLogs(callerNamespace(c), id), (stream) =>
       new Response(stream, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } }),
     );
   });
@@ -275,30 +275,30 @@ export function jobRoutes(app: App) {
   app.openapi(start, async (c) => {
     const id = c.req.valid("param").id;
     if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
-    return fromOutcome(c, await deviceStub(c.env, deviceOfJob(id)).start(id), (job) => c.json(job, 200));
+    return fromOutcome(c, await deviceStub(c.env, deviceOfJob(id)).start(callerNamespace(c), id), (job) => c.json(job, 200));
   });
 
   app.openapi(remove, async (c) => {
     const id = c.req.valid("param").id;
     if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
-    return fromOutcome(c, await deviceStub(c.env, deviceOfJob(id)).remove(id), (r) => c.json(r, 200));
+    return fromOutcome(c, await deviceStub(c.env, deviceOfJob(id)).remove(callerNamespace(c), id), (r) => c.json(r, 200));
   });
 
   app.openapi(status, async (c) => {
     const id = c.req.valid("param").id;
     if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
-    const out = await deviceStub(c.env, deviceOfJob(id)).getJob(id);
+    const out = await deviceStub(c.env, deviceOfJob(id)).getJob(callerNamespace(c), id);
     if (!out.ok) return problem(c, out.problem, out.detail);
     const job = out.value;
     // The first step of a chain shows every step.
-    if (job.call?.hasNext && !job.call.prev) job.chain = await chainFrom(c.env, job);
+    if (job.call?.hasNext && !job.call.prev) job.chain = await chainFrom(c.env, callerNamespace(c), job);
     return c.json(job, 200);
   });
 
   app.openapi(outputFile, async (c) => {
     const { id, name } = c.req.valid("param");
     if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
-    const out = await deviceStub(c.env, deviceOfJob(id)).getJob(id);
+    const out = await deviceStub(c.env, deviceOfJob(id)).getJob(callerNamespace(c), id);
     const file = out.ok ? out.value.outputs?.find((f) => f.name === name) : undefined;
     if (!file) return problem(c, "not-found", `job ${id} has no output file ${name}`);
     const obj = await c.env.MODULES.get(outputKey(id, name));
@@ -310,13 +310,13 @@ export function jobRoutes(app: App) {
     const id = c.req.valid("param").id;
     if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
     const waitMs = Math.round(c.req.valid("query").wait * 1000);
-    const out = await deviceStub(c.env, deviceOfJob(id)).awaitResult(id, waitMs);
+    const out = await deviceStub(c.env, deviceOfJob(id)).awaitResult(callerNamespace(c), id, waitMs);
     return fromOutcome(c, out, ({ done, job }) => (done ? c.json(job, 200) : c.json(job, 202, { "Retry-After": "1" })));
   });
 
   app.openapi(cancel, async (c) => {
     const id = c.req.valid("param").id;
     if (!(await canSeeDevice(c, deviceOfJob(id)))) return problem(c, "not-found", `no job ${id}`);
-    return fromOutcome(c, await deviceStub(c.env, deviceOfJob(id)).cancel(id), (job) => c.json(job, 200));
+    return fromOutcome(c, await deviceStub(c.env, deviceOfJob(id)).cancel(callerNamespace(c), id), (job) => c.json(job, 200));
   });
 }

@@ -6,7 +6,6 @@ import { ModuleInfo } from "../../protocol/wasm.js";
 import { jsonResponse, route } from "../route.js";
 import { annotate, type App, problem } from "../http.js";
 import { moduleBinary, moduleInfo, storeModule } from "../module-store.js";
-import { deviceStub } from "../stubs.js";
 
 const upload = route({
   method: "post",
@@ -67,10 +66,6 @@ export function moduleRoutes(app: App) {
   });
 
   app.openapi(binary, async (c) => {
-    const principal = c.get("principal");
-    if (principal.role === "device" && !(await deviceStub(c.env, principal.deviceId).authenticate(principal.secret))) {
-      return problem(c, "unauthenticated", "bad device credential");
-    }
     const obj = await moduleBinary(c.env, c.req.valid("param").digest);
     if (!obj) return problem(c, "not-found", "no module with that digest");
     return new Response(obj.body, {

@@ -29,8 +29,8 @@ import { canSeeDevice, deviceNamespace } from "../tenancy.js";
 import { jsonResponse, route } from "../route.js";
 import { annotate, problem, type App, type AppEnv, type Ctx } from "../http.js";
 
-/** Which device a facade request is for, and the base URL its links start with. */
-type Facade = { device: string; base: string };
+/** Which device a facade request is for, the base URL its links start with, and the device's namespace (the facade acts in it). */
+type Facade = { device: string; base: string; namespace: string };
 type FacadeEnv = AppEnv & { Variables: AppEnv["Variables"] & { facade: Facade } };
 type FCtx = Context<FacadeEnv>;
 
@@ -77,7 +77,7 @@ function buildFacade() {
       return fail(c, "validation", `Non-existent or malformed deployment data: ${parsed.error.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ")}`);
     }
     const manifest = parsed.data;
-    const namespace = (await deviceNamespace(asCtx(c), device))!;
+    const { namespace } = c.get("facade");
     // Chain targets are resolved first (a lookup each), then planned without I/O.
     const targets = new Map<string, FacadeTarget | null>();
     for (const fns of Object.values(manifest.instructions.modules)) {
@@ -107,19 +107,19 @@ function buildFacade() {
 
   f.delete("/deploy/:id", async (c) => {
     const { device } = c.get("facade");
-    const out = await removeDeployment(c.env, (await deviceNamespace(asCtx(c), device))!, c.req.param("id"), { device });
+    const out = await removeDeployment(c.env, c.get("facade").namespace, c.req.param("id"), { device });
     return out.ok ? c.json({ status: "success" }, 200) : fail(c, out.problem, out.detail);
   });
 
   f.get("/health", async (c) => {
-    const info = await deviceStub(c.env, c.get("facade").device).facadeInfo();
+    const info = await deviceStub(c.env, c.get("facade").device).facadeInfo(c.get("facade").namespace);
     const h = info?.health;
     if (!h) return fail(c, "not-found", "the device has not reported its health yet");
     return c.json({ cpuUsage: h.cpuPercent, memoryUsage: h.memoryTotalBytes > 0 ? h.memoryUsedBytes / h.memoryTotalBytes : 0 }, 200);
   });
 
   f.get("/.well-known/wasmiot-device-description", async (c) => {
-    const info = await deviceStub(c.env, c.get("facade").device).facadeInfo();
+    const info = await deviceStub(c.env, c.get("facade").device).facadeInfo(c.get("facade").namespace);
     if (!info) return fail(c, "not-found", "no such device");
     const { platform, supervisorInterfaces } = info.description;
     return c.json({ platform: { cpu: { clockSpeed: platform.cpu.clockSpeed, humanReadableName: platform.cpu.humanReadableName }, memory: platform.memory }, supervisorInterfaces }, 200);
@@ -127,33 +127,33 @@ function buildFacade() {
 
   f.get("/request-history", async (c) => {
     const { device, base } = c.get("facade");
-    const calls = await deviceStub(c.env, device).calls(HISTORY_LIMIT);
+    const calls = await deviceStub(c.env, device).calls(c.get("facade").namespace, HISTORY_LIMIT);
     return c.json(calls.map((s) => historyEntry(s, base)).filter((e) => e !== null), 200);
   });
 
   f.get("/request-history/:id", async (c) => {
     const { device, base } = c.get("facade");
-    const [found] = await deviceStub(c.env, device).calls(1, c.req.param("id"));
+    const [found] = await deviceStub(c.env, device).calls(c.get("facade").namespace, 1, c.req.param("id"));
     const entry = found ? historyEntry(found, base) : null;
     return entry ? c.json(entry, 200) : fail(c, "not-found", "no matching entry in history");
   });
 
   /** The stable per-call URL of an output file (wasmiot's own routes below serve the latest one). */
   f.get("/request-history/:id/files/:name", async (c) => {
-    const [found] = await deviceStub(c.env, c.get("facade").device).calls(1, c.req.param("id"));
+    const [found] = await deviceStub(c.env, c.get("facade").device).calls(c.get("facade").namespace, 1, c.req.param("id"));
     return serveOutput(c, found?.job.id ?? null, c.req.param("name"), found?.job.outputs?.find((o) => o.name === c.req.param("name"))?.mediaType);
   });
 
   f.get("/module_results/:module/:name", async (c) => {
     const { module, name } = c.req.param();
-    const jobId = await deviceStub(c.env, c.get("facade").device).latestOutput(module, null, name);
+    const jobId = await deviceStub(c.env, c.get("facade").device).latestOutput(c.get("facade").namespace, module, null, name);
     return serveOutput(c, jobId, name);
   });
 
   const call = async (c: FCtx) => {
-    const { device, base } = c.get("facade");
+    const { device, base, namespace } = c.get("facade");
     const { deployment, module, fn } = c.req.param() as { deployment: string; module: string; fn: string };
-    const out = await placeCall(asCtx(c), { device, deployment, module, function: fn }, c.req.query());
+    const out = await placeCall(asCtx(c), { namespace, device, deployment, module, function: fn }, c.req.query());
     if (!out.ok) return fail(c, out.problem, out.detail);
     annotate(asCtx(c), { event: "wasmiot call", deployment, module, function: fn, jobId: out.value.job.id });
     return c.json({ resultUrl: `${base}/request-history/${out.value.job.id}` }, 200);
@@ -163,7 +163,7 @@ function buildFacade() {
 
   f.get("/:deployment/modules/:module/:fn/:name", async (c) => {
     const { module, fn, name } = c.req.param();
-    const jobId = await deviceStub(c.env, c.get("facade").device).latestOutput(module, fn, name);
+    const jobId = await deviceStub(c.env, c.get("facade").device).latestOutput(c.get("facade").namespace, module, fn, name);
     return serveOutput(c, jobId, name);
   });
 
@@ -195,11 +195,13 @@ const facadeApp = new Hono<FacadeEnv>()
   .route("/", buildFacade());
 
 /** Runs a facade request for `device`, with the path the wasmiot client meant (`//deploy` is `/deploy`). */
-function dispatch(c: Ctx, device: string, base: string, path: string) {
+async function dispatch(c: Ctx, device: string, base: string, path: string) {
+  const namespace = await deviceNamespace(c, device);
+  if (namespace === null) return problem(c, "not-found", `no device ${device}`);
   const url = new URL(c.req.url);
   url.pathname = path.replace(/^\/+/, "/") || "/";
   const request = new Request(url, c.req.raw);
-  dispatched.set(request, { facade: { device, base }, outer: c });
+  dispatched.set(request, { facade: { device, base, namespace }, outer: c });
   return facadeApp.fetch(request, c.env, c.executionCtx);
 }
 
@@ -271,7 +273,7 @@ export function wasmiotRoutes(app: App) {
   app.all("/wasmiot/:device/*", allow(["admin", "user"]), async (c) => {
     const device = c.req.param("device");
     if (!facadeDomain(c)) return problem(c, "not-found", "the wasmiot facade is not enabled (WASMIOT_FACADE_DOMAIN)");
-    if (!DeviceId.safeParse(device).success || !(await canSeeDevice(c, device)) || (await deviceNamespace(c, device)) === null) return problem(c, "not-found", `no device ${device}`);
+    if (!DeviceId.safeParse(device).success || !(await canSeeDevice(c, device))) return problem(c, "not-found", `no device ${device}`);
     const url = new URL(c.req.url);
     return dispatch(c, device, `${url.origin}/wasmiot/${device}`, url.pathname.slice(`/wasmiot/${device}`.length));
   });
