@@ -65,7 +65,8 @@ export type Disposition = "accepted" | "duplicate" | "stale";
 export const DEVICE_SECRET_HEADER = "x-wasmvisor-device-secret";
 const AGENT_TAG = "agent";
 const AGENT_LOG_ROWS = 1000;
-type SocketState = { credit: number };
+/** Kept on the socket itself (it survives hibernation): what the agent can take, and when it connected. */
+type SocketState = { credit: number; acceptedAt: number };
 
 /** What life-cycle decisions need of a job row. */
 type JobCore = Pick<JobRow, "id" | "state" | "lease_token" | "attempts" | "max_attempts">;
@@ -644,7 +645,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     for (const old of this.ctx.getWebSockets(AGENT_TAG)) old.close(4000, "replaced by a newer connection");
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server, [AGENT_TAG]);
-    server.serializeAttachment({ credit: 0 } satisfies SocketState);
+    server.serializeAttachment({ credit: 0, acceptedAt: this.clock.now() } satisfies SocketState);
     this.markSeen(this.clock.now());
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -690,16 +691,33 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     }
   }
 
+  /**
+   * The socket to push to: the newest one still open. A replaced socket stays listed
+   * while its close is unanswered (a half-dead link), and anything sent there is lost
+   * until its lease expires.
+   */
   protected agentSocket(): WebSocket | undefined {
-    return this.ctx.getWebSockets(AGENT_TAG)[0];
+    let newest: { ws: WebSocket; acceptedAt: number } | undefined;
+    for (const ws of this.ctx.getWebSockets(AGENT_TAG)) {
+      if (ws.readyState !== WebSocket.OPEN) continue;
+      const acceptedAt = this.socketState(ws).acceptedAt;
+      // Ties (two connections in one millisecond) go to the later one listed: accepted later.
+      if (!newest || acceptedAt >= newest.acceptedAt) newest = { ws, acceptedAt };
+    }
+    return newest?.ws;
+  }
+
+  private socketState(ws: WebSocket): SocketState {
+    const s = ws.deserializeAttachment() as Partial<SocketState> | null;
+    return { credit: s?.credit ?? 0, acceptedAt: s?.acceptedAt ?? 0 };
   }
 
   private credit(ws: WebSocket): number {
-    return (ws.deserializeAttachment() as SocketState | null)?.credit ?? 0;
+    return this.socketState(ws).credit;
   }
 
   private setCredit(ws: WebSocket, credit: number) {
-    ws.serializeAttachment({ credit: Math.max(0, credit) } satisfies SocketState);
+    ws.serializeAttachment({ ...this.socketState(ws), credit: Math.max(0, credit) } satisfies SocketState);
   }
 
   protected send(ws: WebSocket, msg: ServerMessage) {

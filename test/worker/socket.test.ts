@@ -96,11 +96,37 @@ describe("the agent's WebSocket", () => {
     agent.ws.close();
   });
 
-  it("replaces an older connection of the same device", async () => {
-    const { credential } = await registerDevice();
+  it("pushes a job to the newest open connection, not to one that is going away", async () => {
+    const { deviceId, credential } = await registerDevice();
+    const digest = await uploadModule("math");
+    // A half-dead link: the server holds the socket, but its peer never reads, so the close
+    // the server sends on reconnect is never answered and the socket lingers as closing.
+    const halfDead = await SELF.fetch("https://wasmvisor.test/v1/agent/ws", { headers: { upgrade: "websocket", authorization: `Bearer ${credential}` } });
+    expect(halfDead.status).toBe(101);
+    const fresh = await connect(credential);
+    fresh.send({ t: "credit", free: 4 });
+    fresh.send({ t: "heartbeat", id: 1, health: health(), runningJobs: [] });
+    await fresh.next((m) => m.t === "heartbeat-ack"); // the credit arrived before the submit
+
+    const pushed = (await submit(deviceId, digest, "add32", [1, 2])).body;
+    expect(pushed.state).toBe("LEASED");
+    const delivered = await fresh.next((m) => m.t === "jobs");
+    expect(delivered.jobs.map((j: any) => j.jobId)).toEqual([pushed.id]);
+    fresh.ws.close();
+  });
+
+  it("replaces an older connection of the same device, and delivers on the new one", async () => {
+    const { deviceId, credential } = await registerDevice();
+    const digest = await uploadModule("math");
     const a = await connect(credential);
-    await connect(credential);
+    a.send({ t: "credit", free: 4 });
+    const b = await connect(credential);
+    b.send({ t: "credit", free: 4 });
     for (let i = 0; i < 40 && !a.closed(); i++) await sleep(25);
     expect(a.closed()?.code).toBe(4000);
+    const job = (await submit(deviceId, digest, "add32", [2, 2])).body;
+    expect((await b.next((m) => m.t === "jobs")).jobs[0].jobId).toBe(job.id);
+    expect(a.inbox.filter((m) => m.t === "jobs")).toEqual([]);
+    b.ws.close();
   });
 });
