@@ -379,10 +379,11 @@ export abstract class DeviceQueue extends SqlObject<Env> {
 
   /**
    * The fast path: when the agent is connected with credit and nothing is queued
-   * ahead, push the job first and record it as leased in the same turn. The
-   * output gate holds messages sent after a write until it commits; sending
-   * first saves that wait on the push, while the caller's answer still waits
-   * for the commit, so nothing is acknowledged before it is durable.
+   * ahead, record the job as leased and push it in the same turn. The row is
+   * written before the message is sent: the output gate then holds the message
+   * until the write commits, so a job the control plane never stored can never
+   * run (sent first, a failed INSERT or commit left the agent running a job
+   * nobody could see or report on).
    */
   protected pushAtOnce(jobId: string, spec: JobSubmission, deadline: number | null, now: number, call: CallRecord | null = null): boolean {
     const socket = this.agentSocket();
@@ -391,11 +392,6 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     if (credit <= 0 || this.one("SELECT 1 AS x FROM jobs WHERE state = 'QUEUED' AND not_before <= ? LIMIT 1", now)) return false;
     const leaseToken = randomBase32(16);
     const expires = leaseExpiry(now, "delivered", spec.timeoutMs, this.settings);
-    this.send(socket, {
-      t: "jobs",
-      jobs: [{ jobId, leaseToken, leaseExpiresAt: expires, attempt: 1, module: spec.module, function: spec.function, args: spec.args, timeoutMs: spec.timeoutMs, ...(call ? { call: call.ctx } : {}) }],
-    });
-    this.setCredit(socket, credit - 1);
     this.run(
       `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, attempts, max_attempts, deadline, lease_token, lease_expires, created_at, updated_at, change_seq, call, deployment)
        VALUES (?, 'LEASED', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -404,6 +400,11 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     );
     this.index.schedule();
     this.ensureAlarmBy(expires);
+    this.send(socket, {
+      t: "jobs",
+      jobs: [{ jobId, leaseToken, leaseExpiresAt: expires, attempt: 1, module: spec.module, function: spec.function, args: spec.args, timeoutMs: spec.timeoutMs, ...(call ? { call: call.ctx } : {}) }],
+    });
+    this.setCredit(socket, credit - 1);
     return true;
   }
 

@@ -1,6 +1,6 @@
 /** The push transport inside workerd: the agent's WebSocket to its device object. */
 import { describe, expect, it } from "vitest";
-import { SELF } from "cloudflare:test";
+import { SELF, env } from "cloudflare:test";
 import { call, health, registerDevice, sleep, submit, uploadModule } from "./helpers.js";
 
 async function connect(credential: string) {
@@ -113,6 +113,28 @@ describe("the agent's WebSocket", () => {
     const delivered = await fresh.next((m) => m.t === "jobs");
     expect(delivered.jobs.map((j: any) => j.jobId)).toEqual([pushed.id]);
     fresh.ws.close();
+  });
+
+  it("never pushes a job whose row was not stored", async () => {
+    const { deviceId, credential } = await registerDevice();
+    const digest = await uploadModule("math");
+    const agent = await connect(credential);
+    agent.send({ t: "credit", free: 4 });
+    agent.send({ t: "heartbeat", id: 1, health: health(), runningJobs: [] });
+    await agent.next((m) => m.t === "heartbeat-ack");
+    const first = (await submit(deviceId, digest, "add32", [1, 1])).body;
+    expect((await agent.next((m) => m.t === "jobs")).jobs[0].jobId).toBe(first.id);
+
+    // The same id again: its INSERT fails (primary key), while the socket still has credit.
+    const device = env.DEVICES.get(env.DEVICES.idFromName(deviceId));
+    const spec = { device: deviceId, module: digest, function: "add32", args: [9, 9], timeoutMs: 1000, maxAttempts: 3, priority: 0, start: true };
+    const refused = await device.submit(first.id, spec).then(() => null, (e: unknown) => e);
+    expect(String(refused)).toContain("UNIQUE constraint failed");
+    // Messages on one socket arrive in order: the heartbeat's answer comes after any push of that submit.
+    agent.send({ t: "heartbeat", id: 2, health: health(), runningJobs: [] });
+    await agent.next((m) => m.t === "heartbeat-ack");
+    expect(agent.inbox.filter((m) => m.t === "jobs")).toEqual([]);
+    agent.ws.close();
   });
 
   it("replaces an older connection of the same device, and delivers on the new one", async () => {
