@@ -10,7 +10,7 @@
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
 import { CALL_COLUMNS, IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type CallRecord, type JobRow } from "./job-row.js";
-import { DEPLOYMENT_TABLES } from "./device-deployments.js";
+import { DEPLOYMENT_FLOORS_TABLE, DEPLOYMENT_TABLES } from "./device-deployments.js";
 import { jobIndexStub } from "./job-index-object.js";
 import { JobOutput } from "./job-output.js";
 import { IndexFeed } from "./index-feed.js";
@@ -105,6 +105,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       "ALTER TABLE device ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'",
       "CREATE TABLE agent_logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, level TEXT NOT NULL, msg TEXT NOT NULL, fields TEXT)",
       DEPLOYMENT_TABLES + CALL_COLUMNS,
+      DEPLOYMENT_FLOORS_TABLE,
     ];
   }
 

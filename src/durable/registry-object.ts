@@ -82,27 +82,36 @@ export class RegistryObject extends SqlObject<Env> {
       TRUST_SCHEMA,
       "CREATE TABLE facade_labels (hash TEXT PRIMARY KEY, device_id TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL)",
       "CREATE TABLE deployments (namespace TEXT NOT NULL, id TEXT NOT NULL, source TEXT NOT NULL, generation INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (namespace, id))",
+      // A removed deployment's row stays (hidden) with the removal's generation, so a late publish of an older one cannot bring it back.
+      "ALTER TABLE deployments ADD COLUMN removed INTEGER NOT NULL DEFAULT 0",
     ];
   }
 
   // ---- the deployment listing (each deployment's object publishes here, as devices do) ----
 
+  /** Publishes arrive in any order: only a newer generation replaces the row. */
   async upsertDeployment(namespace: string, id: string, source: string, generation: number): Promise<void> {
     this.run(
       `INSERT INTO deployments (namespace, id, source, generation, updated_at) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (namespace, id) DO UPDATE SET source = excluded.source, generation = excluded.generation, updated_at = excluded.updated_at`,
+       ON CONFLICT (namespace, id) DO UPDATE SET source = excluded.source, generation = excluded.generation, updated_at = excluded.updated_at, removed = 0
+       WHERE excluded.generation > deployments.generation`,
       namespace, id, source, generation, this.clock.now(),
     );
   }
 
-  async dropDeployment(namespace: string, id: string): Promise<void> {
-    this.run("DELETE FROM deployments WHERE namespace = ? AND id = ?", namespace, id);
+  async dropDeployment(namespace: string, id: string, generation: number): Promise<void> {
+    this.run(
+      `INSERT INTO deployments (namespace, id, source, generation, updated_at, removed) VALUES (?, ?, '', ?, ?, 1)
+       ON CONFLICT (namespace, id) DO UPDATE SET generation = excluded.generation, updated_at = excluded.updated_at, removed = 1
+       WHERE excluded.generation > deployments.generation`,
+      namespace, id, generation, this.clock.now(),
+    );
   }
 
   /** Deployments by id, `limit` at a time after the cursor; all namespaces for `null`. */
   async listDeployments(namespace: string | null, limit: number, after: string | null): Promise<{ deployments: { namespace: string; id: string; source: string; generation: number; updatedAt: string }[]; next: string | null }> {
     const rows = this.all<{ namespace: string; id: string; source: string; generation: number; updated_at: number }>(
-      "SELECT * FROM deployments WHERE (? IS NULL OR namespace = ?) AND (? IS NULL OR namespace || '/' || id > ?) ORDER BY namespace, id LIMIT ?",
+      "SELECT * FROM deployments WHERE removed = 0 AND (? IS NULL OR namespace = ?) AND (? IS NULL OR namespace || '/' || id > ?) ORDER BY namespace, id LIMIT ?",
       namespace, namespace, after, after, limit + 1,
     );
     const page = rows.slice(0, limit).map((r) => ({ namespace: r.namespace, id: r.id, source: r.source, generation: r.generation, updatedAt: iso(r.updated_at)! }));
