@@ -15,6 +15,8 @@ import { jobIndexStub } from "./job-index-object.js";
 import { JobOutput } from "./job-output.js";
 import { IndexFeed } from "./index-feed.js";
 import { registryStub } from "./registry-object.js";
+import { deviceListStub } from "../worker/stubs.js";
+import { listingFingerprint, listingShard, listingShardName } from "../core/device-listing.js";
 import { transition, type JobEvent } from "../core/lifecycle.js";
 import { isOnline, leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
@@ -51,7 +53,14 @@ export type DeviceRow = {
   status: DeviceStatus;
   drained: number;
   namespace: string;
+  /** what the listing was last told (listingFingerprint), when, and the revision of the newest publish begun */
+  published: string | null;
+  published_at: number | null;
+  published_revision: number;
 };
+
+/** Health alone (which changes on every heartbeat) reaches the device listing at most this often. */
+const LISTING_HEALTH_REFRESH_MS = 10 * 60_000;
 
 export interface Poller {
   max: number;
@@ -106,6 +115,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       "CREATE TABLE agent_logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, level TEXT NOT NULL, msg TEXT NOT NULL, fields TEXT)",
       DEPLOYMENT_TABLES + CALL_COLUMNS,
       DEPLOYMENT_FLOORS_TABLE,
+      "ALTER TABLE device ADD COLUMN published TEXT; ALTER TABLE device ADD COLUMN published_at INTEGER; ALTER TABLE device ADD COLUMN published_revision INTEGER NOT NULL DEFAULT 0",
     ];
   }
 
@@ -202,10 +212,42 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     this.ensureAlarmBy(now + this.settings.heartbeatTimeoutMs);
   }
 
-  /** Keeps the registry's listing row (GET /v1/devices) current. */
-  private async publish() {
+  /** A publish in flight, and what it carries: a second caller for the same change waits for it instead of sending it again. */
+  private publishing: { fingerprint: string; done: Promise<void> } | null = null;
+
+  /**
+   * Keeps this device's row in the listing (GET /v1/devices) current by writing only what
+   * changed: status, name or description at once, health alone at most every
+   * LISTING_HEALTH_REFRESH_MS (GET /v1/devices/:id answers fresh health from this object).
+   * A heartbeat that changes nothing listed writes nothing outside this object.
+   */
+  private publish(): Promise<void> {
     const d = this.device!;
-    await registryStub(this.env).upsertDevice({
+    const now = this.clock.now();
+    const shard = listingShard(d.id, this.settings.deviceListShards);
+    const fingerprint = listingFingerprint(listingShardName(d.namespace, shard), d);
+    if (this.publishing?.fingerprint === fingerprint) return this.publishing.done;
+    if (d.published === fingerprint && d.published_at !== null && now - d.published_at < LISTING_HEALTH_REFRESH_MS) return Promise.resolve();
+    // The revision is taken before the call, so of two publishes in flight the later state wins in the shard.
+    const revision = ++d.published_revision;
+    this.run("UPDATE device SET published_revision = ? WHERE id = ?", revision, d.id);
+    const done = this.sendToListing(shard, revision, d.published === null).then(() => {
+      if (d.published_revision !== revision) return; // a newer publish has begun: it records what it sent
+      d.published = fingerprint;
+      d.published_at = now;
+      this.run("UPDATE device SET published = ?, published_at = ? WHERE id = ?", fingerprint, now, d.id);
+    }).finally(() => {
+      if (this.publishing?.done === done) this.publishing = null;
+    });
+    this.publishing = { fingerprint, done };
+    return done;
+  }
+
+  private async sendToListing(shard: number, revision: number, first: boolean) {
+    const d = this.device!;
+    // A device's first publish (registration, or the first after an upgrade) makes its namespace listable.
+    if (first) await registryStub(this.env).noteDeviceNamespace(d.namespace);
+    await deviceListStub(this.env, d.namespace, shard).publish({
       id: d.id,
       namespace: d.namespace,
       name: d.name,
@@ -215,7 +257,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       healthAt: d.health_at,
       lastSeen: d.last_seen,
       registeredAt: d.registered_at,
-    });
+    }, revision);
   }
 
   /** A drained device gets no new work; what it runs finishes. `resume` undoes it. */

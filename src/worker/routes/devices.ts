@@ -1,13 +1,15 @@
 import { z } from "zod";
 import { DeviceId, formatDeviceCredential, newDeviceId, newSecret } from "../../protocol/ids.js";
 import { DeviceDescription, DeviceRegistration, DeviceStatus, DeviceView, Health, RegistrationResult } from "../../protocol/device.js";
-import { registryStub, type DeviceSummary } from "../../durable/registry-object.js";
+import { registryStub } from "../../durable/registry-object.js";
+import { decodeListingCursor, encodeListingCursor, listingShard, mergeShardPages, type DeviceSummary, type ListingPosition } from "../../core/device-listing.js";
 import { sha256Hex } from "../../core/crypto.js";
 import { AgentLogLine } from "../../protocol/agent.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { annotate, type App, fromOutcome, problem } from "../http.js";
 import { callerNamespace, canSeeDevice, namespaceForNewDevice } from "../tenancy.js";
-import { deviceStub } from "../stubs.js";
+import { deviceListStub, deviceStub } from "../stubs.js";
+import { settingsFrom, type Env } from "../env.js";
 import { iso } from "../../core/time.js";
 
 const register = route({
@@ -25,11 +27,12 @@ const list = route({
   method: "get",
   path: "/v1/devices",
   roles: ["admin", "user"],
-  summary: "List devices with status and latest health",
+  summary:
+    "List devices with status (current) and health and lastSeenAt as of their last publish (health.at: the listing takes health alone at most every 10 minutes; GET /v1/devices/{id} has the latest). In registration order; a global key's listing goes namespace by namespace",
   request: {
     query: z.object({
       limit: z.coerce.number().int().min(1).max(500).default(100),
-      cursor: DeviceId.optional(),
+      cursor: z.string().max(400).optional().meta({ description: "nextCursor of the previous page (opaque)" }),
       status: DeviceStatus.optional(),
     }),
   },
@@ -86,6 +89,41 @@ function listItem(s: DeviceSummary): z.infer<typeof DeviceListItem> {
   };
 }
 
+/** One namespace's devices after `after`: every shard's page, merged. Rows left in a shard their id no longer hashes to (the shard count changed) are skipped. */
+async function namespacePage(env: Env, namespace: string, after: ListingPosition | null, status: DeviceStatus | null, limit: number) {
+  const shards = settingsFrom(env).deviceListShards;
+  const pages = await Promise.all(
+    Array.from({ length: shards }, async (_, shard) =>
+      (await deviceListStub(env, namespace, shard).page(after, status, limit + 1)).filter((r) => listingShard(r.id, shards) === shard),
+    ),
+  );
+  return mergeShardPages(pages, limit);
+}
+
+const NAMESPACES_PER_READ = 50;
+
+/** A page of the listing: one namespace (a scoped key), or all of them in order (a global key). */
+async function listDevices(env: Env, namespace: string | null, after: ListingPosition | null, status: DeviceStatus | null, limit: number) {
+  const rows: DeviceSummary[] = [];
+  let from = namespace ?? after?.namespace ?? null;
+  for (;;) {
+    // A scoped listing of a namespace without devices asks no shard (and so creates none).
+    const namespaces = (await registryStub(env).deviceNamespaces(from, namespace !== null ? 1 : NAMESPACES_PER_READ)).filter((n) => namespace === null || n === namespace);
+    for (const ns of namespaces) {
+      const page = await namespacePage(env, ns, after?.namespace === ns ? after : null, status, limit - rows.length);
+      rows.push(...page.rows);
+      if (page.more) return { rows, more: true };
+      if (rows.length === limit) {
+        // Full at the end of a namespace: there is more only if a later namespace has devices.
+        const later = namespace !== null ? [] : (await registryStub(env).deviceNamespaces(ns, 2)).filter((n) => n > ns);
+        return { rows, more: later.length > 0 };
+      }
+    }
+    if (namespace !== null || namespaces.length < NAMESPACES_PER_READ) return { rows, more: false };
+    from = namespaces.at(-1)! + "\u0000"; // strictly after the last one read
+  }
+}
+
 export function deviceRoutes(app: App) {
   app.openapi(register, async (c) => {
     const body = c.req.valid("json");
@@ -100,8 +138,14 @@ export function deviceRoutes(app: App) {
 
   app.openapi(list, async (c) => {
     const q = c.req.valid("query");
-    const page = await registryStub(c.env).listDevices(q.limit, q.cursor ?? null, q.status ?? null, callerNamespace(c));
-    return c.json({ devices: page.devices.map(listItem), nextCursor: page.next }, 200);
+    const after = q.cursor ? decodeListingCursor(q.cursor) : null;
+    if (q.cursor && !after) return problem(c, "validation", "the cursor is not one this API handed out");
+    const scope = callerNamespace(c);
+    if (after && scope !== null && after.namespace !== scope) return problem(c, "validation", "the cursor is not one this API handed out");
+    const page = await listDevices(c.env, scope, after, q.status ?? null, q.limit);
+    const last = page.rows.at(-1);
+    const nextCursor = page.more && last ? encodeListingCursor({ namespace: last.namespace, registeredAt: last.registeredAt, id: last.id }) : null;
+    return c.json({ devices: page.rows.map(listItem), nextCursor }, 200);
   });
 
   app.openapi(drain, async (c) => {
