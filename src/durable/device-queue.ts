@@ -61,6 +61,8 @@ export type DeviceRow = {
 
 /** Health alone (which changes on every heartbeat) reaches the device listing at most this often. */
 const LISTING_HEALTH_REFRESH_MS = 10 * 60_000;
+/** Namespaces this isolate has seen recorded in the registry (device objects of a class share an isolate). */
+const namespacesNoted = new Set<string>();
 
 export interface Poller {
   max: number;
@@ -134,6 +136,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
 
   async register(deviceId: string, name: string | null, description: DeviceDescription, credentialHash: string, namespace: string): Promise<Outcome<DeviceView>> {
     if (this.device) return fail("conflict", `device ${deviceId} is already registered`);
+    await this.noteNamespace(namespace); // before the row: a device is never stored unlisted
     const now = this.clock.now();
     this.run(
       "INSERT INTO device (id, name, description, credential_hash, registered_at, namespace) VALUES (?, ?, ?, ?, ?, ?)",
@@ -142,6 +145,14 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     this.device = this.one<DeviceRow>("SELECT * FROM device LIMIT 1");
     await this.publish();
     return ok(this.deviceView());
+  }
+
+  /** Makes the namespace listable (a global key's GET /v1/devices walks them); once per namespace per isolate. */
+  private async noteNamespace(namespace: string) {
+    if (namespacesNoted.has(namespace)) return;
+    await registryStub(this.env).noteDeviceNamespace(namespace);
+    if (namespacesNoted.size >= 10_000) namespacesNoted.clear();
+    namespacesNoted.add(namespace);
   }
 
   /** The tenant this device belongs to (null: not registered). */
@@ -231,7 +242,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     // The revision is taken before the call, so of two publishes in flight the later state wins in the shard.
     const revision = ++d.published_revision;
     this.run("UPDATE device SET published_revision = ? WHERE id = ?", revision, d.id);
-    const done = this.sendToListing(shard, revision, d.published === null).then(() => {
+    const done = this.sendToListing(shard, revision).then(() => {
       if (d.published_revision !== revision) return; // a newer publish has begun: it records what it sent
       d.published = fingerprint;
       d.published_at = now;
@@ -243,10 +254,8 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     return done;
   }
 
-  private async sendToListing(shard: number, revision: number, first: boolean) {
+  private async sendToListing(shard: number, revision: number) {
     const d = this.device!;
-    // A device's first publish (registration, or the first after an upgrade) makes its namespace listable.
-    if (first) await registryStub(this.env).noteDeviceNamespace(d.namespace);
     await deviceListStub(this.env, d.namespace, shard).publish({
       id: d.id,
       namespace: d.namespace,
