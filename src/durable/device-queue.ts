@@ -61,6 +61,8 @@ export type DeviceRow = {
 
 /** Health alone (which changes on every heartbeat) reaches the device listing at most this often. */
 const LISTING_HEALTH_REFRESH_MS = 10 * 60_000;
+/** A publish that failed is tried again by the alarm after this long (or sooner, by a heartbeat). */
+const LISTING_RETRY_MS = 5_000;
 /** Namespaces this isolate has seen recorded in the registry (device objects of a class share an isolate). */
 const namespacesNoted = new Set<string>();
 
@@ -143,7 +145,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       deviceId, name, JSON.stringify(description), credentialHash, now, namespace,
     );
     this.device = this.one<DeviceRow>("SELECT * FROM device LIMIT 1");
-    await this.publish();
+    await this.publishOrRetryLater();
     return ok(this.deviceView());
   }
 
@@ -184,7 +186,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     this.device!.health_at = now;
     this.keepAgentLogs(hb.logs);
     this.markSeen(now);
-    await this.publish();
+    await this.publishOrRetryLater();
     return { serverTime: now, cancel: this.leasesNoLongerHeld(hb.runningJobs), deployments: this.desiredVersion() };
   }
 
@@ -219,7 +221,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     d.last_seen = now;
     d.status = "online";
     this.run("UPDATE device SET last_seen = ?, status = 'online' WHERE id = ?", now, d.id);
-    if (!wasOnline) this.ctx.waitUntil(this.publish());
+    if (!wasOnline) this.ctx.waitUntil(this.publishOrRetryLater());
     this.ensureAlarmBy(now + this.settings.heartbeatTimeoutMs);
   }
 
@@ -253,6 +255,24 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     this.publishing = { fingerprint, done };
     return done;
   }
+
+  /**
+   * A listing that is slow or overloaded (a whole fleet changing status at once) must not fail
+   * the device's own request: what was not published is not recorded as published, so the next
+   * heartbeat or alarm sends it again.
+   */
+  private async publishOrRetryLater() {
+    try {
+      await this.publish();
+      this.listingRetryAt = null;
+    } catch (e) {
+      console.warn(JSON.stringify({ level: "warn", msg: "device listing publish failed; will retry", deviceId: this.device!.id, error: String(e) }));
+      this.listingRetryAt = this.clock.now() + LISTING_RETRY_MS;
+      this.ensureAlarmBy(this.listingRetryAt);
+    }
+  }
+  /** When the alarm tries again a publish that failed (null: none failed). */
+  private listingRetryAt: number | null = null;
 
   private async sendToListing(shard: number, revision: number) {
     const d = this.device!;
@@ -837,8 +857,8 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     if (d && d.status === "online" && !isOnline(d.last_seen, now, this.settings.heartbeatTimeoutMs)) {
       d.status = "offline";
       this.run("UPDATE device SET status = 'offline' WHERE id = ?", d.id);
-      await this.publish();
     }
+    if (d) await this.publishOrRetryLater(); // nothing to send unless something listed changed (or a publish failed before)
     this.dispatch();
     this.index.resume();
     await this.alarmWork(now);
@@ -853,6 +873,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       min("SELECT MIN(deadline) AS t FROM jobs WHERE state IN ('CREATED', 'QUEUED')"),
       min("SELECT MIN(not_before) AS t FROM jobs WHERE state = 'QUEUED' AND not_before > ?", now),
       d && d.status === "online" && d.last_seen !== null ? d.last_seen + this.settings.heartbeatTimeoutMs : null,
+      this.listingRetryAt,
       ...this.alarmTimes(),
     ]);
     if (at === null) {
