@@ -715,10 +715,15 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     if (!secret || !(await this.authenticate(secret))) return new Response("bad device credential", { status: 401 });
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") return new Response("expected a WebSocket upgrade", { status: 426 });
     // One agent per device: a new connection replaces any older (possibly dead) one.
-    for (const old of this.ctx.getWebSockets(AGENT_TAG)) old.close(4000, "replaced by a newer connection");
+    // Each socket is stamped later than any it replaces (even within one millisecond): the newest is the one pushed to.
+    let acceptedAt = this.clock.now();
+    for (const old of this.ctx.getWebSockets(AGENT_TAG)) {
+      acceptedAt = Math.max(acceptedAt, this.socketState(old).acceptedAt + 1);
+      old.close(4000, "replaced by a newer connection");
+    }
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server, [AGENT_TAG]);
-    server.serializeAttachment({ credit: 0, acceptedAt: this.clock.now() } satisfies SocketState);
+    server.serializeAttachment({ credit: 0, acceptedAt } satisfies SocketState);
     this.markSeen(this.clock.now());
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -774,8 +779,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     for (const ws of this.ctx.getWebSockets(AGENT_TAG)) {
       if (ws.readyState !== WebSocket.OPEN) continue;
       const acceptedAt = this.socketState(ws).acceptedAt;
-      // Ties (two connections in one millisecond) go to the later one listed: accepted later.
-      if (!newest || acceptedAt >= newest.acceptedAt) newest = { ws, acceptedAt };
+      if (!newest || acceptedAt > newest.acceptedAt) newest = { ws, acceptedAt };
     }
     return newest?.ws;
   }
