@@ -242,3 +242,18 @@ describe("generations", () => {
     expect(await device.deploymentStatus("monotonic")).toBeNull();
   });
 });
+
+describe("the deployment listing", () => {
+  it("takes only newer generations, and a late publish does not bring back an undeployed one", async () => {
+    const registry = env.REGISTRY.get(env.REGISTRY.idFromName("global"));
+    const listed = async () => (await registry.listDeployments("default", 500, null)).deployments.find((d) => d.id === "late-publish");
+    await registry.upsertDeployment("default", "late-publish", "signed", 5);
+    await registry.upsertDeployment("default", "late-publish", "signed", 4);
+    expect((await listed())?.generation).toBe(5);
+    await registry.dropDeployment("default", "late-publish", 6);
+    await registry.upsertDeployment("default", "late-publish", "signed", 5);
+    expect(await listed()).toBeUndefined();
+    await registry.upsertDeployment("default", "late-publish", "signed", 7); // a redeploy after the undeploy
+    expect((await listed())?.generation).toBe(7);
+  });
+});
