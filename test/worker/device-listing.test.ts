@@ -113,4 +113,23 @@ describe("the sharded device listing", () => {
     const intoA = btoa(JSON.stringify(["glob-a", 0, "d"])).replace(/=+$/, "");
     expect((await call("GET", `/v1/devices?cursor=${intoA}`, { token: otherTenant })).status).toBe(400);
   });
+  it("visits a bounded number of namespaces per page, and the cursor goes on from the next one", async () => {
+    const mine: string[] = [];
+    for (let i = 0; i < 18; i++) {
+      const register = (await call("POST", "/v1/keys", { json: { role: "register", namespace: `many-${String(i).padStart(2, "0")}` } })).body.key as string;
+      mine.push((await call("POST", "/v1/devices/register", { token: register, json: { name: `many-${i}`, description: DESCRIPTION } })).body.deviceId);
+    }
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const res: { body: { devices: { id: string }[]; nextCursor: string | null } } = await call("GET", `/v1/devices?limit=500${cursor ? `&cursor=${cursor}` : ""}`);
+      seen.push(...res.body.devices.map((d) => d.id));
+      cursor = res.body.nextCursor;
+      pages++;
+    } while (cursor);
+    expect(pages).toBeGreaterThan(1); // short pages: 16 namespaces each at most
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(seen).toEqual(expect.arrayContaining(mine));
+  });
 });

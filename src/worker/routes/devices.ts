@@ -100,28 +100,31 @@ async function namespacePage(env: Env, namespace: string, after: ListingPosition
   return mergeShardPages(pages, limit);
 }
 
-const NAMESPACES_PER_READ = 50;
+/**
+ * How many namespaces one page of a global listing may visit: each costs a request per shard,
+ * and a request's subrequests are bounded. A page that stops early is short, with a cursor.
+ */
+const NAMESPACES_PER_PAGE = 16;
 
-/** A page of the listing: one namespace (a scoped key), or all of them in order (a global key). */
+const positionOf = (r: DeviceSummary): ListingPosition => ({ namespace: r.namespace, registeredAt: r.registeredAt, id: r.id });
+
+/** A page of the listing: one namespace (a scoped key), or all of them in order (a global key). Answers where the next page starts. */
 async function listDevices(env: Env, namespace: string | null, after: ListingPosition | null, status: DeviceStatus | null, limit: number) {
+  // Namespaces to visit, and one past them (which says whether anything follows). A scoped
+  // listing of a namespace without devices asks no shard (and so creates none).
+  const found = await registryStub(env).deviceNamespaces(namespace ?? after?.namespace ?? null, namespace !== null ? 1 : NAMESPACES_PER_PAGE + 1);
+  const namespaces = found.filter((n) => namespace === null || n === namespace);
   const rows: DeviceSummary[] = [];
-  let from = namespace ?? after?.namespace ?? null;
-  for (;;) {
-    // A scoped listing of a namespace without devices asks no shard (and so creates none).
-    const namespaces = (await registryStub(env).deviceNamespaces(from, namespace !== null ? 1 : NAMESPACES_PER_READ)).filter((n) => namespace === null || n === namespace);
-    for (const ns of namespaces) {
-      const page = await namespacePage(env, ns, after?.namespace === ns ? after : null, status, limit - rows.length);
-      rows.push(...page.rows);
-      if (page.more) return { rows, more: true };
-      if (rows.length === limit) {
-        // Full at the end of a namespace: there is more only if a later namespace has devices.
-        const later = namespace !== null ? [] : (await registryStub(env).deviceNamespaces(ns, 2)).filter((n) => n > ns);
-        return { rows, more: later.length > 0 };
-      }
-    }
-    if (namespace !== null || namespaces.length < NAMESPACES_PER_READ) return { rows, more: false };
-    from = namespaces.at(-1)! + "\u0000"; // strictly after the last one read
+  for (const [i, ns] of namespaces.slice(0, NAMESPACES_PER_PAGE).entries()) {
+    const page = await namespacePage(env, ns, after?.namespace === ns ? after : null, status, limit - rows.length);
+    rows.push(...page.rows);
+    const following = namespaces[i + 1];
+    if (page.more) return { rows, next: positionOf(rows.at(-1)!) };
+    if (rows.length === limit) return { rows, next: following ? positionOf(rows.at(-1)!) : null };
+    // Out of namespaces for this page: the next one starts at the beginning of the following namespace.
+    if (i === NAMESPACES_PER_PAGE - 1 && following) return { rows, next: { namespace: following, registeredAt: -1, id: "" } };
   }
+  return { rows, next: null };
 }
 
 export function deviceRoutes(app: App) {
@@ -143,9 +146,7 @@ export function deviceRoutes(app: App) {
     const scope = callerNamespace(c);
     if (after && scope !== null && after.namespace !== scope) return problem(c, "validation", "the cursor is not one this API handed out");
     const page = await listDevices(c.env, scope, after, q.status ?? null, q.limit);
-    const last = page.rows.at(-1);
-    const nextCursor = page.more && last ? encodeListingCursor({ namespace: last.namespace, registeredAt: last.registeredAt, id: last.id }) : null;
-    return c.json({ devices: page.rows.map(listItem), nextCursor }, 200);
+    return c.json({ devices: page.rows.map(listItem), nextCursor: page.next ? encodeListingCursor(page.next) : null }, 200);
   });
 
   app.openapi(drain, async (c) => {
