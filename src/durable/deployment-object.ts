@@ -47,9 +47,22 @@ export function deploymentStub(env: Env, namespace: string, id: string) {
   return env.DEPLOYMENTS.get(env.DEPLOYMENTS.idFromName(`${namespace}/${id}`));
 }
 
+/**
+ * The last generation handed out, kept when the deployment is removed: a redeploy after an
+ * undeploy goes on counting, so every device's "newer generation wins" holds across both.
+ */
+const GENERATION_COUNTER = `
+CREATE TABLE generation_counter (id INTEGER PRIMARY KEY CHECK (id = 1), generation INTEGER NOT NULL);
+INSERT INTO generation_counter (id, generation) SELECT 1, COALESCE(MAX(generation), 0) FROM deployment;`;
+
 export class DeploymentObject extends SqlObject<Env> {
   protected migrations() {
-    return [SCHEMA];
+    return [SCHEMA, GENERATION_COUNTER];
+  }
+
+  /** The next generation: every put and every removal takes one, in this object's order. */
+  private nextGeneration(): number {
+    return this.one<{ generation: number }>("UPDATE generation_counter SET generation = generation + 1 RETURNING generation")!.generation;
   }
 
   /** Reading a deployment id that was never deployed stores nothing. */
@@ -78,7 +91,7 @@ export class DeploymentObject extends SqlObject<Env> {
     const now = this.clock.now();
     const current = this.one<Row>("SELECT * FROM deployment");
     if (current && current.namespace !== meta.namespace) return null;
-    const generation = (current?.generation ?? 0) + 1;
+    const generation = this.nextGeneration();
     const before = new Set(this.all<{ device: string }>("SELECT DISTINCT device FROM placements").map((r) => r.device));
     this.ctx.storage.transactionSync(() => {
       if (scope === "all") this.run("DELETE FROM placements");
@@ -97,23 +110,30 @@ export class DeploymentObject extends SqlObject<Env> {
     return { generation, dropped: [...before].filter((d) => !after.has(d)) };
   }
 
-  /** Removes the deployment from `scope`; answers the devices it was on (empty: it was not there). */
-  async remove(namespace: string | null, scope: { device: string } | "all"): Promise<string[]> {
-    if (!this.visibleTo(namespace)) return [];
+  /**
+   * Removes the deployment from `scope`; answers the devices it was on (empty: it was not
+   * there, or belongs to another namespace) and the generation of the removal, which devices
+   * compare with the part they hold.
+   */
+  async remove(namespace: string | null, scope: { device: string } | "all"): Promise<{ devices: string[]; generation: number }> {
+    if (!this.visibleTo(namespace)) return { devices: [], generation: 0 };
     const devices = this.all<{ device: string }>(
       scope === "all" ? "SELECT DISTINCT device FROM placements" : "SELECT DISTINCT device FROM placements WHERE device = ?",
       ...(scope === "all" ? [] : [scope.device]),
     ).map((r) => r.device);
     const row = this.one<Row>("SELECT * FROM deployment");
+    if (devices.length === 0) return { devices, generation: 0 };
     let gone = false;
+    let generation = 0;
     this.ctx.storage.transactionSync(() => {
+      generation = this.nextGeneration();
       if (scope === "all") this.run("DELETE FROM placements");
       else this.run("DELETE FROM placements WHERE device = ?", scope.device);
       gone = !this.one("SELECT 1 AS x FROM placements LIMIT 1");
       if (gone) this.run("DELETE FROM deployment");
     });
-    if (gone && row) await registryStub(this.env).dropDeployment(row.namespace, row.name);
-    return devices;
+    if (gone && row) await registryStub(this.env).dropDeployment(row.namespace, row.name, generation);
+    return { devices, generation };
   }
 
   async record(namespace: string | null): Promise<DeploymentRecord | null> {

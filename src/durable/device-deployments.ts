@@ -20,6 +20,15 @@ CREATE TABLE deployments (
 CREATE TABLE deployment_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
 INSERT INTO deployment_version (id, version) VALUES (1, 0);`;
 
+/**
+ * The newest generation of each deployment this device has been told about, placed or
+ * removed. Generations only move forward: a part or an undeploy decided at an older
+ * generation (a redeploy that lost a race, a late retry) is refused, never applied.
+ */
+export const DEPLOYMENT_FLOORS_TABLE = `
+CREATE TABLE deployment_floors (id TEXT PRIMARY KEY, generation INTEGER NOT NULL);
+INSERT INTO deployment_floors (id, generation) SELECT id, generation FROM deployments;`;
+
 type Row = { id: string; generation: number; part: string; state: DeploymentState; reason: string | null; updated_at: number };
 
 export type FunctionRef = { part: DevicePart; digest: string; spec: FunctionSpec };
@@ -35,19 +44,50 @@ export class DeviceDeployments {
     this.sql.run("UPDATE deployment_version SET version = version + 1");
   }
 
-  put(part: DevicePart) {
+  /** The newest generation seen for a deployment (0: never). */
+  private floor(id: string): number {
+    return this.sql.one<{ generation: number }>("SELECT generation FROM deployment_floors WHERE id = ?", id)?.generation ?? 0;
+  }
+
+  private raiseFloor(id: string, generation: number) {
+    this.sql.run(
+      `INSERT INTO deployment_floors (id, generation) VALUES (?, ?)
+       ON CONFLICT (id) DO UPDATE SET generation = MAX(generation, excluded.generation)`,
+      id, generation,
+    );
+  }
+
+  /**
+   * Compare and set: takes the part if its generation is newer than any seen, or is the
+   * one held (a retry). Answers false, changing nothing, for an older generation or one
+   * already undeployed.
+   */
+  put(part: DevicePart): boolean {
+    const floor = this.floor(part.deployment);
+    const held = this.sql.one<{ generation: number }>("SELECT generation FROM deployments WHERE id = ?", part.deployment)?.generation;
+    if (part.generation < floor || (part.generation === floor && held !== floor)) return false;
+    this.raiseFloor(part.deployment, part.generation);
     this.sql.run(
       `INSERT INTO deployments (id, generation, part, state, reason, updated_at) VALUES (?, ?, ?, 'pending', NULL, ?)
        ON CONFLICT (id) DO UPDATE SET generation = excluded.generation, part = excluded.part, state = 'pending', reason = NULL, updated_at = excluded.updated_at`,
       part.deployment, part.generation, JSON.stringify(part), this.clock.now(),
     );
     this.bump();
+    return true;
   }
 
-  remove(id: string): boolean {
-    const removed = this.sql.run("DELETE FROM deployments WHERE id = ?", id) > 0;
-    if (removed) this.bump();
-    return removed;
+  /**
+   * Undeploys as of `generation`: "stale" if the device holds a newer generation, "absent"
+   * if there was nothing to remove. Either way no part older than `generation` is taken later.
+   */
+  remove(id: string, generation: number): "removed" | "absent" | "stale" {
+    const held = this.sql.one<{ generation: number }>("SELECT generation FROM deployments WHERE id = ?", id)?.generation;
+    if (held !== undefined && held > generation) return "stale";
+    this.raiseFloor(id, generation);
+    if (held === undefined) return "absent";
+    this.sql.run("DELETE FROM deployments WHERE id = ?", id);
+    this.bump();
+    return "removed";
   }
 
   status(id: string, device: string): DeviceDeploymentStatus | null {

@@ -26,18 +26,22 @@ export class DeviceObject extends DeviceQueue {
   /** Records (or replaces) this device's part of a deployment and tells the agent. */
   async putDeployment(namespace: string | null, part: DevicePart): Promise<Outcome<DeviceDeploymentStatus>> {
     if (!this.visibleTo(namespace)) return fail("not-found", "the device is not registered");
-    // Calls waiting for the generation being replaced would run against files and an instance that are gone.
     const replaced = this.deployments.status(part.deployment, this.device!.id);
+    if (!this.deployments.put(part)) {
+      return fail("conflict", `deployment ${part.deployment} is at a newer generation than ${part.generation} on this device`);
+    }
+    // Calls waiting for the generation being replaced would run against files and an instance that are gone.
     if (replaced && replaced.generation !== part.generation) this.cancelWaitingCalls(part.deployment, `deployment ${part.deployment} was redeployed`);
-    this.deployments.put(part);
     this.notifyDeployments();
     return ok(this.deployments.status(part.deployment, this.device!.id)!);
   }
 
-  /** Undeploys: the agent removes the files; calls still waiting for it are canceled. */
-  async removeDeployment(namespace: string | null, id: string): Promise<Outcome<{ canceled: number }>> {
+  /** Undeploys as of `generation`: the agent removes the files; calls still waiting for it are canceled. */
+  async removeDeployment(namespace: string | null, id: string, generation: number): Promise<Outcome<{ canceled: number }>> {
     if (!this.visibleTo(namespace)) return fail("not-found", "the device is not registered");
-    if (!this.deployments.remove(id)) return fail("not-found", "deployment does not exist");
+    const removed = this.deployments.remove(id, generation);
+    if (removed === "stale") return fail("conflict", `deployment ${id} is at a newer generation than ${generation} on this device`);
+    if (removed === "absent") return fail("not-found", "deployment does not exist");
     const canceled = this.cancelWaitingCalls(id, `deployment ${id} was removed`);
     this.notifyDeployments();
     return ok({ canceled });

@@ -10,11 +10,13 @@
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
 import { CALL_COLUMNS, IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type CallRecord, type JobRow } from "./job-row.js";
-import { DEPLOYMENT_TABLES } from "./device-deployments.js";
+import { DEPLOYMENT_FLOORS_TABLE, DEPLOYMENT_TABLES } from "./device-deployments.js";
 import { jobIndexStub } from "./job-index-object.js";
 import { JobOutput } from "./job-output.js";
 import { IndexFeed } from "./index-feed.js";
 import { registryStub } from "./registry-object.js";
+import { deviceListStub } from "../worker/stubs.js";
+import { listingFingerprint, listingShard, listingShardName } from "../core/device-listing.js";
 import { transition, type JobEvent } from "../core/lifecycle.js";
 import { isOnline, leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
@@ -51,7 +53,18 @@ export type DeviceRow = {
   status: DeviceStatus;
   drained: number;
   namespace: string;
+  /** what the listing was last told (listingFingerprint), when, and the revision of the newest publish begun */
+  published: string | null;
+  published_at: number | null;
+  published_revision: number;
 };
+
+/** Health alone (which changes on every heartbeat) reaches the device listing at most this often. */
+const LISTING_HEALTH_REFRESH_MS = 10 * 60_000;
+/** A publish that failed is tried again by the alarm after this long (or sooner, by a heartbeat). */
+const LISTING_RETRY_MS = 5_000;
+/** Namespaces this isolate has seen recorded in the registry (device objects of a class share an isolate). */
+const namespacesNoted = new Set<string>();
 
 export interface Poller {
   max: number;
@@ -65,7 +78,8 @@ export type Disposition = "accepted" | "duplicate" | "stale";
 export const DEVICE_SECRET_HEADER = "x-wasmvisor-device-secret";
 const AGENT_TAG = "agent";
 const AGENT_LOG_ROWS = 1000;
-type SocketState = { credit: number };
+/** Kept on the socket itself (it survives hibernation): what the agent can take, and when it connected. */
+type SocketState = { credit: number; acceptedAt: number };
 
 /** What life-cycle decisions need of a job row. */
 type JobCore = Pick<JobRow, "id" | "state" | "lease_token" | "attempts" | "max_attempts">;
@@ -109,6 +123,8 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       "ALTER TABLE device ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'",
       "CREATE TABLE agent_logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, level TEXT NOT NULL, msg TEXT NOT NULL, fields TEXT)",
       DEPLOYMENT_TABLES + CALL_COLUMNS,
+      DEPLOYMENT_FLOORS_TABLE,
+      "ALTER TABLE device ADD COLUMN published TEXT; ALTER TABLE device ADD COLUMN published_at INTEGER; ALTER TABLE device ADD COLUMN published_revision INTEGER NOT NULL DEFAULT 0",
     ];
   }
 
@@ -128,6 +144,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
 
   async register(deviceId: string, name: string | null, description: DeviceDescription, credentialHash: string, namespace: string): Promise<Outcome<DeviceView>> {
     if (this.device) return fail("conflict", `device ${deviceId} is already registered`);
+    await this.noteNamespace(namespace); // before the row: a device is never stored unlisted
     this.ensureSchema();
     const now = this.clock.now();
     this.run(
@@ -135,8 +152,16 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       deviceId, name, JSON.stringify(description), credentialHash, now, namespace,
     );
     this.device = this.one<DeviceRow>("SELECT * FROM device LIMIT 1");
-    await this.publish();
+    await this.publishOrRetryLater();
     return ok(this.deviceView());
+  }
+
+  /** Makes the namespace listable (a global key's GET /v1/devices walks them); once per namespace per isolate. */
+  private async noteNamespace(namespace: string) {
+    if (namespacesNoted.has(namespace)) return;
+    await registryStub(this.env).noteDeviceNamespace(namespace);
+    if (namespacesNoted.size >= 10_000) namespacesNoted.clear();
+    namespacesNoted.add(namespace);
   }
 
   /** The tenant this device belongs to (null: not registered). */
@@ -193,7 +218,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     this.device!.health_at = now;
     this.keepAgentLogs(hb.logs);
     this.markSeen(now);
-    await this.publish();
+    await this.publishOrRetryLater();
     return { serverTime: now, cancel: this.leasesNoLongerHeld(hb.runningJobs), deployments: this.desiredVersion() };
   }
 
@@ -228,14 +253,62 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     d.last_seen = now;
     d.status = "online";
     this.run("UPDATE device SET last_seen = ?, status = 'online' WHERE id = ?", now, d.id);
-    if (!wasOnline) this.ctx.waitUntil(this.publish());
+    if (!wasOnline) this.ctx.waitUntil(this.publishOrRetryLater());
     this.ensureAlarmBy(now + this.settings.heartbeatTimeoutMs);
   }
 
-  /** Keeps the registry's listing row (GET /v1/devices) current. */
-  private async publish() {
+  /** A publish in flight, and what it carries: a second caller for the same change waits for it instead of sending it again. */
+  private publishing: { fingerprint: string; done: Promise<void> } | null = null;
+
+  /**
+   * Keeps this device's row in the listing (GET /v1/devices) current by writing only what
+   * changed: status, name or description at once, health alone at most every
+   * LISTING_HEALTH_REFRESH_MS (GET /v1/devices/:id answers fresh health from this object).
+   * A heartbeat that changes nothing listed writes nothing outside this object.
+   */
+  private publish(): Promise<void> {
     const d = this.device!;
-    await registryStub(this.env).upsertDevice({
+    const now = this.clock.now();
+    const shard = listingShard(d.id, this.settings.deviceListShards);
+    const fingerprint = listingFingerprint(listingShardName(d.namespace, shard), d);
+    if (this.publishing?.fingerprint === fingerprint) return this.publishing.done;
+    if (d.published === fingerprint && d.published_at !== null && now - d.published_at < LISTING_HEALTH_REFRESH_MS) return Promise.resolve();
+    // The revision is taken before the call, so of two publishes in flight the later state wins in the shard.
+    const revision = ++d.published_revision;
+    this.run("UPDATE device SET published_revision = ? WHERE id = ?", revision, d.id);
+    const done = this.sendToListing(shard, revision).then(() => {
+      if (d.published_revision !== revision) return; // a newer publish has begun: it records what it sent
+      d.published = fingerprint;
+      d.published_at = now;
+      this.run("UPDATE device SET published = ?, published_at = ? WHERE id = ?", fingerprint, now, d.id);
+    }).finally(() => {
+      if (this.publishing?.done === done) this.publishing = null;
+    });
+    this.publishing = { fingerprint, done };
+    return done;
+  }
+
+  /**
+   * A listing that is slow or overloaded (a whole fleet changing status at once) must not fail
+   * the device's own request: what was not published is not recorded as published, so the next
+   * heartbeat or alarm sends it again.
+   */
+  private async publishOrRetryLater() {
+    try {
+      await this.publish();
+      this.listingRetryAt = null;
+    } catch (e) {
+      console.warn(JSON.stringify({ level: "warn", msg: "device listing publish failed; will retry", deviceId: this.device!.id, error: String(e) }));
+      this.listingRetryAt = this.clock.now() + LISTING_RETRY_MS;
+      this.ensureAlarmBy(this.listingRetryAt);
+    }
+  }
+  /** When the alarm tries again a publish that failed (null: none failed). */
+  private listingRetryAt: number | null = null;
+
+  private async sendToListing(shard: number, revision: number) {
+    const d = this.device!;
+    await deviceListStub(this.env, d.namespace, shard).publish({
       id: d.id,
       namespace: d.namespace,
       name: d.name,
@@ -245,7 +318,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       healthAt: d.health_at,
       lastSeen: d.last_seen,
       registeredAt: d.registered_at,
-    });
+    }, revision);
   }
 
   /** A drained device gets no new work; what it runs finishes. `resume` undoes it. */
@@ -411,10 +484,11 @@ export abstract class DeviceQueue extends SqlObject<Env> {
 
   /**
    * The fast path: when the agent is connected with credit and nothing is queued
-   * ahead, push the job first and record it as leased in the same turn. The
-   * output gate holds messages sent after a write until it commits; sending
-   * first saves that wait on the push, while the caller's answer still waits
-   * for the commit, so nothing is acknowledged before it is durable.
+   * ahead, record the job as leased and push it in the same turn. The row is
+   * written before the message is sent: the output gate then holds the message
+   * until the write commits, so a job the control plane never stored can never
+   * run (sent first, a failed INSERT or commit left the agent running a job
+   * nobody could see or report on).
    */
   protected pushAtOnce(jobId: string, spec: JobSubmission, deadline: number | null, now: number, call: CallRecord | null = null): boolean {
     const socket = this.agentSocket();
@@ -423,11 +497,6 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     if (credit <= 0 || this.one("SELECT 1 AS x FROM jobs WHERE state = 'QUEUED' AND not_before <= ? LIMIT 1", now)) return false;
     const leaseToken = randomBase32(16);
     const expires = leaseExpiry(now, "delivered", spec.timeoutMs, this.settings);
-    this.send(socket, {
-      t: "jobs",
-      jobs: [{ jobId, leaseToken, leaseExpiresAt: expires, attempt: 1, module: spec.module, function: spec.function, args: spec.args, timeoutMs: spec.timeoutMs, ...(call ? { call: call.ctx } : {}) }],
-    });
-    this.setCredit(socket, credit - 1);
     this.run(
       `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, attempts, max_attempts, deadline, lease_token, lease_expires, created_at, updated_at, change_seq, call, deployment)
        VALUES (?, 'LEASED', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -436,6 +505,11 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     );
     this.index.schedule();
     this.ensureAlarmBy(expires);
+    this.send(socket, {
+      t: "jobs",
+      jobs: [{ jobId, leaseToken, leaseExpiresAt: expires, attempt: 1, module: spec.module, function: spec.function, args: spec.args, timeoutMs: spec.timeoutMs, ...(call ? { call: call.ctx } : {}) }],
+    });
+    this.setCredit(socket, credit - 1);
     return true;
   }
 
@@ -678,10 +752,15 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     if (!secret || !(await this.authenticate(secret))) return new Response("bad device credential", { status: 401 });
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") return new Response("expected a WebSocket upgrade", { status: 426 });
     // One agent per device: a new connection replaces any older (possibly dead) one.
-    for (const old of this.ctx.getWebSockets(AGENT_TAG)) old.close(4000, "replaced by a newer connection");
+    // Each socket is stamped later than any it replaces (even within one millisecond): the newest is the one pushed to.
+    let acceptedAt = this.clock.now();
+    for (const old of this.ctx.getWebSockets(AGENT_TAG)) {
+      acceptedAt = Math.max(acceptedAt, this.socketState(old).acceptedAt + 1);
+      old.close(4000, "replaced by a newer connection");
+    }
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server, [AGENT_TAG]);
-    server.serializeAttachment({ credit: 0 } satisfies SocketState);
+    server.serializeAttachment({ credit: 0, acceptedAt } satisfies SocketState);
     this.markSeen(this.clock.now());
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -727,16 +806,32 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     }
   }
 
+  /**
+   * The socket to push to: the newest one still open. A replaced socket stays listed
+   * while its close is unanswered (a half-dead link), and anything sent there is lost
+   * until its lease expires.
+   */
   protected agentSocket(): WebSocket | undefined {
-    return this.ctx.getWebSockets(AGENT_TAG)[0];
+    let newest: { ws: WebSocket; acceptedAt: number } | undefined;
+    for (const ws of this.ctx.getWebSockets(AGENT_TAG)) {
+      if (ws.readyState !== WebSocket.OPEN) continue;
+      const acceptedAt = this.socketState(ws).acceptedAt;
+      if (!newest || acceptedAt > newest.acceptedAt) newest = { ws, acceptedAt };
+    }
+    return newest?.ws;
+  }
+
+  private socketState(ws: WebSocket): SocketState {
+    const s = ws.deserializeAttachment() as Partial<SocketState> | null;
+    return { credit: s?.credit ?? 0, acceptedAt: s?.acceptedAt ?? 0 };
   }
 
   private credit(ws: WebSocket): number {
-    return (ws.deserializeAttachment() as SocketState | null)?.credit ?? 0;
+    return this.socketState(ws).credit;
   }
 
   private setCredit(ws: WebSocket, credit: number) {
-    ws.serializeAttachment({ credit: Math.max(0, credit) } satisfies SocketState);
+    ws.serializeAttachment({ ...this.socketState(ws), credit: Math.max(0, credit) } satisfies SocketState);
   }
 
   protected send(ws: WebSocket, msg: ServerMessage) {
@@ -804,8 +899,8 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     if (d && d.status === "online" && !isOnline(d.last_seen, now, this.settings.heartbeatTimeoutMs)) {
       d.status = "offline";
       this.run("UPDATE device SET status = 'offline' WHERE id = ?", d.id);
-      await this.publish();
     }
+    if (d) await this.publishOrRetryLater(); // nothing to send unless something listed changed (or a publish failed before)
     this.dispatch();
     this.index.resume();
     await this.alarmWork(now);
@@ -820,6 +915,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       min("SELECT MIN(deadline) AS t FROM jobs WHERE state IN ('CREATED', 'QUEUED')"),
       min("SELECT MIN(not_before) AS t FROM jobs WHERE state = 'QUEUED' AND not_before > ?", now),
       d && d.status === "online" && d.last_seen !== null ? d.last_seen + this.settings.heartbeatTimeoutMs : null,
+      this.listingRetryAt,
       ...this.alarmTimes(),
     ]);
     if (at === null) {

@@ -1,14 +1,15 @@
 /**
- * The one registry object: API keys (hashed) and the device listing. Device
- * objects publish their summary here, so listing devices never fans out to
- * every device object.
+ * The one registry object: API keys (hashed), orchestrator keys, namespace
+ * settings, facade labels, the deployment listing, and which namespaces have
+ * devices. The device listing itself lives in sharded DeviceListObjects
+ * (device-list-object.ts): it is written on device status changes, far too
+ * often for one object at fleet scale (docs/scale.md).
  */
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
 import { formatApiKey, newKeyId, newSecret, randomBase32 } from "../protocol/ids.js";
 import type { Role, KeyView } from "../protocol/keys.js";
-import type { DeviceStatus } from "../protocol/device.js";
 import type { NamespaceSettings, OrchestratorKeyView, SigningAlgorithm } from "../protocol/signing.js";
 import type { Env } from "../worker/env.js";
 import { iso } from "../core/time.js";
@@ -52,21 +53,7 @@ const orchestratorKeyView = (r: TrustRow): OrchestratorKeyView => ({
   createdAt: new Date(r.created_at).toISOString(), revokedAt: r.revoked_at === null ? null : new Date(r.revoked_at).toISOString(),
 });
 
-/** What a device object publishes; JSON columns stay strings to keep RPC types flat. */
-export interface DeviceSummary {
-  id: string;
-  namespace: string;
-  name: string | null;
-  status: DeviceStatus;
-  description: string;
-  health: string | null;
-  healthAt: number | null;
-  lastSeen: number | null;
-  registeredAt: number;
-}
-
 type KeyRow = { id: string; role: Role; label: string | null; namespace: string | null; hash: string; created_at: number; revoked_at: number | null };
-type DeviceRow = { id: string; namespace: string; name: string | null; status: DeviceStatus; description: string; health: string | null; health_at: number | null; last_seen: number | null; registered_at: number };
 
 const keyView = (r: KeyRow): KeyView => ({ id: r.id, role: r.role, label: r.label, namespace: r.namespace, createdAt: iso(r.created_at)!, revokedAt: iso(r.revoked_at) });
 
@@ -82,27 +69,51 @@ export class RegistryObject extends SqlObject<Env> {
       TRUST_SCHEMA,
       "CREATE TABLE facade_labels (hash TEXT PRIMARY KEY, device_id TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL)",
       "CREATE TABLE deployments (namespace TEXT NOT NULL, id TEXT NOT NULL, source TEXT NOT NULL, generation INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (namespace, id))",
+      // A removed deployment's row stays (hidden) with the removal's generation, so a late publish of an older one cannot bring it back.
+      "ALTER TABLE deployments ADD COLUMN removed INTEGER NOT NULL DEFAULT 0",
+      // The device listing moved to sharded objects; what is left here is which namespaces have devices.
+      "CREATE TABLE device_namespaces (namespace TEXT PRIMARY KEY); INSERT INTO device_namespaces SELECT DISTINCT namespace FROM devices; DROP TABLE devices",
     ];
+  }
+
+  // ---- namespaces that have devices (a global listing walks them; written once per namespace) ----
+
+  async noteDeviceNamespace(namespace: string): Promise<void> {
+    this.run("INSERT OR IGNORE INTO device_namespaces (namespace) VALUES (?)", namespace);
+  }
+
+  /** Up to `limit` namespaces with devices, in order, from `from` on (inclusive). */
+  async deviceNamespaces(from: string | null, limit: number): Promise<string[]> {
+    return this.all<{ namespace: string }>(
+      "SELECT namespace FROM device_namespaces WHERE ? IS NULL OR namespace >= ? ORDER BY namespace LIMIT ?", from, from, limit,
+    ).map((r) => r.namespace);
   }
 
   // ---- the deployment listing (each deployment's object publishes here, as devices do) ----
 
+  /** Publishes arrive in any order: only a newer generation replaces the row. */
   async upsertDeployment(namespace: string, id: string, source: string, generation: number): Promise<void> {
     this.run(
       `INSERT INTO deployments (namespace, id, source, generation, updated_at) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (namespace, id) DO UPDATE SET source = excluded.source, generation = excluded.generation, updated_at = excluded.updated_at`,
+       ON CONFLICT (namespace, id) DO UPDATE SET source = excluded.source, generation = excluded.generation, updated_at = excluded.updated_at, removed = 0
+       WHERE excluded.generation > deployments.generation`,
       namespace, id, source, generation, this.clock.now(),
     );
   }
 
-  async dropDeployment(namespace: string, id: string): Promise<void> {
-    this.run("DELETE FROM deployments WHERE namespace = ? AND id = ?", namespace, id);
+  async dropDeployment(namespace: string, id: string, generation: number): Promise<void> {
+    this.run(
+      `INSERT INTO deployments (namespace, id, source, generation, updated_at, removed) VALUES (?, ?, '', ?, ?, 1)
+       ON CONFLICT (namespace, id) DO UPDATE SET generation = excluded.generation, updated_at = excluded.updated_at, removed = 1
+       WHERE excluded.generation > deployments.generation`,
+      namespace, id, generation, this.clock.now(),
+    );
   }
 
   /** Deployments by id, `limit` at a time after the cursor; all namespaces for `null`. */
   async listDeployments(namespace: string | null, limit: number, after: string | null): Promise<{ deployments: { namespace: string; id: string; source: string; generation: number; updatedAt: string }[]; next: string | null }> {
     const rows = this.all<{ namespace: string; id: string; source: string; generation: number; updated_at: number }>(
-      "SELECT * FROM deployments WHERE (? IS NULL OR namespace = ?) AND (? IS NULL OR namespace || '/' || id > ?) ORDER BY namespace, id LIMIT ?",
+      "SELECT * FROM deployments WHERE removed = 0 AND (? IS NULL OR namespace = ?) AND (? IS NULL OR namespace || '/' || id > ?) ORDER BY namespace, id LIMIT ?",
       namespace, namespace, after, after, limit + 1,
     );
     const page = rows.slice(0, limit).map((r) => ({ namespace: r.namespace, id: r.id, source: r.source, generation: r.generation, updatedAt: iso(r.updated_at)! }));
@@ -202,28 +213,5 @@ export class RegistryObject extends SqlObject<Env> {
     if (!row || (namespace !== null && row.namespace !== namespace)) return fail("not-found", `no key ${id}`);
     if (row.revoked_at === null) this.run("UPDATE api_keys SET revoked_at = ? WHERE id = ?", this.clock.now(), id);
     return ok(keyView(this.one<KeyRow>("SELECT * FROM api_keys WHERE id = ?", id)!));
-  }
-
-  async upsertDevice(s: DeviceSummary): Promise<void> {
-    this.run(
-      `INSERT INTO devices (id, namespace, name, status, description, health, health_at, last_seen, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (id) DO UPDATE SET name = excluded.name, status = excluded.status, description = excluded.description,
-         health = excluded.health, health_at = excluded.health_at, last_seen = excluded.last_seen`,
-      s.id, s.namespace, s.name, s.status, s.description, s.health, s.healthAt, s.lastSeen, s.registeredAt,
-    );
-  }
-
-  /** Devices in registration order, `limit` at a time after the cursor (a device id). */
-  async listDevices(limit: number, after: string | null, status: DeviceStatus | null, namespace: string | null): Promise<{ devices: DeviceSummary[]; next: string | null }> {
-    const rows = this.all<DeviceRow>(
-      `SELECT * FROM devices WHERE (? IS NULL OR (registered_at, id) > (SELECT registered_at, id FROM devices WHERE id = ?))
-         AND (? IS NULL OR status = ?) AND (? IS NULL OR namespace = ?) ORDER BY registered_at, id LIMIT ?`,
-      after, after, status, status, namespace, namespace, limit + 1,
-    );
-    const page = rows.slice(0, limit).map((r) => ({
-      id: r.id, namespace: r.namespace, name: r.name, status: r.status, description: r.description, health: r.health,
-      healthAt: r.health_at, lastSeen: r.last_seen, registeredAt: r.registered_at,
-    }));
-    return { devices: page, next: rows.length > limit ? page[page.length - 1]!.id : null };
   }
 }

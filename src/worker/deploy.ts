@@ -212,14 +212,15 @@ export async function applyDeployment(env: Env, req: DeployRequest): Promise<Out
     const out = await deviceStub(env, device).putDeployment(req.namespace, part);
     return out.ok ? out.value : { device, generation, state: "failed" as const, reason: out.detail, updatedAt: new Date().toISOString() };
   });
-  await mapWithConcurrency(dropped, 16, async (device) => { await deviceStub(env, device).removeDeployment(req.namespace, req.id); });
+  // As of this generation the dropped devices are out; a device already on a newer one keeps it.
+  await mapWithConcurrency(dropped, 16, async (device) => { await deviceStub(env, device).removeDeployment(req.namespace, req.id, generation); });
   return ok({ generation, devices: statuses });
 }
 
 /** Undeploys from every device (or one, for the wasmiot facade); queued calls are canceled there. */
 export async function removeDeployment(env: Env, namespace: string, id: string, scope: "all" | { device: string }): Promise<Outcome<{ devices: string[] }>> {
-  const devices = await deploymentStub(env, namespace, id).remove(namespace, scope);
+  const { devices, generation } = await deploymentStub(env, namespace, id).remove(namespace, scope);
   if (devices.length === 0) return fail("not-found", "deployment does not exist");
-  await mapWithConcurrency(devices, 16, async (device) => { await deviceStub(env, device).removeDeployment(namespace, id); });
+  await mapWithConcurrency(devices, 16, async (device) => { await deviceStub(env, device).removeDeployment(namespace, id, generation); });
   return ok({ devices });
 }

@@ -2,6 +2,7 @@ import type { DeviceObject } from "../durable/device-object.js";
 import type { RegistryObject } from "../durable/registry-object.js";
 import type { JobIndexObject } from "../durable/job-index-object.js";
 import type { DeploymentObject } from "../durable/deployment-object.js";
+import type { DeviceListObject } from "../durable/device-list-object.js";
 import { DEFAULT_LEASE_SETTINGS, type LeaseSettings } from "../core/timing.js";
 
 export interface Env {
@@ -9,6 +10,8 @@ export interface Env {
   REGISTRY: DurableObjectNamespace<RegistryObject>;
   JOB_INDEX: DurableObjectNamespace<JobIndexObject>;
   DEPLOYMENTS: DurableObjectNamespace<DeploymentObject>;
+  /** the device listing's shards (see src/core/device-listing.ts) */
+  DEVICE_LIST: DurableObjectNamespace<DeviceListObject>;
   MODULES: R2Bucket;
   /** bootstrap admin credential (a Worker secret; .dev.vars locally) */
   ADMIN_TOKEN?: string;
@@ -24,6 +27,8 @@ export interface Env {
   WASMIOT_FACADE_DOMAIN?: string;
   /** "allow": chains may forward to wasmiot URLs outside this control plane */
   WASMIOT_EXTERNAL_FORWARDING?: string;
+  /** shards of each namespace's device listing (default 4); set once: changing it re-homes rows as devices next publish */
+  DEVICE_LIST_SHARDS?: string;
   /** debug | info (default) | warn | error */
   LOG_LEVEL?: string;
 }
@@ -36,6 +41,7 @@ const num = (v: string | undefined, fallback: number) => {
 export interface Settings extends LeaseSettings {
   heartbeatTimeoutMs: number;
   retryBaseMs: number;
+  deviceListShards: number;
 }
 
 export function settingsFrom(env: Env): Settings {
@@ -44,5 +50,6 @@ export function settingsFrom(env: Env): Settings {
     ackTimeoutMs: num(env.ACK_TIMEOUT_MS, DEFAULT_LEASE_SETTINGS.ackTimeoutMs),
     graceMs: num(env.LEASE_GRACE_MS, DEFAULT_LEASE_SETTINGS.graceMs),
     retryBaseMs: num(env.RETRY_BASE_MS, 1_000),
+    deviceListShards: Math.min(256, Math.floor(num(env.DEVICE_LIST_SHARDS, 4))),
   };
 }

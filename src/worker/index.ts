@@ -4,5 +4,6 @@ export { DeviceObject } from "../durable/device-object.js";
 export { RegistryObject } from "../durable/registry-object.js";
 export { JobIndexObject } from "../durable/job-index-object.js";
 export { DeploymentObject } from "../durable/deployment-object.js";
+export { DeviceListObject } from "../durable/device-list-object.js";
 
 export default createApp();

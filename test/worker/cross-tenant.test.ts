@@ -139,7 +139,7 @@ describe("every object method the Worker calls refuses another tenant's namespac
       remove: await dev.remove(a.ns, bJob),
       rotateCredential: await dev.rotateCredential(a.ns, "0".repeat(64)),
       putDeployment: await dev.putDeployment(a.ns, { deployment: "x", generation: 1, source: "signed", modules: [] }),
-      removeDeployment: await dev.removeDeployment(a.ns, "b-dep"),
+      removeDeployment: await dev.removeDeployment(a.ns, "b-dep", 99),
       call: await dev.call(a.ns, `${b.deviceId}-aaaaaaaaaaaaaaac`, { deployment: "b-dep", module: "math", function: "half", method: "GET", query: { x: "1" }, body: {}, files: [], prev: null }),
     };
     for (const [method, out] of Object.entries(refused)) expect(out, method).toMatchObject({ ok: false, problem: "not-found" });
@@ -160,7 +160,7 @@ describe("every object method the Worker calls refuses another tenant's namespac
   it("deployment object: another namespace reads nothing, removes nothing and cannot take it over", async () => {
     const dep = deploymentStub(env, b.ns, "b-dep");
     expect(await dep.record(a.ns)).toBeNull();
-    expect(await dep.remove(a.ns, "all")).toEqual([]);
+    expect(await dep.remove(a.ns, "all")).toMatchObject({ devices: [] });
     expect(await dep.put({ id: "b-dep", namespace: a.ns, source: "signed", signedBy: null }, [], "all")).toBeNull();
     expect(await dep.record(b.ns)).toMatchObject({ namespace: b.ns, placements: [{ device: b.deviceId }] });
     expect(await dep.record(null)).toMatchObject({ namespace: b.ns });

@@ -5,6 +5,7 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from "jose";
+import { env } from "cloudflare:test";
 import { call, registerDevice, uploadModule } from "./helpers.js";
 
 type Key = { privateKey: CryptoKey; kid: string };
@@ -202,5 +203,57 @@ describe("signed deployments", () => {
     expect((await call("GET", "/v1/deployments/calc")).status).toBe(404);
     expect((await call("DELETE", "/v1/deployments/calc")).status).toBe(404);
     expect((await call("GET", "/v1/deployments")).body.deployments.map((d: { id: string }) => d.id)).not.toContain("calc");
+  });
+});
+
+describe("generations", () => {
+  const deploymentObject = (id: string) => env.DEPLOYMENTS.get(env.DEPLOYMENTS.idFromName(`default/${id}`));
+  const deviceObject = (deviceId: string) => env.DEVICES.get(env.DEVICES.idFromName(deviceId));
+
+  it("leave every device on the newest generation when redeploys of one deployment race", async () => {
+    let previous = 0;
+    for (let round = 0; round < 4; round++) {
+      const tokens = await Promise.all([0, 1, 2, 3].map(() => sign(ed, manifest("racing"))));
+      const answers = await Promise.all(tokens.map(deploy));
+      for (const a of answers) expect(a.status).toBe(201);
+      const newest = (await deploymentObject("racing").record(null))!.generation;
+      expect(newest).toBe(previous + tokens.length);
+      for (const dev of [devA, devB]) expect((await deviceObject(dev.deviceId).deploymentStatus(null, "racing"))?.generation).toBe(newest);
+      const listed = (await call("GET", "/v1/deployments?limit=500")).body.deployments.find((d: { id: string }) => d.id === "racing");
+      expect(listed.generation).toBe(newest);
+      previous = newest;
+    }
+  });
+
+  it("a device object refuses to replace a deployment's generation with an older one", async () => {
+    const device = deviceObject(devA.deviceId);
+    const part = { deployment: "monotonic", source: "signed" as const, modules: [] };
+    expect(await device.putDeployment(null, { ...part, generation: 5 })).toMatchObject({ ok: true, value: { generation: 5 } });
+    const older = await device.putDeployment(null, { ...part, generation: 4 });
+    expect(older).toMatchObject({ ok: false, problem: "conflict" });
+    expect((await device.deploymentStatus(null, "monotonic"))?.generation).toBe(5);
+    // An undeploy decided at an older generation does not remove a newer one either.
+    expect(await device.removeDeployment(null, "monotonic", 4)).toMatchObject({ ok: false, problem: "conflict" });
+    expect((await device.deploymentStatus(null, "monotonic"))?.generation).toBe(5);
+    expect(await device.putDeployment(null, { ...part, generation: 5 })).toMatchObject({ ok: true }); // a retry of the same generation is fine
+    expect(await device.removeDeployment(null, "monotonic", 6)).toMatchObject({ ok: true });
+    // ... and a late part of a generation already undeployed does not come back.
+    expect(await device.putDeployment(null, { ...part, generation: 5 })).toMatchObject({ ok: false, problem: "conflict" });
+    expect(await device.deploymentStatus(null, "monotonic")).toBeNull();
+  });
+});
+
+describe("the deployment listing", () => {
+  it("takes only newer generations, and a late publish does not bring back an undeployed one", async () => {
+    const registry = env.REGISTRY.get(env.REGISTRY.idFromName("global"));
+    const listed = async () => (await registry.listDeployments("default", 500, null)).deployments.find((d) => d.id === "late-publish");
+    await registry.upsertDeployment("default", "late-publish", "signed", 5);
+    await registry.upsertDeployment("default", "late-publish", "signed", 4);
+    expect((await listed())?.generation).toBe(5);
+    await registry.dropDeployment("default", "late-publish", 6);
+    await registry.upsertDeployment("default", "late-publish", "signed", 5);
+    expect(await listed()).toBeUndefined();
+    await registry.upsertDeployment("default", "late-publish", "signed", 7); // a redeploy after the undeploy
+    expect((await listed())?.generation).toBe(7);
   });
 });

@@ -1,6 +1,6 @@
 /** The push transport inside workerd: the agent's WebSocket to its device object. */
 import { describe, expect, it } from "vitest";
-import { SELF } from "cloudflare:test";
+import { SELF, env } from "cloudflare:test";
 import { call, health, registerDevice, sleep, submit, uploadModule } from "./helpers.js";
 
 async function connect(credential: string) {
@@ -96,11 +96,59 @@ describe("the agent's WebSocket", () => {
     agent.ws.close();
   });
 
-  it("replaces an older connection of the same device", async () => {
-    const { credential } = await registerDevice();
+  it("pushes a job to the newest open connection, not to one that is going away", async () => {
+    const { deviceId, credential } = await registerDevice();
+    const digest = await uploadModule("math");
+    // A half-dead link: the server holds the socket, but its peer never reads, so the close
+    // the server sends on reconnect is never answered and the socket lingers as closing.
+    const halfDead = await SELF.fetch("https://wasmvisor.test/v1/agent/ws", { headers: { upgrade: "websocket", authorization: `Bearer ${credential}` } });
+    expect(halfDead.status).toBe(101);
+    const fresh = await connect(credential);
+    fresh.send({ t: "credit", free: 4 });
+    fresh.send({ t: "heartbeat", id: 1, health: health(), runningJobs: [] });
+    await fresh.next((m) => m.t === "heartbeat-ack"); // the credit arrived before the submit
+
+    const pushed = (await submit(deviceId, digest, "add32", [1, 2])).body;
+    expect(pushed.state).toBe("LEASED");
+    const delivered = await fresh.next((m) => m.t === "jobs");
+    expect(delivered.jobs.map((j: any) => j.jobId)).toEqual([pushed.id]);
+    fresh.ws.close();
+  });
+
+  it("never pushes a job whose row was not stored", async () => {
+    const { deviceId, credential } = await registerDevice();
+    const digest = await uploadModule("math");
+    const agent = await connect(credential);
+    agent.send({ t: "credit", free: 4 });
+    agent.send({ t: "heartbeat", id: 1, health: health(), runningJobs: [] });
+    await agent.next((m) => m.t === "heartbeat-ack");
+    const first = (await submit(deviceId, digest, "add32", [1, 1])).body;
+    expect((await agent.next((m) => m.t === "jobs")).jobs[0].jobId).toBe(first.id);
+
+    // The same id again: its INSERT fails (primary key), while the socket still has credit.
+    const device = env.DEVICES.get(env.DEVICES.idFromName(deviceId));
+    const spec = { device: deviceId, module: digest, function: "add32", args: [9, 9], timeoutMs: 1000, maxAttempts: 3, priority: 0, start: true };
+    const refused = await device.submit(null, first.id, spec).then(() => null, (e: unknown) => e);
+    expect(String(refused)).toContain("UNIQUE constraint failed");
+    // Messages on one socket arrive in order: the heartbeat's answer comes after any push of that submit.
+    agent.send({ t: "heartbeat", id: 2, health: health(), runningJobs: [] });
+    await agent.next((m) => m.t === "heartbeat-ack");
+    expect(agent.inbox.filter((m) => m.t === "jobs")).toEqual([]);
+    agent.ws.close();
+  });
+
+  it("replaces an older connection of the same device, and delivers on the new one", async () => {
+    const { deviceId, credential } = await registerDevice();
+    const digest = await uploadModule("math");
     const a = await connect(credential);
-    await connect(credential);
+    a.send({ t: "credit", free: 4 });
+    const b = await connect(credential);
+    b.send({ t: "credit", free: 4 });
     for (let i = 0; i < 40 && !a.closed(); i++) await sleep(25);
     expect(a.closed()?.code).toBe(4000);
+    const job = (await submit(deviceId, digest, "add32", [2, 2])).body;
+    expect((await b.next((m) => m.t === "jobs")).jobs[0].jobId).toBe(job.id);
+    expect(a.inbox.filter((m) => m.t === "jobs")).toEqual([]);
+    b.ws.close();
   });
 });

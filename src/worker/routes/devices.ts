@@ -1,17 +1,18 @@
 import { z } from "zod";
 import { DeviceId, formatDeviceCredential, newDeviceId, newSecret } from "../../protocol/ids.js";
 import { DeviceDescription, DeviceRegistration, DeviceStatus, DeviceView, Health, RegistrationResult } from "../../protocol/device.js";
-import { registryStub, type DeviceSummary } from "../../durable/registry-object.js";
+import { registryStub } from "../../durable/registry-object.js";
+import { decodeListingCursor, encodeListingCursor, listingShard, mergeShardPages, type DeviceSummary, type ListingPosition } from "../../core/device-listing.js";
 import { sha256Hex } from "../../core/crypto.js";
 import { AgentLogLine } from "../../protocol/agent.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { annotate, type App, fromOutcome, problem } from "../http.js";
 import { callerNamespace, canSeeDevice, namespaceForNewDevice } from "../tenancy.js";
-import { deviceStub } from "../stubs.js";
+import { deviceListStub, deviceStub } from "../stubs.js";
+import { settingsFrom, type Env } from "../env.js";
 import { iso } from "../../core/time.js";
 import { deviceCredentialKey, deviceCredentialMac } from "../../core/device-credential.js";
 import { forgetDeviceCredentials } from "../auth.js";
-import type { Env } from "../env.js";
 
 const register = route({
   method: "post",
@@ -37,11 +38,12 @@ const list = route({
   method: "get",
   path: "/v1/devices",
   roles: ["admin", "user"],
-  summary: "List devices with status and latest health",
+  summary:
+    "List devices with status (current) and health and lastSeenAt as of their last publish (health.at: the listing takes health alone at most every 10 minutes; GET /v1/devices/{id} has the latest). In registration order; a global key's listing goes namespace by namespace",
   request: {
     query: z.object({
       limit: z.coerce.number().int().min(1).max(500).default(100),
-      cursor: DeviceId.optional(),
+      cursor: z.string().max(400).optional().meta({ description: "nextCursor of the previous page (opaque)" }),
       status: DeviceStatus.optional(),
     }),
   },
@@ -108,6 +110,44 @@ async function newDeviceCredential(env: Env, deviceId: string): Promise<{ hash: 
 
 const NO_KEY = "device credentials cannot be issued: the control plane's DEVICE_CREDENTIAL_KEY is not set (at least 32 characters: wrangler secret put DEVICE_CREDENTIAL_KEY)";
 
+/** One namespace's devices after `after`: every shard's page, merged. Rows left in a shard their id no longer hashes to (the shard count changed) are skipped. */
+async function namespacePage(env: Env, namespace: string, after: ListingPosition | null, status: DeviceStatus | null, limit: number) {
+  const shards = settingsFrom(env).deviceListShards;
+  const pages = await Promise.all(
+    Array.from({ length: shards }, async (_, shard) =>
+      (await deviceListStub(env, namespace, shard).page(after, status, limit + 1)).filter((r) => listingShard(r.id, shards) === shard),
+    ),
+  );
+  return mergeShardPages(pages, limit);
+}
+
+/**
+ * How many namespaces one page of a global listing may visit: each costs a request per shard,
+ * and a request's subrequests are bounded. A page that stops early is short, with a cursor.
+ */
+const NAMESPACES_PER_PAGE = 16;
+
+const positionOf = (r: DeviceSummary): ListingPosition => ({ namespace: r.namespace, registeredAt: r.registeredAt, id: r.id });
+
+/** A page of the listing: one namespace (a scoped key), or all of them in order (a global key). Answers where the next page starts. */
+async function listDevices(env: Env, namespace: string | null, after: ListingPosition | null, status: DeviceStatus | null, limit: number) {
+  // Namespaces to visit, and one past them (which says whether anything follows). A scoped
+  // listing of a namespace without devices asks no shard (and so creates none).
+  const found = await registryStub(env).deviceNamespaces(namespace ?? after?.namespace ?? null, namespace !== null ? 1 : NAMESPACES_PER_PAGE + 1);
+  const namespaces = found.filter((n) => namespace === null || n === namespace);
+  const rows: DeviceSummary[] = [];
+  for (const [i, ns] of namespaces.slice(0, NAMESPACES_PER_PAGE).entries()) {
+    const page = await namespacePage(env, ns, after?.namespace === ns ? after : null, status, limit - rows.length);
+    rows.push(...page.rows);
+    const following = namespaces[i + 1];
+    if (page.more) return { rows, next: positionOf(rows.at(-1)!) };
+    if (rows.length === limit) return { rows, next: following ? positionOf(rows.at(-1)!) : null };
+    // Out of namespaces for this page: the next one starts at the beginning of the following namespace.
+    if (i === NAMESPACES_PER_PAGE - 1 && following) return { rows, next: { namespace: following, registeredAt: -1, id: "" } };
+  }
+  return { rows, next: null };
+}
+
 export function deviceRoutes(app: App) {
   app.openapi(register, async (c) => {
     const body = c.req.valid("json");
@@ -136,8 +176,12 @@ export function deviceRoutes(app: App) {
 
   app.openapi(list, async (c) => {
     const q = c.req.valid("query");
-    const page = await registryStub(c.env).listDevices(q.limit, q.cursor ?? null, q.status ?? null, callerNamespace(c));
-    return c.json({ devices: page.devices.map(listItem), nextCursor: page.next }, 200);
+    const after = q.cursor ? decodeListingCursor(q.cursor) : null;
+    if (q.cursor && !after) return problem(c, "validation", "the cursor is not one this API handed out");
+    const scope = callerNamespace(c);
+    if (after && scope !== null && after.namespace !== scope) return problem(c, "validation", "the cursor is not one this API handed out");
+    const page = await listDevices(c.env, scope, after, q.status ?? null, q.limit);
+    return c.json({ devices: page.rows.map(listItem), nextCursor: page.next ? encodeListingCursor(page.next) : null }, 200);
   });
 
   app.openapi(drain, async (c) => {

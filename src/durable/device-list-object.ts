@@ -1,0 +1,63 @@
+/**
+ * One shard of the device listing (see src/core/device-listing.ts): a summary row per
+ * device of one namespace whose id hashes here. Device objects publish only what changed
+ * (status, name, description; health rarely), each publish carrying the device's next
+ * revision, so publishes that arrive out of order never move a row backwards.
+ */
+import { SqlObject } from "./sql-object.js";
+import type { DeviceSummary, ListingPosition } from "../core/device-listing.js";
+import type { DeviceStatus } from "../protocol/device.js";
+import type { Env } from "../worker/env.js";
+
+const SCHEMA = `
+CREATE TABLE devices (
+  id            TEXT PRIMARY KEY,
+  namespace     TEXT NOT NULL,
+  name          TEXT,
+  status        TEXT NOT NULL,
+  description   TEXT NOT NULL,
+  health        TEXT,
+  health_at     INTEGER,
+  last_seen     INTEGER,
+  registered_at INTEGER NOT NULL,
+  revision      INTEGER NOT NULL,
+  updated_at    INTEGER NOT NULL
+);
+CREATE INDEX devices_by_position ON devices (registered_at, id);`;
+
+type Row = {
+  id: string; namespace: string; name: string | null; status: DeviceStatus; description: string; health: string | null;
+  health_at: number | null; last_seen: number | null; registered_at: number; revision: number; updated_at: number;
+};
+
+export class DeviceListObject extends SqlObject<Env> {
+  protected migrations() {
+    return [SCHEMA];
+  }
+
+  /** Takes the device's summary unless the row already has this revision or a newer one. */
+  async publish(s: DeviceSummary, revision: number): Promise<boolean> {
+    return this.run(
+      `INSERT INTO devices (id, namespace, name, status, description, health, health_at, last_seen, registered_at, revision, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET name = excluded.name, status = excluded.status, description = excluded.description,
+         health = excluded.health, health_at = excluded.health_at, last_seen = excluded.last_seen,
+         revision = excluded.revision, updated_at = excluded.updated_at
+       WHERE excluded.revision > devices.revision`,
+      s.id, s.namespace, s.name, s.status, s.description, s.health, s.healthAt, s.lastSeen, s.registeredAt, revision, this.clock.now(),
+    ) > 0;
+  }
+
+  /** Up to `limit` rows after `after` (a position in this namespace), in (registeredAt, id) order. */
+  async page(after: Pick<ListingPosition, "registeredAt" | "id"> | null, status: DeviceStatus | null, limit: number): Promise<DeviceSummary[]> {
+    const rows = this.all<Row>(
+      `SELECT * FROM devices WHERE (? IS NULL OR (registered_at, id) > (?, ?)) AND (? IS NULL OR status = ?)
+       ORDER BY registered_at, id LIMIT ?`,
+      after?.registeredAt ?? null, after?.registeredAt ?? null, after?.id ?? null, status, status, limit,
+    );
+    return rows.map((r) => ({
+      id: r.id, namespace: r.namespace, name: r.name, status: r.status, description: r.description, health: r.health,
+      healthAt: r.health_at, lastSeen: r.last_seen, registeredAt: r.registered_at,
+    }));
+  }
+}
