@@ -80,17 +80,19 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   private readonly resultWaiters = new Map<string, Set<(view: JobView) => void>>();
   private readonly output = new JobOutput(this.sql, this.clock);
   private alarmAt: number | null = null;
-  /** the last `change_seq` stamped on a job change (see INDEX_FEED_TABLES) */
-  private lastChange = 0;
   /** Every state change of a job takes the next sequence number in the same statement: the index feed follows it. */
   private nextChange(): number {
-    return ++this.lastChange;
+    return this.index.nextChange();
   }
 
-  private readonly index = new IndexFeed(this.sql, () => {
-    const d = this.device;
-    return d ? (rows) => jobIndexStub(this.env).apply(d.id, d.namespace, rows) : undefined;
-  });
+  private readonly index = new IndexFeed(
+    this.sql,
+    () => {
+      const d = this.device;
+      return d ? (rows) => jobIndexStub(this.env, d.id).apply(d.id, d.namespace, rows) : undefined;
+    },
+    { clock: this.clock, retryBaseMs: this.settings.retryBaseMs, wakeBy: (at) => this.ensureAlarmBy(at) },
+  );
   /** the last secret whose hash matched: spares a digest on every agent request */
   private verifiedSecret: string | null = null;
 
@@ -111,9 +113,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     // Keepalives are answered by the runtime itself, so an idle device's object can hibernate.
     this.ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(WS_PING, WS_PONG));
     this.device = this.one<DeviceRow>("SELECT * FROM device LIMIT 1");
-    this.lastChange = this.one<{ n: number }>(
-      "SELECT MAX((SELECT COALESCE(MAX(change_seq), 0) FROM jobs), (SELECT COALESCE(MAX(change_seq), 0) FROM index_tombstones)) AS n",
-    )!.n;
+    this.index.load();
     this.alarmAt = await this.ctx.storage.getAlarm();
     this.index.resume(); // rows left over from before a restart
   }
@@ -782,6 +782,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       min("SELECT MIN(deadline) AS t FROM jobs WHERE state IN ('CREATED', 'QUEUED')"),
       min("SELECT MIN(not_before) AS t FROM jobs WHERE state = 'QUEUED' AND not_before > ?", now),
       d && d.status === "online" && d.last_seen !== null ? d.last_seen + this.settings.heartbeatTimeoutMs : null,
+      this.index.wakeAt(),
       ...this.alarmTimes(),
     ]);
     if (at === null) {

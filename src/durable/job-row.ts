@@ -160,4 +160,5 @@ CREATE TABLE index_tombstones (change_seq INTEGER PRIMARY KEY, job_id TEXT NOT N
 CREATE TABLE index_state (id INTEGER PRIMARY KEY CHECK (id = 1), sent_seq INTEGER NOT NULL);
 INSERT INTO index_state (id, sent_seq) VALUES (1, 0);`;
 
-export type IndexRow = { job_id: string; state: string; function: string; module: string; created_at: number; updated_at: number };
+/** One job's listing row as the feed sends it; `change_seq` orders the changes of one job (state DELETED: a tombstone). */
+export type IndexRow = { job_id: string; state: string; function: string; module: string; created_at: number; updated_at: number; change_seq: number };

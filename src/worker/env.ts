@@ -24,6 +24,8 @@ export interface Env {
   WASMIOT_EXTERNAL_FORWARDING?: string;
   /** debug | info (default) | warn | error */
   LOG_LEVEL?: string;
+  /** how many objects the job index is sharded into, by a hash of the device id (default 4; docs/scale.md) */
+  INDEX_SHARDS?: string;
 }
 
 const num = (v: string | undefined, fallback: number) => {

@@ -2,7 +2,7 @@ import { z } from "zod";
 import { deviceOfJob, JobId, newJobId } from "../../protocol/ids.js";
 import { JobBatch, JobLogs, JobRef, JobState, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
 import { DeviceId } from "../../protocol/ids.js";
-import { jobIndexStub } from "../../durable/job-index-object.js";
+import { jobIndexShards, jobIndexStub } from "../../durable/job-index-object.js";
 import { sha256Hex } from "../../core/crypto.js";
 import type { ProblemType } from "../../protocol/problem.js";
 import { coerceArgs, requiredInterfaces } from "../../protocol/wasm.js";
@@ -11,6 +11,7 @@ import { annotate, type App, type Ctx, fromOutcome, problem } from "../http.js";
 import { moduleInfo } from "../module-store.js";
 import { callerNamespace, canSeeDevice, deviceNamespace } from "../tenancy.js";
 import { mapWithConcurrency } from "../../core/concurrency.js";
+import { mergePages } from "../../core/shards.js";
 import type { Outcome } from "../../durable/rpc.js";
 
 /** How many device objects one batch request talks to at once. */
@@ -258,8 +259,19 @@ export function jobRoutes(app: App) {
     const q = c.req.valid("query");
     const after = q.cursor ? decodeCursor(q.cursor) : null;
     if (q.cursor && !after) return problem(c, "validation", "the cursor is not one this API handed out");
-    const page = await jobIndexStub(c.env).list({ namespace: callerNamespace(c), device: q.device ?? null, status: q.status ?? null, limit: q.limit, after });
-    return c.json({ jobs: page.jobs, nextCursor: page.next ? encodeCursor(page.next) : null }, 200);
+    const query = { namespace: callerNamespace(c), device: q.device ?? null, status: q.status ?? null, limit: q.limit, after };
+    // Every shard answers the rows past the same cursor; the page is the first `limit` of their union.
+    // A device's jobs all live in one shard.
+    const asked = q.device ? [jobIndexStub(c.env, q.device)] : jobIndexShards(c.env);
+    const shards = await Promise.all(asked.map((shard) => shard.list(query)));
+    const byCreation = (a: { createdAtMs: number; id: string }, b: { createdAtMs: number; id: string }) =>
+      a.createdAtMs - b.createdAtMs || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+    const { rows, more } = mergePages(shards, byCreation, q.limit);
+    const last = rows[rows.length - 1];
+    return c.json({
+      jobs: rows.map(({ createdAtMs: _ms, ...job }) => job),
+      nextCursor: more && last ? encodeCursor({ createdAt: last.createdAtMs, id: last.id }) : null,
+    }, 200);
   });
 
   app.openapi(logs, async (c) => {
