@@ -287,17 +287,27 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     return out.ok ? ok({ ...out.value, replayed: false }) : out;
   }
 
-  /** Many jobs in one transaction, delivered together. */
+  /**
+   * Many jobs in one transaction, delivered together. A job whose id is already here is
+   * answered as it stands, not stored again: a retried batch (ids derived from its
+   * Idempotency-Key) completes what an earlier attempt left undone.
+   */
   async submitBatch(entries: { jobId: string; spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
     if (!this.device) return fail("not-found", "the device is not registered");
     const now = this.clock.now();
-    for (const { spec } of entries) {
-      if (spec.deadline && Date.parse(spec.deadline) <= now) return fail("unprocessable", "a deadline has already passed");
+    const existing = new Map<string, JobState>();
+    for (const { jobId } of entries) {
+      const row = this.one<{ state: JobState }>("SELECT state FROM jobs WHERE id = ?", jobId);
+      if (row) existing.set(jobId, row.state);
+    }
+    for (const { jobId, spec } of entries) {
+      if (!existing.has(jobId) && spec.deadline && Date.parse(spec.deadline) <= now) return fail("unprocessable", "a deadline has already passed");
     }
     let earliestDeadline: number | null = null;
     const rejected = new Set<string>();
     this.ctx.storage.transactionSync(() => {
       for (const { jobId, spec, requires } of entries) {
+        if (existing.has(jobId)) continue;
         const deadline = spec.deadline ? Date.parse(spec.deadline) : null;
         const missing = missingInterfaces(requires, this.interfaces());
         if (missing.length > 0) {
@@ -315,7 +325,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       entries.map(({ jobId, spec }) => ({
         id: jobId,
         device: this.device!.id,
-        state: rejected.has(jobId) ? "REJECTED" : leased.has(jobId) ? "LEASED" : spec.start ? "QUEUED" : "CREATED",
+        state: leased.has(jobId) ? "LEASED" : existing.get(jobId) ?? (rejected.has(jobId) ? "REJECTED" : spec.start ? "QUEUED" : "CREATED"),
         links: jobLinks(jobId),
       })),
     );

@@ -37,6 +37,11 @@ ALTER TABLE jobs ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE deleted_jobs (id TEXT PRIMARY KEY, change_seq INTEGER NOT NULL, deleted_at INTEGER NOT NULL);
 CREATE INDEX deleted_jobs_by_time ON deleted_jobs (deleted_at);`;
 
+/** Idempotency-Keys of job batches: a key names one body for its window (routes/jobs.ts). */
+const BATCH_KEYS = `
+CREATE TABLE batch_keys (key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE INDEX batch_keys_by_time ON batch_keys (created_at);`;
+
 /** How long a deleted job's marker outlives it: far longer than any batch can be in transit. */
 const DELETED_MARKER_MS = 60 * 60 * 1000;
 const MARKERS_PURGED_PER_BATCH = 500;
@@ -89,7 +94,7 @@ type Row = { id: string; device: string; state: JobState; function: string; modu
 
 export class JobIndexObject extends SqlObject<Env> {
   protected migrations() {
-    return [SCHEMA, CHANGE_ORDER];
+    return [SCHEMA, CHANGE_ORDER, BATCH_KEYS];
   }
 
   /**
@@ -123,6 +128,24 @@ export class JobIndexObject extends SqlObject<Env> {
       );
     });
     return rows.length;
+  }
+
+  /**
+   * Binds a batch's Idempotency-Key to its body for `windowMs`: "new" the first time,
+   * "replay" for the same body again, "conflict" for another body. A key whose window
+   * has passed is free again. (Kept here because the index is already sharded by a hash:
+   * the caller picks the shard by a hash of the key.)
+   */
+  async claimBatchKey(key: string, bodyHash: string, windowMs: number): Promise<"new" | "replay" | "conflict"> {
+    const now = this.clock.now();
+    const seen = this.one<{ body_hash: string; created_at: number }>("SELECT body_hash, created_at FROM batch_keys WHERE key = ?", key);
+    if (seen && seen.created_at + windowMs > now) return seen.body_hash === bodyHash ? "replay" : "conflict";
+    this.run(
+      "INSERT INTO batch_keys (key, body_hash, created_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET body_hash = excluded.body_hash, created_at = excluded.created_at",
+      key, bodyHash, now,
+    );
+    this.run("DELETE FROM batch_keys WHERE key IN (SELECT key FROM batch_keys WHERE created_at < ? LIMIT ?)", now - windowMs, MARKERS_PURGED_PER_BATCH);
+    return "new";
   }
 
   /** The first `limit` + 1 rows past the cursor, in creation order: one shard's share of a listing page. */

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { deviceOfJob, JobId, newJobId } from "../../protocol/ids.js";
+import { derivedJobId, deviceOfJob, JobId, newJobId } from "../../protocol/ids.js";
 import { JobBatch, JobLogs, JobRef, JobState, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
 import { DeviceId } from "../../protocol/ids.js";
 import { jobIndexShards, jobIndexStub } from "../../durable/job-index-object.js";
@@ -78,12 +78,21 @@ const signed = route({
   },
 });
 
+/** How long a batch's Idempotency-Key stays bound to its body. */
+const BATCH_KEY_WINDOW_MS = 24 * 60 * 60 * 1000;
+
 const batch = route({
   method: "post",
   path: "/v1/jobs/batch",
   roles: ["admin", "user"],
-  summary: `Submit up to ${LIMITS.maxBatchJobs} jobs at once; each device's share is stored in one transaction`,
-  request: { body: jsonBody(JobBatch) },
+  summary:
+    `Submit up to ${LIMITS.maxBatchJobs} jobs at once. Every job is checked before any is stored (a refusal stores nothing); ` +
+    "each device's share is stored in one transaction. With an Idempotency-Key, the job ids follow from the key, a repeat answers " +
+    "the same jobs (Idempotent-Replayed: true) and completes a batch that failed part-way; the key with another body is a 409",
+  request: {
+    body: jsonBody(JobBatch),
+    headers: z.object({ "idempotency-key": z.string().min(1).max(200).optional() }),
+  },
   responses: { 202: jsonResponse(z.object({ jobs: z.array(JobRef) }), "Accepted, in the order given") },
 });
 
@@ -183,6 +192,16 @@ async function checkCall(c: Ctx, spec: JobSubmission): Promise<Refusal | { requi
   return args.ok ? { requires: requiredInterfaces(info.imports) } : { type: "bad-arguments", detail: `${spec.function}: ${args.message}` };
 }
 
+/**
+ * Binds the key to this body for the caller's namespace (in the index shard the key
+ * hashes to) and answers the scope the batch's job ids are derived from.
+ */
+async function claimBatchKey(c: Ctx, key: string, jobs: JobSubmission[]) {
+  const scope = `${callerNamespace(c) ?? "*"}\n${key}`;
+  const claim = await jobIndexStub(c.env, scope).claimBatchKey(scope, await sha256Hex(JSON.stringify(jobs)), BATCH_KEY_WINDOW_MS);
+  return { scope, claim };
+}
+
 export function jobRoutes(app: App) {
   /** Everything after authentication, shared by signed and unsigned submissions. */
   async function queue(c: Ctx, spec: JobSubmission, waitMs: number, idempotencyKey: string | undefined) {
@@ -223,8 +242,11 @@ export function jobRoutes(app: App) {
 
   app.openapi(batch, async (c) => {
     const { jobs } = c.req.valid("json");
+    const key = c.req.valid("header")["idempotency-key"];
     const requires: string[][] = [];
+    const checkedAt = Date.now();
     for (const [i, spec] of jobs.entries()) {
+      if (spec.deadline && Date.parse(spec.deadline) <= checkedAt) return problem(c, "unprocessable", `jobs.${i}: the deadline has already passed`);
       const checked = await checkCall(c, spec);
       if ("type" in checked) return problem(c, checked.type, `jobs.${i}: ${checked.detail}`);
       requires.push(checked.requires);
@@ -237,8 +259,11 @@ export function jobRoutes(app: App) {
     const known = await mapWithConcurrency(devices, DEVICE_FANOUT, async (d) => (await canSeeDevice(c, d)) && (await deviceStub(c.env, d).exists()));
     const unknown = devices.filter((_, i) => !known[i]);
     if (unknown.length) return problem(c, "not-found", `not registered: ${unknown.join(", ")}`);
+    const keyed = key ? await claimBatchKey(c, key, jobs) : null;
+    if (keyed?.claim === "conflict") return problem(c, "conflict", "this Idempotency-Key was used with a different batch");
     const now = Date.now();
-    const entries = jobs.map((spec, i) => ({ jobId: newJobId(spec.device, now), spec, requires: requires[i]! }));
+    const ids = keyed ? await Promise.all(jobs.map(async (spec, i) => derivedJobId(spec.device, await sha256Hex(`${keyed.scope}\n${i}`)))) : null;
+    const entries = jobs.map((spec, i) => ({ jobId: ids?.[i] ?? newJobId(spec.device, now), spec, requires: requires[i]! }));
     const byDevice = new Map<string, typeof entries>();
     for (const e of entries) byDevice.set(e.spec.device, [...(byDevice.get(e.spec.device) ?? []), e]);
     const outs = await mapWithConcurrency([...byDevice], DEVICE_FANOUT, async ([device, mine]): Promise<Outcome<JobRef[]>> => {
@@ -246,13 +271,18 @@ export function jobRoutes(app: App) {
       return out.ok ? { ok: true, value: out.value } : { ok: false, problem: out.problem, detail: out.detail };
     });
     const refs = new Map<string, JobRef>();
-    for (const out of outs) {
-      // Devices were checked above; a failure here is a server fault, not a client's.
-      if (!out.ok) return problem(c, out.problem, out.detail);
-      for (const r of out.value) refs.set(r.id, r);
+    const failed = outs.findIndex((out) => !out.ok);
+    if (failed >= 0) {
+      // Every job was checked above, so this is a device refusing late (or a fault): the other
+      // devices' shares may be stored. With the key, a retry names the same jobs and completes it.
+      const out = outs[failed] as { ok: false; problem: ProblemType; detail: string };
+      const stored = [...byDevice.keys()].filter((_, i) => outs[i]!.ok);
+      const advice = key ? "retry with the same Idempotency-Key to complete the batch" : "without an Idempotency-Key a retry would store them again";
+      return problem(c, out.problem, `device ${[...byDevice.keys()][failed]}: ${out.detail}; stored on ${stored.length} of ${byDevice.size} devices (${advice})`);
     }
-    annotate(c, { event: "jobs queued", count: jobs.length, devices: devices.length });
-    return c.json({ jobs: entries.map((e) => refs.get(e.jobId)!) }, 202);
+    for (const out of outs) if (out.ok) for (const r of out.value) refs.set(r.id, r);
+    annotate(c, { event: keyed?.claim === "replay" ? "jobs replayed" : "jobs queued", count: jobs.length, devices: devices.length });
+    return c.json({ jobs: entries.map((e) => refs.get(e.jobId)!) }, 202, keyed?.claim === "replay" ? { "Idempotent-Replayed": "true" } : {});
   });
 
   app.openapi(list, async (c) => {
