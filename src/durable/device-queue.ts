@@ -9,7 +9,7 @@
  */
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
-import { CALL_COLUMNS, IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type CallRecord, type JobRow } from "./job-row.js";
+import { CALL_COLUMNS, IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, jobFilesPrefix, jobView, JOBS_TABLE, type CallRecord, type JobRow } from "./job-row.js";
 import { DEPLOYMENT_TABLES } from "./device-deployments.js";
 import { jobIndexStub } from "./job-index-object.js";
 import { JobOutput } from "./job-output.js";
@@ -25,6 +25,12 @@ import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../pro
 import { AgentMessage, WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport, type ServerMessage } from "../protocol/agent.js";
 import { missingInterfaces, type Arg } from "../protocol/wasm.js";
 import { iso } from "../core/time.js";
+import { RETENTION_BATCH, retentionCutoffs, retentionDue } from "../core/retention.js";
+import { DEFAULT_RETENTION, type Retention } from "../protocol/signing.js";
+
+/** How long a device object trusts what it read of its namespace's retention. */
+const RETENTION_SETTINGS_MS = 5 * 60 * 1000;
+const TERMINAL_SQL = "('SUCCEEDED', 'FAILED', 'TIMED_OUT', 'CANCELED', 'EXPIRED', 'REJECTED')";
 
 const DEVICE_TABLE = `
 CREATE TABLE device (
@@ -106,6 +112,8 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       "ALTER TABLE device ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'",
       "CREATE TABLE agent_logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, level TEXT NOT NULL, msg TEXT NOT NULL, fields TEXT)",
       DEPLOYMENT_TABLES + CALL_COLUMNS,
+      // retention (docs/retention.md): ended jobs and idempotency keys by age
+      "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL; CREATE INDEX idempotency_by_time ON idempotency (created_at)",
     ];
   }
 
@@ -367,19 +375,78 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     return ok(this.jobViewById(jobId)!);
   }
 
-  /** Deletes an ended job with its result and logs. */
+  /** Deletes an ended job with its result, logs and files. */
   async remove(jobId: string): Promise<Outcome<{ id: string }>> {
     const row = this.jobRow(jobId);
     if (!row) return fail("not-found", `no job ${jobId}`);
     if (!isTerminal(row.state)) return fail("conflict", `job ${jobId} is ${row.state}; cancel it first`);
+    await this.deleteEndedJobs([row]);
+    return ok({ id: jobId });
+  }
+
+  /**
+   * Ended jobs go with all they left: files in R2 first (if that fails, the rows stay and
+   * the next attempt deletes both, so no file outlives its job), then in one transaction
+   * the row, its logs and idempotency keys, and a tombstone that takes it off the index.
+   */
+  private async deleteEndedJobs(rows: Pick<JobRow, "id" | "call">[]) {
+    const files: string[] = [];
+    for (const r of rows) {
+      if (!r.call) continue; // only calls of deployed functions have files
+      const listed = await this.env.MODULES.list({ prefix: jobFilesPrefix(r.id) });
+      files.push(...listed.objects.map((o) => o.key));
+    }
+    for (let i = 0; i < files.length; i += 1000) await this.env.MODULES.delete(files.slice(i, i + 1000));
     this.ctx.storage.transactionSync(() => {
-      this.run("DELETE FROM jobs WHERE id = ?", jobId);
-      this.run("INSERT INTO index_tombstones (change_seq, job_id) VALUES (?, ?)", this.nextChange(), jobId);
-      this.run("DELETE FROM idempotency WHERE job_id = ?", jobId);
-      this.output.remove(jobId);
+      for (const { id } of rows) {
+        if (this.run("DELETE FROM jobs WHERE id = ?", id) === 0) continue; // already gone
+        this.run("INSERT INTO index_tombstones (change_seq, job_id) VALUES (?, ?)", this.nextChange(), id);
+        this.run("DELETE FROM idempotency WHERE job_id = ?", id);
+        this.output.remove(id);
+      }
     });
     this.index.schedule();
-    return ok({ id: jobId });
+  }
+
+  // ---- retention: ended jobs and idempotency keys by age (docs/retention.md) ----------
+
+  private retention: { value: Retention; until: number } | null = null;
+
+  /** The namespace's retention, read from the registry at most every few minutes; null if it cannot be read now. */
+  private async retentionSettings(now: number): Promise<Retention | null> {
+    if (this.retention && this.retention.until > now) return this.retention.value;
+    try {
+      const value = (await registryStub(this.env).namespaceSettings(this.device!.namespace)).retention;
+      this.retention = { value, until: now + RETENTION_SETTINGS_MS };
+      return value;
+    } catch {
+      return null; // never delete by a guess: the next run asks again
+    }
+  }
+
+  /** One bounded run: the oldest ended jobs past retention, then idempotency keys past their window. */
+  private async enforceRetention(now: number) {
+    if (!this.device) return;
+    const retention = await this.retentionSettings(now);
+    if (!retention) return;
+    const { endedBefore, keysBefore } = retentionCutoffs(now, retention);
+    const expired = this.all<Pick<JobRow, "id" | "call">>(
+      `SELECT id, call FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? AND state IN ${TERMINAL_SQL} ORDER BY finished_at LIMIT ?`,
+      endedBefore, RETENTION_BATCH,
+    );
+    if (expired.length > 0) await this.deleteEndedJobs(expired);
+    this.run("DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE created_at <= ? ORDER BY created_at LIMIT ?)", keysBefore, RETENTION_BATCH);
+  }
+
+  /** When retention next has work (by the last retention read, or the defaults). */
+  private retentionAlarm(now: number): number | null {
+    const oldest = (q: string) => this.one<{ t: number | null }>(q)?.t ?? null;
+    return retentionDue(
+      now,
+      this.retention?.value ?? DEFAULT_RETENTION,
+      oldest(`SELECT MIN(finished_at) AS t FROM jobs WHERE finished_at IS NOT NULL AND state IN ${TERMINAL_SQL}`),
+      oldest("SELECT MIN(created_at) AS t FROM idempotency"),
+    );
   }
 
   async exists(): Promise<boolean> {
@@ -750,6 +817,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, this.nextChange(), row.id,
     );
     this.output.end(row.id, state);
+    this.ensureAlarmBy(now + (this.retention?.value ?? DEFAULT_RETENTION).endedJobsSeconds * 1000); // retention
     this.afterFinish(row.id, state, after?.chained === 1, now);
     if (waiters && after) {
       const view = jobView(after, this.device!.id);
@@ -780,6 +848,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     }
     this.dispatch();
     this.index.resume();
+    await this.enforceRetention(now);
     await this.alarmWork(now);
     await this.rescheduleAlarm(this.clock.now());
   }
@@ -793,6 +862,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       min("SELECT MIN(not_before) AS t FROM jobs WHERE state = 'QUEUED' AND not_before > ?", now),
       d && d.status === "online" && d.last_seen !== null ? d.last_seen + this.settings.heartbeatTimeoutMs : null,
       this.index.wakeAt(),
+      this.retentionAlarm(now),
       ...this.alarmTimes(),
     ]);
     if (at === null) {

@@ -86,6 +86,8 @@ export interface CallRecord {
 /** Where the control plane keeps a job's files. */
 export const inputKey = (jobId: string, name: string) => `jobs/${jobId}/inputs/${name}`;
 export const outputKey = (jobId: string, name: string) => `jobs/${jobId}/outputs/${name}`;
+/** Every file of a job (inputs and outputs) is under this prefix: deleted with the job. */
+export const jobFilesPrefix = (jobId: string) => `jobs/${jobId}/`;
 export const dataKey = (digest: string) => `data/${digest}`;
 export const outputUrl = (jobId: string, name: string) => `/v1/jobs/${jobId}/outputs/${encodeURIComponent(name)}`;
 

@@ -9,7 +9,7 @@ import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
 import { formatApiKey, newKeyId, newSecret, randomBase32 } from "../protocol/ids.js";
 import type { Role, KeyView } from "../protocol/keys.js";
 import type { DeviceStatus } from "../protocol/device.js";
-import type { NamespaceSettings, OrchestratorKeyView, SigningAlgorithm } from "../protocol/signing.js";
+import { withRetentionDefaults, type NamespaceSettings, type OrchestratorKeyView, type Retention, type SigningAlgorithm } from "../protocol/signing.js";
 import type { Env } from "../worker/env.js";
 import { iso } from "../core/time.js";
 
@@ -82,6 +82,8 @@ export class RegistryObject extends SqlObject<Env> {
       TRUST_SCHEMA,
       "CREATE TABLE facade_labels (hash TEXT PRIMARY KEY, device_id TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL)",
       "CREATE TABLE deployments (namespace TEXT NOT NULL, id TEXT NOT NULL, source TEXT NOT NULL, generation INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (namespace, id))",
+      // a namespace's retention (JSON Retention; docs/retention.md)
+      "ALTER TABLE namespace_settings ADD COLUMN retention TEXT",
     ];
   }
 
@@ -165,14 +167,18 @@ export class RegistryObject extends SqlObject<Env> {
   private jtiWrites = 0;
 
   async namespaceSettings(namespace: string): Promise<NamespaceSettings> {
-    const row = this.one<{ require_signed_jobs: number }>("SELECT require_signed_jobs FROM namespace_settings WHERE namespace = ?", namespace);
-    return { requireSignedJobs: row?.require_signed_jobs === 1 };
+    const row = this.one<{ require_signed_jobs: number; retention: string | null }>("SELECT require_signed_jobs, retention FROM namespace_settings WHERE namespace = ?", namespace);
+    return {
+      requireSignedJobs: row?.require_signed_jobs === 1,
+      retention: withRetentionDefaults(row?.retention ? (JSON.parse(row.retention) as Partial<Retention>) : undefined),
+    };
   }
 
   async setNamespaceSettings(namespace: string, s: NamespaceSettings): Promise<NamespaceSettings> {
     this.run(
-      "INSERT INTO namespace_settings (namespace, require_signed_jobs) VALUES (?, ?) ON CONFLICT (namespace) DO UPDATE SET require_signed_jobs = excluded.require_signed_jobs",
-      namespace, s.requireSignedJobs ? 1 : 0,
+      `INSERT INTO namespace_settings (namespace, require_signed_jobs, retention) VALUES (?, ?, ?)
+       ON CONFLICT (namespace) DO UPDATE SET require_signed_jobs = excluded.require_signed_jobs, retention = excluded.retention`,
+      namespace, s.requireSignedJobs ? 1 : 0, JSON.stringify(s.retention),
     );
     return this.namespaceSettings(namespace);
   }

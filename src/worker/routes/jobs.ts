@@ -12,11 +12,12 @@ import { moduleInfo } from "../module-store.js";
 import { callerNamespace, canSeeDevice, deviceNamespace } from "../tenancy.js";
 import { mapWithConcurrency } from "../../core/concurrency.js";
 import { mergePages } from "../../core/shards.js";
+
 import type { Outcome } from "../../durable/rpc.js";
 
 /** How many device objects one batch request talks to at once. */
 const DEVICE_FANOUT = 32;
-import { signingRequired, verifySignedJob } from "../signing.js";
+import { idempotencyWindowMs, signingRequired, verifySignedJob } from "../signing.js";
 import { chainFrom } from "../chains.js";
 import { outputKey } from "../../durable/job-row.js";
 import { FileName } from "../../protocol/deployment.js";
@@ -78,8 +79,6 @@ const signed = route({
   },
 });
 
-/** How long a batch's Idempotency-Key stays bound to its body. */
-const BATCH_KEY_WINDOW_MS = 24 * 60 * 60 * 1000;
 
 const batch = route({
   method: "post",
@@ -197,8 +196,9 @@ async function checkCall(c: Ctx, spec: JobSubmission): Promise<Refusal | { requi
  * hashes to) and answers the scope the batch's job ids are derived from.
  */
 async function claimBatchKey(c: Ctx, key: string, jobs: JobSubmission[]) {
-  const scope = `${callerNamespace(c) ?? "*"}\n${key}`;
-  const claim = await jobIndexStub(c.env, scope).claimBatchKey(scope, await sha256Hex(JSON.stringify(jobs)), BATCH_KEY_WINDOW_MS);
+  const namespace = callerNamespace(c);
+  const scope = `${namespace ?? "*"}\n${key}`;
+  const claim = await jobIndexStub(c.env, scope).claimBatchKey(scope, await sha256Hex(JSON.stringify(jobs)), await idempotencyWindowMs(c.env, namespace));
   return { scope, claim };
 }
 
