@@ -28,8 +28,13 @@ import { iso } from "../core/time.js";
 import { RETENTION_BATCH, retentionCutoffs, retentionDue } from "../core/retention.js";
 import { DEFAULT_RETENTION, type Retention } from "../protocol/signing.js";
 
-/** How long a device object trusts what it read of its namespace's retention. */
-const RETENTION_SETTINGS_MS = 5 * 60 * 1000;
+/**
+ * How long a device object trusts what it read of its namespace's retention: an hour keeps
+ * the registry's load from retention at (devices / 3,600) reads per second (docs/scale.md).
+ */
+const RETENTION_SETTINGS_MS = 60 * 60 * 1000;
+/** No retention is shorter (protocol/signing.ts): younger leftovers need no settings read. */
+const SHORTEST_RETENTION_MS = 60 * 1000;
 const TERMINAL_SQL = "('SUCCEEDED', 'FAILED', 'TIMED_OUT', 'CANCELED', 'EXPIRED', 'REJECTED')";
 
 const DEVICE_TABLE = `
@@ -427,6 +432,8 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   /** One bounded run: the oldest ended jobs past retention, then idempotency keys past their window. */
   private async enforceRetention(now: number) {
     if (!this.device) return;
+    const oldest = this.oldestLeftovers();
+    if (Math.min(oldest.endedAt ?? Infinity, oldest.keyAt ?? Infinity) > now - SHORTEST_RETENTION_MS) return;
     const retention = await this.retentionSettings(now);
     if (!retention) return;
     const { endedBefore, keysBefore } = retentionCutoffs(now, retention);
@@ -440,13 +447,17 @@ export abstract class DeviceQueue extends SqlObject<Env> {
 
   /** When retention next has work (by the last retention read, or the defaults). */
   private retentionAlarm(now: number): number | null {
-    const oldest = (q: string) => this.one<{ t: number | null }>(q)?.t ?? null;
-    return retentionDue(
-      now,
-      this.retention?.value ?? DEFAULT_RETENTION,
-      oldest(`SELECT MIN(finished_at) AS t FROM jobs WHERE finished_at IS NOT NULL AND state IN ${TERMINAL_SQL}`),
-      oldest("SELECT MIN(created_at) AS t FROM idempotency"),
-    );
+    const oldest = this.oldestLeftovers();
+    return retentionDue(now, this.retention?.value ?? DEFAULT_RETENTION, oldest.endedAt, oldest.keyAt);
+  }
+
+  private oldestLeftovers(): { endedAt: number | null; keyAt: number | null } {
+    const min = (q: string) => this.one<{ t: number | null }>(q)?.t ?? null;
+    return {
+      // only ended jobs have finished_at (one index lookup: this runs on every alarm)
+      endedAt: min("SELECT MIN(finished_at) AS t FROM jobs WHERE finished_at IS NOT NULL"),
+      keyAt: min("SELECT MIN(created_at) AS t FROM idempotency"),
+    };
   }
 
   async exists(): Promise<boolean> {
