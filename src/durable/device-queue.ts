@@ -11,7 +11,7 @@ import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
 import { CALL_COLUMNS, IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, jobFilesPrefix, jobView, JOBS_TABLE, type CallRecord, type JobRow } from "./job-row.js";
 import { DEPLOYMENT_TABLES } from "./device-deployments.js";
-import { jobIndexStub } from "./job-index-object.js";
+import { jobIndexShardName, jobIndexStub } from "./job-index-object.js";
 import { JobOutput } from "./job-output.js";
 import { IndexFeed } from "./index-feed.js";
 import { registryStub } from "./registry-object.js";
@@ -102,7 +102,12 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       const d = this.device;
       return d ? (rows) => jobIndexStub(this.env, d.id).apply(d.id, d.namespace, rows) : undefined;
     },
-    { clock: this.clock, retryBaseMs: this.settings.retryBaseMs, wakeBy: (at) => this.ensureAlarmBy(at) },
+    {
+      clock: this.clock,
+      retryBaseMs: this.settings.retryBaseMs,
+      wakeBy: (at) => this.ensureAlarmBy(at),
+      target: () => (this.device ? jobIndexShardName(this.env, this.device.id) : undefined),
+    },
   );
   /** the last secret whose hash matched: spares a digest on every agent request */
   private verifiedSecret: string | null = null;
@@ -119,6 +124,8 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       DEPLOYMENT_TABLES + CALL_COLUMNS,
       // retention (docs/retention.md): ended jobs and idempotency keys by age
       "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL; CREATE INDEX idempotency_by_time ON idempotency (created_at)",
+      // the index shard this object's feed feeds (index-feed.ts: a new one is fed from the start)
+      "ALTER TABLE index_state ADD COLUMN target TEXT",
     ];
   }
 

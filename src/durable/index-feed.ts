@@ -44,6 +44,11 @@ export interface FeedOptions {
   wakeBy?: (at: number) => void;
   timers?: FeedTimers;
   random?: () => number;
+  /**
+   * The name of the index object the batches go to. When it changes (INDEX_SHARDS was
+   * changed), the feed starts over from sequence 0, so the new shard gets every job.
+   */
+  target?: () => string | undefined;
 }
 
 export class IndexFeed {
@@ -92,7 +97,18 @@ export class IndexFeed {
 
   /** Schedules a send if anything is waiting (after a restart, from the alarm). */
   resume() {
-    if (this.pending(this.sentSeq())) this.schedule();
+    if (this.retarget() || this.pending(this.sentSeq())) this.schedule();
+  }
+
+  /** Starts over for a new index object; answers whether it did. */
+  private retarget(): boolean {
+    const target = this.opts.target?.();
+    if (target === undefined) return false;
+    const fedTo = this.sql.one<{ target: string | null }>("SELECT target FROM index_state WHERE id = 1")?.target ?? null;
+    if (fedTo === target) return false;
+    // Also when none was recorded yet: such a feed fed the index before it was sharded.
+    this.sql.run("UPDATE index_state SET target = ?, sent_seq = 0 WHERE id = 1", target);
+    return true;
   }
 
   private arm(ms: number) {
@@ -117,6 +133,7 @@ export class IndexFeed {
   private async flush() {
     const send = this.send();
     if (!send) return;
+    this.retarget();
     const after = this.sentSeq();
     const { batch, upTo } = this.read(after);
     if (batch.length === 0) return;

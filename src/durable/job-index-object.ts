@@ -78,10 +78,15 @@ export function indexShardCount(env: Env): number {
 /** Shard names include the count, so a changed INDEX_SHARDS never mixes two placements in one object. */
 const shardName = (shard: number, of: number) => `jobs/${shard}/${of}`;
 
+/** The name of the index shard that holds (and is fed) every job of `deviceId`. */
+export function jobIndexShardName(env: Env, deviceId: string): string {
+  const of = indexShardCount(env);
+  return shardName(shardOf(deviceId, of), of);
+}
+
 /** The index shard that holds (and is fed) every job of `deviceId`. */
 export function jobIndexStub(env: Env, deviceId: string) {
-  const of = indexShardCount(env);
-  return env.JOB_INDEX.get(env.JOB_INDEX.idFromName(shardName(shardOf(deviceId, of), of)));
+  return env.JOB_INDEX.get(env.JOB_INDEX.idFromName(jobIndexShardName(env, deviceId)));
 }
 
 /** Every shard, for listings that span devices. */

@@ -58,6 +58,7 @@ async function withFeedTables(name: string, fn: (sql: Sql) => Promise<void>) {
       run: (q, ...p) => storage.sql.exec(q, ...p).rowsWritten,
     };
     if (!sql.one("SELECT name FROM sqlite_master WHERE name = 'index_state'")) storage.sql.exec(JOBS_TABLE + INDEX_FEED_TABLES);
+    if (!sql.all<{ name: string }>("PRAGMA table_info(index_state)").some((c) => c.name === "target")) storage.sql.exec("ALTER TABLE index_state ADD COLUMN target TEXT");
     await fn(sql);
   });
 }
@@ -129,6 +130,27 @@ describe("the index feed", () => {
       expect(sql.one<{ sent_seq: number }>("SELECT sent_seq FROM index_state")!.sent_seq).toBe(2);
       insertJob(sql, feed, "c"); // after a success the coalescing delay is short again
       expect(timers.queue.map((t) => t.ms)).toEqual([20]);
+    });
+  });
+
+  it("feeds a new index object (INDEX_SHARDS changed) every job from the start", async () => {
+    await withFeedTables("feed-retarget", async (sql) => {
+      const timers = new ManualTimers();
+      const index = new Index();
+      let target = "jobs/0/4";
+      const feed = new IndexFeed(sql, () => index.send, { clock: new Clock(), timers, target: () => target });
+      insertJob(sql, feed, "a");
+      insertJob(sql, feed, "b");
+      await timers.step();
+      await index.land(true);
+      expect(index.batches).toEqual([["a:QUEUED:1", "b:QUEUED:2"]]);
+      feed.resume();
+      expect(timers.queue).toEqual([]); // nothing new for the same target
+      target = "jobs/3/8";
+      feed.resume();
+      await timers.step();
+      await index.land(true);
+      expect(index.batches[1]).toEqual(["a:QUEUED:1", "b:QUEUED:2"]);
     });
   });
 
