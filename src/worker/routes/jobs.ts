@@ -92,7 +92,12 @@ const batch = route({
     body: jsonBody(JobBatch),
     headers: z.object({ "idempotency-key": z.string().min(1).max(200).optional() }),
   },
-  responses: { 202: jsonResponse(z.object({ jobs: z.array(JobRef) }), "Accepted, in the order given") },
+  responses: {
+    202: jsonResponse(z.object({ jobs: z.array(JobRef) }), "Accepted, in the order given"),
+    404: { description: "A device is not registered (application/problem+json); nothing was stored" },
+    409: { description: "This Idempotency-Key was used with a different batch (application/problem+json); nothing was stored" },
+    422: { description: "A job cannot be accepted, e.g. its deadline has passed (application/problem+json; nothing was stored), or a device refused its share late: the detail says how many devices stored theirs, and a retry with the same Idempotency-Key completes the batch" },
+  },
 });
 
 const outputFile = route({
