@@ -198,13 +198,15 @@ async function checkCall(c: Ctx, spec: JobSubmission): Promise<Refusal | { requi
 
 /**
  * Binds the key to this body for the caller's namespace (in the index shard the key
- * hashes to) and answers the scope the batch's job ids are derived from.
+ * hashes to) and answers what the batch's job ids are derived from (with their position).
  */
 async function claimBatchKey(c: Ctx, key: string, jobs: JobSubmission[]) {
   const namespace = callerNamespace(c);
   const scope = `${namespace ?? "*"}\n${key}`;
-  const claim = await jobIndexStub(c.env, scope).claimBatchKey(scope, await sha256Hex(JSON.stringify(jobs)), await idempotencyWindowMs(c.env, namespace));
-  return { scope, claim };
+  const bodyHash = await sha256Hex(JSON.stringify(jobs));
+  const claim = await jobIndexStub(c.env, scope).claimBatchKey(scope, bodyHash, await idempotencyWindowMs(c.env, namespace));
+  // The body is part of the ids too: a key reused for another batch after its window names new jobs.
+  return { scope: `${scope}\n${bodyHash}`, claim };
 }
 
 export function jobRoutes(app: App) {
