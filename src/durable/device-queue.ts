@@ -25,17 +25,7 @@ import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../pro
 import { AgentMessage, WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport, type ServerMessage } from "../protocol/agent.js";
 import { missingInterfaces, type Arg } from "../protocol/wasm.js";
 import { iso } from "../core/time.js";
-import { RETENTION_BATCH, retentionCutoffs, retentionDue } from "../core/retention.js";
-import { DEFAULT_RETENTION, type Retention } from "../protocol/signing.js";
-
-/**
- * How long a device object trusts what it read of its namespace's retention: an hour keeps
- * the registry's load from retention at (devices / 3,600) reads per second (docs/scale.md).
- */
-const RETENTION_SETTINGS_MS = 60 * 60 * 1000;
-/** No retention is shorter (protocol/signing.ts): younger leftovers need no settings read. */
-const SHORTEST_RETENTION_MS = 60 * 1000;
-const TERMINAL_SQL = "('SUCCEEDED', 'FAILED', 'TIMED_OUT', 'CANCELED', 'EXPIRED', 'REJECTED')";
+import { JobRetention, type EndedJob } from "./job-retention.js";
 
 const DEVICE_TABLE = `
 CREATE TABLE device (
@@ -108,6 +98,11 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       wakeBy: (at) => this.ensureAlarmBy(at),
       target: () => (this.device ? jobIndexShardName(this.env, this.device.id) : undefined),
     },
+  );
+  private readonly retention = new JobRetention(
+    this.sql,
+    async () => (await registryStub(this.env).namespaceSettings(this.device!.namespace)).retention,
+    (jobs) => this.deleteEndedJobs(jobs),
   );
   /** the last secret whose hash matched: spares a digest on every agent request */
   private verifiedSecret: string | null = null;
@@ -401,7 +396,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
    * the next attempt deletes both, so no file outlives its job), then in one transaction
    * the row, its logs and idempotency keys, and a tombstone that takes it off the index.
    */
-  private async deleteEndedJobs(rows: Pick<JobRow, "id" | "call">[]) {
+  private async deleteEndedJobs(rows: EndedJob[]) {
     const files: string[] = [];
     for (const r of rows) {
       if (!r.call) continue; // only calls of deployed functions have files
@@ -418,53 +413,6 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       }
     });
     this.index.schedule();
-  }
-
-  // ---- retention: ended jobs and idempotency keys by age (docs/retention.md) ----------
-
-  private retention: { value: Retention; until: number } | null = null;
-
-  /** The namespace's retention, read from the registry at most every few minutes; null if it cannot be read now. */
-  private async retentionSettings(now: number): Promise<Retention | null> {
-    if (this.retention && this.retention.until > now) return this.retention.value;
-    try {
-      const value = (await registryStub(this.env).namespaceSettings(this.device!.namespace)).retention;
-      this.retention = { value, until: now + RETENTION_SETTINGS_MS };
-      return value;
-    } catch {
-      return null; // never delete by a guess: the next run asks again
-    }
-  }
-
-  /** One bounded run: the oldest ended jobs past retention, then idempotency keys past their window. */
-  private async enforceRetention(now: number) {
-    if (!this.device) return;
-    const oldest = this.oldestLeftovers();
-    if (Math.min(oldest.endedAt ?? Infinity, oldest.keyAt ?? Infinity) > now - SHORTEST_RETENTION_MS) return;
-    const retention = await this.retentionSettings(now);
-    if (!retention) return;
-    const { endedBefore, keysBefore } = retentionCutoffs(now, retention);
-    const expired = this.all<Pick<JobRow, "id" | "call">>(
-      `SELECT id, call FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ? AND state IN ${TERMINAL_SQL} ORDER BY finished_at LIMIT ?`,
-      endedBefore, RETENTION_BATCH,
-    );
-    if (expired.length > 0) await this.deleteEndedJobs(expired);
-    this.run("DELETE FROM idempotency WHERE key IN (SELECT key FROM idempotency WHERE created_at <= ? ORDER BY created_at LIMIT ?)", keysBefore, RETENTION_BATCH);
-  }
-
-  /** When retention next has work (by the last retention read, or the defaults). */
-  private retentionAlarm(now: number): number | null {
-    const oldest = this.oldestLeftovers();
-    return retentionDue(now, this.retention?.value ?? DEFAULT_RETENTION, oldest.endedAt, oldest.keyAt);
-  }
-
-  private oldestLeftovers(): { endedAt: number | null; keyAt: number | null } {
-    const min = (q: string) => this.one<{ t: number | null }>(q)?.t ?? null;
-    return {
-      // only ended jobs have finished_at (one index lookup: this runs on every alarm)
-      endedAt: min("SELECT MIN(finished_at) AS t FROM jobs WHERE finished_at IS NOT NULL"),
-      keyAt: min("SELECT MIN(created_at) AS t FROM idempotency"),
-    };
   }
 
   async exists(): Promise<boolean> {
@@ -835,7 +783,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, this.nextChange(), row.id,
     );
     this.output.end(row.id, state);
-    this.ensureAlarmBy(now + (this.retention?.value ?? DEFAULT_RETENTION).endedJobsSeconds * 1000); // retention
+    this.ensureAlarmBy(now + this.retention.keepEndedMs());
     this.afterFinish(row.id, state, after?.chained === 1, now);
     if (waiters && after) {
       const view = jobView(after, this.device!.id);
@@ -866,7 +814,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     }
     this.dispatch();
     this.index.resume();
-    await this.enforceRetention(now);
+    if (this.device) await this.retention.run(now);
     await this.alarmWork(now);
     await this.rescheduleAlarm(this.clock.now());
   }
@@ -880,7 +828,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       min("SELECT MIN(not_before) AS t FROM jobs WHERE state = 'QUEUED' AND not_before > ?", now),
       d && d.status === "online" && d.last_seen !== null ? d.last_seen + this.settings.heartbeatTimeoutMs : null,
       this.index.wakeAt(),
-      this.retentionAlarm(now),
+      this.retention.dueAt(now),
       ...this.alarmTimes(),
     ]);
     if (at === null) {
