@@ -80,7 +80,8 @@ describe("retention", () => {
     await deployFiles(t.admin, t.deviceId, digest);
     expect((await call("PUT", "/v1/namespaces/keep/settings", { json: { requireSignedJobs: false, retention: { endedJobsSeconds: 3600, idempotencySeconds: 1800 } } })).status).toBe(200);
     const device = env.DEVICES.get(env.DEVICES.idFromName(t.deviceId));
-    const t0 = Date.now();
+    // A day ahead of real time: alarms the object sets by its clock never fire on their own here, only when the test runs them.
+    const t0 = Date.now() + 24 * HOUR;
     await runInDurableObject(device, (obj) => obj.clock.set(t0));
 
     const submitKeyed = (key: string, a: number, extra: Record<string, unknown> = {}) =>
@@ -146,7 +147,8 @@ describe("retention", () => {
     const digest = await uploadModule("math");
     expect((await call("PUT", "/v1/namespaces/keep-backlog/settings", { json: { requireSignedJobs: false, retention: { endedJobsSeconds: 3600 } } })).status).toBe(200);
     const device = env.DEVICES.get(env.DEVICES.idFromName(t.deviceId));
-    const t0 = Date.now();
+    // A day ahead of real time: alarms the object sets by its clock never fire on their own here, only when the test runs them.
+    const t0 = Date.now() + 24 * HOUR;
     await runInDurableObject(device, (obj) => obj.clock.set(t0));
     // 501 jobs that end on their own: created, never started, past their deadline.
     const deadline = new Date(t0 + MINUTE).toISOString();
