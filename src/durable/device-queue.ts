@@ -9,9 +9,9 @@
  */
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
-import { CALL_COLUMNS, IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type CallRecord, type JobRow } from "./job-row.js";
+import { CALL_COLUMNS, IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, jobFilesPrefix, jobView, JOBS_TABLE, type CallRecord, type JobRow } from "./job-row.js";
 import { DEPLOYMENT_FLOORS_TABLE, DEPLOYMENT_TABLES } from "./device-deployments.js";
-import { jobIndexStub } from "./job-index-object.js";
+import { jobIndexShardName, jobIndexStub } from "./job-index-object.js";
 import { JobOutput } from "./job-output.js";
 import { IndexFeed } from "./index-feed.js";
 import { registryStub } from "./registry-object.js";
@@ -27,6 +27,7 @@ import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../pro
 import { AgentMessage, WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport, type ServerMessage } from "../protocol/agent.js";
 import { missingInterfaces, type Arg } from "../protocol/wasm.js";
 import { iso } from "../core/time.js";
+import { JobRetention, type EndedJob } from "./job-retention.js";
 
 const DEVICE_TABLE = `
 CREATE TABLE device (
@@ -94,17 +95,29 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   private readonly resultWaiters = new Map<string, Set<(view: JobView) => void>>();
   private readonly output = new JobOutput(this.sql, this.clock);
   private alarmAt: number | null = null;
-  /** the last `change_seq` stamped on a job change (see INDEX_FEED_TABLES) */
-  private lastChange = 0;
   /** Every state change of a job takes the next sequence number in the same statement: the index feed follows it. */
   private nextChange(): number {
-    return ++this.lastChange;
+    return this.index.nextChange();
   }
 
-  private readonly index = new IndexFeed(this.sql, () => {
-    const d = this.device;
-    return d ? (rows) => jobIndexStub(this.env).apply(d.id, d.namespace, rows) : undefined;
-  });
+  private readonly index = new IndexFeed(
+    this.sql,
+    () => {
+      const d = this.device;
+      return d ? (rows) => jobIndexStub(this.env, d.id).apply(d.id, d.namespace, rows) : undefined;
+    },
+    {
+      clock: this.clock,
+      retryBaseMs: this.settings.retryBaseMs,
+      wakeBy: (at) => this.ensureAlarmBy(at),
+      target: () => (this.device ? jobIndexShardName(this.env, this.device.id) : undefined),
+    },
+  );
+  private readonly retention = new JobRetention(
+    this.sql,
+    async () => (await registryStub(this.env).namespaceSettings(this.device!.namespace)).retention,
+    (jobs) => this.deleteEndedJobs(jobs),
+  );
   /** the last secret whose hash matched: spares a digest on every agent request */
   private verifiedSecret: string | null = null;
 
@@ -125,6 +138,10 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       DEPLOYMENT_TABLES + CALL_COLUMNS,
       DEPLOYMENT_FLOORS_TABLE,
       "ALTER TABLE device ADD COLUMN published TEXT; ALTER TABLE device ADD COLUMN published_at INTEGER; ALTER TABLE device ADD COLUMN published_revision INTEGER NOT NULL DEFAULT 0",
+      // retention (docs/retention.md): ended jobs and idempotency keys by age
+      "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL; CREATE INDEX idempotency_by_time ON idempotency (created_at)",
+      // the index shard this object's feed feeds (index-feed.ts: a new one is fed from the start)
+      "ALTER TABLE index_state ADD COLUMN target TEXT",
     ];
   }
 
@@ -133,9 +150,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     this.ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(WS_PING, WS_PONG));
     if (!this.hasSchema) return; // never registered: nothing to load
     this.device = this.one<DeviceRow>("SELECT * FROM device LIMIT 1");
-    this.lastChange = this.one<{ n: number }>(
-      "SELECT MAX((SELECT COALESCE(MAX(change_seq), 0) FROM jobs), (SELECT COALESCE(MAX(change_seq), 0) FROM index_tombstones)) AS n",
-    )!.n;
+    this.index.load();
     this.alarmAt = await this.ctx.storage.getAlarm();
     this.index.resume(); // rows left over from before a restart
   }
@@ -393,17 +408,27 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     return out.ok ? ok({ ...out.value, replayed: false }) : out;
   }
 
-  /** Many jobs in one transaction, delivered together. */
+  /**
+   * Many jobs in one transaction, delivered together. A job whose id is already here is
+   * answered as it stands, not stored again: a retried batch (ids derived from its
+   * Idempotency-Key) completes what an earlier attempt left undone.
+   */
   async submitBatch(namespace: string | null, entries: { jobId: string; spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
     if (!this.visibleTo(namespace)) return fail("not-found", "the device is not registered");
     const now = this.clock.now();
-    for (const { spec } of entries) {
-      if (spec.deadline && Date.parse(spec.deadline) <= now) return fail("unprocessable", "a deadline has already passed");
+    const existing = new Map<string, JobState>();
+    for (const { jobId } of entries) {
+      const row = this.one<{ state: JobState }>("SELECT state FROM jobs WHERE id = ?", jobId);
+      if (row) existing.set(jobId, row.state);
+    }
+    for (const { jobId, spec } of entries) {
+      if (!existing.has(jobId) && spec.deadline && Date.parse(spec.deadline) <= now) return fail("unprocessable", "a deadline has already passed");
     }
     let earliestDeadline: number | null = null;
     const rejected = new Set<string>();
     this.ctx.storage.transactionSync(() => {
       for (const { jobId, spec, requires } of entries) {
+        if (existing.has(jobId)) continue;
         const deadline = spec.deadline ? Date.parse(spec.deadline) : null;
         const missing = missingInterfaces(requires, this.interfaces());
         if (missing.length > 0) {
@@ -421,7 +446,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       entries.map(({ jobId, spec }) => ({
         id: jobId,
         device: this.device!.id,
-        state: rejected.has(jobId) ? "REJECTED" : leased.has(jobId) ? "LEASED" : spec.start ? "QUEUED" : "CREATED",
+        state: leased.has(jobId) ? "LEASED" : existing.get(jobId) ?? (rejected.has(jobId) ? "REJECTED" : spec.start ? "QUEUED" : "CREATED"),
         links: jobLinks(jobId),
       })),
     );
@@ -463,19 +488,37 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     return ok(this.jobViewById(jobId)!);
   }
 
-  /** Deletes an ended job with its result and logs. */
+  /** Deletes an ended job with its result, logs and files. */
   async remove(namespace: string | null, jobId: string): Promise<Outcome<{ id: string }>> {
     const row = this.visibleTo(namespace) ? this.jobRow(jobId) : undefined;
     if (!row) return fail("not-found", `no job ${jobId}`);
     if (!isTerminal(row.state)) return fail("conflict", `job ${jobId} is ${row.state}; cancel it first`);
+    await this.deleteEndedJobs([row]);
+    return ok({ id: jobId });
+  }
+
+  /**
+   * Ended jobs go with all they left: files in R2 first (if that fails, the rows stay and
+   * the next attempt deletes both, so no file outlives its job), then in one transaction
+   * the row, its logs and idempotency keys, and a tombstone that takes it off the index.
+   */
+  private async deleteEndedJobs(rows: EndedJob[]) {
+    const files: string[] = [];
+    for (const r of rows) {
+      if (!r.call) continue; // only calls of deployed functions have files
+      const listed = await this.env.MODULES.list({ prefix: jobFilesPrefix(r.id) });
+      files.push(...listed.objects.map((o) => o.key));
+    }
+    for (let i = 0; i < files.length; i += 1000) await this.env.MODULES.delete(files.slice(i, i + 1000));
     this.ctx.storage.transactionSync(() => {
-      this.run("DELETE FROM jobs WHERE id = ?", jobId);
-      this.run("INSERT INTO index_tombstones (change_seq, job_id) VALUES (?, ?)", this.nextChange(), jobId);
-      this.run("DELETE FROM idempotency WHERE job_id = ?", jobId);
-      this.output.remove(jobId);
+      for (const { id } of rows) {
+        if (this.run("DELETE FROM jobs WHERE id = ?", id) === 0) continue; // already gone
+        this.run("INSERT INTO index_tombstones (change_seq, job_id) VALUES (?, ?)", this.nextChange(), id);
+        this.run("DELETE FROM idempotency WHERE job_id = ?", id);
+        this.output.remove(id);
+      }
     });
     this.index.schedule();
-    return ok({ id: jobId });
   }
 
   async exists(namespace: string | null): Promise<boolean> {
@@ -872,6 +915,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, this.nextChange(), row.id,
     );
     this.output.end(row.id, state);
+    this.ensureAlarmBy(now + this.retention.keepEndedMs());
     this.afterFinish(row.id, state, after?.chained === 1, now);
     if (waiters && after) {
       const view = jobView(after, this.device!.id);
@@ -903,6 +947,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     if (d) await this.publishOrRetryLater(); // nothing to send unless something listed changed (or a publish failed before)
     this.dispatch();
     this.index.resume();
+    if (this.device) await this.retention.run(now);
     await this.alarmWork(now);
     await this.rescheduleAlarm(this.clock.now());
   }
@@ -916,6 +961,8 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       min("SELECT MIN(not_before) AS t FROM jobs WHERE state = 'QUEUED' AND not_before > ?", now),
       d && d.status === "online" && d.last_seen !== null ? d.last_seen + this.settings.heartbeatTimeoutMs : null,
       this.listingRetryAt,
+      this.index.wakeAt(),
+      this.retention.dueAt(now),
       ...this.alarmTimes(),
     ]);
     if (at === null) {

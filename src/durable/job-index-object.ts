@@ -1,13 +1,19 @@
 /**
- * The job listing: one row per job across all devices, in creation order, fed by
- * the device objects' index outboxes. Reads never fan out to device objects;
- * the row can lag the job's own object by a flush (tens of milliseconds), and
- * GET /v1/jobs/:id stays the authority.
+ * The job listing: one row per job, in creation order, fed by the device objects' index
+ * feeds (index-feed.ts). Reads never fan out to device objects; the row can lag the job's
+ * own object by a flush (tens of milliseconds), and GET /v1/jobs/:id stays the authority.
+ *
+ * The index is sharded by a hash of the device id into INDEX_SHARDS objects (a device's
+ * jobs all live in one shard, so its feed talks to one object); a listing asks every shard
+ * for the page past the same cursor and merges them (src/core/shards.ts). Each row keeps
+ * the highest change sequence applied to it, and a deleted job leaves a marker for a while,
+ * so a batch that arrives late or twice never moves a job backwards or brings it back.
  */
 import { SqlObject } from "./sql-object.js";
 import type { IndexRow } from "./job-row.js";
 import type { Env } from "../worker/env.js";
 import type { JobState } from "../protocol/job.js";
+import { shardOf } from "../core/shards.js";
 
 const SCHEMA = `
 CREATE TABLE jobs (
@@ -25,6 +31,21 @@ CREATE INDEX jobs_by_device ON jobs (device, created_at, id);
 CREATE INDEX jobs_by_state ON jobs (state, created_at, id);
 CREATE INDEX jobs_by_namespace ON jobs (namespace, created_at, id);`;
 
+/** Per job the highest change applied; deleted jobs' last sequence, kept past any late batch. */
+const CHANGE_ORDER = `
+ALTER TABLE jobs ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE deleted_jobs (id TEXT PRIMARY KEY, change_seq INTEGER NOT NULL, deleted_at INTEGER NOT NULL);
+CREATE INDEX deleted_jobs_by_time ON deleted_jobs (deleted_at);`;
+
+/** Idempotency-Keys of job batches: a key names one body for its window (routes/jobs.ts). */
+const BATCH_KEYS = `
+CREATE TABLE batch_keys (key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE INDEX batch_keys_by_time ON batch_keys (created_at);`;
+
+/** How long a deleted job's marker outlives it: far longer than any batch can be in transit. */
+const DELETED_MARKER_MS = 60 * 60 * 1000;
+const MARKERS_PURGED_PER_BATCH = 500;
+
 export interface JobListItem {
   id: string;
   device: string;
@@ -34,6 +55,9 @@ export interface JobListItem {
   createdAt: string;
   updatedAt: string;
 }
+
+/** A listed job with its creation time in milliseconds, the cursor's order. */
+export type ListedJob = JobListItem & { createdAtMs: number };
 
 export interface ListQuery {
   /** null: all namespaces */
@@ -45,36 +69,92 @@ export interface ListQuery {
   after: { createdAt: number; id: string } | null;
 }
 
-export function jobIndexStub(env: Env) {
-  return env.JOB_INDEX.get(env.JOB_INDEX.idFromName("global"));
+/** How many shards the job index has (INDEX_SHARDS; see docs/scale.md). */
+export function indexShardCount(env: Env): number {
+  const n = Number(env.INDEX_SHARDS);
+  return Number.isInteger(n) && n >= 1 && n <= 1024 ? n : 4;
 }
 
-type Row = { id: string; device: string; state: JobState; function: string; module: string; created_at: number; updated_at: number };
+/** Shard names include the count, so a changed INDEX_SHARDS never mixes two placements in one object. */
+const shardName = (shard: number, of: number) => `jobs/${shard}/${of}`;
+
+/** The name of the index shard that holds (and is fed) every job of `deviceId`. */
+export function jobIndexShardName(env: Env, deviceId: string): string {
+  const of = indexShardCount(env);
+  return shardName(shardOf(deviceId, of), of);
+}
+
+/** The index shard that holds (and is fed) every job of `deviceId`. */
+export function jobIndexStub(env: Env, deviceId: string) {
+  return env.JOB_INDEX.get(env.JOB_INDEX.idFromName(jobIndexShardName(env, deviceId)));
+}
+
+/** Every shard, for listings that span devices. */
+export function jobIndexShards(env: Env) {
+  const of = indexShardCount(env);
+  return Array.from({ length: of }, (_, i) => env.JOB_INDEX.get(env.JOB_INDEX.idFromName(shardName(i, of))));
+}
+
+type Row = { id: string; device: string; state: JobState; function: string; module: string; created_at: number; updated_at: number; change_seq: number };
 
 export class JobIndexObject extends SqlObject<Env> {
   protected migrations() {
-    return [SCHEMA];
+    return [SCHEMA, CHANGE_ORDER, BATCH_KEYS];
   }
 
-  /** Applies a device's outbox batch; a row only moves forward in time (batches may be retried). */
+  /**
+   * Applies a device's feed batch. A row changes only if its change sequence is higher
+   * than what the job has (or had, if it was deleted): batches may be retried or late.
+   */
   async apply(device: string, namespace: string, rows: IndexRow[]): Promise<number> {
+    const now = this.clock.now();
     this.ctx.storage.transactionSync(() => {
       for (const r of rows) {
         if (r.state === "DELETED") {
-          this.run("DELETE FROM jobs WHERE id = ?", r.job_id);
+          this.run("DELETE FROM jobs WHERE id = ? AND change_seq < ?", r.job_id, r.change_seq);
+          this.run(
+            `INSERT INTO deleted_jobs (id, change_seq, deleted_at) VALUES (?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET change_seq = MAX(change_seq, excluded.change_seq)`,
+            r.job_id, r.change_seq, now,
+          );
           continue;
         }
+        if (this.one("SELECT 1 AS x FROM deleted_jobs WHERE id = ? AND change_seq >= ?", r.job_id, r.change_seq)) continue;
         this.run(
-          `INSERT INTO jobs (id, namespace, device, state, function, module, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at WHERE excluded.updated_at >= jobs.updated_at`,
-          r.job_id, namespace, device, r.state, r.function, r.module, r.created_at, r.updated_at,
+          `INSERT INTO jobs (id, namespace, device, state, function, module, created_at, updated_at, change_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, change_seq = excluded.change_seq
+           WHERE excluded.change_seq > jobs.change_seq`,
+          r.job_id, namespace, device, r.state, r.function, r.module, r.created_at, r.updated_at, r.change_seq,
         );
       }
+      this.run(
+        "DELETE FROM deleted_jobs WHERE id IN (SELECT id FROM deleted_jobs WHERE deleted_at < ? LIMIT ?)",
+        now - DELETED_MARKER_MS, MARKERS_PURGED_PER_BATCH,
+      );
     });
     return rows.length;
   }
 
-  async list(q: ListQuery): Promise<{ jobs: JobListItem[]; next: { createdAt: number; id: string } | null }> {
+  /**
+   * Binds a batch's Idempotency-Key to its body for `windowMs`: "new" the first time,
+   * "replay" for the same body again, "conflict" for another body. A key whose window
+   * has passed is free again. (Kept here because the index is already sharded by a hash:
+   * the caller picks the shard by a hash of the key.)
+   */
+  async claimBatchKey(key: string, bodyHash: string, windowMs: number): Promise<"new" | "replay" | "conflict"> {
+    const now = this.clock.now();
+    const seen = this.one<{ body_hash: string; created_at: number }>("SELECT body_hash, created_at FROM batch_keys WHERE key = ?", key);
+    if (seen && seen.created_at + windowMs > now) return seen.body_hash === bodyHash ? "replay" : "conflict";
+    this.run(
+      "INSERT INTO batch_keys (key, body_hash, created_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET body_hash = excluded.body_hash, created_at = excluded.created_at",
+      key, bodyHash, now,
+    );
+    this.run("DELETE FROM batch_keys WHERE key IN (SELECT key FROM batch_keys WHERE created_at < ? LIMIT ?)", now - windowMs, MARKERS_PURGED_PER_BATCH);
+    return "new";
+  }
+
+  /** The first `limit` + 1 rows past the cursor, in creation order: one shard's share of a listing page. */
+  async list(q: ListQuery): Promise<ListedJob[]> {
     const rows = this.all<Row>(
       `SELECT * FROM jobs
        WHERE (? IS NULL OR namespace = ?) AND (? IS NULL OR device = ?) AND (? IS NULL OR state = ?)
@@ -82,14 +162,9 @@ export class JobIndexObject extends SqlObject<Env> {
        ORDER BY created_at, id LIMIT ?`,
       q.namespace, q.namespace, q.device, q.device, q.status, q.status, q.after?.createdAt ?? null, q.after?.createdAt ?? null, q.after?.id ?? null, q.limit + 1,
     );
-    const page = rows.slice(0, q.limit);
-    const last = page[page.length - 1];
-    return {
-      jobs: page.map((r) => ({
-        id: r.id, device: r.device, state: r.state, function: r.function, module: r.module,
-        createdAt: new Date(r.created_at).toISOString(), updatedAt: new Date(r.updated_at).toISOString(),
-      })),
-      next: rows.length > q.limit && last ? { createdAt: last.created_at, id: last.id } : null,
-    };
+    return rows.map((r) => ({
+      id: r.id, device: r.device, state: r.state, function: r.function, module: r.module,
+      createdAt: new Date(r.created_at).toISOString(), updatedAt: new Date(r.updated_at).toISOString(), createdAtMs: r.created_at,
+    }));
   }
 }

@@ -86,6 +86,8 @@ export interface CallRecord {
 /** Where the control plane keeps a job's files. */
 export const inputKey = (jobId: string, name: string) => `jobs/${jobId}/inputs/${name}`;
 export const outputKey = (jobId: string, name: string) => `jobs/${jobId}/outputs/${name}`;
+/** Every file of a job (inputs and outputs) is under this prefix: deleted with the job. */
+export const jobFilesPrefix = (jobId: string) => `jobs/${jobId}/`;
 export const dataKey = (digest: string) => `data/${digest}`;
 export const outputUrl = (jobId: string, name: string) => `/v1/jobs/${jobId}/outputs/${encodeURIComponent(name)}`;
 
@@ -160,4 +162,5 @@ CREATE TABLE index_tombstones (change_seq INTEGER PRIMARY KEY, job_id TEXT NOT N
 CREATE TABLE index_state (id INTEGER PRIMARY KEY CHECK (id = 1), sent_seq INTEGER NOT NULL);
 INSERT INTO index_state (id, sent_seq) VALUES (1, 0);`;
 
-export type IndexRow = { job_id: string; state: string; function: string; module: string; created_at: number; updated_at: number };
+/** One job's listing row as the feed sends it; `change_seq` orders the changes of one job (state DELETED: a tombstone). */
+export type IndexRow = { job_id: string; state: string; function: string; module: string; created_at: number; updated_at: number; change_seq: number };

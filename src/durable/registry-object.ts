@@ -10,7 +10,8 @@ import { fail, ok, type Outcome } from "./rpc.js";
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
 import { formatApiKey, newKeyId, newSecret, randomBase32 } from "../protocol/ids.js";
 import type { Role, KeyView } from "../protocol/keys.js";
-import type { NamespaceSettings, OrchestratorKeyView, SigningAlgorithm } from "../protocol/signing.js";
+import type { NamespaceSettings, OrchestratorKeyView, Retention, SigningAlgorithm } from "../protocol/signing.js";
+import { withRetentionDefaults } from "../protocol/signing.js";
 import type { Env } from "../worker/env.js";
 import { iso } from "../core/time.js";
 
@@ -73,6 +74,8 @@ export class RegistryObject extends SqlObject<Env> {
       "ALTER TABLE deployments ADD COLUMN removed INTEGER NOT NULL DEFAULT 0",
       // The device listing moved to sharded objects; what is left here is which namespaces have devices.
       "CREATE TABLE device_namespaces (namespace TEXT PRIMARY KEY); INSERT INTO device_namespaces SELECT DISTINCT namespace FROM devices; DROP TABLE devices",
+      // a namespace's retention (JSON Retention; docs/retention.md)
+      "ALTER TABLE namespace_settings ADD COLUMN retention TEXT",
     ];
   }
 
@@ -176,14 +179,18 @@ export class RegistryObject extends SqlObject<Env> {
   private jtiWrites = 0;
 
   async namespaceSettings(namespace: string): Promise<NamespaceSettings> {
-    const row = this.one<{ require_signed_jobs: number }>("SELECT require_signed_jobs FROM namespace_settings WHERE namespace = ?", namespace);
-    return { requireSignedJobs: row?.require_signed_jobs === 1 };
+    const row = this.one<{ require_signed_jobs: number; retention: string | null }>("SELECT require_signed_jobs, retention FROM namespace_settings WHERE namespace = ?", namespace);
+    return {
+      requireSignedJobs: row?.require_signed_jobs === 1,
+      retention: withRetentionDefaults(row?.retention ? (JSON.parse(row.retention) as Partial<Retention>) : undefined),
+    };
   }
 
   async setNamespaceSettings(namespace: string, s: NamespaceSettings): Promise<NamespaceSettings> {
     this.run(
-      "INSERT INTO namespace_settings (namespace, require_signed_jobs) VALUES (?, ?) ON CONFLICT (namespace) DO UPDATE SET require_signed_jobs = excluded.require_signed_jobs",
-      namespace, s.requireSignedJobs ? 1 : 0,
+      `INSERT INTO namespace_settings (namespace, require_signed_jobs, retention) VALUES (?, ?, ?)
+       ON CONFLICT (namespace) DO UPDATE SET require_signed_jobs = excluded.require_signed_jobs, retention = excluded.retention`,
+      namespace, s.requireSignedJobs ? 1 : 0, JSON.stringify(s.retention),
     );
     return this.namespaceSettings(namespace);
   }

@@ -39,6 +39,15 @@ export const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, "a sha256 digest is 
 
 export const newDeviceId = (): DeviceId => "d" + randomBase32(16);
 export const newJobId = (deviceId: DeviceId, nowMs: number): JobId => `${deviceId}-${timeSortablePart(nowMs)}`;
+/**
+ * A job id that follows from a digest (of an idempotency key and the job's place in its
+ * request) instead of the clock: a retried request names the very same jobs.
+ */
+export function derivedJobId(deviceId: DeviceId, hexDigest: string): JobId {
+  let tail = "";
+  for (let i = 0; i < 16; i++) tail += BASE32[parseInt(hexDigest.slice(i * 2, i * 2 + 2), 16) & 31];
+  return `${deviceId}-${tail}`;
+}
 export const deviceOfJob = (jobId: JobId): DeviceId => jobId.slice(0, jobId.indexOf("-"));
 
 /**

@@ -42,5 +42,26 @@ export const OrchestratorKeyView = z.object({
 });
 export type OrchestratorKeyView = z.infer<typeof OrchestratorKeyView>;
 
-export const NamespaceSettings = z.strictObject({ requireSignedJobs: z.boolean() });
+/**
+ * How long a namespace keeps what its jobs leave behind (docs/retention.md). An ended job
+ * goes with its logs, result, files and index row; an Idempotency-Key is forgotten after
+ * its window (a repeat after that is a new request).
+ */
+export const DEFAULT_RETENTION = { endedJobsSeconds: 7 * 24 * 3600, idempotencySeconds: 24 * 3600 } as const;
+export const Retention = z.strictObject({
+  endedJobsSeconds: z.number().int().min(60).max(10 * 365 * 24 * 3600)
+    .describe(`how long an ended job (and its logs, result, files, index row) is kept after it ended; default ${DEFAULT_RETENTION.endedJobsSeconds} (7 days)`),
+  idempotencySeconds: z.number().int().min(60).max(30 * 24 * 3600)
+    .describe(`how long an Idempotency-Key answers its first request; default ${DEFAULT_RETENTION.idempotencySeconds} (24 h)`),
+});
+export type Retention = z.infer<typeof Retention>;
+
+/** What PUT takes: settings omitted from `retention` get their defaults. */
+export const NamespaceSettingsInput = z.strictObject({
+  requireSignedJobs: z.boolean(),
+  retention: Retention.partial().optional(),
+});
+export const NamespaceSettings = z.strictObject({ requireSignedJobs: z.boolean(), retention: Retention });
 export type NamespaceSettings = z.infer<typeof NamespaceSettings>;
+
+export const withRetentionDefaults = (r: Partial<Retention> | undefined): Retention => ({ ...DEFAULT_RETENTION, ...r });

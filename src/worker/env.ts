@@ -31,6 +31,8 @@ export interface Env {
   DEVICE_LIST_SHARDS?: string;
   /** debug | info (default) | warn | error */
   LOG_LEVEL?: string;
+  /** how many objects the job index is sharded into, by a hash of the device id (default 4; docs/scale.md) */
+  INDEX_SHARDS?: string;
 }
 
 const num = (v: string | undefined, fallback: number) => {

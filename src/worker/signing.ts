@@ -6,7 +6,7 @@
 import { calculateJwkThumbprint, decodeProtectedHeader, errors, importJWK, jwtVerify, type JWK } from "jose";
 import type { z } from "zod";
 import { JobSubmission } from "../protocol/job.js";
-import { MAX_SIGNED_LIFETIME_SECONDS, SIGNING_ALGORITHMS, type OrchestratorKeyView, type SigningAlgorithm } from "../protocol/signing.js";
+import { DEFAULT_RETENTION, MAX_SIGNED_LIFETIME_SECONDS, SIGNING_ALGORITHMS, type OrchestratorKeyView, type SigningAlgorithm } from "../protocol/signing.js";
 import type { ProblemType } from "../protocol/problem.js";
 import { registryStub } from "../durable/registry-object.js";
 import { TtlCache } from "../core/ttl-cache.js";
@@ -97,6 +97,14 @@ export async function signingRequired(env: Env, namespace: string): Promise<bool
   return settingsCache.get(namespace, async () => (await registryStub(env).namespaceSettings(namespace)).requireSignedJobs);
 }
 
+const keyWindowCache = new TtlCache<string, number>(CACHE_MS);
+
+/** How long an Idempotency-Key of `namespace` is bound to its request (its retention setting; the default for unscoped callers). */
+export async function idempotencyWindowMs(env: Env, namespace: string | null): Promise<number> {
+  if (namespace === null) return DEFAULT_RETENTION.idempotencySeconds * 1000;
+  return keyWindowCache.get(namespace, async () => (await registryStub(env).namespaceSettings(namespace)).retention.idempotencySeconds * 1000);
+}
+
 /** A key revoked here is refused at once in this isolate (others within CACHE_MS). */
 export function forgetOrchestratorKey(kid: string) {
   keyCache.delete(kid);
@@ -105,4 +113,5 @@ export function forgetOrchestratorKey(kid: string) {
 /** Settings changed here apply at once in this isolate. */
 export function forgetNamespaceSettings(namespace: string) {
   settingsCache.delete(namespace);
+  keyWindowCache.delete(namespace);
 }

@@ -1,5 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { env } from "cloudflare:test";
 import { call, poll, registerDevice, report, sleep, submit, uploadModule } from "./helpers.js";
+import { shardOf } from "../../src/core/shards.js";
+import { indexShardCount } from "../../src/durable/job-index-object.js";
 
 /** The index is fed asynchronously (tens of ms): wait until it shows what we expect. */
 async function listed(query: string, until: (jobs: { id: string; state: string }[]) => boolean) {
@@ -40,6 +43,32 @@ describe("listing jobs from the index", () => {
     await listed(`device=${a.deviceId}`, (jobs) => jobs.length === 2 && !jobs.some((j) => j.id === mine[0]));
     const everything = await listed("status=QUEUED", (jobs) => jobs.some((j) => j.id === mine[2]));
     expect(everything.some((j) => j.id === mine[1])).toBe(true);
+  });
+
+  it("merges the index shards into one creation order, paging across them without loss or repeat", async () => {
+    const shards = indexShardCount(env);
+    expect(shards).toBeGreaterThan(1);
+    // Devices until three shards are covered (ids are random; a few are enough).
+    const devices: string[] = [];
+    const covered = new Set<number>();
+    while (covered.size < Math.min(3, shards)) {
+      const d = (await registerDevice(`shard-${devices.length}`)).deviceId;
+      devices.push(d);
+      covered.add(shardOf(d, shards));
+    }
+    const digest = await uploadModule("math");
+    const mine: { id: string; createdAt: string }[] = [];
+    for (let round = 0; round < 3; round++) {
+      for (const d of devices) {
+        const job = (await submit(d, digest, "add32", [round, 1])).body;
+        mine.push({ id: job.id, createdAt: job.createdAt });
+      }
+    }
+    const expected = [...mine].sort((a, b) => a.createdAt.localeCompare(b.createdAt) || (a.id < b.id ? -1 : 1)).map((j) => j.id);
+    const ours = new Set(expected);
+    const all = await listed("status=QUEUED", (jobs) => jobs.filter((j) => ours.has(j.id)).length === mine.length);
+    expect(new Set(all.map((j) => j.id)).size).toBe(all.length); // no job on two pages
+    expect(all.filter((j) => ours.has(j.id)).map((j) => j.id)).toEqual(expected);
   });
 
   it("refuses a cursor it did not hand out", async () => {

@@ -36,7 +36,7 @@ beforeAll(async () => {
   user = (await call("POST", "/v1/keys", { json: { role: "user", namespace: "signed" } })).body.key;
   ed = await registerKey("EdDSA");
   es = await registerKey("ES256", "orchestrator-es");
-  expect((await call("PUT", "/v1/namespaces/signed/settings", { json: { requireSignedJobs: true } })).body).toEqual({ requireSignedJobs: true });
+  expect((await call("PUT", "/v1/namespaces/signed/settings", { json: { requireSignedJobs: true } })).body).toMatchObject({ requireSignedJobs: true });
 });
 
 describe("signed jobs", () => {

@@ -1,8 +1,8 @@
 import { z } from "zod";
-import { deviceOfJob, JobId, newJobId } from "../../protocol/ids.js";
+import { derivedJobId, deviceOfJob, JobId, newJobId } from "../../protocol/ids.js";
 import { JobBatch, JobLogs, JobRef, JobState, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
 import { DeviceId } from "../../protocol/ids.js";
-import { jobIndexStub } from "../../durable/job-index-object.js";
+import { jobIndexShards, jobIndexStub } from "../../durable/job-index-object.js";
 import { sha256Hex } from "../../core/crypto.js";
 import type { ProblemType } from "../../protocol/problem.js";
 import { coerceArgs, requiredInterfaces } from "../../protocol/wasm.js";
@@ -11,11 +11,13 @@ import { annotate, type App, type Ctx, fromOutcome, problem } from "../http.js";
 import { moduleInfo } from "../module-store.js";
 import { callerNamespace, canSeeDevice, deviceNamespace } from "../tenancy.js";
 import { mapWithConcurrency } from "../../core/concurrency.js";
+import { mergePages } from "../../core/shards.js";
+
 import type { Outcome } from "../../durable/rpc.js";
 
 /** How many device objects one batch request talks to at once. */
 const DEVICE_FANOUT = 32;
-import { signingRequired, verifySignedJob } from "../signing.js";
+import { idempotencyWindowMs, signingRequired, verifySignedJob } from "../signing.js";
 import { chainFrom } from "../chains.js";
 import { outputKey } from "../../durable/job-row.js";
 import { FileName } from "../../protocol/deployment.js";
@@ -77,13 +79,25 @@ const signed = route({
   },
 });
 
+
 const batch = route({
   method: "post",
   path: "/v1/jobs/batch",
   roles: ["admin", "user"],
-  summary: `Submit up to ${LIMITS.maxBatchJobs} jobs at once; each device's share is stored in one transaction`,
-  request: { body: jsonBody(JobBatch) },
-  responses: { 202: jsonResponse(z.object({ jobs: z.array(JobRef) }), "Accepted, in the order given") },
+  summary:
+    `Submit up to ${LIMITS.maxBatchJobs} jobs at once. Every job is checked before any is stored (a refusal stores nothing); ` +
+    "each device's share is stored in one transaction. With an Idempotency-Key, the job ids follow from the key, a repeat answers " +
+    "the same jobs (Idempotent-Replayed: true) and completes a batch that failed part-way; the key with another body is a 409",
+  request: {
+    body: jsonBody(JobBatch),
+    headers: z.object({ "idempotency-key": z.string().min(1).max(200).optional() }),
+  },
+  responses: {
+    202: jsonResponse(z.object({ jobs: z.array(JobRef) }), "Accepted, in the order given"),
+    404: { description: "A device is not registered (application/problem+json); nothing was stored" },
+    409: { description: "This Idempotency-Key was used with a different batch (application/problem+json); nothing was stored" },
+    422: { description: "A job cannot be accepted, e.g. its deadline has passed (application/problem+json; nothing was stored), or a device refused its share late: the detail says how many devices stored theirs, and a retry with the same Idempotency-Key completes the batch" },
+  },
 });
 
 const outputFile = route({
@@ -182,6 +196,19 @@ async function checkCall(c: Ctx, spec: JobSubmission): Promise<Refusal | { requi
   return args.ok ? { requires: requiredInterfaces(info.imports) } : { type: "bad-arguments", detail: `${spec.function}: ${args.message}` };
 }
 
+/**
+ * Binds the key to this body for the caller's namespace (in the index shard the key
+ * hashes to) and answers what the batch's job ids are derived from (with their position).
+ */
+async function claimBatchKey(c: Ctx, key: string, jobs: JobSubmission[]) {
+  const namespace = callerNamespace(c);
+  const scope = `${namespace ?? "*"}\n${key}`;
+  const bodyHash = await sha256Hex(JSON.stringify(jobs));
+  const claim = await jobIndexStub(c.env, scope).claimBatchKey(scope, bodyHash, await idempotencyWindowMs(c.env, namespace));
+  // The body is part of the ids too: a key reused for another batch after its window names new jobs.
+  return { scope: `${scope}\n${bodyHash}`, claim };
+}
+
 export function jobRoutes(app: App) {
   /** Everything after authentication, shared by signed and unsigned submissions. */
   async function queue(c: Ctx, spec: JobSubmission, waitMs: number, idempotencyKey: string | undefined) {
@@ -221,8 +248,11 @@ export function jobRoutes(app: App) {
 
   app.openapi(batch, async (c) => {
     const { jobs } = c.req.valid("json");
+    const key = c.req.valid("header")["idempotency-key"];
     const requires: string[][] = [];
+    const checkedAt = Date.now();
     for (const [i, spec] of jobs.entries()) {
+      if (spec.deadline && Date.parse(spec.deadline) <= checkedAt) return problem(c, "unprocessable", `jobs.${i}: the deadline has already passed`);
       const checked = await checkCall(c, spec);
       if ("type" in checked) return problem(c, checked.type, `jobs.${i}: ${checked.detail}`);
       requires.push(checked.requires);
@@ -235,8 +265,11 @@ export function jobRoutes(app: App) {
     const known = await mapWithConcurrency(devices, DEVICE_FANOUT, async (d) => (await canSeeDevice(c, d)) && (await deviceStub(c.env, d).exists(callerNamespace(c))));
     const unknown = devices.filter((_, i) => !known[i]);
     if (unknown.length) return problem(c, "not-found", `not registered: ${unknown.join(", ")}`);
+    const keyed = key ? await claimBatchKey(c, key, jobs) : null;
+    if (keyed?.claim === "conflict") return problem(c, "conflict", "this Idempotency-Key was used with a different batch");
     const now = Date.now();
-    const entries = jobs.map((spec, i) => ({ jobId: newJobId(spec.device, now), spec, requires: requires[i]! }));
+    const ids = keyed ? await Promise.all(jobs.map(async (spec, i) => derivedJobId(spec.device, await sha256Hex(`${keyed.scope}\n${i}`)))) : null;
+    const entries = jobs.map((spec, i) => ({ jobId: ids?.[i] ?? newJobId(spec.device, now), spec, requires: requires[i]! }));
     const byDevice = new Map<string, typeof entries>();
     for (const e of entries) byDevice.set(e.spec.device, [...(byDevice.get(e.spec.device) ?? []), e]);
     const outs = await mapWithConcurrency([...byDevice], DEVICE_FANOUT, async ([device, mine]): Promise<Outcome<JobRef[]>> => {
@@ -244,21 +277,37 @@ export function jobRoutes(app: App) {
       return out.ok ? { ok: true, value: out.value } : { ok: false, problem: out.problem, detail: out.detail };
     });
     const refs = new Map<string, JobRef>();
-    for (const out of outs) {
-      // Devices were checked above; a failure here is a server fault, not a client's.
-      if (!out.ok) return problem(c, out.problem, out.detail);
-      for (const r of out.value) refs.set(r.id, r);
+    const failed = outs.findIndex((out) => !out.ok);
+    if (failed >= 0) {
+      // Every job was checked above, so this is a device refusing late (or a fault): the other
+      // devices' shares may be stored. With the key, a retry names the same jobs and completes it.
+      const out = outs[failed] as { ok: false; problem: ProblemType; detail: string };
+      const stored = [...byDevice.keys()].filter((_, i) => outs[i]!.ok);
+      const advice = key ? "retry with the same Idempotency-Key to complete the batch" : "without an Idempotency-Key a retry would store them again";
+      return problem(c, out.problem, `device ${[...byDevice.keys()][failed]}: ${out.detail}; stored on ${stored.length} of ${byDevice.size} devices (${advice})`);
     }
-    annotate(c, { event: "jobs queued", count: jobs.length, devices: devices.length });
-    return c.json({ jobs: entries.map((e) => refs.get(e.jobId)!) }, 202);
+    for (const out of outs) if (out.ok) for (const r of out.value) refs.set(r.id, r);
+    annotate(c, { event: keyed?.claim === "replay" ? "jobs replayed" : "jobs queued", count: jobs.length, devices: devices.length });
+    return c.json({ jobs: entries.map((e) => refs.get(e.jobId)!) }, 202, keyed?.claim === "replay" ? { "Idempotent-Replayed": "true" } : {});
   });
 
   app.openapi(list, async (c) => {
     const q = c.req.valid("query");
     const after = q.cursor ? decodeCursor(q.cursor) : null;
     if (q.cursor && !after) return problem(c, "validation", "the cursor is not one this API handed out");
-    const page = await jobIndexStub(c.env).list({ namespace: callerNamespace(c), device: q.device ?? null, status: q.status ?? null, limit: q.limit, after });
-    return c.json({ jobs: page.jobs, nextCursor: page.next ? encodeCursor(page.next) : null }, 200);
+    const query = { namespace: callerNamespace(c), device: q.device ?? null, status: q.status ?? null, limit: q.limit, after };
+    // Every shard answers the rows past the same cursor; the page is the first `limit` of their union.
+    // A device's jobs all live in one shard.
+    const asked = q.device ? [jobIndexStub(c.env, q.device)] : jobIndexShards(c.env);
+    const shards = await Promise.all(asked.map((shard) => shard.list(query)));
+    const byCreation = (a: { createdAtMs: number; id: string }, b: { createdAtMs: number; id: string }) =>
+      a.createdAtMs - b.createdAtMs || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+    const { rows, more } = mergePages(shards, byCreation, q.limit);
+    const last = rows[rows.length - 1];
+    return c.json({
+      jobs: rows.map(({ createdAtMs: _ms, ...job }) => job),
+      nextCursor: more && last ? encodeCursor({ createdAt: last.createdAtMs, id: last.id }) : null,
+    }, 200);
   });
 
   app.openapi(logs, async (c) => {

@@ -1,7 +1,7 @@
 /** Per-namespace settings: for now, whether its jobs must be signed. */
 import { z } from "zod";
 import { Namespace } from "../../protocol/keys.js";
-import { NamespaceSettings } from "../../protocol/signing.js";
+import { NamespaceSettings, NamespaceSettingsInput, withRetentionDefaults } from "../../protocol/signing.js";
 import { registryStub } from "../../durable/registry-object.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { problem, type App, type Ctx } from "../http.js";
@@ -23,8 +23,10 @@ const put = route({
   method: "put",
   path: "/v1/namespaces/{ns}/settings",
   roles: ["admin"],
-  summary: "Change a namespace's settings (requireSignedJobs: unsigned submissions are refused with 403)",
-  request: { params, body: jsonBody(NamespaceSettings) },
+  summary:
+    "Change a namespace's settings (requireSignedJobs: unsigned submissions are refused with 403; retention: how long ended jobs " +
+    "with their logs, files and index rows, and Idempotency-Keys, are kept; omitted retention settings take their defaults)",
+  request: { params, body: jsonBody(NamespaceSettingsInput) },
   responses: { 200: jsonResponse(NamespaceSettings, "The settings now") },
 });
 
@@ -42,7 +44,8 @@ export function namespaceRoutes(app: App) {
   app.openapi(put, async (c) => {
     const { ns } = c.req.valid("param");
     if (outside(c, ns)) return problem(c, "not-found", `no namespace ${ns}`);
-    const settings = await registryStub(c.env).setNamespaceSettings(ns, c.req.valid("json"));
+    const input = c.req.valid("json");
+    const settings = await registryStub(c.env).setNamespaceSettings(ns, { requireSignedJobs: input.requireSignedJobs, retention: withRetentionDefaults(input.retention) });
     forgetNamespaceSettings(ns);
     return c.json(settings, 200);
   });
