@@ -19,7 +19,7 @@ import { transition, type JobEvent } from "../core/lifecycle.js";
 import { isOnline, leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
 import { settingsFrom, type Env, type Settings } from "../worker/env.js";
-import { randomBase32 } from "../protocol/ids.js";
+import { JobIdMinter, randomBase32 } from "../protocol/ids.js";
 import { isTerminal, jobLinks, type JobError, type JobLogs, type JobRef, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
 import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../protocol/device.js";
 import { AgentMessage, WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport, type ServerMessage } from "../protocol/agent.js";
@@ -91,6 +91,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     const d = this.device;
     return d ? (rows) => jobIndexStub(this.env).apply(d.id, d.namespace, rows) : undefined;
   });
+  private readonly jobIds = new JobIdMinter();
   /** the last secret whose hash matched: spares a digest on every agent request */
   private verifiedSecret: string | null = null;
 
@@ -253,7 +254,6 @@ export abstract class DeviceQueue extends SqlObject<Env> {
    * of the same request answers the job it created; the same key with another body is a conflict.
    */
   async submit(
-    jobId: string,
     spec: JobSubmission,
     waitMs = 0,
     idempotency: { key: string; bodyHash: string } | null = null,
@@ -271,6 +271,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     }
     const deadline = spec.deadline ? Date.parse(spec.deadline) : null;
     if (deadline !== null && deadline <= now) return fail("unprocessable", "the deadline has already passed");
+    const jobId = this.newJobId(now);
     const missing = missingInterfaces(requires, this.interfaces());
     if (missing.length > 0) {
       this.insertRejected(jobId, spec, deadline, now, missing);
@@ -287,13 +288,14 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     return out.ok ? ok({ ...out.value, replayed: false }) : out;
   }
 
-  /** Many jobs in one transaction, delivered together. */
-  async submitBatch(entries: { jobId: string; spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
+  /** Many jobs in one transaction, delivered together; answers their refs in the order given. */
+  async submitBatch(batch: { spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
     if (!this.device) return fail("not-found", "the device is not registered");
     const now = this.clock.now();
-    for (const { spec } of entries) {
+    for (const { spec } of batch) {
       if (spec.deadline && Date.parse(spec.deadline) <= now) return fail("unprocessable", "a deadline has already passed");
     }
+    const entries = batch.map((e) => ({ ...e, jobId: this.newJobId(now) }));
     let earliestDeadline: number | null = null;
     const rejected = new Set<string>();
     this.ctx.storage.transactionSync(() => {
@@ -319,6 +321,18 @@ export abstract class DeviceQueue extends SqlObject<Env> {
         links: jobLinks(jobId),
       })),
     );
+  }
+
+  /**
+   * A new id for a job of this device. Only this object mints its device's job ids, and its
+   * minter never repeats itself; an id from an earlier life of the object (the minter starts
+   * afresh after an eviction, and the wall clock may have stepped back) is skipped.
+   */
+  protected newJobId(now: number): string {
+    for (;;) {
+      const id = this.jobIds.next(this.device!.id, now);
+      if (!this.one("SELECT 1 AS x FROM jobs WHERE id = ?", id)) return id;
+    }
   }
 
   /** The host functions this device links (from its description), read once. */

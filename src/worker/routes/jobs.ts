@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { deviceOfJob, JobId, newJobId } from "../../protocol/ids.js";
+import { deviceOfJob, JobId } from "../../protocol/ids.js";
 import { JobBatch, JobLogs, JobRef, JobState, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
 import { DeviceId } from "../../protocol/ids.js";
 import { jobIndexStub } from "../../durable/job-index-object.js";
@@ -188,9 +188,9 @@ export function jobRoutes(app: App) {
     if (!(await canSeeDevice(c, spec.device))) return problem(c, "not-found", `device ${spec.device} is not registered`);
     const checked = await checkCall(c, spec);
     if ("type" in checked) return problem(c, checked.type, checked.detail);
-    const jobId = newJobId(spec.device, Date.now());
     const idempotency = idempotencyKey ? { key: idempotencyKey, bodyHash: await sha256Hex(JSON.stringify(spec)) } : null;
-    const out = await deviceStub(c.env, spec.device).submit(jobId, spec, waitMs, idempotency, checked.requires);
+    // The device object mints the job's id: only it knows every id its device's jobs hold.
+    const out = await deviceStub(c.env, spec.device).submit(spec, waitMs, idempotency, checked.requires);
     return fromOutcome(c, out, ({ done, job, replayed }) => {
       annotate(c, { event: replayed ? "job replayed" : "job queued", jobId: job.id, device: spec.device, function: spec.function });
       return c.json(job, done ? 200 : 202, { Location: job.links.self, ...(replayed ? { "Idempotent-Replayed": "true" } : {}) });
@@ -236,22 +236,22 @@ export function jobRoutes(app: App) {
     const known = await mapWithConcurrency(devices, DEVICE_FANOUT, async (d) => (await canSeeDevice(c, d)) && (await deviceStub(c.env, d).exists()));
     const unknown = devices.filter((_, i) => !known[i]);
     if (unknown.length) return problem(c, "not-found", `not registered: ${unknown.join(", ")}`);
-    const now = Date.now();
-    const entries = jobs.map((spec, i) => ({ jobId: newJobId(spec.device, now), spec, requires: requires[i]! }));
-    const byDevice = new Map<string, typeof entries>();
-    for (const e of entries) byDevice.set(e.spec.device, [...(byDevice.get(e.spec.device) ?? []), e]);
+    // Each device object mints its jobs' ids and answers their refs in the order it was given.
+    const byDevice = new Map<string, { at: number; spec: JobSubmission; requires: string[] }[]>();
+    for (const [at, spec] of jobs.entries()) byDevice.set(spec.device, [...(byDevice.get(spec.device) ?? []), { at, spec, requires: requires[at]! }]);
     const outs = await mapWithConcurrency([...byDevice], DEVICE_FANOUT, async ([device, mine]): Promise<Outcome<JobRef[]>> => {
-      const out = await deviceStub(c.env, device).submitBatch(mine);
+      const out = await deviceStub(c.env, device).submitBatch(mine.map(({ spec, requires }) => ({ spec, requires })));
       return out.ok ? { ok: true, value: out.value } : { ok: false, problem: out.problem, detail: out.detail };
     });
-    const refs = new Map<string, JobRef>();
-    for (const out of outs) {
+    const refs: JobRef[] = new Array(jobs.length);
+    for (const [i, out] of outs.entries()) {
       // Devices were checked above; a failure here is a server fault, not a client's.
       if (!out.ok) return problem(c, out.problem, out.detail);
-      for (const r of out.value) refs.set(r.id, r);
+      const mine = [...byDevice.values()][i]!;
+      for (const [k, ref] of out.value.entries()) refs[mine[k]!.at] = ref;
     }
     annotate(c, { event: "jobs queued", count: jobs.length, devices: devices.length });
-    return c.json({ jobs: entries.map((e) => refs.get(e.jobId)!) }, 202);
+    return c.json({ jobs: refs }, 202);
   });
 
   app.openapi(list, async (c) => {
