@@ -159,7 +159,7 @@ export async function runFaultSuite(opts: FaultOptions): Promise<FaultReport> {
     // ---- the plan: which tags go in which submission, to which device --------------------
     const submissions: Submission[] = [];
     for (let tag = 1; tag <= opts.jobs; ) {
-      const size = Math.random() < 0.4 ? 1 : Math.min(opts.jobs - tag + 1, Math.round(between(5, 40)));
+      const size = Math.random() < 0.5 ? 1 : Math.min(opts.jobs - tag + 1, Math.round(between(5, 30)));
       const tags = Array.from({ length: size }, (_, i) => tag + i);
       submissions.push({ key: crypto.randomUUID(), device: Math.floor(Math.random() * 3), tags, kind: size === 1 ? "single" : "batch", startedAt: 0, attempts: 0, accepted: false });
       tag += size;
