@@ -31,7 +31,7 @@ export interface FaultOptions {
 }
 
 type Submission = { key: string; device: number; tags: number[]; kind: "single" | "batch"; startedAt: number; attempts: number; accepted: boolean };
-type Accepted = { tag: number; id: string; device: number; submittedAt: number };
+type Accepted = { tag: number; id: string; device: number; submittedAt: number; acceptedAt: number };
 type JobEnd = { id: string; state: string; attempts: number; error: { kind: string; message: string } | null; finishedAt: string | null; args: number[] };
 type Window = { from: number; to: number };
 
@@ -42,12 +42,16 @@ export interface FaultReport {
   stuck: number;
   states: Record<string, number>;
   failedForInfrastructure: Record<string, number>;
+  /** each job that did not succeed: id, device, attempts, runs seen, error */
+  notSucceeded: string[];
   executionsPerJob: Record<string, number>;
   duplicates: { total: number; whereAgentSurvived: number; explained: Record<string, number>; unexplained: string[] };
   /** jobs the control plane holds that no answer named: stored by an attempt whose answer was lost */
   unansweredJobs: { count: number; executed: number; ids: string[] };
   redeliveries: number;
   submitToEndMs: { p50: number | null; p99: number | null; max: number | null };
+  /** from the answer that accepted it (retries while the control plane was down excluded) */
+  acceptedToEndMs: { p50: number | null; p99: number | null };
   faults: { agentKills: number; killsPerAgent: number[]; failedAgentStarts: string[]; controlPlaneCrashes: number; controlPlaneDownMs: number[]; blackholeMs: number; proxyCuts: number; delayedMs: number };
   client: { networkFailures: number; serverErrors: { status: number; requestId: string | null; path: string; workerLog: string[] }[] };
   drainSeconds: number;
@@ -75,7 +79,7 @@ class Device {
   failedStarts: string[] = [];
 
   async start(token?: string) {
-    const proc = await startAgent({ server: this.server(), dataDir: this.dataDir, ...(token ? { token } : {}), args: ["--log-level", "info", "--pool-size", "2"], startTimeoutMs: 15_000 });
+    const proc = await startAgent({ server: this.server(), dataDir: this.dataDir, ...(token ? { token } : {}), args: ["--log-level", "debug", "--pool-size", "2"], startTimeoutMs: 15_000 });
     this.deviceId = proc.deviceId;
     this.proc = proc;
   }
@@ -153,7 +157,7 @@ export async function runFaultSuite(opts: FaultOptions): Promise<FaultReport> {
     const uploaded = await fetch(`${cp.url}/v1/modules`, { method: "POST", headers: { authorization: `Bearer ${cp.adminToken}`, "content-type": "application/wasm" }, body: tally });
     const digest = ((await uploaded.json()) as { digest: string }).digest;
     const registerKey = (await client.send<{ key: string }>("POST", "/v1/keys", { role: "register" })).body.key;
-    for (const d of devices) await d.start(registerKey);
+    await Promise.all(devices.map((d) => d.start(registerKey)));
     opts.log(`faults: control plane ${cp.url}, agents ${devices.map((d) => d.deviceId).join(", ")} (agent 0 through the proxy on ${proxy.url})`);
 
     // ---- the plan: which tags go in which submission, to which device --------------------
@@ -175,13 +179,14 @@ export async function runFaultSuite(opts: FaultOptions): Promise<FaultReport> {
           const res = await client.send<{ id: string }>("POST", "/v1/jobs", spec(s.device, s.tags[0]!), { headers, retryForMs: 120_000 });
           s.attempts = res.attempts;
           if (res.status !== 202 && res.status !== 200) throw new Error(`single answered ${res.status}: ${JSON.stringify(res.body)}`);
-          accepted.push({ tag: s.tags[0]!, id: res.body.id, device: s.device, submittedAt: s.startedAt });
+          accepted.push({ tag: s.tags[0]!, id: res.body.id, device: s.device, submittedAt: s.startedAt, acceptedAt: Date.now() });
         } else {
           // Sent with an Idempotency-Key, so a retry after a lost answer is safe where the route honours it.
           const res = await client.send<{ jobs: { id: string }[] }>("POST", "/v1/jobs/batch", { jobs: s.tags.map((t) => spec(s.device, t)) }, { headers, retryForMs: 120_000 });
           s.attempts = res.attempts;
           if (res.status !== 202) throw new Error(`batch answered ${res.status}: ${JSON.stringify(res.body)}`);
-          res.body.jobs.forEach((j, i) => accepted.push({ tag: s.tags[i]!, id: j.id, device: s.device, submittedAt: s.startedAt }));
+          const acceptedAt = Date.now();
+          res.body.jobs.forEach((j, i) => accepted.push({ tag: s.tags[i]!, id: j.id, device: s.device, submittedAt: s.startedAt, acceptedAt }));
         }
         s.accepted = true;
       } catch (e) {
@@ -251,6 +256,7 @@ export async function runFaultSuite(opts: FaultOptions): Promise<FaultReport> {
       blackholes.push({ from, to: Date.now() });
       faults.blackholeMs = Date.now() - from;
       await sleep(Math.max(0, t0 + submitMs * 0.85 - Date.now()));
+      while (!devices[0]!.proc && submitting) await sleep(200); // cut the connections of a running agent
       faults.proxyCuts += proxy.cut();
     })();
 
@@ -305,11 +311,13 @@ export async function runFaultSuite(opts: FaultOptions): Promise<FaultReport> {
       stuck: 0,
       states: {},
       failedForInfrastructure: {},
+      notSucceeded: [],
       executionsPerJob: {},
       duplicates: { total: 0, whereAgentSurvived: 0, explained: {}, unexplained: [] },
       unansweredJobs: { count: unanswered.length, executed: 0, ids: unanswered.map((j) => j.id) },
       redeliveries: 0,
       submitToEndMs: { p50: null, p99: null, max: null },
+      acceptedToEndMs: { p50: null, p99: null },
       faults,
       client: {
         networkFailures: client.networkFailures,
@@ -326,6 +334,7 @@ export async function runFaultSuite(opts: FaultOptions): Promise<FaultReport> {
     const unansweredTags = new Map<string, number>();
     for (const j of unanswered) unansweredTags.set(`${j.args[0]}`, (unansweredTags.get(`${j.args[0]}`) ?? 0) + 1);
     const latencies: number[] = [];
+    const sinceAccepted: number[] = [];
     for (const a of accepted) {
       const end = ends.get(a.id);
       if (!end) {
@@ -340,13 +349,15 @@ export async function runFaultSuite(opts: FaultOptions): Promise<FaultReport> {
         report.stuckIds.push(a.id);
         continue;
       }
+      const finished = end.finishedAt ? Date.parse(end.finishedAt) : Date.now();
+      latencies.push(finished - a.submittedAt);
+      sinceAccepted.push(finished - a.acceptedAt);
+      const runs = executions[a.device]!.get(a.tag) ?? 0;
       if (end.state !== "SUCCEEDED") {
         const why = `${end.state}/${end.error?.kind ?? "?"}`;
         report.failedForInfrastructure[why] = (report.failedForInfrastructure[why] ?? 0) + 1;
+        report.notSucceeded.push(`${a.id} agent ${a.device} attempts ${end.attempts} runs ${runs} accepted ${new Date(a.acceptedAt).toISOString().slice(11, 23)} ended ${end.finishedAt?.slice(11, 23)}: ${end.error?.message ?? ""}`);
       }
-      const finished = end.finishedAt ? Date.parse(end.finishedAt) : Date.now();
-      latencies.push(finished - a.submittedAt);
-      const runs = executions[a.device]!.get(a.tag) ?? 0;
       report.executionsPerJob[String(runs)] = (report.executionsPerJob[String(runs)] ?? 0) + 1;
       if (runs > 1) {
         report.duplicates.total++;
@@ -364,6 +375,8 @@ export async function runFaultSuite(opts: FaultOptions): Promise<FaultReport> {
     for (const j of unanswered) if ((executions.find((_, i) => devices[i]!.deviceId === j.id.slice(0, 17))?.get(j.args[0]!) ?? 0) > 0) report.unansweredJobs.executed++;
     latencies.sort((x, y) => x - y);
     report.submitToEndMs = { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1) ?? null };
+    sinceAccepted.sort((x, y) => x - y);
+    report.acceptedToEndMs = { p50: percentile(sinceAccepted, 50), p99: percentile(sinceAccepted, 99) };
     return report;
   } finally {
     for (const d of devices) await d.stop().catch(() => undefined);
