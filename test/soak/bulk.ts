@@ -23,6 +23,8 @@ export interface BulkReport {
   batches: number;
   refused: { status: number; requestId: string | null; problem: unknown; workerLog: string[] }[];
   lastJobStates: Record<string, number>;
+  /** the device's queue once the last round ended */
+  finalQueue: { queued: number; running: number } | null;
   seconds: number;
   jobsPerSecond: number;
   workerLogFile: string;
@@ -40,7 +42,7 @@ export async function runBulkSoak(opts: BulkOptions): Promise<BulkReport> {
     const key = (await client.send<{ key: string }>("POST", "/v1/keys", { role: "register" })).body.key;
     agent = await startAgent({ server: cp.url, token: key, dataDir: `${opts.workDir}/bulk-agent`, args: ["--log-level", "info"] });
     const device = agent.deviceId;
-    const report: BulkReport = { jobs: opts.jobs, accepted: 0, batches: 0, refused: [], lastJobStates: {}, seconds: 0, jobsPerSecond: 0, workerLogFile: cp.logFile };
+    const report: BulkReport = { jobs: opts.jobs, accepted: 0, batches: 0, refused: [], lastJobStates: {}, finalQueue: null, seconds: 0, jobsPerSecond: 0, workerLogFile: cp.logFile };
     const started = Date.now();
     let sent = 0;
     while (sent < opts.jobs) {
@@ -70,6 +72,11 @@ export async function runBulkSoak(opts: BulkOptions): Promise<BulkReport> {
       if (report.batches % (opts.batchesPerRound * 4) === 0) opts.log(`bulk: ${sent}/${opts.jobs} sent, ${((Date.now() - started) / 1000).toFixed(0)} s`);
     }
     report.seconds = Math.round((Date.now() - started) / 100) / 10;
+    // Everything queued has run: the device's queue is empty (bounded wait).
+    for (const until = Date.now() + 60_000; ; await new Promise((r) => setTimeout(r, 500))) {
+      report.finalQueue = (await client.send<{ queue: { queued: number; running: number } }>("GET", `/v1/devices/${device}`)).body.queue;
+      if ((report.finalQueue.queued === 0 && report.finalQueue.running === 0) || Date.now() > until) break;
+    }
     report.jobsPerSecond = Math.round(report.accepted / report.seconds);
     await cp.stop();
     for (const r of report.refused) r.workerLog = workerLogLines(cp.logFile, r.requestId);

@@ -45,7 +45,7 @@ export interface FaultReport {
   /** each job that did not succeed: id, device, attempts, runs seen, error */
   notSucceeded: string[];
   executionsPerJob: Record<string, number>;
-  duplicates: { total: number; whereAgentSurvived: number; explained: Record<string, number>; unexplained: string[] };
+  duplicates: { total: number; whereAgentSurvived: number; explained: Record<string, number>; unexplained: string[]; ids: string[] };
   /** jobs the control plane holds that no answer named: stored by an attempt whose answer was lost */
   unansweredJobs: { count: number; executed: number; ids: string[] };
   redeliveries: number;
@@ -313,7 +313,7 @@ export async function runFaultSuite(opts: FaultOptions): Promise<FaultReport> {
       failedForInfrastructure: {},
       notSucceeded: [],
       executionsPerJob: {},
-      duplicates: { total: 0, whereAgentSurvived: 0, explained: {}, unexplained: [] },
+      duplicates: { total: 0, whereAgentSurvived: 0, explained: {}, unexplained: [], ids: [] },
       unansweredJobs: { count: unanswered.length, executed: 0, ids: unanswered.map((j) => j.id) },
       redeliveries: 0,
       submitToEndMs: { p50: null, p99: null, max: null },
@@ -362,14 +362,18 @@ export async function runFaultSuite(opts: FaultOptions): Promise<FaultReport> {
       if (runs > 1) {
         report.duplicates.total++;
         const dev = devices[a.device]!;
-        const reasons: string[] = [];
-        if (dev.down.some((w) => overlaps(w, a.submittedAt, finished))) reasons.push("its agent was SIGKILLed while it held the job");
-        if (a.device === 0 && blackholes.some((w) => overlaps(w, a.submittedAt, finished))) reasons.push("its agent's link was blackholed while it held the job");
-        if (cpDown.some((w) => overlaps(w, a.submittedAt, finished))) reasons.push("the control plane crashed while the job was held");
-        if (unansweredTags.has(String(a.tag))) reasons.push("a retried batch stored the job twice");
-        if (!dev.down.some((w) => overlaps(w, a.submittedAt, finished))) report.duplicates.whereAgentSurvived++;
-        if (reasons.length === 0) report.duplicates.unexplained.push(`${a.id} (tag ${a.tag}, ${runs} runs, attempts ${end.attempts})`);
-        for (const r of reasons) report.duplicates.explained[r] = (report.duplicates.explained[r] ?? 0) + 1;
+        // The first cause that applies, in this order (a kill explains a re-run by itself: the result died with the agent).
+        const agentKilled = dev.down.some((w) => overlaps(w, a.submittedAt, finished));
+        const reason =
+          unansweredTags.has(String(a.tag)) ? "a retried batch stored the job twice"
+          : agentKilled ? "its agent was SIGKILLed while it held the job"
+          : a.device === 0 && blackholes.some((w) => overlaps(w, a.submittedAt, finished)) ? "its agent survived; its link was blackholed while it held the job"
+          : cpDown.some((w) => overlaps(w, a.submittedAt, finished)) ? "its agent survived; the control plane crashed while it held the job"
+          : null;
+        if (!agentKilled) report.duplicates.whereAgentSurvived++;
+        report.duplicates.ids.push(`${a.id}:${runs}`);
+        if (reason) report.duplicates.explained[reason] = (report.duplicates.explained[reason] ?? 0) + 1;
+        else report.duplicates.unexplained.push(`${a.id} (tag ${a.tag}, ${runs} runs, attempts ${end.attempts})`);
       }
     }
     for (const j of unanswered) if ((executions.find((_, i) => devices[i]!.deviceId === j.id.slice(0, 17))?.get(j.args[0]!) ?? 0) > 0) report.unansweredJobs.executed++;

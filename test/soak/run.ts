@@ -5,7 +5,7 @@
  * --blackhole-ms (20000), --drain-seconds (120), --bulk-jobs N (default 120000; 0 skips it),
  * --only faults|bulk, --work-dir DIR (kept for inspection: Worker logs, agents' logs and data dirs).
  */
-import { mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -27,6 +27,7 @@ const { values } = parseArgs({
   },
 });
 const workDir = values["work-dir"] ?? mkdtempSync(join(tmpdir(), "wv-soak-"));
+mkdirSync(workDir, { recursive: true });
 const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
 let failed = false;
 
@@ -53,6 +54,6 @@ if (values.only !== "faults" && Number(values["bulk-jobs"]) > 0) {
   log(`bulk soak: ${values["bulk-jobs"]} fibo jobs to one device, batches of 1,000, five a round (work dir ${workDir})`);
   const bulk = await runBulkSoak({ jobs: Number(values["bulk-jobs"]), batchSize: 1000, batchesPerRound: 5, workDir, log });
   console.log(JSON.stringify(bulk, null, 2));
-  if (bulk.refused.length > 0) failed = true;
+  if (bulk.refused.length > 0 || bulk.finalQueue?.queued !== 0 || bulk.finalQueue?.running !== 0) failed = true;
 }
 process.exit(failed ? 1 : 0);
