@@ -21,7 +21,7 @@ import { transition, type JobEvent } from "../core/lifecycle.js";
 import { isOnline, leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
 import { settingsFrom, type Env, type Settings } from "../worker/env.js";
-import { randomBase32 } from "../protocol/ids.js";
+import { JobIdMinter, randomBase32 } from "../protocol/ids.js";
 import { isTerminal, jobLinks, type JobError, type JobLogs, type JobRef, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
 import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../protocol/device.js";
 import { AgentMessage, WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeasedJob, type LeaseRef, type LogBatch, type ResultReport, type ServerMessage } from "../protocol/agent.js";
@@ -118,6 +118,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     async () => (await registryStub(this.env).namespaceSettings(this.device!.namespace)).retention,
     (jobs) => this.deleteEndedJobs(jobs),
   );
+  private readonly jobIds = new JobIdMinter();
   /** the last secret whose hash matched: spares a digest on every agent request */
   private verifiedSecret: string | null = null;
 
@@ -374,7 +375,6 @@ export abstract class DeviceQueue extends SqlObject<Env> {
    */
   async submit(
     namespace: string | null,
-    jobId: string,
     spec: JobSubmission,
     waitMs = 0,
     idempotency: { key: string; bodyHash: string } | null = null,
@@ -392,6 +392,7 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     }
     const deadline = spec.deadline ? Date.parse(spec.deadline) : null;
     if (deadline !== null && deadline <= now) return fail("unprocessable", "the deadline has already passed");
+    const jobId = this.newJobId(now);
     const missing = missingInterfaces(requires, this.interfaces());
     if (missing.length > 0) {
       this.insertRejected(jobId, spec, deadline, now, missing);
@@ -409,13 +410,15 @@ export abstract class DeviceQueue extends SqlObject<Env> {
   }
 
   /**
-   * Many jobs in one transaction, delivered together. A job whose id is already here is
+   * Many jobs in one transaction, delivered together; answers their refs in the order given.
+   * A job without an id gets one minted here. A job whose (derived) id is already here is
    * answered as it stands, not stored again: a retried batch (ids derived from its
    * Idempotency-Key) completes what an earlier attempt left undone.
    */
-  async submitBatch(namespace: string | null, entries: { jobId: string; spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
+  async submitBatch(namespace: string | null, batch: { jobId?: string; spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
     if (!this.visibleTo(namespace)) return fail("not-found", "the device is not registered");
     const now = this.clock.now();
+    const entries = batch.map((e) => ({ ...e, jobId: e.jobId ?? this.newJobId(now) }));
     const existing = new Map<string, JobState>();
     for (const { jobId } of entries) {
       const row = this.one<{ state: JobState }>("SELECT state FROM jobs WHERE id = ?", jobId);
@@ -450,6 +453,18 @@ export abstract class DeviceQueue extends SqlObject<Env> {
         links: jobLinks(jobId),
       })),
     );
+  }
+
+  /**
+   * A new id for a job of this device. Only this object mints its device's job ids, and its
+   * minter never repeats itself; an id from an earlier life of the object (the minter starts
+   * afresh after an eviction, and the wall clock may have stepped back) is skipped.
+   */
+  protected newJobId(now: number): string {
+    for (;;) {
+      const id = this.jobIds.next(this.device!.id, now);
+      if (!this.one("SELECT 1 AS x FROM jobs WHERE id = ?", id)) return id;
+    }
   }
 
   /** The host functions this device links (from its description), read once. */

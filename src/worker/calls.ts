@@ -4,7 +4,7 @@
  * multipart form stored as the job's input files. The device object checks
  * them against the function's description; if it refuses, the stored files go.
  */
-import { newJobId } from "../protocol/ids.js";
+import { JobIdMinter } from "../protocol/ids.js";
 import { DEPLOYMENT_LIMITS, FileName } from "../protocol/deployment.js";
 import type { JobView } from "../protocol/job.js";
 import { fail, type Outcome } from "../durable/rpc.js";
@@ -48,9 +48,15 @@ async function readBody(c: Ctx, jobId: string): Promise<Outcome<{ body: Record<s
   return { ok: true, value: { body: {}, files: [] } };
 }
 
+/**
+ * A call's id is minted here, before the device object sees it, because its input files are
+ * stored under it first; one minter per isolate never repeats an id (see JobIdMinter).
+ */
+const callIds = new JobIdMinter();
+
 /** Queues the call on the device; with `waitMs`, also waits for it to end. */
 export async function placeCall(c: Ctx, target: CallTarget, query: Record<string, string>, waitMs = 0): Promise<Outcome<{ done: boolean; job: JobView }>> {
-  const jobId = newJobId(target.device, Date.now());
+  const jobId = callIds.next(target.device, Date.now());
   const read = await readBody(c, jobId);
   if (!read.ok) return read;
   const { body, files } = read.value;

@@ -12,8 +12,10 @@ export type App = OpenAPIHono<AppEnv>;
 export type Ctx = Context<AppEnv>;
 
 export function problem(c: Ctx | Context, type: ProblemType, detail?: string, extra: Partial<Problem> = {}): Response {
-  const body = makeProblem(type, detail, { instance: c.req.path, requestId: c.get("requestId") as string | undefined, ...extra });
-  return new Response(JSON.stringify(body), { status: body.status, headers: { "content-type": "application/problem+json" } });
+  const requestId = c.get("requestId") as string | undefined;
+  const body = makeProblem(type, detail, { instance: c.req.path, requestId, ...extra });
+  // A Response built here skips the headers Hono adds to its own, the request id among them.
+  return new Response(JSON.stringify(body), { status: body.status, headers: { "content-type": "application/problem+json", ...(requestId ? { "x-request-id": requestId } : {}) } });
 }
 
 export function validationProblem(c: Ctx | Context, error: z.ZodError, what = "request"): Response {

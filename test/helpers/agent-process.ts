@@ -16,7 +16,7 @@ export interface AgentProcess {
   kill(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startAgent(opts: { server: string; token?: string; dataDir?: string; args?: string[]; command?: string[]; cwd?: string }): Promise<AgentProcess> {
+export async function startAgent(opts: { server: string; token?: string; dataDir?: string; args?: string[]; command?: string[]; cwd?: string; startTimeoutMs?: number }): Promise<AgentProcess> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "wv-agent-"));
   const base = opts.command ?? [process.execPath, CLI];
   const args = [...base.slice(1), "agent", "--server", opts.server, "--data-dir", dataDir, "--heartbeat-interval", "1", "--log-level", "debug", ...(opts.token ? ["--token", opts.token] : []), ...(opts.args ?? [])];
@@ -54,9 +54,13 @@ export async function startAgent(opts: { server: string; token?: string; dataDir
       check();
     });
 
-  await waitForLog((l) => l.msg === "agent started" || l.level === "error");
-  const started = logs.find((l) => l.msg === "agent started");
-  if (!started) throw new Error(`agent failed to start: ${JSON.stringify(logs)} ${stderr.join("\n")}`);
+  const started = await waitForLog((l) => l.msg === "agent started" || l.level === "error", opts.startTimeoutMs).catch((e: unknown) => e as Error);
+  if (started instanceof Error || started.msg !== "agent started") {
+    // Never leave a half-started agent behind: a retry on the same data dir would make two agents of one device.
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
+    await exited;
+    throw started instanceof Error ? started : new Error(`agent failed to start: ${JSON.stringify(logs)} ${stderr.join("\n")}`);
+  }
   const deviceId = (JSON.parse(readFileSync(join(dataDir, "credential.json"), "utf8")) as { deviceId: string }).deviceId;
   return {
     proc, dataDir, deviceId, logs, waitForLog,

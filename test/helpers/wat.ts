@@ -125,6 +125,50 @@ export const WAT = {
 
   /** imports a host function no agent provides */
   needsHost: `(module (import "camera" "takeImage" (func (param i32))) (func (export "run")))`,
+
+  /**
+   * tally(tag, ms): sleeps `ms` (poll_oneoff on the monotonic clock: no CPU), then appends
+   * a line "<tag>" to executions.log in its sandbox dir and returns the tag. The fault suite
+   * counts a job's executions on a device from that file.
+   */
+  tally: `(module
+    (import ${WASI} "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+    (import ${WASI} "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+    (import ${WASI} "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+    (import ${WASI} "fd_close" (func $fd_close (param i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 256) "executions.log")
+    ;; subscription at 0 (48 bytes): userdata 0, tag 0 (clock), clock id 1 (monotonic), timeout ns, precision, flags 0 (relative)
+    ;; event at 64 (32 bytes), nevents at 96, fd at 100, iovec at 104, digits at 128..140
+    (func $sleep (param $ms i64)
+      (i64.store (i32.const 0) (i64.const 0))
+      (i32.store8 (i32.const 8) (i32.const 0))
+      (i32.store (i32.const 16) (i32.const 1))
+      (i64.store (i32.const 24) (i64.mul (local.get $ms) (i64.const 1000000)))
+      (i64.store (i32.const 32) (i64.const 0))
+      (i32.store16 (i32.const 40) (i32.const 0))
+      (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 96))))
+    (func (export "tally") (param $tag i32) (param $ms i64) (result i32)
+      (local $p i32) (local $n i32) (local $err i32)
+      (call $sleep (local.get $ms))
+      ;; "<tag>\\n" written backwards from 140
+      (local.set $p (i32.const 140))
+      (i32.store8 (local.get $p) (i32.const 10))
+      (local.set $n (local.get $tag))
+      (loop $d
+        (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+        (i32.store8 (local.get $p) (i32.add (i32.const 48) (i32.rem_u (local.get $n) (i32.const 10))))
+        (local.set $n (i32.div_u (local.get $n) (i32.const 10)))
+        (br_if $d (i32.ne (local.get $n) (i32.const 0))))
+      ;; O_CREAT, rights fd_write, fdflags APPEND
+      (local.set $err (call $path_open (i32.const 3) (i32.const 0) (i32.const 256) (i32.const 14) (i32.const 1)
+        (i64.const 0x40) (i64.const 0) (i32.const 1) (i32.const 100)))
+      (if (i32.ne (local.get $err) (i32.const 0)) (then (return (i32.sub (i32.const 0) (local.get $err)))))
+      (i32.store (i32.const 104) (local.get $p))
+      (i32.store (i32.const 108) (i32.sub (i32.const 141) (local.get $p)))
+      (drop (call $fd_write (i32.load (i32.const 100)) (i32.const 104) (i32.const 1) (i32.const 112)))
+      (drop (call $fd_close (i32.load (i32.const 100))))
+      (local.get $tag)))`,
 } as const;
 
 export type WatName = keyof typeof WAT;

@@ -128,7 +128,7 @@ describe("every object method the Worker calls refuses another tenant's namespac
       view: await dev.view(a.ns),
       setDrained: await dev.setDrained(a.ns, true),
       agentLogs: await dev.agentLogs(a.ns, 10),
-      submit: await dev.submit(a.ns, `${b.deviceId}-aaaaaaaaaaaaaaaa`, spec as never),
+      submit: await dev.submit(a.ns, spec as never),
       submitBatch: await dev.submitBatch(a.ns, [{ jobId: `${b.deviceId}-aaaaaaaaaaaaaaab`, spec: spec as never, requires: [] }]),
       start: await dev.start(a.ns, bJob),
       getJob: await dev.getJob(a.ns, bJob),

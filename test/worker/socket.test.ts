@@ -1,6 +1,6 @@
 /** The push transport inside workerd: the agent's WebSocket to its device object. */
 import { describe, expect, it } from "vitest";
-import { SELF, env } from "cloudflare:test";
+import { SELF, env, runInDurableObject } from "cloudflare:test";
 import { call, health, registerDevice, sleep, submit, uploadModule } from "./helpers.js";
 
 async function connect(credential: string) {
@@ -125,11 +125,15 @@ describe("the agent's WebSocket", () => {
     const first = (await submit(deviceId, digest, "add32", [1, 1])).body;
     expect((await agent.next((m) => m.t === "jobs")).jobs[0].jobId).toBe(first.id);
 
-    // The same id again: its INSERT fails (primary key), while the socket still has credit.
+    // The object's storage refuses the next job's INSERT (a fault injected into its own SQLite), while the socket still has credit.
     const device = env.DEVICES.get(env.DEVICES.idFromName(deviceId));
+    await runInDurableObject(device, (_obj, state) => {
+      state.storage.sql.exec("CREATE TRIGGER refuse_jobs BEFORE INSERT ON jobs BEGIN SELECT RAISE(ABORT, 'storage refused the row'); END");
+    });
     const spec = { device: deviceId, module: digest, function: "add32", args: [9, 9], timeoutMs: 1000, maxAttempts: 3, priority: 0, start: true };
-    const refused = await device.submit(null, first.id, spec).then(() => null, (e: unknown) => e);
-    expect(String(refused)).toContain("UNIQUE constraint failed");
+    const refused = await device.submit(null, spec).then(() => null, (e: unknown) => e);
+    expect(String(refused)).toContain("storage refused the row");
+    await runInDurableObject(device, (_obj, state) => void state.storage.sql.exec("DROP TRIGGER refuse_jobs"));
     // Messages on one socket arrive in order: the heartbeat's answer comes after any push of that submit.
     agent.send({ t: "heartbeat", id: 2, health: health(), runningJobs: [] });
     await agent.next((m) => m.t === "heartbeat-ack");

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { derivedJobId, deviceOfJob, JobId, newJobId } from "../../protocol/ids.js";
+import { derivedJobId, deviceOfJob, JobId } from "../../protocol/ids.js";
 import { JobBatch, JobLogs, JobRef, JobState, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
 import { DeviceId } from "../../protocol/ids.js";
 import { jobIndexShards, jobIndexStub } from "../../durable/job-index-object.js";
@@ -215,9 +215,9 @@ export function jobRoutes(app: App) {
     if (!(await canSeeDevice(c, spec.device))) return problem(c, "not-found", `device ${spec.device} is not registered`);
     const checked = await checkCall(c, spec);
     if ("type" in checked) return problem(c, checked.type, checked.detail);
-    const jobId = newJobId(spec.device, Date.now());
     const idempotency = idempotencyKey ? { key: idempotencyKey, bodyHash: await sha256Hex(JSON.stringify(spec)) } : null;
-    const out = await deviceStub(c.env, spec.device).submit(callerNamespace(c), jobId, spec, waitMs, idempotency, checked.requires);
+    // The device object mints the job's id: only it knows every id its device's jobs hold.
+    const out = await deviceStub(c.env, spec.device).submit(callerNamespace(c), spec, waitMs, idempotency, checked.requires);
     return fromOutcome(c, out, ({ done, job, replayed }) => {
       annotate(c, { event: replayed ? "job replayed" : "job queued", jobId: job.id, device: spec.device, function: spec.function });
       return c.json(job, done ? 200 : 202, { Location: job.links.self, ...(replayed ? { "Idempotent-Replayed": "true" } : {}) });
@@ -267,16 +267,16 @@ export function jobRoutes(app: App) {
     if (unknown.length) return problem(c, "not-found", `not registered: ${unknown.join(", ")}`);
     const keyed = key ? await claimBatchKey(c, key, jobs) : null;
     if (keyed?.claim === "conflict") return problem(c, "conflict", "this Idempotency-Key was used with a different batch");
-    const now = Date.now();
+    // With a key, ids follow from it (a retry names the same jobs); without one, each device object mints its jobs' ids.
     const ids = keyed ? await Promise.all(jobs.map(async (spec, i) => derivedJobId(spec.device, await sha256Hex(`${keyed.scope}\n${i}`)))) : null;
-    const entries = jobs.map((spec, i) => ({ jobId: ids?.[i] ?? newJobId(spec.device, now), spec, requires: requires[i]! }));
-    const byDevice = new Map<string, typeof entries>();
-    for (const e of entries) byDevice.set(e.spec.device, [...(byDevice.get(e.spec.device) ?? []), e]);
+    const byDevice = new Map<string, { at: number; jobId?: string; spec: JobSubmission; requires: string[] }[]>();
+    for (const [at, spec] of jobs.entries()) {
+      byDevice.set(spec.device, [...(byDevice.get(spec.device) ?? []), { at, ...(ids ? { jobId: ids[at]! } : {}), spec, requires: requires[at]! }]);
+    }
     const outs = await mapWithConcurrency([...byDevice], DEVICE_FANOUT, async ([device, mine]): Promise<Outcome<JobRef[]>> => {
-      const out = await deviceStub(c.env, device).submitBatch(callerNamespace(c), mine);
+      const out = await deviceStub(c.env, device).submitBatch(callerNamespace(c), mine.map(({ at: _at, ...entry }) => entry));
       return out.ok ? { ok: true, value: out.value } : { ok: false, problem: out.problem, detail: out.detail };
     });
-    const refs = new Map<string, JobRef>();
     const failed = outs.findIndex((out) => !out.ok);
     if (failed >= 0) {
       // Every job was checked above, so this is a device refusing late (or a fault): the other
@@ -286,9 +286,14 @@ export function jobRoutes(app: App) {
       const advice = key ? "retry with the same Idempotency-Key to complete the batch" : "without an Idempotency-Key a retry would store them again";
       return problem(c, out.problem, `device ${[...byDevice.keys()][failed]}: ${out.detail}; stored on ${stored.length} of ${byDevice.size} devices (${advice})`);
     }
-    for (const out of outs) if (out.ok) for (const r of out.value) refs.set(r.id, r);
+    // Each device answers its refs in the order it was given; put them back in the request's order.
+    const refs: JobRef[] = new Array(jobs.length);
+    for (const [i, out] of outs.entries()) {
+      const mine = [...byDevice.values()][i]!;
+      if (out.ok) for (const [k, ref] of out.value.entries()) refs[mine[k]!.at] = ref;
+    }
     annotate(c, { event: keyed?.claim === "replay" ? "jobs replayed" : "jobs queued", count: jobs.length, devices: devices.length });
-    return c.json({ jobs: entries.map((e) => refs.get(e.jobId)!) }, 202, keyed?.claim === "replay" ? { "Idempotent-Replayed": "true" } : {});
+    return c.json({ jobs: refs }, 202, keyed?.claim === "replay" ? { "Idempotent-Replayed": "true" } : {});
   });
 
   app.openapi(list, async (c) => {
