@@ -64,6 +64,27 @@ describe.each(["ws", "poll"] as const)("over the %s transport", (transport) => {
       expect(job.result!.stdoutTruncated).toBe(true);
     });
 
+    it("ends a flood of 2,000 writes of 64 KiB without a newline quickly, its output cut and marked truncated", async () => {
+      const job = await run("flood", "flood", [1, 2000], { timeoutMs: 20_000, maxAttempts: 1 });
+      expect(job).toMatchObject({ state: "SUCCEEDED", result: { value: 2000, stdoutTruncated: true, stderrTruncated: false } });
+      expect(job.result!.stdout.length).toBe(64 * 1024);
+      expect(job.result!.durationMs).toBeLessThan(10_000);
+      const logs = await cp.admin.jobLogs(job.id);
+      expect(logs.lines.map((l) => l.line.length)).toEqual([4096]);
+    });
+
+    it("delivers every result of jobs writing 64 KiB to stdout and 64 KiB to stderr (batches fit the body limit)", async () => {
+      const jobs = await Promise.all(
+        Array.from({ length: 8 }, () => cp.admin.submitJob({ device: agent.deviceId, module: digests.flood, function: "both", args: [1], maxAttempts: 1 })),
+      );
+      const done = await Promise.all(jobs.map((j) => cp.admin.waitForJob(j.id, { timeoutSeconds: 45 })));
+      for (const job of done) {
+        expect(job).toMatchObject({ state: "SUCCEEDED", attempts: 1, result: { value: 1, stdoutTruncated: false, stderrTruncated: false } });
+        expect([job.result!.stdout.length, job.result!.stderr.length]).toEqual([64 * 1024, 64 * 1024]);
+      }
+      expect(agent.logs.some((l) => String(l.msg).includes("dropping"))).toBe(false);
+    });
+
     it("writes files inside the module's sandbox directory", async () => {
       expect((await run("files", "write_file")).result?.value).toBe(0);
       const file = join(agent.dataDir, "sandbox", digests.files, "out.txt");
