@@ -229,6 +229,27 @@ describe.each(["ws", "poll"] as const)("over the %s transport", (transport) => {
       expect((await cp.admin.getJob(job.id)).state).toBe("CANCELED");
     });
 
+    it("stops a call running in a deployment's kept instance when it is canceled; the instance ends and the next call works", async () => {
+      const { generateSigningKey, signDeployment } = await import("../../src/sdk/index.js");
+      const { privateJwk, publicJwk } = await generateSigningKey("ES256");
+      await cp.admin.trustOrchestratorKey(publicJwk, `cancel test ${transport}`);
+      const id = `kept-${transport}`;
+      const functions = { count: { result: "integer" as const, instance: "deployment" as const }, spin: { instance: "deployment" as const, timeoutMs: 120_000 } };
+      await cp.admin.deploy(await signDeployment(privateJwk, { id, modules: [{ name: "c", digest: digests.counter, devices: [agent.deviceId], functions }] }));
+      expect((await cp.admin.waitForDeployment(id)).state).toBe("active");
+      const count = async () => (await cp.admin.runFunction(id, "c", "count", {}, 30)).job.result?.value;
+      expect([await count(), await count()]).toEqual([1, 2]); // one instance, kept between calls
+
+      const spinning = await cp.admin.callFunction(id, "c", "spin");
+      for (let i = 0; i < 200 && (await cp.admin.getJob(spinning.job)).state !== "RUNNING"; i++) await new Promise((r) => setTimeout(r, 50));
+      expect((await cp.admin.cancelJob(spinning.job)).state).toBe("CANCELED");
+      await agent.waitForLog((l) => l.msg === "stopped a job the control plane no longer leases to us" && l.jobId === spinning.job, 10_000);
+      // The next call runs at once (it no longer waits behind the loop) in a new instance: its state starts over.
+      const next = await cp.admin.runFunction(id, "c", "count", {}, 20);
+      expect(next).toMatchObject({ done: true, job: { state: "SUCCEEDED", result: { value: 1 } } });
+      expect((await cp.admin.getJob(spinning.job)).state).toBe("CANCELED");
+    });
+
     it("ships the agent's own log lines to the control plane (runner.logs)", async () => {
       let lines: { msg: string; level: string }[] = [];
       for (let i = 0; i < 60; i++) {

@@ -141,6 +141,14 @@ export const WAT = {
         (br_if $l (i32.lt_u (local.get $i) (local.get $times))))
       (local.get $i)))`,
 
+  /** state that lives as long as its instance: `count` answers 1, 2, 3, ...; `spin` never returns */
+  counter: `(module
+    (global $n (mut i32) (i32.const 0))
+    (func (export "count") (result i32)
+      (global.set $n (i32.add (global.get $n) (i32.const 1)))
+      (global.get $n))
+    (func (export "spin") (loop $l (br $l))))`,
+
   /** arithmetic over every numeric type; `trap` divides by zero */
   math: `(module
     (func (export "add64") (param i64 i64) (result i64) (i64.add (local.get 0) (local.get 1)))
