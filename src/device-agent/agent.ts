@@ -285,7 +285,7 @@ export class Agent {
     }
     const httpAnswers = await this.client.info().then(
       () => true,
-      (err) => err instanceof ApiError,
+      (err) => err instanceof ApiError && err.status < 500,
     );
     return httpAnswers ? "refused" : "unreachable";
   }

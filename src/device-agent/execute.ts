@@ -46,7 +46,7 @@ export class LineSplitter {
   private readonly partial = ["", ""];
   /** the stream's current line was already cut and handed out: drop until its newline */
   private readonly cut = [false, false];
-  private readonly decoders = [new TextDecoder(), new TextDecoder()];
+  private decoders = [new TextDecoder(), new TextDecoder()];
   private pending: LogLine[] = [];
   private total = 0;
   private lastFlush = Date.now();
@@ -57,6 +57,14 @@ export class LineSplitter {
   write(fd: 1 | 2, bytes: Uint8Array) {
     if (this.total >= LIMITS.maxLogLines) return this.markTruncated(); // nothing more is kept: not even decoded
     const s = fd - 1;
+    if (this.cut[s]) {
+      // Inside a line already cut: skip to its end without decoding (a newline byte is never part of a UTF-8 sequence).
+      const newline = bytes.indexOf(0x0a);
+      if (newline < 0) return;
+      this.cut[s] = false;
+      this.decoders[s] = new TextDecoder();
+      bytes = bytes.subarray(newline + 1);
+    }
     const text = this.decoders[s]!.decode(bytes, { stream: true });
     for (let start = 0; ; ) {
       const newline = text.indexOf("\n", start);
