@@ -402,6 +402,13 @@ export class Agent {
 
   private async runJob(job: LeasedJob) {
     if (this.leases.has(job.jobId)) return this.takeRedelivery(job);
+    if (this.outbox.retoken(job.jobId, job.leaseToken)) {
+      // Its run ended here and the result waits in the outbox (the lease ran out meanwhile): the result
+      // now quotes the new lease, and the job is not run again.
+      this.log("info", "a job whose result is waiting to be sent was delivered again; the result takes the new lease", { jobId: job.jobId, attempt: job.attempt });
+      if (this.link?.isOpen) this.link.send({ t: "credit", free: this.capacity() });
+      return;
+    }
     this.leases.set(job.jobId, job);
     const { result, files } = job.call ? await this.executeCall(job, job.call) : { result: await this.execute(job), files: [] };
     job = this.lease(job);
@@ -567,7 +574,7 @@ export class Agent {
       for (let i = 0; i < Math.max(started.length, held.length); i += LIMITS.maxPollBatch) {
         const part = { started: started.slice(i, i + LIMITS.maxPollBatch), held: held.slice(i, i + LIMITS.maxPollBatch) };
         if (this.link?.isOpen) await this.link.request<"started">({ t: "started", ...part }, ACK_ANSWER_MS);
-        else await this.client.ack(part.started, part.held);
+        else await this.client.ack(part.started, part.held, ACK_ANSWER_MS * 2);
       }
       for (const ref of started) if (this.unacked.get(ref.jobId)?.leaseToken === ref.leaseToken) this.unacked.delete(ref.jobId);
     } catch (e) {

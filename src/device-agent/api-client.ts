@@ -85,8 +85,9 @@ export class ControlPlaneClient {
     return this.call("info", "/v1/info", { method: "GET" }, SupervisorInfo);
   }
 
-  ack(started: LeaseRef[], held: LeaseRef[] = []) {
-    return this.call("ack", "/v1/agent/acks", { method: "POST", body: JSON.stringify({ started, held }) }, AckResponse);
+  /** Acks are retried soon by the agent, so one that hangs is given up on well inside the ack window. */
+  ack(started: LeaseRef[], held: LeaseRef[] = [], timeoutMs = REQUEST_TIMEOUT_MS) {
+    return this.call("ack", "/v1/agent/acks", { method: "POST", body: JSON.stringify({ started, held }) }, AckResponse, { timeoutMs });
   }
 
   report(results: ResultReport[]) {

@@ -130,6 +130,19 @@ describe("Outbox", () => {
     await until("the last delivered", () => cp.received.size === 5);
   });
 
+  it("sends a waiting result under the new lease when its job is delivered again", async () => {
+    let down = true;
+    const cp = new FakeControlPlane(256 * KIB, () => (down ? new TypeError("fetch failed") : null));
+    const { o } = outbox(cp);
+    o.add(report(3, 10, 10));
+    await until("a failed try", () => cp.bodies.length > 0);
+    expect(o.retoken(jobId(3), "lease-3-again")).toBe(true);
+    expect(o.retoken(jobId(4), "lease-4")).toBe(false);
+    down = false;
+    await until("delivered", () => cp.received.has(jobId(3)));
+    expect(cp.received.get(jobId(3))!.leaseToken).toBe("lease-3-again");
+  });
+
   it("restores results written to disk and sends them", async () => {
     let down = true;
     const cp = new FakeControlPlane(256 * KIB, () => (down ? new TypeError("fetch failed") : null));

@@ -79,6 +79,18 @@ export class Outbox {
     void this.flush();
   }
 
+  /**
+   * The job was delivered again under a new lease while its result waits here: the result quotes the
+   * new lease from now on (under the old one it would be refused as stale and the job run again).
+   * Answers whether a result for the job was waiting.
+   */
+  retoken(jobId: string, leaseToken: string): boolean {
+    const i = this.pending.findIndex((r) => r.jobId === jobId);
+    if (i < 0) return false;
+    this.pending[i] = { ...this.pending[i]!, leaseToken };
+    return true;
+  }
+
   add(report: ResultReport) {
     this.pending.push(report);
     void this.flush();
