@@ -87,6 +87,7 @@ export class Agent {
   private readonly unacked = new Map<string, LeaseRef>();
   private ackTimer: NodeJS.Timeout | null = null;
   private leaseUpdateInFlight = false;
+  private leaseUpdateAgain = false;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private renewTimer: NodeJS.Timeout | null = null;
   private link: SocketLink | null = null;
@@ -565,7 +566,11 @@ export class Agent {
    * held, running or waiting for a thread, is renewed. A lost message costs a retry, never a lease.
    */
   private async updateLeases() {
-    if (this.leaseUpdateInFlight || this.stopping) return;
+    if (this.stopping) return;
+    if (this.leaseUpdateInFlight) {
+      this.leaseUpdateAgain = true; // a start acked during another update goes right after it, not at the next renewal
+      return;
+    }
     const started = [...this.unacked.values()];
     const held = [...this.leases.values()].filter((l) => !this.unacked.has(l.jobId)).map((l) => ({ jobId: l.jobId, leaseToken: l.leaseToken }));
     if (started.length === 0 && held.length === 0) return;
@@ -582,6 +587,10 @@ export class Agent {
       if (this.unacked.size > 0) this.updateLeasesSoon(ACK_RETRY_MS);
     } finally {
       this.leaseUpdateInFlight = false;
+      if (this.leaseUpdateAgain) {
+        this.leaseUpdateAgain = false;
+        this.updateLeasesSoon(0);
+      }
     }
   }
 }

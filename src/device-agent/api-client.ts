@@ -7,7 +7,9 @@ import { z } from "zod";
 import { fetchRetryingOnce } from "../sdk/fetch-retry.js";
 
 /** A request that has not completed in this long is abandoned (and retried by its caller). */
-export const REQUEST_TIMEOUT_MS = 20_000;
+export const REQUEST_TIMEOUT_MS = 10_000;
+/** A batch of results may be up to the body limit (256 KiB): room for a slow uplink. */
+const REPORT_TIMEOUT_MS = 30_000;
 /** Module, data and output file transfers may be large (tens of MB) on a slow link. */
 const TRANSFER_TIMEOUT_MS = 5 * 60_000;
 
@@ -91,7 +93,7 @@ export class ControlPlaneClient {
   }
 
   report(results: ResultReport[]) {
-    return this.call("report", "/v1/agent/results", { method: "POST", body: JSON.stringify({ results }) }, ResultBatchResponse);
+    return this.call("report", "/v1/agent/results", { method: "POST", body: JSON.stringify({ results }) }, ResultBatchResponse, { timeoutMs: REPORT_TIMEOUT_MS });
   }
 
   logs(batch: LogBatch) {
