@@ -88,6 +88,8 @@ export class Agent {
   private ackTimer: NodeJS.Timeout | null = null;
   private leaseUpdateInFlight = false;
   private leaseUpdateAgain = false;
+  /** held jobs canceled before they reached a pool */
+  private readonly canceledBeforeStart = new Set<string>();
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private renewTimer: NodeJS.Timeout | null = null;
   private link: SocketLink | null = null;
@@ -237,11 +239,15 @@ export class Agent {
         this.log("info", "stopped a job the control plane no longer leases to us", { jobId });
         continue;
       }
+      let stopped = false;
       for (const [key, pool] of this.instancePools) {
         if (!pool.cancel(jobId)) continue;
         this.log("info", "stopped a job the control plane no longer leases to us", { jobId, instance: key });
+        stopped = true;
         break;
       }
+      // Held but in no pool yet (a call waiting for its deployment's instance, or its files): it must not start.
+      if (!stopped && this.leases.has(jobId)) this.canceledBeforeStart.add(jobId);
     }
   }
 
@@ -414,6 +420,7 @@ export class Agent {
     const { result, files } = job.call ? await this.executeCall(job, job.call) : { result: await this.execute(job), files: [] };
     job = this.lease(job);
     this.leases.delete(job.jobId);
+    this.canceledBeforeStart.delete(job.jobId);
     this.running.delete(job.jobId);
     this.unacked.delete(job.jobId);
     for (const wake of this.slotWaiters.splice(0)) wake();
@@ -529,6 +536,7 @@ export class Agent {
       await mkdir(sandboxDir, { recursive: true });
       this.sandboxes.add(sandboxDir);
     }
+    if (this.canceledBeforeStart.has(job.jobId)) return failedResult("canceled", "canceled before it started");
     const pool = instanceKey ? this.instancePool(instanceKey) : this.pool;
     return pool.run(
       job.jobId,

@@ -242,12 +242,18 @@ describe.each(["ws", "poll"] as const)("over the %s transport", (transport) => {
 
       const spinning = await cp.admin.callFunction(id, "c", "spin");
       for (let i = 0; i < 200 && (await cp.admin.getJob(spinning.job)).state !== "RUNNING"; i++) await new Promise((r) => setTimeout(r, 50));
+      // A call queued behind the loop (calls of one instance run one at a time), canceled before it starts: it never runs.
+      const queued = await cp.admin.callFunction(id, "c", "count");
+      for (let i = 0; i < 100 && (await cp.admin.getJob(queued.job)).state === "QUEUED"; i++) await new Promise((r) => setTimeout(r, 50));
+      expect((await cp.admin.cancelJob(queued.job)).state).toBe("CANCELED");
+      await new Promise((r) => setTimeout(r, transport === "ws" ? 300 : 1_500)); // the agent hears of it (push, or its next heartbeat)
       expect((await cp.admin.cancelJob(spinning.job)).state).toBe("CANCELED");
       await agent.waitForLog((l) => l.msg === "stopped a job the control plane no longer leases to us" && l.jobId === spinning.job, 10_000);
       // The next call runs at once (it no longer waits behind the loop) in a new instance: its state starts over.
       const next = await cp.admin.runFunction(id, "c", "count", {}, 20);
       expect(next).toMatchObject({ done: true, job: { state: "SUCCEEDED", result: { value: 1 } } });
       expect((await cp.admin.getJob(spinning.job)).state).toBe("CANCELED");
+      expect((await cp.admin.getJob(queued.job)).state).toBe("CANCELED");
     });
 
     it("ships the agent's own log lines to the control plane (runner.logs)", async () => {
