@@ -13,7 +13,7 @@ import { WorkerPool } from "./pool.js";
 import { Outbox } from "./outbox.js";
 import { describeDevice, HealthSampler, type DeviceConfig } from "./machine.js";
 import type { ExecResult } from "./execute.js";
-import { SocketLink } from "./socket-link.js";
+import { SocketLink, UpgradeRefused } from "./socket-link.js";
 import { DeploymentSet } from "./deployments.js";
 import type { CallContext } from "../protocol/deployment.js";
 import { lstat } from "node:fs/promises";
@@ -56,10 +56,17 @@ export function agentLog(level: Level, msg: string, fields: Record<string, unkno
 
 /** Starts are acknowledged after this delay, unless the job has already ended: fast jobs need no ack. */
 const ACK_DELAY_MS = 200;
-/** Jobs held but not started have their short lease renewed this often (well inside the ack window). */
+/** An ack not answered is sent again this soon (and an ack over the WebSocket is given up on after ACK_ANSWER_MS). */
+const ACK_RETRY_MS = 500;
+const ACK_ANSWER_MS = 1_500;
+/** Every lease held (waiting or running) is renewed this often: well inside the control plane's ack window. */
 const RENEW_INTERVAL_MS = 2_000;
 /** After falling back to long-poll, try the WebSocket again this much later. */
 const WS_RETRY_AFTER_MS = 60_000;
+/** While the control plane cannot be reached, the WebSocket is retried at least this often. */
+const WS_RECONNECT_MAX_MS = 5_000;
+/** Log lines of a running job go in requests of at most this much JSON (well under the body limit). */
+const MAX_LOG_BATCH_BYTES = 64 * 1024;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const backoff = (failures: number) => Math.min(30_000, 250 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2);
@@ -76,8 +83,13 @@ export class Agent {
   /** every job the agent holds: waiting for a thread or running */
   private readonly leases = new Map<string, LeasedJob>();
   private readonly running = new Set<string>();
+  /** started jobs whose start the control plane has not acknowledged yet */
   private readonly unacked = new Map<string, LeaseRef>();
   private ackTimer: NodeJS.Timeout | null = null;
+  private leaseUpdateInFlight = false;
+  private leaseUpdateAgain = false;
+  /** held jobs canceled before they reached a pool */
+  private readonly canceledBeforeStart = new Set<string>();
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private renewTimer: NodeJS.Timeout | null = null;
   private link: SocketLink | null = null;
@@ -125,10 +137,11 @@ export class Agent {
     this.deviceId = saved.deviceId;
     this.credential = saved.credential;
     this.client.setCredential(saved.credential);
+    void this.learnLimits();
     await this.outbox.restore();
     await this.beat();
     this.heartbeatTimer = setInterval(() => void this.beat(), this.opts.heartbeatIntervalMs);
-    this.renewTimer = setInterval(() => this.renewHeld(), RENEW_INTERVAL_MS);
+    this.renewTimer = setInterval(() => void this.updateLeases(), RENEW_INTERVAL_MS);
     this.loop = this.transportLoop();
     void this.deployments.converge().catch((e) => this.log("warn", "could not apply deployments", { error: String(e) }));
     this.log("info", "agent started", { deviceId: saved.deviceId, server: this.opts.server, poolSize: this.opts.poolSize, transport: this.opts.transport });
@@ -156,17 +169,45 @@ export class Agent {
     await Promise.all([...this.instancePools.values()].map((p) => p.close()));
   }
 
+  /** The request body limit results are batched to, from the control plane itself (the protocol's until then). */
+  private async learnLimits() {
+    try {
+      const { limits } = await this.client.info();
+      if (limits.maxJsonBodyBytes) this.outbox.setBodyLimit(limits.maxJsonBodyBytes);
+    } catch (e) {
+      this.log("debug", "could not read the control plane's limits; using the protocol's", { error: String(e) });
+    }
+  }
+
   private async loadOrRegister(): Promise<Saved> {
     const file = join(this.opts.dataDir, "credential.json");
     const existing = await readFile(file, "utf8").catch(() => null);
     if (existing) return JSON.parse(existing) as Saved;
     if (!this.opts.registerToken) throw new Error(`no device credential in ${file} and no register token (--token) to get one`);
     const description = describeDevice(this.opts.device, this.opts.version, this.opts.poolSize);
-    const reg = await this.client.register(this.opts.registerToken, { ...(this.opts.device.name ? { name: this.opts.device.name } : {}), description });
+    const reg = await this.register(this.opts.registerToken, { ...(this.opts.device.name ? { name: this.opts.device.name } : {}), description });
     const saved: Saved = { server: this.opts.server, deviceId: reg.deviceId, credential: reg.credential };
     await writeFile(file, JSON.stringify(saved, null, 2), { mode: 0o600 });
     this.log("info", "registered", { deviceId: reg.deviceId });
     return saved;
+  }
+
+  /**
+   * Registers, retrying for as long as it takes when the control plane cannot be reached or answers
+   * with trouble of its own (no network condition ends the agent); a refusal of the key itself is final.
+   */
+  private async register(token: string, body: Parameters<ControlPlaneClient["register"]>[1]) {
+    for (let failures = 1; ; failures++) {
+      try {
+        return await this.client.register(token, body);
+      } catch (e) {
+        if (e instanceof ApiError && e.permanent) throw e;
+        if (this.stopping) throw e;
+        const delay = backoff(failures);
+        this.log("warn", "could not register; retrying", { error: String(e), retryInMs: Math.round(delay) });
+        await sleep(delay);
+      }
+    }
   }
 
   private async beat() {
@@ -191,40 +232,73 @@ export class Agent {
     }
   }
 
+  /** Stops jobs wherever they run: the shared pool, or a deployment's kept instance (which ends with its thread). */
   private stopJobs(jobIds: string[]) {
     for (const jobId of jobIds) {
-      if (this.pool.cancel(jobId)) this.log("info", "stopped a job the control plane no longer leases to us", { jobId });
+      if (this.pool.cancel(jobId)) {
+        this.log("info", "stopped a job the control plane no longer leases to us", { jobId });
+        continue;
+      }
+      let stopped = false;
+      for (const [key, pool] of this.instancePools) {
+        if (!pool.cancel(jobId)) continue;
+        this.log("info", "stopped a job the control plane no longer leases to us", { jobId, instance: key });
+        stopped = true;
+        break;
+      }
+      // Held but in no pool yet (a call waiting for its deployment's instance, or its files): it must not start.
+      if (!stopped && this.leases.has(jobId)) this.canceledBeforeStart.add(jobId);
     }
   }
 
   /** WebSocket push first; in "auto" mode, long-poll while WebSockets do not get through. */
   private async transportLoop() {
     let failures = 0;
+    let refusals = 0;
     while (!this.stopping) {
       if (this.opts.transport === "poll") {
         await this.pollLoop(Number.POSITIVE_INFINITY);
         continue;
       }
-      const opened = await this.runSocket();
+      const outcome = await this.runSocket();
       if (this.stopping) break;
-      if (opened) {
-        failures = 0;
+      if (outcome === "opened") {
+        failures = refusals = 0;
         await sleep(100 + Math.random() * 200);
         continue;
       }
       failures++;
-      if (this.opts.transport === "ws" || failures < 2) {
-        await sleep(backoff(failures));
+      // Only an answer without the upgrade says WebSockets are blocked; a control plane that is down
+      // (refused, reset, timed out) is waited for on the WebSocket, so push resumes as soon as it is back.
+      if (outcome === "refused") refusals++;
+      if (this.opts.transport === "ws" || refusals < 2) {
+        await sleep(outcome === "refused" ? backoff(failures) : Math.min(WS_RECONNECT_MAX_MS, backoff(failures)));
         continue;
       }
       this.log("warn", "WebSocket transport unavailable; using long-poll", { retryWebSocketInMs: WS_RETRY_AFTER_MS });
       await this.pollLoop(Date.now() + WS_RETRY_AFTER_MS);
-      failures = 0;
+      failures = refusals = 0;
     }
   }
 
-  /** Runs one WebSocket session; resolves when it ends, saying whether it ever opened. */
-  private runSocket(): Promise<boolean> {
+  /**
+   * Why a WebSocket did not open: refused (an HTTP answer without the upgrade, or no way through while
+   * plain HTTPS gets an answer) or unreachable (the control plane is down, or the network is).
+   */
+  private async whyNotOpened(e: unknown): Promise<"refused" | "unreachable"> {
+    if (e instanceof UpgradeRefused) {
+      // A 5xx (a proxy whose upstream is down), 408 or 429 is trouble on the server's side, not a block.
+      return e.status >= 500 || e.status === 408 || e.status === 429 ? "unreachable" : "refused";
+    }
+    const httpAnswers = await this.client.info().then(
+      () => true,
+      (err) => err instanceof ApiError && err.status < 500,
+    );
+    return httpAnswers ? "refused" : "unreachable";
+  }
+
+  /** Runs one WebSocket session; resolves when it ends, saying whether it ever opened, and if not, why. */
+  private runSocket(): Promise<"opened" | "refused" | "unreachable"> {
     return new Promise((resolve) => {
       SocketLink.open(
         this.opts.server,
@@ -240,7 +314,7 @@ export class Agent {
         (code, reason) => {
           this.link = null;
           if (!this.stopping) this.log("warn", "push transport closed; reconnecting", { code, reason });
-          resolve(true);
+          resolve("opened");
         },
       ).then(
         (link) => {
@@ -252,10 +326,14 @@ export class Agent {
           this.log("info", "push transport connected");
           link.send({ t: "credit", free: this.capacity() });
           void this.outbox.flush();
+          void this.updateLeases(); // what was held across the reconnect is renewed (and acked) at once
         },
         (e) => {
-          if (!this.stopping) this.log("warn", "WebSocket connection failed", { error: String(e) });
-          resolve(false);
+          if (this.stopping) return resolve("unreachable");
+          void this.whyNotOpened(e).then((why) => {
+            this.log("warn", "WebSocket connection failed", { error: String(e), ...(why === "unreachable" ? { controlPlane: "unreachable" } : { upgrade: "refused" }) });
+            resolve(why);
+          });
         },
       );
     });
@@ -296,6 +374,13 @@ export class Agent {
    * Over HTTP the batches go one after another, and results wait for them, so no line lands after its job ended.
    */
   private sendLogs(batch: LogBatch) {
+    if (batch.lines.length > 1 && JSON.stringify(batch).length > MAX_LOG_BATCH_BYTES) {
+      // Long lines add up: split so that no request (or message) goes over the body limit.
+      const half = Math.ceil(batch.lines.length / 2);
+      this.sendLogs({ ...batch, lines: batch.lines.slice(0, half) });
+      this.sendLogs({ ...batch, lines: batch.lines.slice(half) });
+      return;
+    }
     if (this.link?.isOpen) {
       this.link.send({ t: "logs", ...batch });
       return;
@@ -317,11 +402,25 @@ export class Agent {
     await this.client.report(batch);
   }
 
+  /** The lease this agent holds for a job now (a redelivery replaces the one it first came with). */
+  private lease(job: LeasedJob): LeasedJob {
+    return this.leases.get(job.jobId) ?? job;
+  }
+
   private async runJob(job: LeasedJob) {
-    if (this.leases.has(job.jobId)) return; // a redelivery of a job this agent still holds
+    if (this.leases.has(job.jobId)) return this.takeRedelivery(job);
+    if (this.outbox.retoken(job.jobId, job.leaseToken)) {
+      // Its run ended here and the result waits in the outbox (the lease ran out meanwhile): the result
+      // now quotes the new lease, and the job is not run again.
+      this.log("info", "a job whose result is waiting to be sent was delivered again; the result takes the new lease", { jobId: job.jobId, attempt: job.attempt });
+      if (this.link?.isOpen) this.link.send({ t: "credit", free: this.capacity() });
+      return;
+    }
     this.leases.set(job.jobId, job);
     const { result, files } = job.call ? await this.executeCall(job, job.call) : { result: await this.execute(job), files: [] };
+    job = this.lease(job);
     this.leases.delete(job.jobId);
+    this.canceledBeforeStart.delete(job.jobId);
     this.running.delete(job.jobId);
     this.unacked.delete(job.jobId);
     for (const wake of this.slotWaiters.splice(0)) wake();
@@ -339,6 +438,21 @@ export class Agent {
       durationMs: Math.round(result.durationMs * 100) / 100,
       ...(result.ok ? {} : { error: result.message }),
     });
+  }
+
+  /**
+   * The control plane delivered again a job this agent still holds (its lease ran out while an ack or a
+   * renewal was lost). Silence would let that lease run out too and the job run twice: take the new
+   * lease for the run already under way and answer at once (an ack if it started, a renewal if not).
+   */
+  private takeRedelivery(job: LeasedJob) {
+    const held = this.leases.get(job.jobId)!;
+    if (held.leaseToken !== job.leaseToken) this.leases.set(job.jobId, { ...held, leaseToken: job.leaseToken, leaseExpiresAt: job.leaseExpiresAt, attempt: job.attempt });
+    if (this.running.has(job.jobId)) this.unacked.set(job.jobId, { jobId: job.jobId, leaseToken: job.leaseToken });
+    this.log("info", "a job already in hand was delivered again; answering with an ack", { jobId: job.jobId, attempt: job.attempt, running: this.running.has(job.jobId) });
+    this.updateLeasesSoon(0);
+    // The object counted the redelivery against this agent's credit; it took no new slot.
+    if (this.link?.isOpen) this.link.send({ t: "credit", free: this.capacity() });
   }
 
   /**
@@ -376,7 +490,7 @@ export class Agent {
           }
           const size = st.size;
           if (size > MAX_OUTPUT_FILE_BYTES) return { result: failedResult("internal", `output file ${out.name} is ${size} bytes; the limit is ${MAX_OUTPUT_FILE_BYTES}`), files: [] };
-          await this.client.putOutput(job.jobId, job.leaseToken, out.name, await readFile(path));
+          await this.client.putOutput(job.jobId, this.lease(job).leaseToken, out.name, await readFile(path));
           files.push({ name: out.name, size });
         }
       } catch (e) {
@@ -422,6 +536,7 @@ export class Agent {
       await mkdir(sandboxDir, { recursive: true });
       this.sandboxes.add(sandboxDir);
     }
+    if (this.canceledBeforeStart.has(job.jobId)) return failedResult("canceled", "canceled before it started");
     const pool = instanceKey ? this.instancePool(instanceKey) : this.pool;
     return pool.run(
       job.jobId,
@@ -435,29 +550,56 @@ export class Agent {
           this.running.add(job.jobId);
           this.scheduleAck(job);
         },
-        onLog: (lines) => this.sendLogs({ jobId: job.jobId, leaseToken: job.leaseToken, lines }),
+        onLog: (lines) => this.sendLogs({ jobId: job.jobId, leaseToken: this.lease(job).leaseToken, lines }),
       },
     );
   }
 
-  /** Keeps the short lease of jobs that wait for a thread, so a busy agent's queue is not redelivered. */
-  private renewHeld() {
-    const held = [...this.leases.values()].filter((l) => !this.running.has(l.jobId)).map((l) => ({ jobId: l.jobId, leaseToken: l.leaseToken }));
-    if (held.length === 0) return;
-    if (this.link?.isOpen) this.link.send({ t: "started", started: [], held });
-    else this.client.ack([], held).catch((e) => this.log("warn", "lease renewal failed", { error: String(e) }));
+  private scheduleAck(job: LeasedJob) {
+    this.unacked.set(job.jobId, { jobId: job.jobId, leaseToken: this.lease(job).leaseToken });
+    this.updateLeasesSoon(ACK_DELAY_MS);
   }
 
-  private scheduleAck(job: LeasedJob) {
-    this.unacked.set(job.jobId, { jobId: job.jobId, leaseToken: job.leaseToken });
-    this.ackTimer ??= setTimeout(() => {
+  private updateLeasesSoon(delayMs: number) {
+    if (this.ackTimer) return;
+    this.ackTimer = setTimeout(() => {
       this.ackTimer = null;
-      const started = [...this.unacked.values()];
-      this.unacked.clear();
-      if (started.length === 0) return;
-      if (this.link?.isOpen) this.link.send({ t: "started", started, held: [] });
-      else this.client.ack(started).catch((e) => this.log("warn", "ack failed (the lease may be redelivered)", { error: String(e) }));
-    }, ACK_DELAY_MS);
+      void this.updateLeases();
+    }, delayMs);
+  }
+
+  /**
+   * Tells the control plane which leases this agent holds (as BullMQ's lock manager extends its jobs'
+   * locks): starts not yet acknowledged are sent as acks until an answer comes, and every other lease
+   * held, running or waiting for a thread, is renewed. A lost message costs a retry, never a lease.
+   */
+  private async updateLeases() {
+    if (this.stopping) return;
+    if (this.leaseUpdateInFlight) {
+      this.leaseUpdateAgain = true; // a start acked during another update goes right after it, not at the next renewal
+      return;
+    }
+    const started = [...this.unacked.values()];
+    const held = [...this.leases.values()].filter((l) => !this.unacked.has(l.jobId)).map((l) => ({ jobId: l.jobId, leaseToken: l.leaseToken }));
+    if (started.length === 0 && held.length === 0) return;
+    this.leaseUpdateInFlight = true;
+    try {
+      for (let i = 0; i < Math.max(started.length, held.length); i += LIMITS.maxPollBatch) {
+        const part = { started: started.slice(i, i + LIMITS.maxPollBatch), held: held.slice(i, i + LIMITS.maxPollBatch) };
+        if (this.link?.isOpen) await this.link.request<"started">({ t: "started", ...part }, ACK_ANSWER_MS);
+        else await this.client.ack(part.started, part.held, ACK_ANSWER_MS * 2);
+      }
+      for (const ref of started) if (this.unacked.get(ref.jobId)?.leaseToken === ref.leaseToken) this.unacked.delete(ref.jobId);
+    } catch (e) {
+      this.log("warn", "lease update not answered; retrying", { error: String(e), unacknowledgedStarts: this.unacked.size, held: held.length });
+      if (this.unacked.size > 0) this.updateLeasesSoon(ACK_RETRY_MS);
+    } finally {
+      this.leaseUpdateInFlight = false;
+      if (this.leaseUpdateAgain) {
+        this.leaseUpdateAgain = false;
+        this.updateLeasesSoon(0);
+      }
+    }
   }
 }
 

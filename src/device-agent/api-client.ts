@@ -6,6 +6,21 @@ import type { Problem } from "../protocol/problem.js";
 import { z } from "zod";
 import { fetchRetryingOnce } from "../sdk/fetch-retry.js";
 
+/** A request that has not completed in this long is abandoned (and retried by its caller). */
+export const REQUEST_TIMEOUT_MS = 10_000;
+/** A batch of results may be up to the body limit (256 KiB): room for a slow uplink. */
+const REPORT_TIMEOUT_MS = 30_000;
+/** Module, data and output file transfers may be large (tens of MB) on a slow link. */
+const TRANSFER_TIMEOUT_MS = 5 * 60_000;
+
+export class RequestTimeout extends Error {
+  constructor(readonly ms: number) {
+    super(`no complete answer within ${ms} ms`);
+    this.name = "RequestTimeout";
+  }
+}
+
+const SupervisorInfo = z.object({ limits: z.record(z.string(), z.number()) });
 const AckResponse = z.object({ started: z.number(), held: z.number() });
 const HeartbeatResponse = z.object({ serverTime: z.number(), cancel: z.array(z.string()), deployments: z.number().int().optional() });
 
@@ -28,32 +43,57 @@ export class ControlPlaneClient {
     this.credential = credential;
   }
 
-  private async call<S extends z.ZodType>(what: string, path: string, init: RequestInit, schema: S, signal?: AbortSignal, repeatable = true): Promise<z.infer<S>> {
-    // Agent calls may be repeated (polls and acks are covered by leases, results and logs by lease tokens);
-    // registration is the exception: a repeat would register a second device.
-    const res = await fetchRetryingOnce(
-      this.server + path,
-      { ...init, signal, headers: { authorization: `Bearer ${this.credential}`, ...(init.body ? { "content-type": "application/json" } : {}), ...init.headers } },
-      repeatable,
-    );
-    if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, what);
-    return schema.parse(await res.json());
+  /**
+   * One request, bounded in time from start to the last byte of its body. The timer is a plain
+   * (referenced) one on purpose: AbortSignal.timeout's is unref'd, and a process whose only pending
+   * work is a fetch that never settles (a listener that accepts and closes at once) exits with code 13.
+   */
+  private async timed<T>(timeoutMs: number, outer: AbortSignal | undefined, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(new RequestTimeout(timeoutMs)), timeoutMs);
+    try {
+      return await fn(outer ? AbortSignal.any([outer, timeout.signal]) : timeout.signal);
+    } catch (e) {
+      throw timeout.signal.aborted ? timeout.signal.reason : e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private call<S extends z.ZodType>(what: string, path: string, init: RequestInit, schema: S, opts: { signal?: AbortSignal; repeatable?: boolean; timeoutMs?: number } = {}): Promise<z.infer<S>> {
+    return this.timed(opts.timeoutMs ?? REQUEST_TIMEOUT_MS, opts.signal, async (signal) => {
+      // Agent calls may be repeated (polls and acks are covered by leases, results and logs by lease tokens);
+      // registration is the exception: a repeat would register a second device.
+      const res = await fetchRetryingOnce(
+        this.server + path,
+        { ...init, signal, headers: { authorization: `Bearer ${this.credential}`, ...(init.body ? { "content-type": "application/json" } : {}), ...init.headers } },
+        opts.repeatable ?? true,
+      );
+      if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, what);
+      return schema.parse(await res.json());
+    });
   }
 
   register(registerToken: string, body: DeviceRegistration) {
-    return this.call("register", "/v1/devices/register", { method: "POST", body: JSON.stringify(body), headers: { authorization: `Bearer ${registerToken}` } }, RegistrationResult, undefined, false);
+    return this.call("register", "/v1/devices/register", { method: "POST", body: JSON.stringify(body), headers: { authorization: `Bearer ${registerToken}` } }, RegistrationResult, { repeatable: false });
   }
 
   poll(waitSeconds: number, max: number, signal?: AbortSignal) {
-    return this.call("poll", `/v1/agent/jobs?wait=${waitSeconds}&max=${max}`, { method: "GET" }, Delivery, signal);
+    return this.call("poll", `/v1/agent/jobs?wait=${waitSeconds}&max=${max}`, { method: "GET" }, Delivery, { ...(signal ? { signal } : {}), timeoutMs: waitSeconds * 1000 + REQUEST_TIMEOUT_MS });
   }
 
-  ack(started: LeaseRef[], held: LeaseRef[] = []) {
-    return this.call("ack", "/v1/agent/acks", { method: "POST", body: JSON.stringify({ started, held }) }, AckResponse);
+  /** What this control plane is and its limits (the request body limit results are batched to). */
+  info() {
+    return this.call("info", "/v1/info", { method: "GET" }, SupervisorInfo);
+  }
+
+  /** Acks are retried soon by the agent, so one that hangs is given up on well inside the ack window. */
+  ack(started: LeaseRef[], held: LeaseRef[] = [], timeoutMs = REQUEST_TIMEOUT_MS) {
+    return this.call("ack", "/v1/agent/acks", { method: "POST", body: JSON.stringify({ started, held }) }, AckResponse, { timeoutMs });
   }
 
   report(results: ResultReport[]) {
-    return this.call("report", "/v1/agent/results", { method: "POST", body: JSON.stringify({ results }) }, ResultBatchResponse);
+    return this.call("report", "/v1/agent/results", { method: "POST", body: JSON.stringify({ results }) }, ResultBatchResponse, { timeoutMs: REPORT_TIMEOUT_MS });
   }
 
   logs(batch: LogBatch) {
@@ -84,18 +124,23 @@ export class ControlPlaneClient {
     return this.download(`/v1/agent/jobs/${jobId}/inputs/${encodeURIComponent(name)}`, `download input ${name} of ${jobId}`);
   }
 
-  async putOutput(jobId: string, leaseToken: string, name: string, bytes: Uint8Array<ArrayBuffer>): Promise<void> {
-    const res = await fetchRetryingOnce(`${this.server}/v1/agent/jobs/${jobId}/outputs/${encodeURIComponent(name)}`, {
-      method: "PUT",
-      body: bytes as Uint8Array<ArrayBuffer>,
-      headers: { authorization: `Bearer ${this.credential}`, "content-type": "application/octet-stream", "x-lease-token": leaseToken },
-    }, true);
-    if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, `upload output ${name} of ${jobId}`);
+  putOutput(jobId: string, leaseToken: string, name: string, bytes: Uint8Array<ArrayBuffer>): Promise<void> {
+    return this.timed(TRANSFER_TIMEOUT_MS, undefined, async (signal) => {
+      const res = await fetchRetryingOnce(`${this.server}/v1/agent/jobs/${jobId}/outputs/${encodeURIComponent(name)}`, {
+        method: "PUT",
+        body: bytes as Uint8Array<ArrayBuffer>,
+        signal,
+        headers: { authorization: `Bearer ${this.credential}`, "content-type": "application/octet-stream", "x-lease-token": leaseToken },
+      }, true);
+      if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, `upload output ${name} of ${jobId}`);
+    });
   }
 
-  private async download(path: string, what: string): Promise<Uint8Array<ArrayBuffer>> {
-    const res = await fetch(this.server + path, { headers: { authorization: `Bearer ${this.credential}` } });
-    if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, what);
-    return new Uint8Array(await res.arrayBuffer());
+  private download(path: string, what: string): Promise<Uint8Array<ArrayBuffer>> {
+    return this.timed(TRANSFER_TIMEOUT_MS, undefined, async (signal) => {
+      const res = await fetch(this.server + path, { signal, headers: { authorization: `Bearer ${this.credential}` } });
+      if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, what);
+      return new Uint8Array(await res.arrayBuffer());
+    });
   }
 }

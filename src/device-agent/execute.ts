@@ -35,10 +35,18 @@ export interface Captured {
 const LINE_FLUSH_MS = 50;
 const LINE_FLUSH_COUNT = 100;
 
-/** Splits what the guest writes into timestamped lines, bounded in count and length. */
-class LineSplitter {
+/**
+ * Splits what the guest writes into timestamped lines, bounded in count and length.
+ * Memory and work stay linear in what is written however it is written: a line
+ * that reaches the maximum length is cut and handed out at once, and the rest of
+ * it is dropped until its newline comes (a guest writing megabytes without a
+ * newline would otherwise have that whole line held and rescanned on every write).
+ */
+export class LineSplitter {
   private readonly partial = ["", ""];
-  private readonly decoders = [new TextDecoder(), new TextDecoder()];
+  /** the stream's current line was already cut and handed out: drop until its newline */
+  private readonly cut = [false, false];
+  private decoders = [new TextDecoder(), new TextDecoder()];
   private pending: LogLine[] = [];
   private total = 0;
   private lastFlush = Date.now();
@@ -47,10 +55,26 @@ class LineSplitter {
   constructor(private readonly onLines?: (lines: LogLine[]) => void) {}
 
   write(fd: 1 | 2, bytes: Uint8Array) {
+    if (this.total >= LIMITS.maxLogLines) return this.markTruncated(); // nothing more is kept: not even decoded
     const s = fd - 1;
-    const parts = (this.partial[s] + this.decoders[s]!.decode(bytes, { stream: true })).split("\n");
-    this.partial[s] = parts.pop()!;
-    for (const line of parts) this.push(fd, line);
+    if (this.cut[s]) {
+      // Inside a line already cut: skip to its end without decoding (a newline byte is never part of a UTF-8 sequence).
+      const newline = bytes.indexOf(0x0a);
+      if (newline < 0) return;
+      this.cut[s] = false;
+      this.decoders[s] = new TextDecoder();
+      bytes = bytes.subarray(newline + 1);
+    }
+    const text = this.decoders[s]!.decode(bytes, { stream: true });
+    for (let start = 0; ; ) {
+      const newline = text.indexOf("\n", start);
+      this.extend(fd, text, start, newline < 0 ? text.length : newline);
+      if (newline < 0) break;
+      if (this.cut[s]) this.cut[s] = false;
+      else this.push(fd, this.partial[s]!);
+      this.partial[s] = "";
+      start = newline + 1;
+    }
     const now = Date.now();
     if (this.onLines && this.pending.length > 0 && (now - this.lastFlush >= LINE_FLUSH_MS || this.pending.length >= LINE_FLUSH_COUNT)) {
       this.onLines(this.pending);
@@ -59,20 +83,41 @@ class LineSplitter {
     }
   }
 
-  private push(fd: 1 | 2, line: string) {
-    if (this.total >= LIMITS.maxLogLines) {
-      if (!this.truncated) this.pending.push({ at: Date.now(), stream: "stderr", line: `[wasmvisor] output truncated after ${LIMITS.maxLogLines} lines` });
-      this.truncated = true;
+  /** Adds text[start, end) (no newline in it) to the stream's current line, cutting the line at the maximum length. */
+  private extend(fd: 1 | 2, text: string, start: number, end: number) {
+    const s = fd - 1;
+    if (this.cut[s] || end === start) return;
+    const room = LIMITS.maxLogLineBytes - this.partial[s]!.length;
+    if (end - start < room) {
+      this.partial[s] += text.slice(start, end);
       return;
     }
+    this.push(fd, this.partial[s] + text.slice(start, start + room));
+    this.partial[s] = "";
+    this.cut[s] = true;
+  }
+
+  private markTruncated() {
+    if (!this.truncated) this.pending.push({ at: Date.now(), stream: "stderr", line: `[wasmvisor] output truncated after ${LIMITS.maxLogLines} lines` });
+    this.truncated = true;
+  }
+
+  private push(fd: 1 | 2, line: string) {
+    if (this.total >= LIMITS.maxLogLines) return this.markTruncated();
     this.total++;
-    this.pending.push({ at: Date.now(), stream: fd === 1 ? "stdout" : "stderr", line: line.length > LIMITS.maxLogLineBytes ? line.slice(0, LIMITS.maxLogLineBytes) : line });
+    this.pending.push({ at: Date.now(), stream: fd === 1 ? "stdout" : "stderr", line });
+  }
+
+  /** Characters held now: unterminated lines and lines not yet handed out. */
+  get heldChars(): number {
+    return this.partial[0]!.length + this.partial[1]!.length + this.pending.reduce((n, l) => n + l.line.length, 0);
   }
 
   /** What is left, including unterminated last lines. */
   rest(): LogLine[] {
     for (const fd of [1, 2] as const) if (this.partial[fd - 1]) this.push(fd, this.partial[fd - 1]!);
     this.partial[0] = this.partial[1] = "";
+    this.cut[0] = this.cut[1] = false;
     const out = this.pending;
     this.pending = [];
     return out;

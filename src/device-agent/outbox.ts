@@ -4,15 +4,40 @@
  * disk, so a restart during an outage does not lose them. On the normal path
  * nothing touches the disk: a result lost to a crash before it was sent is not
  * lost work, since the job's lease expires and the job is delivered again.
+ *
+ * Nothing the control plane answers makes a report go away unacknowledged:
+ * batches are sized to the request body limit (in bytes, not only in count), a
+ * 413 shrinks that size and sends again, any other refusal is retried with
+ * backoff (moving the refused report behind the others, so it cannot hold them
+ * up), and a single report too large for any request is cut to fit (its
+ * output trimmed and marked truncated) instead of being dropped.
  */
 import { readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { LIMITS } from "../protocol/job.js";
 import type { ResultReport } from "../protocol/agent.js";
 import { ApiError } from "./api-client.js";
 
 export interface OutboxLog {
   (level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>): void;
 }
+
+export interface OutboxOptions {
+  /** the request body limit results travel under (learned from GET /v1/info; the protocol's by default) */
+  maxBatchBytes?: number;
+  /** reports per batch at most (the protocol's limit) */
+  maxBatch?: number;
+  /** delay before the next try after `failures` failures in a row */
+  retryDelayMs?: (failures: number) => number;
+}
+
+/** Room kept for the batch's envelope ({"results":[...]}, or the WebSocket message's own fields). */
+const ENVELOPE_BYTES = 512;
+/** A 413 halves the batch budget, down to this: a server refusing less than this is retried with backoff. */
+const MIN_BATCH_BYTES = 16 * 1024;
+
+const jsonBytes = (v: unknown) => Buffer.byteLength(JSON.stringify(v), "utf8");
+const defaultRetryDelay = (failures: number) => Math.min(30_000, 250 * 2 ** Math.min(failures, 7));
 
 export class Outbox {
   private pending: ResultReport[] = [];
@@ -21,13 +46,27 @@ export class Outbox {
   private failures = 0;
   private persisted = false;
   private readonly file: string;
+  private maxBatchBytes: number;
+  /** lowered after a refused batch (so the others get through), raised again after a success */
+  private countLimit: number;
+  private readonly maxBatch: number;
+  private readonly retryDelay: (failures: number) => number;
 
-  constructor(dataDir: string, private readonly send: (batch: ResultReport[]) => Promise<unknown>, private readonly log: OutboxLog, private readonly maxBatch = 256) {
+  constructor(dataDir: string, private readonly send: (batch: ResultReport[]) => Promise<unknown>, private readonly log: OutboxLog, opts: OutboxOptions = {}) {
     this.file = join(dataDir, "outbox.json");
+    this.maxBatchBytes = opts.maxBatchBytes ?? LIMITS.maxJsonBodyBytes;
+    this.maxBatch = opts.maxBatch ?? LIMITS.maxPollBatch;
+    this.countLimit = this.maxBatch;
+    this.retryDelay = opts.retryDelayMs ?? defaultRetryDelay;
   }
 
   get size() {
     return this.pending.length;
+  }
+
+  /** The control plane said how large a request body may be. */
+  setBodyLimit(bytes: number) {
+    if (Number.isFinite(bytes) && bytes > 0) this.maxBatchBytes = Math.max(MIN_BATCH_BYTES, bytes);
   }
 
   async restore() {
@@ -37,12 +76,24 @@ export class Outbox {
     this.pending.push(...reports);
     this.persisted = true;
     this.log("info", "restored unsent results", { count: reports.length });
-    this.flush();
+    void this.flush();
+  }
+
+  /**
+   * The job was delivered again under a new lease while its result waits here: the result quotes the
+   * new lease from now on (under the old one it would be refused as stale and the job run again).
+   * Answers whether a result for the job was waiting.
+   */
+  retoken(jobId: string, leaseToken: string): boolean {
+    const i = this.pending.findIndex((r) => r.jobId === jobId);
+    if (i < 0) return false;
+    this.pending[i] = { ...this.pending[i]!, leaseToken };
+    return true;
   }
 
   add(report: ResultReport) {
     this.pending.push(report);
-    this.flush();
+    void this.flush();
   }
 
   /** Sends everything pending; concurrent calls share one in-flight send per batch. */
@@ -51,34 +102,65 @@ export class Outbox {
     this.flushing = (async () => {
       await Promise.resolve(); // let reports finishing in the same tick join the batch
       while (this.pending.length > 0) {
-        const batch = this.pending.slice(0, this.maxBatch);
+        const batch = this.nextBatch();
         try {
           await this.send(batch);
-          this.pending.splice(0, batch.length);
-          this.failures = 0;
         } catch (e) {
-          if (e instanceof ApiError && e.permanent) {
-            // The control plane refused the batch itself (not a network problem): retrying cannot help.
-            this.log("error", "results refused by the control plane; dropping them (their leases will expire and the jobs rerun)", { error: String(e), count: batch.length });
-            this.pending.splice(0, batch.length);
-            continue;
-          }
-          this.failures++;
-          const delay = Math.min(30_000, 250 * 2 ** Math.min(this.failures, 7));
-          this.log("warn", "could not send results; will retry", { error: String(e), pending: this.pending.length, retryInMs: delay });
-          await this.persist();
-          this.retryTimer = setTimeout(() => {
-            this.retryTimer = null;
-            void this.flush();
-          }, delay);
+          if (this.refusedAsTooLarge(e, batch)) continue;
+          await this.retryLater(e, batch);
           return;
         }
+        const sent = new Set(batch);
+        this.pending = this.pending.filter((r) => !sent.has(r));
+        this.failures = 0;
+        this.countLimit = Math.min(this.maxBatch, this.countLimit * 2);
       }
       if (this.persisted) await this.persist();
     })().finally(() => {
       this.flushing = null;
     });
     return this.flushing;
+  }
+
+  /** The first pending reports that fit in one request together (at least one, cut to fit if it must be). */
+  private nextBatch(): ResultReport[] {
+    const budget = this.maxBatchBytes - ENVELOPE_BYTES;
+    const batch: ResultReport[] = [];
+    let bytes = 0;
+    for (let i = 0; i < this.pending.length && batch.length < this.countLimit; i++) {
+      const report = fitReport(this.pending[i]!, budget);
+      this.pending[i] = report; // kept cut: what is persisted is what will be sent
+      const size = jsonBytes(report) + 1;
+      if (batch.length > 0 && bytes + size > budget) break;
+      batch.push(report);
+      bytes += size;
+    }
+    return batch;
+  }
+
+  /** A 413: the server's limit is below what we thought. Shrink and send again at once (true), or give up on shrinking (false). */
+  private refusedAsTooLarge(e: unknown, batch: ResultReport[]): boolean {
+    if (!(e instanceof ApiError) || e.status !== 413 || this.maxBatchBytes <= MIN_BATCH_BYTES) return false;
+    this.maxBatchBytes = Math.max(MIN_BATCH_BYTES, Math.floor(this.maxBatchBytes / 2));
+    this.log("warn", "results batch over the control plane's body limit; sending smaller batches", { count: batch.length, maxBatchBytes: this.maxBatchBytes });
+    return true;
+  }
+
+  private async retryLater(e: unknown, batch: ResultReport[]) {
+    this.failures++;
+    if (e instanceof ApiError && e.permanent) {
+      // Refused as such (not a network problem): the others must not wait behind it. Smaller batches
+      // isolate the refused report; a lone refused one goes to the back of the queue, still kept.
+      if (batch.length > 1) this.countLimit = Math.max(1, Math.ceil(batch.length / 2));
+      else this.pending = [...this.pending.filter((r) => r !== batch[0]), batch[0]!];
+    }
+    const delay = this.retryDelay(this.failures);
+    this.log("warn", "could not send results; will retry", { error: String(e), pending: this.pending.length, retryInMs: delay });
+    await this.persist();
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.flush();
+    }, delay);
   }
 
   /** Writes what is pending (or removes the file when nothing is). */
@@ -98,4 +180,40 @@ export class Outbox {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
   }
+}
+
+/**
+ * The report itself if it fits in `maxBytes` of JSON; else a copy cut to fit:
+ * first the output lines it carries are dropped from the end (their text is in
+ * stdout/stderr too, and a marker line says how many went), then stdout and
+ * stderr are shortened (keeping their beginning) and marked truncated.
+ */
+export function fitReport(report: ResultReport, maxBytes: number): ResultReport {
+  if (jsonBytes(report) <= maxBytes) return report;
+  let cut: ResultReport = { ...report };
+  if (report.logs.length > 0) {
+    const marker = (dropped: number) => ({ at: Date.now(), stream: "stderr" as const, line: `[wasmvisor] ${dropped} output lines dropped to fit the result in one request` });
+    const withoutLogs = jsonBytes({ ...report, logs: [marker(report.logs.length)] });
+    let room = maxBytes - withoutLogs;
+    let keep = 0;
+    while (keep < report.logs.length) {
+      const size = jsonBytes(report.logs[keep]) + 1;
+      if (size > room) break;
+      room -= size;
+      keep++;
+    }
+    cut.logs = [...report.logs.slice(0, keep), marker(report.logs.length - keep)];
+  }
+  if (!cut.result) return cut;
+  let result = { ...cut.result };
+  for (let size = jsonBytes({ ...cut, result }); size > maxBytes && (result.stdout.length > 0 || result.stderr.length > 0); size = jsonBytes({ ...cut, result })) {
+    // Cut the longer stream by its share of the excess (characters cost 1 to 6 bytes of JSON); repeat if that was not enough.
+    const excess = size - maxBytes;
+    const stream = result.stdout.length >= result.stderr.length ? "stdout" : "stderr";
+    const text = result[stream];
+    const keep = Math.max(0, Math.min(text.length - 1, Math.floor(text.length * (1 - excess / jsonBytes(text)))));
+    result = { ...result, [stream]: text.slice(0, keep), [`${stream}Truncated`]: true };
+  }
+  cut = { ...cut, result };
+  return cut;
 }

@@ -8,7 +8,19 @@ import { ServerMessage, WS_PING, WS_PONG, type AgentMessage, type LeasedJob } fr
 
 type Reply = Extract<ServerMessage, { id: number }>;
 type Pending = { resolve(m: Reply): void; reject(e: Error): void; timer: NodeJS.Timeout };
-type Request = Extract<AgentMessage, { id: number }>;
+/** Messages answered by id: those that always carry one, and acks (which may). */
+type Request = Extract<AgentMessage, { id: number }> | Extract<AgentMessage, { t: "started" }>;
+
+/**
+ * The server (or something in front of it) answered the upgrade with plain HTTP: WebSockets do not
+ * get through here. Anything else that stops a link from opening (refused, reset, timed out) says
+ * nothing about WebSockets: the server may just be down.
+ */
+export class UpgradeRefused extends Error {
+  constructor(readonly status: number) {
+    super(`WebSocket upgrade refused: HTTP ${status}`);
+  }
+}
 
 export interface LinkEvents {
   jobs(jobs: LeasedJob[]): void;
@@ -41,7 +53,11 @@ export class SocketLink {
         link.startKeepalive();
         resolve(link);
       });
-      ws.on("unexpected-response", (_req, res) => reject(new Error(`WebSocket upgrade refused: HTTP ${res.statusCode}`)));
+      ws.on("unexpected-response", (req, res) => {
+        reject(new UpgradeRefused(res.statusCode ?? 0));
+        res.resume();
+        req.destroy();
+      });
       ws.on("error", (e) => {
         if (!opened) reject(e);
       });
@@ -61,13 +77,13 @@ export class SocketLink {
     this.ws.send(JSON.stringify(msg));
   }
 
-  request<T extends Request["t"]>(msg: Omit<Extract<AgentMessage, { t: T }>, "id">): Promise<Reply> {
+  request<T extends Request["t"]>(msg: Omit<Extract<AgentMessage, { t: T }>, "id">, timeoutMs = REQUEST_TIMEOUT_MS): Promise<Reply> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new Error(`no answer to ${msg.t} within ${REQUEST_TIMEOUT_MS} ms`));
-      }, REQUEST_TIMEOUT_MS);
+        reject(new Error(`no answer to ${msg.t} within ${timeoutMs} ms`));
+      }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
       this.ws.send(JSON.stringify({ ...msg, id }), (err) => {
         if (!err) return;

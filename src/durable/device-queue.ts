@@ -253,12 +253,16 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     return ok({ lines: rows.map((r) => ({ seq: r.seq, at: r.at, level: r.level, msg: r.msg, ...(r.fields ? { fields: r.fields } : {}) })) });
   }
 
-  /** Jobs the agent runs whose lease is no longer its own (canceled, expired): it should stop them. */
+  /**
+   * Jobs the agent runs that have ended here (canceled, failed, gone): it should stop them. A job whose
+   * lease merely expired is not among them: it comes back to this same device, whose agent then takes
+   * the new lease for the run it already has (stopping it would run a healthy job twice).
+   */
   private leasesNoLongerHeld(running: LeaseRef[]): string[] {
     return running
       .filter((ref) => {
-        const row = this.one<{ state: JobState; lease_token: string | null }>("SELECT state, lease_token FROM jobs WHERE id = ?", ref.jobId);
-        return !row || row.lease_token !== ref.leaseToken || !(row.state === "LEASED" || row.state === "RUNNING");
+        const row = this.one<{ state: JobState }>("SELECT state FROM jobs WHERE id = ?", ref.jobId);
+        return !row || isTerminal(row.state);
       })
       .map((ref) => ref.jobId);
   }
@@ -712,15 +716,19 @@ export abstract class DeviceQueue extends SqlObject<Env> {
     return ok({ started: this.applyAcks(started), held: this.renewHeld(held) });
   }
 
-  /** Jobs an agent holds but has not started yet keep their short lease while it says so. */
+  /**
+   * Jobs an agent holds keep their lease while it says so (as BullMQ's lock manager extends each active
+   * job's lock): at least the ack window from now, never shortened, whether started or not.
+   */
   private renewHeld(refs: LeaseRef[]): number {
     const now = this.clock.now();
     let renewed = 0;
     for (const ref of refs) {
-      renewed += this.run(
-        "UPDATE jobs SET lease_expires = ? WHERE id = ? AND lease_token = ? AND state = 'LEASED'",
+      // rowsWritten counts index entries too: one job per ref at most.
+      renewed += Math.min(1, this.run(
+        "UPDATE jobs SET lease_expires = MAX(lease_expires, ?) WHERE id = ? AND lease_token = ? AND state IN ('LEASED', 'RUNNING')",
         leaseExpiry(now, "delivered", 0, this.settings), ref.jobId, ref.leaseToken,
-      );
+      ));
     }
     return renewed;
   }
@@ -835,10 +843,13 @@ export abstract class DeviceQueue extends SqlObject<Env> {
       case "credit":
         this.setCredit(ws, msg.free);
         break;
-      case "started":
-        this.applyAcks(msg.started);
-        this.renewHeld(msg.held);
+      case "started": {
+        const started = this.applyAcks(msg.started);
+        const held = this.renewHeld(msg.held);
+        // With an id the agent waits for this answer, and sends again until it comes.
+        if (msg.id !== undefined) this.send(ws, { t: "acked", id: msg.id, started, held });
         return;
+      }
       case "results":
         this.send(ws, { t: "reported", id: msg.id, dispositions: this.applyReports(msg.results) });
         this.setCredit(ws, msg.free);

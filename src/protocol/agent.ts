@@ -96,6 +96,8 @@ export const AgentMessage = z.discriminatedUnion("t", [
   z.object({ t: z.literal("credit"), free: z.number().int().min(0).max(LIMITS.maxPollBatch) }),
   z.object({
     t: z.literal("started"),
+    /** given: the object answers `acked` with this id (the agent retries until it does) */
+    id: z.number().int().optional(),
     started: z.array(LeaseRef).max(LIMITS.maxPollBatch).default([]),
     held: z.array(LeaseRef).max(LIMITS.maxPollBatch).default([]),
   }),
@@ -119,6 +121,7 @@ export type AgentMessage = z.infer<typeof AgentMessage>;
 export const ServerMessage = z.discriminatedUnion("t", [
   z.object({ t: z.literal("jobs"), jobs: z.array(LeasedJob) }),
   z.object({ t: z.literal("reported"), id: z.number().int(), dispositions: ResultBatchResponse.shape.dispositions }),
+  z.object({ t: z.literal("acked"), id: z.number().int(), started: z.number().int(), held: z.number().int() }),
   z.object({ t: z.literal("heartbeat-ack"), id: z.number().int(), cancel: z.array(z.string()), deployments: z.number().int().optional() }),
   /** the desired deployments changed: fetch them (GET /v1/agent/deployments) when `version` is not the one applied */
   z.object({ t: z.literal("deployments"), version: z.number().int() }),

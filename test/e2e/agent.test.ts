@@ -64,6 +64,27 @@ describe.each(["ws", "poll"] as const)("over the %s transport", (transport) => {
       expect(job.result!.stdoutTruncated).toBe(true);
     });
 
+    it("ends a flood of 2,000 writes of 64 KiB without a newline quickly, its output cut and marked truncated", async () => {
+      const job = await run("flood", "flood", [1, 2000], { timeoutMs: 20_000, maxAttempts: 1 });
+      expect(job).toMatchObject({ state: "SUCCEEDED", result: { value: 2000, stdoutTruncated: true, stderrTruncated: false } });
+      expect(job.result!.stdout.length).toBe(64 * 1024);
+      expect(job.result!.durationMs).toBeLessThan(10_000);
+      const logs = await cp.admin.jobLogs(job.id);
+      expect(logs.lines.map((l) => l.line.length)).toEqual([4096]);
+    });
+
+    it("delivers every result of jobs writing 64 KiB to stdout and 64 KiB to stderr (batches fit the body limit)", async () => {
+      const jobs = await Promise.all(
+        Array.from({ length: 8 }, () => cp.admin.submitJob({ device: agent.deviceId, module: digests.flood, function: "both", args: [1], maxAttempts: 1 })),
+      );
+      const done = await Promise.all(jobs.map((j) => cp.admin.waitForJob(j.id, { timeoutSeconds: 45 })));
+      for (const job of done) {
+        expect(job).toMatchObject({ state: "SUCCEEDED", attempts: 1, result: { value: 1, stdoutTruncated: false, stderrTruncated: false } });
+        expect([job.result!.stdout.length, job.result!.stderr.length]).toEqual([64 * 1024, 64 * 1024]);
+      }
+      expect(agent.logs.some((l) => String(l.msg).includes("dropping"))).toBe(false);
+    });
+
     it("writes files inside the module's sandbox directory", async () => {
       expect((await run("files", "write_file")).result?.value).toBe(0);
       const file = join(agent.dataDir, "sandbox", digests.files, "out.txt");
@@ -206,6 +227,33 @@ describe.each(["ws", "poll"] as const)("over the %s transport", (transport) => {
       expect(stopped).toBeTruthy();
       expect((await run("fibo", "fibo", [5])).result?.value).toBe(8);
       expect((await cp.admin.getJob(job.id)).state).toBe("CANCELED");
+    });
+
+    it("stops a call running in a deployment's kept instance when it is canceled; the instance ends and the next call works", async () => {
+      const { generateSigningKey, signDeployment } = await import("../../src/sdk/index.js");
+      const { privateJwk, publicJwk } = await generateSigningKey("ES256");
+      await cp.admin.trustOrchestratorKey(publicJwk, `cancel test ${transport}`);
+      const id = `kept-${transport}`;
+      const functions = { count: { result: "integer" as const, instance: "deployment" as const }, spin: { instance: "deployment" as const, timeoutMs: 120_000 } };
+      await cp.admin.deploy(await signDeployment(privateJwk, { id, modules: [{ name: "c", digest: digests.counter, devices: [agent.deviceId], functions }] }));
+      expect((await cp.admin.waitForDeployment(id)).state).toBe("active");
+      const count = async () => (await cp.admin.runFunction(id, "c", "count", {}, 30)).job.result?.value;
+      expect([await count(), await count()]).toEqual([1, 2]); // one instance, kept between calls
+
+      const spinning = await cp.admin.callFunction(id, "c", "spin");
+      for (let i = 0; i < 200 && (await cp.admin.getJob(spinning.job)).state !== "RUNNING"; i++) await new Promise((r) => setTimeout(r, 50));
+      // A call queued behind the loop (calls of one instance run one at a time), canceled before it starts: it never runs.
+      const queued = await cp.admin.callFunction(id, "c", "count");
+      for (let i = 0; i < 100 && (await cp.admin.getJob(queued.job)).state === "QUEUED"; i++) await new Promise((r) => setTimeout(r, 50));
+      expect((await cp.admin.cancelJob(queued.job)).state).toBe("CANCELED");
+      await new Promise((r) => setTimeout(r, transport === "ws" ? 300 : 1_500)); // the agent hears of it (push, or its next heartbeat)
+      expect((await cp.admin.cancelJob(spinning.job)).state).toBe("CANCELED");
+      await agent.waitForLog((l) => l.msg === "stopped a job the control plane no longer leases to us" && l.jobId === spinning.job, 10_000);
+      // The next call runs at once (it no longer waits behind the loop) in a new instance: its state starts over.
+      const next = await cp.admin.runFunction(id, "c", "count", {}, 20);
+      expect(next).toMatchObject({ done: true, job: { state: "SUCCEEDED", result: { value: 1 } } });
+      expect((await cp.admin.getJob(spinning.job)).state).toBe("CANCELED");
+      expect((await cp.admin.getJob(queued.job)).state).toBe("CANCELED");
     });
 
     it("ships the agent's own log lines to the control plane (runner.logs)", async () => {

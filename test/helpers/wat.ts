@@ -112,6 +112,43 @@ export const WAT = {
         (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
       (local.get $i)))`,
 
+  /** writes `times` chunks of 64 KiB of "x" with no newline: to fd `fd` (flood), or each chunk to stdout and to stderr (both) */
+  flood: `(module
+    (import ${WASI} "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 2)
+    (func $fill
+      (local $i i32)
+      (loop $l
+        (i32.store8 (i32.add (i32.const 1024) (local.get $i)) (i32.const 120))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $i) (i32.const 65536))))
+      (i32.store (i32.const 0) (i32.const 1024)) (i32.store (i32.const 4) (i32.const 65536)))
+    (func (export "flood") (param $fd i32) (param $times i32) (result i32)
+      (local $i i32)
+      (call $fill)
+      (loop $l
+        (drop (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $i) (local.get $times))))
+      (local.get $i))
+    (func (export "both") (param $times i32) (result i32)
+      (local $i i32)
+      (call $fill)
+      (loop $l
+        (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+        (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $i) (local.get $times))))
+      (local.get $i)))`,
+
+  /** state that lives as long as its instance: `count` answers 1, 2, 3, ...; `spin` never returns */
+  counter: `(module
+    (global $n (mut i32) (i32.const 0))
+    (func (export "count") (result i32)
+      (global.set $n (i32.add (global.get $n) (i32.const 1)))
+      (global.get $n))
+    (func (export "spin") (loop $l (br $l))))`,
+
   /** arithmetic over every numeric type; `trap` divides by zero */
   math: `(module
     (func (export "add64") (param i64 i64) (result i64) (i64.add (local.get 0) (local.get 1)))
