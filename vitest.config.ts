@@ -34,12 +34,14 @@ export default defineConfig({
           // Integration tests against workerd on a shared 2-core machine: budgets, not timing assertions.
           testTimeout: 30_000,
           globalSetup: ["test/helpers/global-setup.ts"],
+          setupFiles: ["test/worker/setup.ts"],
         },
       },
       {
         test: {
           name: "e2e",
           include: ["test/e2e/**/*.test.ts"],
+          setupFiles: ["test/e2e/setup.ts"],
           environment: "node",
           // Each file starts its own control plane and agents; on 2 cores, one file at a time.
           fileParallelism: false,

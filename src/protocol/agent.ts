@@ -83,7 +83,7 @@ export const Heartbeat = z.strictObject({
 export type Heartbeat = z.infer<typeof Heartbeat>;
 
 export const PollQuery = z.object({
-  wait: z.coerce.number().int().min(0).max(30).default(25),
+  wait: z.coerce.number().int().min(0).max(30).default(25).meta({ type: "integer", description: "seconds to hold the poll open" }),
   max: z.coerce.number().int().min(1).max(LIMITS.maxPollBatch).default(16),
 });
 

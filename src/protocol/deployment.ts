@@ -123,7 +123,7 @@ export const DeploymentManifest = z
     const names = m.modules.map((x) => x.name);
     const dup = names.find((n, i) => names.indexOf(n) !== i);
     if (dup) ctx.addIssue({ code: "custom", path: ["modules"], message: `module name ${dup} is used twice` });
-  });
+  }).meta({ id: "DeploymentManifest" });
 export type DeploymentManifest = z.output<typeof DeploymentManifest>;
 export type DeploymentManifestInput = z.input<typeof DeploymentManifest>;
 
@@ -171,7 +171,7 @@ export const DeploymentView = z.object({
   state: DeploymentState,
   devices: z.array(DeviceDeploymentStatus),
   modules: z.array(z.object({ name: ModuleName, digest: Sha256Hex, devices: z.array(DeviceId), functions: z.array(z.string()) })),
-});
+}).meta({ id: "Deployment" });
 export type DeploymentView = z.infer<typeof DeploymentView>;
 
 /** What a call's job carries about the deployment it belongs to (also sent to the agent). */

@@ -24,7 +24,7 @@ export const DeviceDescription = z.object({
     })
     .default({ cameras: [], sensors: [], labels: {} }),
   agent: z.object({ version: z.string().max(64), node: z.string().max(64), poolSize: z.number().int().positive() }).optional(),
-});
+}).meta({ id: "DeviceDescription" });
 export type DeviceDescription = z.infer<typeof DeviceDescription>;
 
 export const Health = z.object({
@@ -36,7 +36,7 @@ export const Health = z.object({
   diskFreeBytes: z.number().nonnegative(),
   jobsRunning: z.number().int().nonnegative(),
   agentRssBytes: z.number().nonnegative().optional(),
-});
+}).meta({ id: "Health" });
 export type Health = z.infer<typeof Health>;
 
 export const DeviceRegistration = z.strictObject({
@@ -60,7 +60,7 @@ export const DeviceView = z.object({
   queue: z.object({ queued: z.number().int(), running: z.number().int() }).optional(),
   /** drained devices get no new work (Hero's runner.stop) */
   drained: z.boolean().optional(),
-});
+}).meta({ id: "Device" });
 export type DeviceView = z.infer<typeof DeviceView>;
 
 export const RegistrationResult = z.object({ deviceId: DeviceId, credential: z.string() });

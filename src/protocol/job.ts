@@ -54,7 +54,7 @@ export const JobSubmission = z.strictObject({
   deadline: z.iso.datetime({ offset: true }).optional(),
   /** false: create the job without queueing it (CREATED); start it later with POST /v1/jobs/:id/start */
   start: z.boolean().default(true),
-});
+}).meta({ id: "JobSubmission" });
 export type JobSubmission = z.output<typeof JobSubmission>;
 export type JobSubmissionInput = z.input<typeof JobSubmission>;
 
@@ -92,10 +92,10 @@ export const JobResult = z.object({
   stdoutTruncated: z.boolean(),
   stderrTruncated: z.boolean(),
   durationMs: z.number(),
-});
+}).meta({ id: "JobResult" });
 export type JobResult = z.infer<typeof JobResult>;
 
-export const JobError = z.object({ kind: FailureKind, message: z.string() });
+export const JobError = z.object({ kind: FailureKind, message: z.string() }).meta({ id: "JobError" });
 export type JobError = z.infer<typeof JobError>;
 
 /** Where a chain step's output went: a job on a device here, a result URL outside, or why it could not go. */
@@ -136,14 +136,14 @@ export const JobView = z.object({
   next: NextLink.optional(),
   /** on the first step of a chain: every step and the chain's state */
   chain: ChainView.optional(),
-});
+}).meta({ id: "Job" });
 export type JobView = z.infer<typeof JobView>;
 
 export const jobLinks = (id: string) => ({ self: `/v1/jobs/${id}`, result: `/v1/jobs/${id}/result` });
 
 export const JobBatch = z.strictObject({ jobs: z.array(JobSubmission).min(1).max(LIMITS.maxBatchJobs) });
 
-export const JobRef = z.object({ id: JobId, device: DeviceId, state: JobState, links: z.object({ self: z.string(), result: z.string() }) });
+export const JobRef = z.object({ id: JobId, device: DeviceId, state: JobState, links: z.object({ self: z.string(), result: z.string() }) }).meta({ id: "JobRef" });
 export type JobRef = z.infer<typeof JobRef>;
 
 export const LogLine = z.object({

@@ -36,7 +36,7 @@ export const Problem = z.object({
   instance: z.string().optional(),
   requestId: z.string().optional(),
   errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
-});
+}).meta({ id: "Problem" });
 export type Problem = z.infer<typeof Problem>;
 
 export function makeProblem(

@@ -44,7 +44,7 @@ export const ModuleInfo = z.object({
   exports: z.array(ModuleExport),
   imports: z.array(ModuleImport),
   memory: MemoryLimits.nullable(),
-});
+}).meta({ id: "ModuleInfo" });
 export type ModuleInfo = z.infer<typeof ModuleInfo>;
 
 /**

@@ -18,7 +18,7 @@ import { namespaceRoutes } from "./routes/namespaces.js";
 import { deploymentRoutes } from "./routes/deployments.js";
 import { agentFileRoutes } from "./routes/agent-files.js";
 import { wasmiotRoutes } from "./routes/wasmiot.js";
-import { DEPLOYMENT_LIMITS } from "../protocol/deployment.js";
+import { DEPLOYMENT_LIMITS, DeploymentManifest } from "../protocol/deployment.js";
 import { allowedMethods } from "./methods.js";
 import { authenticate } from "./auth.js";
 
@@ -96,6 +96,8 @@ export function createApp() {
   rpcRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
+  // Signed inside a JWS (POST /v1/deployments), so no route's schema names it: listed for clients that build manifests.
+  app.openAPIRegistry.register("DeploymentManifest", DeploymentManifest);
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: { title: "wasmvisor control plane", version: API_VERSION, description: "Supervises WebAssembly on edge and IoT devices." },
@@ -108,7 +110,7 @@ export function createApp() {
   app.notFound((c) => {
     methodsOf ??= allowedMethods(app.routes);
     const allowed = methodsOf(c.req.path);
-    if (allowed.length === 0) return problem(c, "not-found", `no route ${c.req.method} ${c.req.path}`);
+    if (allowed.length === 0 || allowed.includes(c.req.method)) return problem(c, "not-found", `no route ${c.req.method} ${c.req.path}`);
     const res = problem(c, "method-not-allowed", `${c.req.path} takes ${allowed.join(", ")}, not ${c.req.method}`);
     res.headers.set("allow", allowed.join(", "));
     return res;

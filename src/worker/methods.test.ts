@@ -18,6 +18,7 @@ describe("allowedMethods", () => {
   it("answers nothing for a path no route has (a 404, not a 405)", () => {
     expect(lookup("/v1/nothing/here")).toEqual([]);
     expect(lookup("/v1/jobs/abc/cancel/more")).toEqual([]);
+    expect(lookup("/v1/jobs/abc/")).toEqual([]); // Hono routes strictly: a trailing slash is another path
   });
 
   it("keeps parameters inside one segment and honours their patterns", () => {

@@ -16,7 +16,7 @@ export function pathPattern(path: string): RegExp {
       return segment.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
     })
     .join("/");
-  return new RegExp(`^${source}/?$`);
+  return new RegExp(`^${source}$`); // strict, as Hono routes: "/v1/jobs/x/" is not "/v1/jobs/x"
 }
 
 /** Builds, once, the lookup of the methods each registered path answers. */

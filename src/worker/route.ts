@@ -10,29 +10,65 @@ import { problem, type AppEnv } from "./http.js";
 import type { z } from "zod";
 import { Problem } from "../protocol/problem.js";
 
-const problemResponse = (description: string) => ({ description, content: { "application/problem+json": { schema: Problem } } });
+export const problemResponse = (description: string) => ({ description, content: { "application/problem+json": { schema: Problem } } });
 
+/** What every route can answer. */
 export const commonProblems = {
   400: problemResponse("The request is not valid"),
   401: problemResponse("No or bad credential"),
   403: problemResponse("The credential's role may not call this route"),
-  // Declared without a schema on purpose: it lets handlers return problem+json Responses
-  // for any status (the typed-response check only applies when every status has content).
-  500: { description: "Internal error, as application/problem+json" },
-  503: { description: "Not configured: a device credential arrived but the control plane has no DEVICE_CREDENTIAL_KEY (application/problem+json)" },
+  500: problemResponse("Internal error (the requestId names it in the logs)"),
 };
 
-export function route<const R extends Omit<RouteConfig, "middleware">>(config: R & { roles: readonly CallerRole[] }) {
-  const { roles, ...rest } = config;
+/** What a route answers besides its successes, by the kind of problem: each described once. */
+const PROBLEM_DESCRIPTIONS = {
+  404: "Not found (or not in the caller's namespace)",
+  409: "Conflicts with the current state (an Idempotency-Key used with another body, a newer generation, ...)",
+  410: "Gone",
+  413: "The request body is too large",
+  422: "Well-formed but cannot be processed (the detail says why)",
+  426: "Upgrade required",
+  503: "Not configured: the control plane lacks a secret this route needs (DEVICE_CREDENTIAL_KEY)",
+} as const;
+export type DeclaredProblem = keyof typeof PROBLEM_DESCRIPTIONS;
+
+/**
+ * Declares a route: its roles (required), its schema, and every status it can answer. The
+ * statuses that follow from its shape are added here (404 for a path with parameters, 413
+ * and 415 for a body, 503 where device credentials are checked); `problems` names the rest.
+ */
+export function route<const R extends Omit<RouteConfig, "middleware">>(config: R & { roles: readonly CallerRole[]; problems?: readonly DeclaredProblem[] }) {
+  const { roles, problems = [], ...rest } = config;
   const bodyTypes = Object.keys(rest.request?.body?.content ?? {});
+  const implied: DeclaredProblem[] = [
+    ...(rest.path.includes("{") ? [404 as const] : []),
+    ...(bodyTypes.length > 0 ? [413 as const] : []),
+    ...(roles.includes("device") || rest.path === "/v1/devices/register" ? [503 as const] : []),
+  ];
+  const declared = Object.fromEntries([...new Set([...implied, ...problems])].map((s) => [s, problemResponse(PROBLEM_DESCRIPTIONS[s])]));
   return createRoute({
+    operationId: operationIdOf(rest.method, rest.path),
     ...rest,
     // The caller first, then the media type: nothing about the body is judged for a stranger.
     middleware: [allow(roles), acceptsMediaTypes(bodyTypes)] as const,
     security: [{ bearer: [] }],
     "x-roles": roles,
-    responses: { ...commonProblems, ...(bodyTypes.length > 0 ? { 415: problemResponse("The body's media type is not one this route takes") } : {}), ...rest.responses },
+    responses: { ...commonProblems, ...declared, ...(bodyTypes.length > 0 ? { 415: problemResponse("The body's media type is not one this route takes") } : {}), ...rest.responses },
   });
+}
+
+/**
+ * A stable name for a generated client's method, from the route itself:
+ * GET /v1/jobs/{id} -> getJobsById, POST /v1/jobs/{id}/cancel -> postJobsByIdCancel.
+ */
+export function operationIdOf(method: string, path: string): string {
+  const words = path
+    .split("/")
+    .filter((s) => s && s !== "v1")
+    .map((s) => (s.startsWith("{") ? `by-${s.slice(1, -1)}` : s))
+    .flatMap((s) => s.split(/[^A-Za-z0-9]+/))
+    .filter(Boolean);
+  return method.toLowerCase() + words.map((w) => w[0]!.toUpperCase() + w.slice(1)).join("");
 }
 
 /** `application/json; charset=utf-8` matches `application/json`; `*\/*` or `type/*` patterns match their family. */

@@ -96,7 +96,7 @@ describe("wasmvisor CLI", () => {
     writeFileSync(notJson, "{ // a comment is not JSON\n}");
     const bad = await cli(["deploy", notJson, "--key", notJson]);
     expect(bad.code).toBe(2);
-    expect(bad.err).toContain(`signing key ${notJson} is not valid JSON`);
+    expect(bad.err).toContain(`manifest ${notJson} is not valid JSON`);
   });
 
   it("lists and shows devices, and manages keys", async () => {

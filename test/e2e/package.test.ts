@@ -43,7 +43,7 @@ describe("the packed agent", () => {
   it("installs with production dependencies only", () => {
     const lock = JSON.parse(readFileSync(join(installDir, "package-lock.json"), "utf8")) as { packages: Record<string, unknown> };
     const installed = Object.keys(lock.packages).filter((p) => p.startsWith("node_modules/")).map((p) => p.slice("node_modules/".length));
-    expect(installed.sort()).toEqual(["commander", "jose", "wasmvisor", "ws", "zod"]);
+    expect(installed.sort()).toEqual(["commander", "eventsource-parser", "jose", "wasmvisor", "ws", "zod"]);
   });
 
   it("runs with `npx wasmvisor agent` on plain Node and completes a job", async () => {

@@ -9,7 +9,7 @@ import { createWriteStream, mkdtempSync, type WriteStream } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
-import { ADMIN_TOKEN, E2E_VARS } from "./control-plane.js";
+import { ADMIN_TOKEN, DEVICE_CREDENTIAL_KEY, E2E_VARS } from "./control-plane.js";
 
 const MAIN = resolve("test/helpers/control-plane-main.mjs");
 
@@ -35,7 +35,7 @@ export class CrashableControlPlane {
   /** Starts (or restarts) on the first start's port; resolves once it serves. */
   async start(timeoutMs = 60_000): Promise<string> {
     if (this.proc) throw new Error("the control plane is already running");
-    const config = { persistDir: this.persistDir, port: this.port, vars: { ADMIN_TOKEN, ...E2E_VARS, ...this.vars } };
+    const config = { persistDir: this.persistDir, port: this.port, vars: { ADMIN_TOKEN, DEVICE_CREDENTIAL_KEY, ...E2E_VARS, ...this.vars } };
     const env = { ...process.env, CI: "true", WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", XDG_CONFIG_HOME: process.env.XDG_CONFIG_HOME ?? mkdtempSync(join(tmpdir(), "wv-xdg-")) };
     const proc = spawn(process.execPath, [MAIN, JSON.stringify(config)], { detached: true, stdio: ["ignore", "pipe", "pipe"], env });
     this.proc = proc;

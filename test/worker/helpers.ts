@@ -1,8 +1,16 @@
 /** Drives the real Worker inside workerd (vitest-pool-workers) the way clients do: over HTTP. */
 import { SELF, env } from "cloudflare:test";
 import { inject } from "vitest";
+import { Conformance, type OpenApiDocument } from "../helpers/conformance.js";
 
 export const ADMIN = env.ADMIN_TOKEN!;
+
+let documented: Promise<Conformance> | undefined;
+/** Every response `call` receives is checked against /openapi.json; test/worker/setup.ts fails a file that saw a violation. */
+export function conformance(): Promise<Conformance> {
+  documented ??= SELF.fetch("https://wasmvisor.test/openapi.json").then(async (r) => new Conformance((await r.json()) as OpenApiDocument));
+  return documented;
+}
 
 export function wasm(name: string): Uint8Array<ArrayBuffer> {
   const b64 = inject("wasm")[name];
@@ -25,10 +33,17 @@ export async function call(
     headers,
     body: opts.json !== undefined ? JSON.stringify(opts.json) : opts.body,
   });
+  const documented = await conformance();
+  // The wasmiot facade answered by host name is documented under /wasmiot/{device}/.
+  const host = opts.headersExtra?.host;
+  const checkedPath = (host && host !== "wasmvisor.test" ? `/wasmiot/by-host${path}` : path).split("?")[0]!;
   if (res.headers.get("content-type") === "application/wasm") {
-    return { status: res.status, type: res.headers.get("content-type"), body: new Uint8Array(await res.arrayBuffer()), headers: res.headers };
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    documented.check(method, checkedPath, res.status, res.headers.get("content-type"), bytes.length > 0 ? "binary" : "");
+    return { status: res.status, type: res.headers.get("content-type"), body: bytes, headers: res.headers };
   }
   const text = await res.text();
+  documented.check(method, checkedPath, res.status, res.headers.get("content-type"), text);
   let body: any = null;
   try {
     body = text ? JSON.parse(text) : null;

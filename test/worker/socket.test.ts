@@ -58,6 +58,8 @@ describe("the agent's WebSocket", () => {
     expect(third.state).toBe("QUEUED"); // credit used up
 
     const lease = first.jobs[0];
+    // Started: the long lease (timeout + grace), so a slow machine does not let the short delivery lease run out first.
+    agent.send({ t: "started", started: [{ jobId: lease.jobId, leaseToken: lease.leaseToken }], held: [] });
     agent.send({ t: "results", id: 7, free: 1, results: [{ jobId: lease.jobId, leaseToken: lease.leaseToken, outcome: "succeeded", result: result(3), error: null }] });
     const reported = await agent.next((m) => m.t === "reported");
     expect(reported).toEqual({ t: "reported", id: 7, dispositions: [{ jobId: lease.jobId, disposition: "accepted" }] });

@@ -54,6 +54,7 @@ const inputFile = route({
 const outputFile = route({
   method: "put",
   path: "/v1/agent/jobs/{id}/outputs/{name}",
+  problems: [409],
   roles: ["device"],
   summary: "Upload an output file of a call this device holds the lease of (before reporting its result)",
   request: {

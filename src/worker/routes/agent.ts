@@ -55,6 +55,7 @@ const heartbeat = route({
 const connect = route({
   method: "get",
   path: "/v1/agent/ws",
+  problems: [426],
   roles: ["device"],
   summary: "Open the push transport: a WebSocket to the device's object (jobs pushed, results and health as messages)",
   responses: { 101: { description: "Switching to the WebSocket protocol" } },

@@ -22,6 +22,7 @@ const NamespaceQuery = z.object({ namespace: z.string().max(64).optional() });
 const submit = route({
   method: "post",
   path: "/v1/deployments",
+  problems: [404, 409, 422],
   roles: ["admin", "user"],
   summary:
     "Deploy a signed manifest: a compact JWT (EdDSA or ES256, kid of a registered orchestrator key) whose `deployment` claim is the manifest; exp, iat and jti are required, a jti is accepted once. All or nothing across devices.",
@@ -54,6 +55,7 @@ const get = route({
 const remove = route({
   method: "delete",
   path: "/v1/deployments/{id}",
+  problems: [409],
   roles: ["admin", "user"],
   summary: "Undeploy: agents remove its files; calls still queued for it are canceled",
   request: { params: idParams, query: NamespaceQuery },
@@ -69,8 +71,17 @@ const callResponses = {
 const callSummary =
   "Call a deployed function: parameters by name (query, JSON body or form fields), multipart files as its input files; answers 202 at once, or with `Prefer: wait=N` the ended job (200). Query names `device` and `namespace` are reserved";
 
-const callPost = route({ method: "post", path: "/v1/deployments/{id}/modules/{module}/{function}", roles: ["admin", "user"], summary: callSummary, request: { params: callParams, query: callQuery }, responses: callResponses });
-const callGet = route({ method: "get", path: "/v1/deployments/{id}/modules/{module}/{function}", roles: ["admin", "user"], summary: callSummary, request: { params: callParams, query: callQuery }, responses: callResponses });
+/** Documented, not validated here: binding by name (calls.ts) reads the body and names a missing or mistyped parameter. */
+const callBody = {
+  required: false,
+  content: {
+    "application/json": { schema: { type: "object", description: "parameters by name", additionalProperties: true } as object },
+    "application/x-www-form-urlencoded": { schema: { type: "object", description: "parameters by name", additionalProperties: true } as object },
+    "multipart/form-data": { schema: { type: "object", description: "parameters by name; file parts are the call's input files", additionalProperties: true } as object },
+  },
+};
+const callPost = route({ method: "post", path: "/v1/deployments/{id}/modules/{module}/{function}", roles: ["admin", "user"], problems: [409, 422], summary: callSummary, request: { params: callParams, query: callQuery, body: callBody }, responses: callResponses });
+const callGet = route({ method: "get", path: "/v1/deployments/{id}/modules/{module}/{function}", roles: ["admin", "user"], problems: [409, 422], summary: callSummary, request: { params: callParams, query: callQuery }, responses: callResponses });
 
 /**
  * Where a deployment's modules are, per isolate for a moment: a call saves the hop to the

@@ -17,6 +17,7 @@ import { forgetDeviceCredentials } from "../auth.js";
 const register = route({
   method: "post",
   path: "/v1/devices/register",
+  problems: [409],
   roles: ["register", "admin"],
   summary: "Register a device; answers its credential once",
   request: { body: jsonBody(DeviceRegistration) },
@@ -29,7 +30,7 @@ const rotate = route({
   roles: ["admin", "user"],
   summary: "Issue the device a new credential (answered once); the old one stops working at once (its agent must be given the new one)",
   request: { params: z.object({ id: DeviceId }) },
-  responses: { 201: jsonResponse(RegistrationResult, "The device id and its new credential"), 404: jsonResponse(z.unknown(), "No such device") },
+  responses: { 201: jsonResponse(RegistrationResult, "The device id and its new credential") },
 });
 
 const DeviceListItem = DeviceView.omit({ queue: true });
@@ -56,7 +57,7 @@ const show = route({
   roles: ["admin", "user"],
   summary: "One device: description, health, status and queue depth",
   request: { params: z.object({ id: DeviceId }) },
-  responses: { 200: jsonResponse(DeviceView, "The device"), 404: jsonResponse(z.unknown(), "No such device") },
+  responses: { 200: jsonResponse(DeviceView, "The device") },
 });
 
 const drain = route({

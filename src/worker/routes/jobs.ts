@@ -6,7 +6,7 @@ import { jobIndexShards, jobIndexStub } from "../../durable/job-index-object.js"
 import { sha256Hex } from "../../core/crypto.js";
 import type { ProblemType } from "../../protocol/problem.js";
 import { coerceArgs, requiredInterfaces } from "../../protocol/wasm.js";
-import { jsonBody, jsonResponse, route } from "../route.js";
+import { jsonBody, jsonResponse, problemResponse, route } from "../route.js";
 import { annotate, type App, type Ctx, fromOutcome, problem } from "../http.js";
 import { moduleInfo } from "../module-store.js";
 import { callerNamespace, canSeeDevice, deviceNamespace } from "../tenancy.js";
@@ -23,11 +23,12 @@ import { outputKey } from "../../durable/job-row.js";
 import { FileName } from "../../protocol/deployment.js";
 import { deviceStub } from "../stubs.js";
 
-const WaitQuery = z.object({ wait: z.coerce.number().min(0).max(LIMITS.maxWaitSeconds).default(0) });
+const WaitQuery = z.object({ wait: z.coerce.number().min(0).max(LIMITS.maxWaitSeconds).default(0).meta({ type: "number", description: "seconds to wait for the job to end (0: answer at once)" }) });
 
 const submit = route({
   method: "post",
   path: "/v1/jobs",
+  problems: [404, 409, 422],
   roles: ["admin", "user"],
   summary: "Submit a job; answers 202 at once with its status and result URLs, or with ?wait= the ended job (200)",
   request: {
@@ -67,6 +68,7 @@ const result = route({
 const signed = route({
   method: "post",
   path: "/v1/jobs/signed",
+  problems: [404, 409, 422],
   roles: ["admin", "user"],
   summary: "Submit a job signed by a registered orchestrator key: a compact JWT (EdDSA or ES256, kid in the header) whose `job` claim is the submission; exp, iat and jti are required and a jti is accepted once",
   request: {
@@ -94,9 +96,9 @@ const batch = route({
   },
   responses: {
     202: jsonResponse(z.object({ jobs: z.array(JobRef) }), "Accepted, in the order given"),
-    404: { description: "A device is not registered (application/problem+json); nothing was stored" },
-    409: { description: "This Idempotency-Key was used with a different batch (application/problem+json); nothing was stored" },
-    422: { description: "A job cannot be accepted, e.g. its deadline has passed (application/problem+json; nothing was stored), or a device refused its share late: the detail says how many devices stored theirs, and a retry with the same Idempotency-Key completes the batch" },
+    404: problemResponse("A device is not registered; nothing was stored"),
+    409: problemResponse("This Idempotency-Key was used with a different batch; nothing was stored"),
+    422: problemResponse("A job cannot be accepted, e.g. its deadline has passed (nothing was stored), or a device refused its share late: the detail says how many devices stored theirs, and a retry with the same Idempotency-Key completes the batch"),
   },
 });
 
@@ -112,6 +114,7 @@ const outputFile = route({
 const start = route({
   method: "post",
   path: "/v1/jobs/{id}/start",
+  problems: [409],
   roles: ["admin", "user"],
   summary: "Queue a job that was created with start: false",
   request: { params: z.object({ id: JobId }) },
@@ -121,6 +124,7 @@ const start = route({
 const remove = route({
   method: "delete",
   path: "/v1/jobs/{id}",
+  problems: [409],
   roles: ["admin", "user"],
   summary: "Delete an ended job with its result and logs",
   request: { params: z.object({ id: JobId }) },
@@ -175,6 +179,7 @@ const logs = route({
 const cancel = route({
   method: "post",
   path: "/v1/jobs/{id}/cancel",
+  problems: [409],
   roles: ["admin", "user"],
   summary: "Cancel a job that has not ended",
   request: { params: idParam },

@@ -18,7 +18,6 @@ const upload = route({
   responses: {
     201: jsonResponse(ModuleInfo, "Stored; its digest, exports and imports"),
     200: jsonResponse(ModuleInfo, "Already stored"),
-    413: jsonResponse(z.unknown(), "Over the module size limit"),
   },
 });
 
@@ -30,7 +29,7 @@ const info = route({
   roles: ["admin", "user", "device"],
   summary: "A module's exports (with signatures), imports and memory limits",
   request: { params },
-  responses: { 200: jsonResponse(ModuleInfo, "The module"), 404: jsonResponse(z.unknown(), "Unknown digest") },
+  responses: { 200: jsonResponse(ModuleInfo, "The module") },
 });
 
 const binary = route({
@@ -41,7 +40,6 @@ const binary = route({
   request: { params },
   responses: {
     200: { description: "The binary", content: { "application/wasm": { schema: z.string().meta({ format: "binary" }) } } },
-    404: jsonResponse(z.unknown(), "Unknown digest"),
   },
 });
 

@@ -11,6 +11,7 @@ import { describePublicJwk, forgetOrchestratorKey } from "../signing.js";
 const add = route({
   method: "post",
   path: "/v1/orchestrator-keys",
+  problems: [409],
   roles: ["admin"],
   summary: "Register an orchestrator's public key (JWK, Ed25519 or P-256); its kid is the JWK's own or its thumbprint",
   request: { body: jsonBody(OrchestratorKeyCreate) },

@@ -12,12 +12,28 @@ import { API_VERSION } from "./info.js";
 import { route } from "../route.js";
 import type { App, Ctx } from "../http.js";
 
-const Envelope = z.object({
-  jsonrpc: z.literal("2.0"),
-  method: z.string(),
-  params: z.unknown().optional(),
-  id: z.union([z.string(), z.number(), z.null()]).optional(),
-});
+const Envelope = z
+  .object({
+    jsonrpc: z.literal("2.0"),
+    method: z.string(),
+    params: z.unknown().optional(),
+    id: z.union([z.string(), z.number(), z.null()]).optional(),
+  })
+  .meta({ id: "JsonRpcRequest" });
+
+/** A request or a batch of them, as JSON Schema: documented, while the handler does the parsing (JSON-RPC error codes, not 400s). */
+const RPC_REQUEST_SCHEMA: { oneOf: object[] } = {
+  oneOf: [
+    { $ref: "#/components/schemas/JsonRpcRequest" },
+    { type: "array", items: { $ref: "#/components/schemas/JsonRpcRequest" }, minItems: 1 },
+  ],
+};
+
+const RpcErrorObject = z.object({ code: z.number().int(), message: z.string(), data: z.unknown().optional() });
+const RpcResponseObject = z
+  .object({ jsonrpc: z.literal("2.0"), id: z.union([z.string(), z.number(), z.null()]), result: z.unknown().optional(), error: RpcErrorObject.optional() })
+  .meta({ id: "JsonRpcResponse" });
+const RpcAnswer = z.union([RpcResponseObject, z.array(RpcResponseObject)]);
 
 type RpcError = { code: number; message: string; data?: unknown };
 type RpcResponse = { jsonrpc: "2.0"; id: string | number | null; result?: unknown; error?: RpcError };
@@ -29,9 +45,13 @@ const rpc = route({
   method: "post",
   path: "/rpc",
   roles: ["admin", "user", "register", "device"],
-  // No request schema here: the handler parses the body itself so that bad JSON is a JSON-RPC -32700, not a 400.
   summary: "JSON-RPC 2.0 (OpenRPC document: method rpc.discover); each method enforces its REST route's roles",
-  responses: { 200: { description: "JSON-RPC response (or batch of responses)" } },
+  // The body is documented but not validated here: the handler parses it itself, so that bad JSON is a JSON-RPC -32700, not a 400.
+  request: { body: { required: true, content: { "application/json": { schema: RPC_REQUEST_SCHEMA } } } },
+  responses: {
+    200: { description: "JSON-RPC response (or batch of responses); errors carry the problem as `data`", content: { "application/json": { schema: RpcAnswer } } },
+    204: { description: "Only notifications were sent: nothing to answer" },
+  },
 });
 
 async function invoke(app: App, c: Ctx, raw: unknown): Promise<RpcResponse | null> {
@@ -68,6 +88,7 @@ async function invoke(app: App, c: Ctx, raw: unknown): Promise<RpcResponse | nul
 }
 
 export function rpcRoutes(app: App) {
+  app.openAPIRegistry.register("JsonRpcRequest", Envelope);
   app.openapi(rpc, async (c) => {
     let raw: unknown;
     try {

@@ -26,7 +26,7 @@ import { placeCall } from "../calls.js";
 import { deviceStub } from "../stubs.js";
 import { allow } from "../auth.js";
 import { canSeeDevice, deviceNamespace } from "../tenancy.js";
-import { jsonResponse, route } from "../route.js";
+import { jsonResponse, operationIdOf, problemResponse, route } from "../route.js";
 import { annotate, problem, type App, type AppEnv, type Ctx } from "../http.js";
 
 /** Which device a facade request is for, the base URL its links start with, and the device's namespace (the facade acts in it). */
@@ -192,7 +192,9 @@ const facadeApp = new Hono<FacadeEnv>()
   })
   // After the step above: the limit may replace the request (a chunked body), which would hide it from the map.
   .use(bodyLimit({ maxSize: DEPLOYMENT_LIMITS.maxCallBodyBytes, onError: (fc) => fail(fc, "too-large", `request bodies are limited to ${DEPLOYMENT_LIMITS.maxCallBodyBytes} bytes`) }))
-  .route("/", buildFacade());
+  .route("/", buildFacade())
+  // A path the facade does not serve, as problem+json like every other error it answers.
+  .notFound((fc) => fail(fc, "not-found", `no route ${fc.req.method} ${fc.req.path}`));
 
 /** Runs a facade request for `device`, with the path the wasmiot client meant (`//deploy` is `/deploy`). */
 async function dispatch(c: Ctx, device: string, base: string, path: string) {
@@ -208,6 +210,7 @@ async function dispatch(c: Ctx, device: string, base: string, path: string) {
 const issue = route({
   method: "post",
   path: "/v1/devices/{id}/wasmiot-facade",
+  problems: [422],
   roles: ["admin", "user"],
   summary: "Issue the device's wasmiot facade label (a new one replaces the old): the device then answers as a wasmiot supervisor at <label>.<WASMIOT_FACADE_DOMAIN>",
   request: { params: z.object({ id: DeviceId }) },
@@ -247,12 +250,18 @@ function documentFacade(app: App) {
     app.openAPIRegistry.registerPath({
       method,
       path: `/wasmiot/{device}${path}`,
+      operationId: operationIdOf(method, `/wasmiot/{device}${path}`),
       tags: ["wasmiot facade"],
       summary,
       security: [{ bearer: [] }],
       "x-roles": ["admin", "user"],
       request: { params: z.object(Object.fromEntries(names.map((n) => [n, z.string()]))) },
-      responses: { 200: { description: "As the wasmiot supervisor answers (errors: problem+json with the wasmiot message in `result`)" } },
+      responses: {
+        200: { description: "As the wasmiot supervisor answers", content: { "application/json": { schema: z.unknown() } } },
+        ...Object.fromEntries(
+          ([400, 401, 403, 404, 409, 413, 415, 422, 500] as const).map((s) => [s, problemResponse(`${s}: problem+json, with the wasmiot supervisor's message in \`result\``)]),
+        ),
+      },
     });
   }
 }
