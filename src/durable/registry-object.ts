@@ -8,6 +8,8 @@
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
+import { deviceCredentialKey } from "../core/device-credential.js";
+import { facadeLabel } from "../core/facade-label.js";
 import { formatApiKey, newKeyId, newSecret, randomBase32 } from "../protocol/ids.js";
 import type { Role, KeyView } from "../protocol/keys.js";
 import type { NamespaceSettings, OrchestratorKeyView, Retention, SigningAlgorithm } from "../protocol/signing.js";
@@ -76,6 +78,8 @@ export class RegistryObject extends SqlObject<Env> {
       "CREATE TABLE device_namespaces (namespace TEXT PRIMARY KEY); INSERT INTO device_namespaces SELECT DISTINCT namespace FROM devices; DROP TABLE devices",
       // a namespace's retention (JSON Retention; docs/retention.md)
       "ALTER TABLE namespace_settings ADD COLUMN retention TEXT",
+      // Facade labels are derived from a rotation number (core/facade-label.ts); labels drawn at random before stay until rotated.
+      "ALTER TABLE facade_labels ADD COLUMN rotation INTEGER NOT NULL DEFAULT 0; CREATE TABLE facade_rotations (device_id TEXT PRIMARY KEY, rotation INTEGER NOT NULL)",
     ];
   }
 
@@ -126,13 +130,29 @@ export class RegistryObject extends SqlObject<Env> {
   // ---- wasmiot facade labels: the capability a legacy orchestrator carries in a host name ----
 
   /** Issues a new label for the device (an older one stops working); only its hash is kept. */
-  async issueFacadeLabel(deviceId: string): Promise<string> {
-    const label = randomBase32(26);
-    this.run(
-      "INSERT INTO facade_labels (hash, device_id, created_at) VALUES (?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at",
-      await sha256Hex(label), deviceId, this.clock.now(),
+  /**
+   * The device's facade label: the one in force (`issued: false`), or, when there is none or
+   * `rotate` is asked, the next rotation's (the old one stops answering). Null without a key.
+   */
+  async issueFacadeLabel(deviceId: string, rotate = false): Promise<{ label: string; issued: boolean } | null> {
+    const key = deviceCredentialKey(this.env.DEVICE_CREDENTIAL_KEY);
+    if (!key) return null;
+    const current = this.one<{ rotation: number; active: number }>(
+      "SELECT r.rotation AS rotation, EXISTS (SELECT 1 FROM facade_labels l WHERE l.device_id = r.device_id AND l.rotation = r.rotation) AS active FROM facade_rotations r WHERE r.device_id = ?",
+      deviceId,
     );
-    return label;
+    if (current?.active && !rotate) return { label: await facadeLabel(await key, deviceId, current.rotation), issued: false };
+    const rotation = (current?.rotation ?? 0) + 1;
+    const label = await facadeLabel(await key, deviceId, rotation);
+    const hash = await sha256Hex(label);
+    this.ctx.storage.transactionSync(() => {
+      this.run("INSERT INTO facade_rotations (device_id, rotation) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE SET rotation = excluded.rotation", deviceId, rotation);
+      this.run(
+        "INSERT INTO facade_labels (hash, device_id, created_at, rotation) VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at, rotation = excluded.rotation",
+        hash, deviceId, this.clock.now(), rotation,
+      );
+    });
+    return { label, issued: true };
   }
 
   async revokeFacadeLabel(deviceId: string): Promise<boolean> {

@@ -167,10 +167,11 @@ export class WasmvisorClient {
     return { done: false, job: await this.getJob((res.body as CallAccepted).job) };
   }
 
-  /** Issues the device's wasmiot facade label (shown once): it answers as a wasmiot supervisor at `host`. */
-  async exposeWasmiotFacade(deviceId: string): Promise<{ device: string; label: string; host: string; pathBase: string }> {
-    return (await this.request<{ device: string; label: string; host: string; pathBase: string }>("POST", `/v1/devices/${deviceId}/wasmiot-facade`)).body;
+  /** The device's wasmiot facade label (the same one each time; `rotate` issues a new one): it answers as a wasmiot supervisor at `host`. */
+  async exposeWasmiotFacade(deviceId: string, options: { rotate?: boolean } = {}): Promise<{ device: string; label: string; host: string; pathBase: string }> {
+    return (await this.request<{ device: string; label: string; host: string; pathBase: string }>("POST", `/v1/devices/${deviceId}/wasmiot-facade${options.rotate ? "?rotate=true" : ""}`)).body;
   }
+
 
   private async postJose<T>(path: string, token: string): Promise<{ status: number; body: T }> {
     const res = await fetchOrExplain(this.server + path, {

@@ -106,10 +106,11 @@ export function deploymentCommands(program: Command) {
     wasmiot
       .command("expose")
       .argument("<device>")
-      .description("issue the device's facade label: it then answers as a wasmiot supervisor at <label>.<domain> (shown once)")
-      .action(action(async (device: string, _o: unknown, cmd: Command) => {
+      .option("--rotate", "issue a new label; the old one stops answering")
+      .description("the device's facade label: it answers as a wasmiot supervisor at <label>.<domain> (the same label each time unless --rotate)")
+      .action(action(async (device: string, o: { rotate?: boolean }, cmd: Command) => {
         const { api, out } = await client(cmd);
-        const facade = await api.exposeWasmiotFacade(device);
+        const facade = await api.exposeWasmiotFacade(device, { rotate: o.rotate === true });
         print(out, facade, () => `${facade.host}\n(the label is the capability: anyone with this host name can drive the device as a wasmiot orchestrator)`, () => [facade.host]);
       })),
   );

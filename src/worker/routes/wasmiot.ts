@@ -207,14 +207,21 @@ async function dispatch(c: Ctx, device: string, base: string, path: string) {
   return facadeApp.fetch(request, c.env, c.executionCtx);
 }
 
+const FacadeLabelView = z.object({ device: DeviceId, label: z.string(), host: z.string(), pathBase: z.string() });
+
 const issue = route({
   method: "post",
   path: "/v1/devices/{id}/wasmiot-facade",
-  problems: [422],
+  problems: [422, 503],
   roles: ["admin", "user"],
-  summary: "Issue the device's wasmiot facade label (a new one replaces the old): the device then answers as a wasmiot supervisor at <label>.<WASMIOT_FACADE_DOMAIN>",
-  request: { params: z.object({ id: DeviceId }) },
-  responses: { 201: jsonResponse(z.object({ device: DeviceId, label: z.string(), host: z.string(), pathBase: z.string() }), "Shown once: the label is the capability") },
+  summary:
+    "The device's wasmiot facade label: the device answers as a wasmiot supervisor at <label>.<WASMIOT_FACADE_DOMAIN>. " +
+    "Asking again answers the same label (200); `rotate=true` issues a new one and the old stops answering (201)",
+  request: { params: z.object({ id: DeviceId }), query: z.object({ rotate: z.enum(["true", "false"]).default("false") }) },
+  responses: {
+    200: jsonResponse(FacadeLabelView, "The label in force (the label is the capability: keep it like a key)"),
+    201: jsonResponse(FacadeLabelView, "A new label; any older one stops answering"),
+  },
 });
 
 const revoke = route({
@@ -292,8 +299,11 @@ export function wasmiotRoutes(app: App) {
     const domain = facadeDomain(c);
     if (!domain) return problem(c, "unprocessable", "the wasmiot facade is not enabled (set WASMIOT_FACADE_DOMAIN)");
     if (!(await canSeeDevice(c, id)) || (await deviceNamespace(c, id)) === null) return problem(c, "not-found", `no device ${id}`);
-    const label = await registryStub(c.env).issueFacadeLabel(id);
-    return c.json({ device: id, label, host: `${label}.${domain}`, pathBase: `/wasmiot/${id}` }, 201);
+    const out = await registryStub(c.env).issueFacadeLabel(id, c.req.valid("query").rotate === "true");
+    if (!out) return problem(c, "not-configured", "facade labels cannot be issued: the control plane's DEVICE_CREDENTIAL_KEY is not set");
+    if (out.issued) labelCache.clear(); // a rotated label's predecessor stops answering here at once
+    const view = { device: id, label: out.label, host: `${out.label}.${domain}`, pathBase: `/wasmiot/${id}` };
+    return out.issued ? c.json(view, 201) : c.json(view, 200);
   });
 
   app.openapi(revoke, async (c) => {
