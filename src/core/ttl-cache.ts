@@ -1,24 +1,28 @@
 /**
  * A small per-isolate cache whose entries expire: what the Worker remembers of the
- * registry (keys, settings) so that hot paths skip a hop, at the price of changes
- * taking up to `ttlMs` to reach other isolates. Bounded: past `maxEntries` it starts over.
+ * registry (keys, settings, labels, placements) so that hot paths skip a hop, at the
+ * price of changes taking up to `ttlMs` to reach other isolates. Built on lru-cache:
+ * bounded by least-recent use, expiry by its TTL (clock injectable for tests).
  */
-export class TtlCache<K, V> {
-  private readonly entries = new Map<K, { value: V; until: number }>();
+import { LRUCache } from "lru-cache";
 
-  constructor(private readonly ttlMs: number, private readonly maxEntries = 10_000) {}
+/** lru-cache stores no `undefined`/`null`; values are boxed so "known to be absent" can be remembered too. */
+type Box<V> = { value: V };
+
+export class TtlCache<K extends {}, V> {
+  private readonly entries: LRUCache<K, Box<V>>;
+
+  constructor(ttlMs: number, maxEntries = 10_000, now: () => number = () => Date.now()) {
+    this.entries = new LRUCache<K, Box<V>>({ max: maxEntries, ttl: ttlMs, ttlAutopurge: false, ttlResolution: 0, perf: { now } });
+  }
 
   /** The cached value, or what `load` answers (then cached), unless `keep` says not to keep it. */
   async get(key: K, load: () => Promise<V>, keep: (value: V) => boolean = () => true): Promise<V> {
     const hit = this.entries.get(key);
-    if (hit && hit.until > Date.now()) return hit.value;
+    if (hit) return hit.value;
     const value = await load();
-    if (!keep(value)) {
-      this.entries.delete(key);
-      return value;
-    }
-    if (this.entries.size >= this.maxEntries) this.entries.clear();
-    this.entries.set(key, { value, until: Date.now() + this.ttlMs });
+    if (keep(value)) this.entries.set(key, { value });
+    else this.entries.delete(key);
     return value;
   }
 

@@ -38,6 +38,11 @@ export function forgetDeviceCredentials() {
   deviceCache.clear();
 }
 
+/** An API key revoked through this isolate is refused here at once (elsewhere within KEY_CACHE_MS). */
+export function forgetApiKeys() {
+  keyCache.clear();
+}
+
 /** Why a credential was not accepted: not ours, or (device credentials) this control plane cannot check it. */
 type Refusal = "invalid" | "device-key-missing";
 

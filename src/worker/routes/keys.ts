@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { KeyCreate, KeyCreated, KeyView } from "../../protocol/keys.js";
 import { registryStub } from "../../durable/registry-object.js";
+import { forgetApiKeys } from "../auth.js";
 import { jsonBody, jsonResponse as json, route } from "../route.js";
 import { annotate, type App, fromOutcome, problem } from "../http.js";
 import { callerNamespace } from "../tenancy.js";
@@ -46,6 +47,7 @@ export function keyRoutes(app: App) {
   app.openapi(listKeys, async (c) => c.json({ keys: await registryStub(c.env).listKeys(callerNamespace(c)) }, 200));
   app.openapi(revokeKey, async (c) => {
     const out = await registryStub(c.env).revokeKey(c.req.valid("param").id, callerNamespace(c));
+    if (out.ok) forgetApiKeys();
     return fromOutcome(c, out, (key) => c.json(key, 200));
   });
 }
