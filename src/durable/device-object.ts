@@ -173,3 +173,10 @@ export class DeviceObject extends DeviceQueue {
     return [this.forwards.nextTry()];
   }
 }
+
+/** Registers this class as the one behind the DEVICES binding (see src/platform/env.ts). */
+declare module "../platform/env.js" {
+  interface DurableObjectClasses {
+    DEVICES: DeviceObject;
+  }
+}

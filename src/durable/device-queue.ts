@@ -9,18 +9,14 @@
  */
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
-import { CALL_COLUMNS, IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, jobFilesPrefix, jobView, JOBS_TABLE, type CallRecord, type JobRow } from "./job-row.js";
+import { CALL_COLUMNS, IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, jobView, JOBS_TABLE, type CallRecord, type JobRow } from "./job-row.js";
 import { DEPLOYMENT_FLOORS_TABLE, DEPLOYMENT_TABLES } from "./device-deployments.js";
-import { jobIndexShardName, jobIndexStub } from "./job-index-object.js";
 import { JobOutput } from "./job-output.js";
 import { IndexFeed } from "./index-feed.js";
-import { registryStub } from "./registry-object.js";
-import { deviceListStub } from "../worker/stubs.js";
 import { listingFingerprint, listingShard, listingShardName } from "../core/device-listing.js";
 import { transition, type JobEvent } from "../core/lifecycle.js";
 import { isOnline, leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
 import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
-import { settingsFrom, type Env, type Settings } from "../worker/env.js";
 import { JobIdMinter, randomBase32 } from "../protocol/ids.js";
 import { isTerminal, jobLinks, type JobError, type JobLogs, type JobRef, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
 import type { DeviceDescription, DeviceStatus, DeviceView, Health } from "../protocol/device.js";
@@ -28,6 +24,10 @@ import { AgentMessage, WS_PING, WS_PONG, type AgentLogLine, type Delivery, type 
 import { missingInterfaces, type Arg } from "../protocol/wasm.js";
 import { iso } from "../core/time.js";
 import { JobRetention, type EndedJob } from "./job-retention.js";
+import { jobFilesPrefix } from "../platform/r2-keys.js";
+import { jobIndexShardName, jobIndexStub, registryStub, deviceListStub } from "../platform/stubs.js";
+import { settingsFrom, type Settings } from "../platform/settings.js";
+import type { Env } from "../platform/env.js";
 
 const DEVICE_TABLE = `
 CREATE TABLE device (
