@@ -1,36 +1,21 @@
 /**
  * One object per device, composed of small parts that each own one concern (see
- * docs/design.md, "Device object parts"): presence, the job store, the job life cycle
- * (the only writer of a job's state), job removal, result waiters, the agent link,
- * the alarm timers, the index feed, job output, retention, agent logs, and for
- * deployments: desired state, calls and chain forwards. This class wires them together
- * and is the RPC surface the Worker calls; it holds no logic of its own beyond
- * authenticating the agent and hiding other tenants' devices.
+ * docs/design.md, "Device object parts"; wired in device-parts.ts): presence, the job
+ * store, the job life cycle (the only writer of a job's state), job removal, result
+ * waiters, the agent link and session, the alarm timers, the index feed, job output,
+ * retention, agent logs, and for deployments: desired state, calls and chain forwards.
+ * This class is the RPC surface the Worker calls and the alarm's order of work; it holds
+ * no logic of its own beyond authenticating the agent and hiding other tenants' devices.
  */
 import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
 import { jobView, type CallRecord } from "./job-row.js";
 import { DEVICE_MIGRATIONS } from "./device-schema.js";
-import { DevicePresence } from "./device-presence.js";
-import { AlarmTimers } from "./alarm-timers.js";
-import { AgentLink } from "./agent-link.js";
-import { AgentLogs } from "./agent-logs.js";
-import { ResultWaiters, type Waited } from "./result-waiters.js";
-import { JobStore } from "./job-store.js";
-import { JobLifecycle, type Disposition } from "./job-lifecycle.js";
-import { JobRemoval } from "./job-removal.js";
-import { JobOutput } from "./job-output.js";
-import { IndexFeed } from "./index-feed.js";
-import { JobRetention } from "./job-retention.js";
-import { DeviceJobs } from "./device-jobs.js";
-import { DeviceDeployments } from "./device-deployments.js";
-import { ChainForwards } from "./chain-forward.js";
-import { DeviceCalls } from "./device-calls.js";
-import { AgentSession } from "./agent-session.js";
+import { composeDevice, type DeviceParts } from "./device-parts.js";
+import type { Waited } from "./result-waiters.js";
+import type { Disposition } from "./job-lifecycle.js";
 import type { CallRequest } from "./call-intake.js";
 import type { Env } from "../platform/env.js";
-import { settingsFrom, type Settings } from "../platform/settings.js";
-import { jobIndexShardName, jobIndexStub, registryStub } from "../platform/stubs.js";
 import { isTerminal, type JobLogs, type JobRef, type JobSubmission, type JobView } from "../protocol/job.js";
 import type { AppliedReport, DesiredDeployments, DevicePart, DeviceDeploymentStatus } from "../protocol/deployment.js";
 import type { DeviceDescription, DeviceView, Health } from "../protocol/device.js";
@@ -43,75 +28,7 @@ export { DEVICE_SECRET_HEADER } from "./agent-session.js";
 const NOT_FOUND = "no such device";
 
 export class DeviceObject extends SqlObject<Env> {
-  private readonly settings: Settings = settingsFrom(this.env);
-  private readonly transaction = (fn: () => void) => this.ctx.storage.transactionSync(fn);
-  private readonly deviceId = () => this.presence.device!.id;
-  private readonly timers = new AlarmTimers(this.ctx.storage);
-  private readonly presence = new DevicePresence(this.sql, this.env, this.clock, this.settings, this.timers, (p) => this.ctx.waitUntil(p));
-  private readonly link = new AgentLink(this.ctx, this.clock);
-  private readonly agentLog = new AgentLogs(this.sql);
-  private readonly waiters = new ResultWaiters();
-  private readonly output = new JobOutput(this.sql, this.clock);
-  private readonly store = new JobStore(this.sql);
-  private readonly feed = new IndexFeed(
-    this.sql,
-    () => {
-      const d = this.presence.device;
-      return d ? (rows) => jobIndexStub(this.env, d.id).apply(d.id, d.namespace, rows) : undefined;
-    },
-    {
-      clock: this.clock,
-      retryBaseMs: this.settings.retryBaseMs,
-      wakeBy: (at) => this.timers.wakeBy(at),
-      target: () => (this.presence.device ? jobIndexShardName(this.env, this.presence.device.id) : undefined),
-    },
-  );
-  private readonly removal = new JobRemoval(this.sql, this.transaction, this.env.MODULES, this.feed, this.output);
-  private readonly retention = new JobRetention(
-    this.sql,
-    async () => (await registryStub(this.env).namespaceSettings(this.presence.device!.namespace)).retention,
-    (jobs) => this.removal.deleteEnded(jobs),
-  );
-  private readonly deployments = new DeviceDeployments(this.sql, this.clock);
-  private readonly forwards = new ChainForwards(this.sql, this.env, this.settings.retryBaseMs, this.clock, () => this.presence.device!.namespace);
-  private readonly lifecycle = new JobLifecycle({
-    sql: this.sql,
-    transaction: this.transaction,
-    clock: this.clock,
-    settings: this.settings,
-    feed: this.feed,
-    output: this.output,
-    waiters: this.waiters,
-    timers: this.timers,
-    keepEndedMs: () => this.retention.keepEndedMs(),
-    deviceId: this.deviceId,
-    ended: (jobId, state, chained, now) => {
-      // A succeeded chain step hands its output on, from the alarm (so a restart cannot lose it).
-      if (state !== "SUCCEEDED" || !chained) return;
-      this.forwards.queue(jobId, now);
-      this.timers.wakeBy(now);
-    },
-  });
-  private readonly jobs = new DeviceJobs({
-    presence: this.presence, store: this.store, lifecycle: this.lifecycle, removal: this.removal,
-    waiters: this.waiters, link: this.link, timers: this.timers, clock: this.clock, transaction: this.transaction,
-  });
-  private readonly deviceCalls = new DeviceCalls({
-    deviceId: this.deviceId, deployments: this.deployments, jobs: this.jobs, store: this.store,
-    lifecycle: this.lifecycle, link: this.link, clock: this.clock, transaction: this.transaction,
-  });
-  private readonly session = new AgentSession({
-    presence: this.presence, link: this.link, jobs: this.jobs, lifecycle: this.lifecycle, store: this.store,
-    output: this.output, agentLogs: this.agentLog, clock: this.clock, desiredVersion: () => this.deployments.version,
-  });
-
-  constructor(ctx: DurableObjectState, env: Env) {
-    super(ctx, env);
-    this.timers.register((now) => this.store.dueTimes(now));
-    this.timers.register(() => this.feed.wakeAt());
-    this.timers.register((now) => this.retention.dueAt(now));
-    this.timers.register(() => this.forwards.nextTry());
-  }
+  private readonly p: DeviceParts = composeDevice(this.ctx, this.env, this.sql, this.clock);
 
   /** A device id nobody registered (a stranger's guess, a read of an unknown id) gets no stored state. */
   protected override schemaOnFirstWrite() {
@@ -126,27 +43,32 @@ export class DeviceObject extends SqlObject<Env> {
     // Keepalives are answered by the runtime itself, so an idle device's object can hibernate.
     this.ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(WS_PING, WS_PONG));
     if (!this.hasSchema) return; // never registered: nothing to load
-    this.presence.load();
-    this.feed.load();
-    await this.timers.load();
-    this.feed.resume(); // rows left over from before a restart
+    this.p.presence.load();
+    this.p.feed.load();
+    await this.p.timers.load();
+    this.p.feed.resume(); // rows left over from before a restart
+  }
+
+  /** Runs an agent's request once its credential checks out. */
+  private async asAgent<T>(secret: string, fn: () => Outcome<T> | Promise<Outcome<T>>): Promise<Outcome<T>> {
+    return (await this.authenticate(secret)) ? fn() : fail("unauthenticated", "bad device credential");
   }
 
   private visibleTo(namespace: string | null): boolean {
-    return this.presence.visibleTo(namespace);
+    return this.p.presence.visibleTo(namespace);
   }
 
   // ---- registration and presence -------------------------------------------------
 
   async register(deviceId: string, name: string | null, description: DeviceDescription, credentialHash: string, namespace: string): Promise<Outcome<DeviceView>> {
-    if (this.presence.device) return fail("conflict", `device ${deviceId} is already registered`);
-    await this.presence.register(deviceId, name, description, credentialHash, namespace, () => this.ensureSchema());
+    if (this.p.presence.device) return fail("conflict", `device ${deviceId} is already registered`);
+    await this.p.presence.register(deviceId, name, description, credentialHash, namespace, () => this.ensureSchema());
     return ok(this.deviceView());
   }
 
   /** The tenant this device belongs to (null: not registered). */
   async namespace(): Promise<string | null> {
-    return this.presence.device?.namespace ?? null;
+    return this.p.presence.device?.namespace ?? null;
   }
 
   async view(namespace: string | null): Promise<Outcome<DeviceView>> {
@@ -159,40 +81,39 @@ export class DeviceObject extends SqlObject<Env> {
 
   /** The Worker's check of a device credential whose MAC it verified: the device's namespace while the credential is current, else null. */
   async credentialNamespace(secret: string): Promise<string | null> {
-    return (await this.presence.authenticate(secret)) ? this.presence.device!.namespace : null;
+    return (await this.p.presence.authenticate(secret)) ? this.p.presence.device!.namespace : null;
   }
 
   /** Replaces the credential: the old one is refused from now on, and the connection made with it is closed. */
   async rotateCredential(namespace: string | null, credentialHash: string): Promise<Outcome<true>> {
     if (!this.visibleTo(namespace)) return fail("not-found", NOT_FOUND);
-    this.presence.rotateCredential(credentialHash);
-    this.link.disconnect(4001, "the device credential was rotated");
+    this.p.presence.rotateCredential(credentialHash);
+    this.p.link.disconnect(4001, "the device credential was rotated");
     return ok(true);
   }
 
   async authenticate(secret: string): Promise<boolean> {
-    return this.presence.authenticate(secret);
+    return this.p.presence.authenticate(secret);
   }
 
   async heartbeat(secret: string, hb: Heartbeat): Promise<Outcome<{ serverTime: number; cancel: string[]; deployments: number | undefined }>> {
-    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    return ok(await this.session.heartbeat(hb));
+    return this.asAgent(secret, async () => ok(await this.p.session.heartbeat(hb)));
   }
 
   async agentLogs(namespace: string | null, limit: number): Promise<Outcome<{ lines: (AgentLogLine & { seq: number })[] }>> {
-    return this.visibleTo(namespace) ? ok({ lines: this.agentLog.read(limit) }) : fail("not-found", NOT_FOUND);
+    return this.visibleTo(namespace) ? ok({ lines: this.p.agentLogs.read(limit) }) : fail("not-found", NOT_FOUND);
   }
 
   /** A drained device gets no new work; what it runs finishes. `resume` undoes it. */
   async setDrained(namespace: string | null, drained: boolean): Promise<Outcome<DeviceView>> {
     if (!this.visibleTo(namespace)) return fail("not-found", NOT_FOUND);
-    this.presence.setDrained(drained);
-    if (!drained) this.jobs.dispatch();
+    this.p.presence.setDrained(drained);
+    if (!drained) this.p.jobs.dispatch();
     return ok(this.deviceView());
   }
 
   private deviceView(): DeviceView {
-    const d = this.presence.device!;
+    const d = this.p.presence.device!;
     return {
       id: d.id,
       namespace: d.namespace,
@@ -202,7 +123,7 @@ export class DeviceObject extends SqlObject<Env> {
       health: d.health ? { ...(JSON.parse(d.health) as Health), at: iso(d.health_at)! } : null,
       registeredAt: iso(d.registered_at)!,
       lastSeenAt: iso(d.last_seen),
-      queue: this.store.queueCounts(),
+      queue: this.p.store.queueCounts(),
       drained: d.drained === 1,
     };
   }
@@ -217,106 +138,102 @@ export class DeviceObject extends SqlObject<Env> {
     requires: string[] = [],
   ): Promise<Outcome<{ done: boolean; job: JobView; replayed: boolean }>> {
     if (!this.visibleTo(namespace)) return fail("not-found", `device ${spec.device} is not registered`);
-    return this.jobs.submit(spec, waitMs, idempotency, requires);
+    return this.p.jobs.submit(spec, waitMs, idempotency, requires);
   }
 
   async submitBatch(namespace: string | null, batch: { jobId?: string; spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
-    return this.visibleTo(namespace) ? this.jobs.submitBatch(batch) : fail("not-found", "the device is not registered");
+    return this.visibleTo(namespace) ? this.p.jobs.submitBatch(batch) : fail("not-found", "the device is not registered");
   }
 
   async start(namespace: string | null, jobId: string): Promise<Outcome<JobView>> {
-    return this.visibleTo(namespace) ? this.jobs.start(jobId) : fail("not-found", `no job ${jobId}`);
+    return this.visibleTo(namespace) ? this.p.jobs.start(jobId) : fail("not-found", `no job ${jobId}`);
   }
 
   async cancel(namespace: string | null, jobId: string): Promise<Outcome<JobView>> {
-    return this.visibleTo(namespace) ? this.jobs.cancel(jobId) : fail("not-found", `no job ${jobId}`);
+    return this.visibleTo(namespace) ? this.p.jobs.cancel(jobId) : fail("not-found", `no job ${jobId}`);
   }
 
   async remove(namespace: string | null, jobId: string): Promise<Outcome<{ id: string }>> {
-    return this.visibleTo(namespace) ? this.jobs.remove(jobId) : fail("not-found", `no job ${jobId}`);
+    return this.visibleTo(namespace) ? this.p.jobs.remove(jobId) : fail("not-found", `no job ${jobId}`);
   }
 
   async getJob(namespace: string | null, jobId: string): Promise<Outcome<JobView>> {
-    const view = this.visibleTo(namespace) ? this.jobs.view(jobId) : undefined;
+    const view = this.visibleTo(namespace) ? this.p.jobs.view(jobId) : undefined;
     return view ? ok(view) : fail("not-found", `no job ${jobId}`);
   }
 
   /** The job once it is terminal, or as it stands when `waitMs` runs out. */
   async awaitResult(namespace: string | null, jobId: string, waitMs: number): Promise<Outcome<Waited>> {
-    return this.visibleTo(namespace) ? this.jobs.resultWithin(jobId, waitMs) : fail("not-found", `no job ${jobId}`);
+    return this.visibleTo(namespace) ? this.p.jobs.resultWithin(jobId, waitMs) : fail("not-found", `no job ${jobId}`);
   }
 
   async logs(namespace: string | null, jobId: string): Promise<Outcome<JobLogs>> {
-    const state = this.visibleTo(namespace) ? this.store.state(jobId) : undefined;
-    return state ? ok(this.output.read(jobId, isTerminal(state))) : fail("not-found", `no job ${jobId}`);
+    const state = this.visibleTo(namespace) ? this.p.store.state(jobId) : undefined;
+    return state ? ok(this.p.output.read(jobId, isTerminal(state))) : fail("not-found", `no job ${jobId}`);
   }
 
   /** Server-sent events: the lines so far, then new ones as they arrive, then `end` when the job ends. */
   async followLogs(namespace: string | null, jobId: string): Promise<Outcome<ReadableStream<Uint8Array>>> {
-    const state = this.visibleTo(namespace) ? this.store.state(jobId) : undefined;
-    return state ? ok(this.output.follow(jobId, isTerminal(state) ? state : null)) : fail("not-found", `no job ${jobId}`);
+    const state = this.visibleTo(namespace) ? this.p.store.state(jobId) : undefined;
+    return state ? ok(this.p.output.follow(jobId, isTerminal(state) ? state : null)) : fail("not-found", `no job ${jobId}`);
   }
 
   // ---- the agent: long poll and HTTP reports, or one WebSocket ------------------------
 
   async poll(secret: string, waitMs: number, max: number): Promise<Outcome<Delivery>> {
-    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    return ok(await this.session.poll(waitMs, max));
+    return this.asAgent(secret, async () => ok(await this.p.session.poll(waitMs, max)));
   }
 
   async ack(secret: string, started: LeaseRef[], held: LeaseRef[] = []): Promise<Outcome<{ started: number; held: number }>> {
-    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    return ok({ started: this.lifecycle.ack(started), held: this.lifecycle.renew(held) });
+    return this.asAgent(secret, () => ok({ started: this.p.lifecycle.ack(started), held: this.p.lifecycle.renew(held) }));
   }
 
   async report(secret: string, reports: ResultReport[]): Promise<Outcome<{ jobId: string; disposition: Disposition }[]>> {
-    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    const out = this.lifecycle.settle(reports);
-    this.jobs.dispatch();
-    return ok(out);
+    return this.asAgent(secret, () => {
+      const out = this.p.lifecycle.settle(reports);
+      this.p.jobs.dispatch();
+      return ok(out);
+    });
   }
 
   async postLogs(secret: string, batch: LogBatch): Promise<Outcome<{ accepted: number }>> {
-    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    return ok({ accepted: this.session.acceptLogs(batch) });
+    return this.asAgent(secret, () => ok({ accepted: this.p.session.acceptLogs(batch) }));
   }
 
   override async fetch(request: Request): Promise<Response> {
-    return this.session.upgrade(request);
+    return this.p.session.upgrade(request);
   }
 
   override async webSocketMessage(ws: WebSocket, raw: string | ArrayBuffer) {
-    await this.session.message(ws, raw);
+    await this.p.session.message(ws, raw);
   }
 
   override async webSocketClose(ws: WebSocket, code: number) {
-    this.link.closed(ws, code);
+    this.p.link.closed(ws, code);
   }
 
   // ---- deployments: desired state, calls of deployed functions, chains -----------------
 
   /** Records (or replaces) this device's part of a deployment and tells the agent. */
   async putDeployment(namespace: string | null, part: DevicePart): Promise<Outcome<DeviceDeploymentStatus>> {
-    return this.visibleTo(namespace) ? this.deviceCalls.putDeployment(part) : fail("not-found", "the device is not registered");
+    return this.visibleTo(namespace) ? this.p.deviceCalls.putDeployment(part) : fail("not-found", "the device is not registered");
   }
 
   /** Undeploys as of `generation`: the agent removes the files; calls still waiting for it are canceled. */
   async removeDeployment(namespace: string | null, id: string, generation: number): Promise<Outcome<{ canceled: number }>> {
-    return this.visibleTo(namespace) ? this.deviceCalls.removeDeployment(id, generation) : fail("not-found", "the device is not registered");
+    return this.visibleTo(namespace) ? this.p.deviceCalls.removeDeployment(id, generation) : fail("not-found", "the device is not registered");
   }
 
   async deploymentStatus(namespace: string | null, id: string): Promise<DeviceDeploymentStatus | null> {
-    return this.visibleTo(namespace) ? this.deployments.status(id, this.deviceId()) : null;
+    return this.visibleTo(namespace) ? this.p.deployments.status(id, this.p.deviceId()) : null;
   }
 
   async desiredDeployments(secret: string): Promise<Outcome<DesiredDeployments>> {
-    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    return ok(this.deployments.desired());
+    return this.asAgent(secret, () => ok(this.p.deployments.desired()));
   }
 
   async reportDeployments(secret: string, states: AppliedReport["states"]): Promise<Outcome<{ updated: number }>> {
-    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    return ok({ updated: this.deployments.report(states) });
+    return this.asAgent(secret, () => ok({ updated: this.p.deployments.report(states) }));
   }
 
   /**
@@ -324,39 +241,37 @@ export class DeviceObject extends SqlObject<Env> {
    * chain step, the previous step's device's): a call from another tenant is refused.
    */
   async call(namespace: string | null, jobId: string, req: CallRequest, waitMs = 0): Promise<Outcome<Waited>> {
-    return this.visibleTo(namespace) ? this.deviceCalls.call(jobId, req, waitMs) : fail("not-found", "the device is not registered");
+    return this.visibleTo(namespace) ? this.p.deviceCalls.call(jobId, req, waitMs) : fail("not-found", "the device is not registered");
   }
 
   /** The key of an input file of a job this device holds the lease of (agents fetch only their own inputs). */
   async inputFileKey(secret: string, jobId: string, name: string): Promise<Outcome<string>> {
-    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    return this.deviceCalls.inputFileKey(jobId, name);
+    return this.asAgent(secret, () => this.p.deviceCalls.inputFileKey(jobId, name));
   }
 
   /** Whether the agent may upload output file `name` of this job now (it holds the lease, the function declares the file). */
   async mayWriteOutput(secret: string, jobId: string, leaseToken: string, name: string): Promise<Outcome<true>> {
-    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    return this.deviceCalls.mayWriteOutput(jobId, leaseToken, name);
+    return this.asAgent(secret, () => this.p.deviceCalls.mayWriteOutput(jobId, leaseToken, name));
   }
 
   async mayReadDataFile(secret: string, deployment: string, digest: string): Promise<boolean> {
-    return (await this.authenticate(secret)) && this.deployments.holdsDataFile(deployment, digest);
+    return (await this.authenticate(secret)) && this.p.deployments.holdsDataFile(deployment, digest);
   }
 
   /** Calls of deployed functions, newest first (the wasmiot facade's request history). */
   async calls(namespace: string | null, limit: number, jobId: string | null = null): Promise<{ job: JobView; call: CallRecord }[]> {
     if (!this.visibleTo(namespace)) return [];
-    return this.store.calls(limit, jobId).map((r) => ({ job: jobView(r, this.deviceId()), call: JSON.parse(r.call!) as CallRecord }));
+    return this.p.store.calls(limit, jobId).map((r) => ({ job: jobView(r, this.p.deviceId()), call: JSON.parse(r.call!) as CallRecord }));
   }
 
   /** The newest succeeded call of `module` (and `fn`) that wrote file `name`: wasmiot's module_results route. */
   async latestOutput(namespace: string | null, module: string, fn: string | null, name: string): Promise<string | null> {
-    return this.visibleTo(namespace) ? this.store.latestOutput(module, fn, name) : null;
+    return this.visibleTo(namespace) ? this.p.store.latestOutput(module, fn, name) : null;
   }
 
   /** The latest health the agent sent, and the device's description (the facade's health and device description). */
   async facadeInfo(namespace: string | null): Promise<{ description: DeviceDescription; health: Health | null } | null> {
-    const d = this.presence.device;
+    const d = this.p.presence.device;
     return d && this.visibleTo(namespace) ? { description: JSON.parse(d.description) as DeviceDescription, health: d.health ? (JSON.parse(d.health) as Health) : null } : null;
   }
 
@@ -365,18 +280,18 @@ export class DeviceObject extends SqlObject<Env> {
   override async alarm() {
     if (!this.hasSchema) return; // never registered: nothing is due
     const now = this.clock.now();
-    this.timers.fired();
-    this.transaction(() => {
-      this.lifecycle.expireLeases(this.store.leasesExpiredBy(now), now);
-      this.lifecycle.expireDeadlines(this.store.deadlinesPassedBy(now), now);
+    this.p.timers.fired();
+    this.p.transaction(() => {
+      this.p.lifecycle.expireLeases(this.p.store.leasesExpiredBy(now), now);
+      this.p.lifecycle.expireDeadlines(this.p.store.deadlinesPassedBy(now), now);
     });
-    this.presence.checkOnline(now);
-    if (this.presence.device) await this.presence.publishOrRetryLater(); // nothing to send unless something listed changed (or a publish failed before)
-    this.jobs.dispatch();
-    this.feed.resume();
-    if (this.presence.device) await this.retention.run(now);
-    await this.forwards.run(now);
-    await this.timers.reschedule(this.clock.now());
+    this.p.presence.checkOnline(now);
+    if (this.p.presence.device) await this.p.presence.publishOrRetryLater(); // nothing to send unless something listed changed (or a publish failed before)
+    this.p.jobs.dispatch();
+    this.p.feed.resume();
+    if (this.p.presence.device) await this.p.retention.run(now);
+    await this.p.forwards.run(now);
+    await this.p.timers.reschedule(this.clock.now());
   }
 }
 
