@@ -27,6 +27,11 @@ const CORE_COLUMNS = "id, state, lease_token, attempts, max_attempts";
 const counts = (row: JobCore) => ({ attempts: row.attempts, maxAttempts: row.max_attempts });
 
 export type Disposition = "accepted" | "duplicate" | "stale";
+
+/** A job as the agent receives it with its lease. */
+const leasedJob = (jobId: string, leaseToken: string, expires: number, attempt: number, job: Pick<LeasedJob, "module" | "function" | "args" | "timeoutMs">, call: CallRecord | null): LeasedJob => ({
+  jobId, leaseToken, leaseExpiresAt: expires, attempt, module: job.module, function: job.function, args: job.args, timeoutMs: job.timeoutMs, ...(call ? { call: call.ctx } : {}),
+});
 export type Refusal = { ok: false; reason: string };
 
 export interface LifecycleParts {
@@ -72,7 +77,7 @@ export class JobLifecycle {
     );
     this.p.feed.schedule();
     this.p.timers.wakeBy(expires);
-    return { jobId, leaseToken, leaseExpiresAt: expires, attempt: 1, module: spec.module, function: spec.function, args: spec.args, timeoutMs: spec.timeoutMs, ...(call ? { call: call.ctx } : {}) };
+    return leasedJob(jobId, leaseToken, expires, 1, spec, call);
   }
 
   /** reject at intake: a job the device cannot run is recorded REJECTED at once, with what is missing. */
@@ -113,17 +118,8 @@ export class JobLifecycle {
           "UPDATE jobs SET state = 'LEASED', attempts = attempts + 1, lease_token = ?, lease_expires = ?, updated_at = ?, change_seq = ? WHERE id = ?",
           leaseToken, expires, now, this.p.feed.nextChange(), row.id,
         );
-        leased.push({
-          jobId: row.id,
-          leaseToken,
-          leaseExpiresAt: expires,
-          attempt: row.attempts + 1,
-          module: row.module,
-          function: row.function,
-          args: JSON.parse(row.args) as Arg[],
-          timeoutMs: row.timeout_ms,
-          ...(row.call ? { call: (JSON.parse(row.call) as CallRecord).ctx } : {}),
-        });
+        const job = { module: row.module, function: row.function, args: JSON.parse(row.args) as Arg[], timeoutMs: row.timeout_ms };
+        leased.push(leasedJob(row.id, leaseToken, expires, row.attempts + 1, job, row.call ? (JSON.parse(row.call) as CallRecord) : null));
       }
     });
     if (leased.length > 0) {
