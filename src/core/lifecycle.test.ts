@@ -20,6 +20,11 @@ describe("job life cycle", () => {
     ["CREATED", { type: "deadline_passed" }, "EXPIRED"],
     ["RUNNING", { type: "cancel" }, "CANCELED"],
     ["QUEUED", { type: "reject" }, "REJECTED"],
+    // at intake: a job the device cannot run (it lacks a host interface) is recorded REJECTED
+    ["CREATED", { type: "reject" }, "REJECTED"],
+    // at intake: a chain step whose input does not bind to the next function is recorded FAILED
+    ["QUEUED", { type: "refuse" }, "FAILED"],
+    ["CREATED", { type: "refuse" }, "FAILED"],
   ])("%s --%o--> %s (no attempts left)", (from, event, to) => {
     expect(transition(from, event, once)).toEqual({ ok: true, to, retry: false });
   });
@@ -37,12 +42,13 @@ describe("job life cycle", () => {
     expect(t.ok).toBe(false);
     expect(transition("QUEUED", { type: "ack" }, once).ok).toBe(false);
     expect(transition("CREATED", { type: "lease" }, once).ok).toBe(false);
+    expect(transition("RUNNING", { type: "refuse" }, once).ok).toBe(false);
   });
 
   const event: fc.Arbitrary<JobEvent> = fc.oneof(
     fc.constantFrom<JobEvent>(
       { type: "start" }, { type: "lease" }, { type: "ack" }, { type: "succeed" }, { type: "time_out" },
-      { type: "reject" }, { type: "lease_expired" }, { type: "deadline_passed" }, { type: "cancel" },
+      { type: "reject" }, { type: "refuse" }, { type: "lease_expired" }, { type: "deadline_passed" }, { type: "cancel" },
     ),
     fc.constantFrom(...FailureKind.options).map((kind): JobEvent => ({ type: "fail", kind })),
   );

@@ -1,11 +1,15 @@
 /**
- * The job life cycle, written down once. Every state change anywhere in the
- * system goes through `transition`; docs/state-machines.md draws the same table.
+ * The job life cycle, written down once: the single source of truth for which
+ * state changes exist. The device object's life cycle (src/durable/job-lifecycle.ts,
+ * one function per transition) asks `transition` before every change it writes;
+ * docs/design.md draws the same table.
  *
  *   CREATED --start--> QUEUED --lease--> LEASED --ack--> RUNNING
  *   LEASED|RUNNING --succeed--> SUCCEEDED
  *   LEASED|RUNNING --fail(retryable, attempts left)--> QUEUED (after backoff)
- *   LEASED|RUNNING --fail--> FAILED, --time_out--> TIMED_OUT, --reject--> REJECTED
+ *   LEASED|RUNNING --fail--> FAILED, --time_out--> TIMED_OUT
+ *   CREATED|QUEUED|LEASED|RUNNING --reject--> REJECTED (the device cannot run it: at intake or by the agent)
+ *   CREATED|QUEUED --refuse--> FAILED (at intake: a chain step whose input does not bind)
  *   LEASED|RUNNING --lease_expired--> QUEUED (attempts left) | FAILED
  *   CREATED|QUEUED --deadline_passed--> EXPIRED
  *   any non-terminal --cancel--> CANCELED
@@ -20,6 +24,7 @@ export type JobEvent =
   | { type: "fail"; kind: FailureKind }
   | { type: "time_out" }
   | { type: "reject" }
+  | { type: "refuse" }
   | { type: "lease_expired" }
   | { type: "deadline_passed" }
   | { type: "cancel" };
@@ -40,6 +45,8 @@ export type Transition = { ok: true; to: JobState; retry: boolean } | { ok: fals
 export const RETRYABLE_FAILURES: ReadonlySet<FailureKind> = new Set(["lease-expired", "timeout", "module-unavailable", "internal"]);
 
 const ACTIVE: ReadonlySet<JobState> = new Set(["LEASED", "RUNNING"]);
+/** not started: created, or queued for delivery */
+const WAITING: ReadonlySet<JobState> = new Set(["CREATED", "QUEUED"]);
 
 export function transition(from: JobState, event: JobEvent, counts: AttemptCounts): Transition {
   const illegal = (): Transition => ({ ok: false, reason: `${event.type} is not allowed in state ${from}` });
@@ -62,11 +69,13 @@ export function transition(from: JobState, event: JobEvent, counts: AttemptCount
     case "time_out":
       return ACTIVE.has(from) ? retryOr("TIMED_OUT") : illegal();
     case "reject":
-      return ACTIVE.has(from) || from === "QUEUED" ? done("REJECTED") : illegal();
+      return ACTIVE.has(from) || WAITING.has(from) ? done("REJECTED") : illegal();
+    case "refuse":
+      return WAITING.has(from) ? done("FAILED") : illegal();
     case "lease_expired":
       return ACTIVE.has(from) ? retryOr("FAILED") : illegal();
     case "deadline_passed":
-      return from === "CREATED" || from === "QUEUED" ? done("EXPIRED") : illegal();
+      return WAITING.has(from) ? done("EXPIRED") : illegal();
     case "cancel":
       return isTerminal(from) ? illegal() : done("CANCELED");
   }

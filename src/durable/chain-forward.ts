@@ -7,14 +7,15 @@
  * makes two; a next step outside is called over HTTP as a wasmiot supervisor
  * would.
  */
-import type { Env } from "../worker/env.js";
 import type { JobResult, NextLink } from "../protocol/job.js";
-import { deviceStub } from "../worker/stubs.js";
 import { sha256Hex } from "../core/crypto.js";
-import { outputKey, type CallRecord, type JobRow } from "./job-row.js";
+import { type CallRecord, type JobRow } from "./job-row.js";
 import { retryDelayMs } from "../core/timing.js";
 import type { Sql } from "./sql-object.js";
 import type { Clock } from "../core/clock.js";
+import type { Env } from "../platform/env.js";
+import { deviceStub } from "../platform/stubs.js";
+import { outputKey } from "../platform/r2-keys.js";
 
 const BASE32 = "abcdefghijklmnopqrstuvwxyz234567";
 

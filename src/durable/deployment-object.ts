@@ -6,8 +6,8 @@
  */
 import { SqlObject } from "./sql-object.js";
 import { iso } from "../core/time.js";
-import { registryStub } from "./registry-object.js";
-import type { Env } from "../worker/env.js";
+import { registryStub } from "../platform/stubs.js";
+import type { Env } from "../platform/env.js";
 
 const SCHEMA = `
 CREATE TABLE deployment (
@@ -42,10 +42,6 @@ export type DeploymentRecord = {
 
 type Row = { name: string; namespace: string; source: "signed" | "wasmiot"; signed_by: string | null; generation: number; created_at: number; updated_at: number };
 type PlacementRow = { device: string; module: string; digest: string; functions: string };
-
-export function deploymentStub(env: Env, namespace: string, id: string) {
-  return env.DEPLOYMENTS.get(env.DEPLOYMENTS.idFromName(`${namespace}/${id}`));
-}
 
 /**
  * The last generation handed out, kept when the deployment is removed: a redeploy after an
@@ -151,5 +147,12 @@ export class DeploymentObject extends SqlObject<Env> {
         device: p.device, module: p.module, digest: p.digest, functions: JSON.parse(p.functions) as string[],
       })),
     };
+  }
+}
+
+/** Registers this class as the one behind the DEPLOYMENTS binding (see src/platform/env.ts). */
+declare module "../platform/env.js" {
+  interface DurableObjectClasses {
+    DEPLOYMENTS: DeploymentObject;
   }
 }

@@ -7,7 +7,7 @@
 import { SqlObject } from "./sql-object.js";
 import type { DeviceSummary, ListingPosition } from "../core/device-listing.js";
 import type { DeviceStatus } from "../protocol/device.js";
-import type { Env } from "../worker/env.js";
+import type { Env } from "../platform/env.js";
 
 const SCHEMA = `
 CREATE TABLE devices (
@@ -59,5 +59,12 @@ export class DeviceListObject extends SqlObject<Env> {
       id: r.id, namespace: r.namespace, name: r.name, status: r.status, description: r.description, health: r.health,
       healthAt: r.health_at, lastSeen: r.last_seen, registeredAt: r.registered_at,
     }));
+  }
+}
+
+/** Registers this class as the one behind the DEVICE_LIST binding (see src/platform/env.ts). */
+declare module "../platform/env.js" {
+  interface DurableObjectClasses {
+    DEVICE_LIST: DeviceListObject;
   }
 }

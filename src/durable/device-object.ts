@@ -1,175 +1,303 @@
 /**
- * One object per device (DeviceQueue holds its registration, presence, job
- * queue, leases and transports): this class adds what the device must hold
- * and do for deployments: its desired state, calls of deployed functions
- * (arguments bound by name, files in and out), chain steps handed on from
- * the alarm, and what the wasmiot facade reads.
+ * One object per device, composed of small parts that each own one concern (see
+ * docs/design.md, "Device object parts"; wired in device-parts.ts): presence, the job
+ * store, the job life cycle (the only writer of a job's state), job removal, result
+ * waiters, the agent link and session, the alarm timers, the index feed, job output,
+ * retention, agent logs, and for deployments: desired state, calls and chain forwards.
+ * This class is the RPC surface the Worker calls and the alarm's order of work; it holds
+ * no logic of its own beyond authenticating the agent and hiding other tenants' devices.
  */
+import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
-import { jobView, type CallRecord, type JobRow } from "./job-row.js";
-import { DeviceDeployments } from "./device-deployments.js";
-import { ChainForwards } from "./chain-forward.js";
-import { prepareCall, type CallRequest } from "./call-intake.js";
-import { DeviceQueue } from "./device-queue.js";
+import { jobView, type CallRecord } from "./job-row.js";
+import { DEVICE_MIGRATIONS } from "./device-schema.js";
+import { composeDevice, type DeviceParts } from "./device-parts.js";
+import type { Waited } from "./result-waiters.js";
+import type { Disposition } from "./job-lifecycle.js";
+import type { CallRequest } from "./call-intake.js";
+import type { Env } from "../platform/env.js";
+import { isTerminal, type JobLogs, type JobRef, type JobSubmission, type JobView } from "../protocol/job.js";
 import type { AppliedReport, DesiredDeployments, DevicePart, DeviceDeploymentStatus } from "../protocol/deployment.js";
-import type { JobResult, JobState, JobView } from "../protocol/job.js";
-import type { DeviceDescription, Health } from "../protocol/device.js";
+import type { DeviceDescription, DeviceView, Health } from "../protocol/device.js";
+import { WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeaseRef, type LogBatch, type ResultReport } from "../protocol/agent.js";
+import { iso } from "../core/time.js";
 
-export { DEVICE_SECRET_HEADER, type Disposition } from "./device-queue.js";
+export type { Disposition } from "./job-lifecycle.js";
+export { DEVICE_SECRET_HEADER } from "./agent-session.js";
 
-export class DeviceObject extends DeviceQueue {
-  private readonly deployments = new DeviceDeployments(this.sql, this.clock);
-  private readonly forwards = new ChainForwards(this.sql, this.env, this.settings.retryBaseMs, this.clock, () => this.device!.namespace);
+const NOT_FOUND = "no such device";
+
+export class DeviceObject extends SqlObject<Env> {
+  private readonly p: DeviceParts = composeDevice(this.ctx, this.env, this.sql, this.clock);
+
+  /** A device id nobody registered (a stranger's guess, a read of an unknown id) gets no stored state. */
+  protected override schemaOnFirstWrite() {
+    return true;
+  }
+
+  protected migrations() {
+    return DEVICE_MIGRATIONS;
+  }
+
+  protected override async load() {
+    // Keepalives are answered by the runtime itself, so an idle device's object can hibernate.
+    this.ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(WS_PING, WS_PONG));
+    if (!this.hasSchema) return; // never registered: nothing to load
+    this.p.presence.load();
+    this.p.feed.load();
+    await this.p.timers.load();
+    this.p.feed.resume(); // rows left over from before a restart
+  }
+
+  /** Runs an agent's request once its credential checks out. */
+  private async asAgent<T>(secret: string, fn: () => Outcome<T> | Promise<Outcome<T>>): Promise<Outcome<T>> {
+    return (await this.authenticate(secret)) ? fn() : fail("unauthenticated", "bad device credential");
+  }
+
+  private visibleTo(namespace: string | null): boolean {
+    return this.p.presence.visibleTo(namespace);
+  }
+
+  // ---- registration and presence -------------------------------------------------
+
+  async register(deviceId: string, name: string | null, description: DeviceDescription, credentialHash: string, namespace: string): Promise<Outcome<DeviceView>> {
+    if (this.p.presence.device) return fail("conflict", `device ${deviceId} is already registered`);
+    await this.p.presence.register(deviceId, name, description, credentialHash, namespace, () => this.ensureSchema());
+    return ok(this.deviceView());
+  }
+
+  /** The tenant this device belongs to (null: not registered). */
+  async namespace(): Promise<string | null> {
+    return this.p.presence.device?.namespace ?? null;
+  }
+
+  async view(namespace: string | null): Promise<Outcome<DeviceView>> {
+    return this.visibleTo(namespace) ? ok(this.deviceView()) : fail("not-found", NOT_FOUND);
+  }
+
+  async exists(namespace: string | null): Promise<boolean> {
+    return this.visibleTo(namespace);
+  }
+
+  /** The Worker's check of a device credential whose MAC it verified: the device's namespace while the credential is current, else null. */
+  async credentialNamespace(secret: string): Promise<string | null> {
+    return (await this.p.presence.authenticate(secret)) ? this.p.presence.device!.namespace : null;
+  }
+
+  /** Replaces the credential: the old one is refused from now on, and the connection made with it is closed. */
+  async rotateCredential(namespace: string | null, credentialHash: string): Promise<Outcome<true>> {
+    if (!this.visibleTo(namespace)) return fail("not-found", NOT_FOUND);
+    this.p.presence.rotateCredential(credentialHash);
+    this.p.link.disconnect(4001, "the device credential was rotated");
+    return ok(true);
+  }
+
+  async authenticate(secret: string): Promise<boolean> {
+    return this.p.presence.authenticate(secret);
+  }
+
+  async heartbeat(secret: string, hb: Heartbeat): Promise<Outcome<{ serverTime: number; cancel: string[]; deployments: number | undefined }>> {
+    return this.asAgent(secret, async () => ok(await this.p.session.heartbeat(hb)));
+  }
+
+  async agentLogs(namespace: string | null, limit: number): Promise<Outcome<{ lines: (AgentLogLine & { seq: number })[] }>> {
+    return this.visibleTo(namespace) ? ok({ lines: this.p.agentLogs.read(limit) }) : fail("not-found", NOT_FOUND);
+  }
+
+  /** A drained device gets no new work; what it runs finishes. `resume` undoes it. */
+  async setDrained(namespace: string | null, drained: boolean): Promise<Outcome<DeviceView>> {
+    if (!this.visibleTo(namespace)) return fail("not-found", NOT_FOUND);
+    this.p.presence.setDrained(drained);
+    if (!drained) this.p.jobs.dispatch();
+    return ok(this.deviceView());
+  }
+
+  private deviceView(): DeviceView {
+    const d = this.p.presence.device!;
+    return {
+      id: d.id,
+      namespace: d.namespace,
+      name: d.name,
+      status: d.status,
+      description: JSON.parse(d.description) as DeviceDescription,
+      health: d.health ? { ...(JSON.parse(d.health) as Health), at: iso(d.health_at)! } : null,
+      registeredAt: iso(d.registered_at)!,
+      lastSeenAt: iso(d.last_seen),
+      queue: this.p.store.queueCounts(),
+      drained: d.drained === 1,
+    };
+  }
+
+  // ---- jobs ------------------------------------------------------------------------
+
+  async submit(
+    namespace: string | null,
+    spec: JobSubmission,
+    waitMs = 0,
+    idempotency: { key: string; bodyHash: string } | null = null,
+    requires: string[] = [],
+  ): Promise<Outcome<{ done: boolean; job: JobView; replayed: boolean }>> {
+    if (!this.visibleTo(namespace)) return fail("not-found", `device ${spec.device} is not registered`);
+    return this.p.jobs.submit(spec, waitMs, idempotency, requires);
+  }
+
+  async submitBatch(namespace: string | null, batch: { jobId?: string; spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
+    return this.visibleTo(namespace) ? this.p.jobs.submitBatch(batch) : fail("not-found", "the device is not registered");
+  }
+
+  async start(namespace: string | null, jobId: string): Promise<Outcome<JobView>> {
+    return this.visibleTo(namespace) ? this.p.jobs.start(jobId) : fail("not-found", `no job ${jobId}`);
+  }
+
+  async cancel(namespace: string | null, jobId: string): Promise<Outcome<JobView>> {
+    return this.visibleTo(namespace) ? this.p.jobs.cancel(jobId) : fail("not-found", `no job ${jobId}`);
+  }
+
+  async remove(namespace: string | null, jobId: string): Promise<Outcome<{ id: string }>> {
+    return this.visibleTo(namespace) ? this.p.jobs.remove(jobId) : fail("not-found", `no job ${jobId}`);
+  }
+
+  async getJob(namespace: string | null, jobId: string): Promise<Outcome<JobView>> {
+    const view = this.visibleTo(namespace) ? this.p.jobs.view(jobId) : undefined;
+    return view ? ok(view) : fail("not-found", `no job ${jobId}`);
+  }
+
+  /** The job once it is terminal, or as it stands when `waitMs` runs out. */
+  async awaitResult(namespace: string | null, jobId: string, waitMs: number): Promise<Outcome<Waited>> {
+    return this.visibleTo(namespace) ? this.p.jobs.resultWithin(jobId, waitMs) : fail("not-found", `no job ${jobId}`);
+  }
+
+  async logs(namespace: string | null, jobId: string): Promise<Outcome<JobLogs>> {
+    const state = this.visibleTo(namespace) ? this.p.store.state(jobId) : undefined;
+    return state ? ok(this.p.output.read(jobId, isTerminal(state))) : fail("not-found", `no job ${jobId}`);
+  }
+
+  /** Server-sent events: the lines so far, then new ones as they arrive, then `end` when the job ends. */
+  async followLogs(namespace: string | null, jobId: string): Promise<Outcome<ReadableStream<Uint8Array>>> {
+    const state = this.visibleTo(namespace) ? this.p.store.state(jobId) : undefined;
+    return state ? ok(this.p.output.follow(jobId, isTerminal(state) ? state : null)) : fail("not-found", `no job ${jobId}`);
+  }
+
+  // ---- the agent: long poll and HTTP reports, or one WebSocket ------------------------
+
+  async poll(secret: string, waitMs: number, max: number): Promise<Outcome<Delivery>> {
+    return this.asAgent(secret, async () => ok(await this.p.session.poll(waitMs, max)));
+  }
+
+  async ack(secret: string, started: LeaseRef[], held: LeaseRef[] = []): Promise<Outcome<{ started: number; held: number }>> {
+    return this.asAgent(secret, () => ok({ started: this.p.lifecycle.ack(started), held: this.p.lifecycle.renew(held) }));
+  }
+
+  async report(secret: string, reports: ResultReport[]): Promise<Outcome<{ jobId: string; disposition: Disposition }[]>> {
+    return this.asAgent(secret, () => {
+      const out = this.p.lifecycle.settle(reports);
+      this.p.jobs.dispatch();
+      return ok(out);
+    });
+  }
+
+  async postLogs(secret: string, batch: LogBatch): Promise<Outcome<{ accepted: number }>> {
+    return this.asAgent(secret, () => ok({ accepted: this.p.session.acceptLogs(batch) }));
+  }
+
+  override async fetch(request: Request): Promise<Response> {
+    return this.p.session.upgrade(request);
+  }
+
+  override async webSocketMessage(ws: WebSocket, raw: string | ArrayBuffer) {
+    await this.p.session.message(ws, raw);
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number) {
+    this.p.link.closed(ws, code);
+  }
 
   // ---- deployments: desired state, calls of deployed functions, chains -----------------
 
   /** Records (or replaces) this device's part of a deployment and tells the agent. */
   async putDeployment(namespace: string | null, part: DevicePart): Promise<Outcome<DeviceDeploymentStatus>> {
-    if (!this.visibleTo(namespace)) return fail("not-found", "the device is not registered");
-    const replaced = this.deployments.status(part.deployment, this.device!.id);
-    if (!this.deployments.put(part)) {
-      return fail("conflict", `deployment ${part.deployment} is at a newer generation than ${part.generation} on this device`);
-    }
-    // Calls waiting for the generation being replaced would run against files and an instance that are gone.
-    if (replaced && replaced.generation !== part.generation) this.cancelWaitingCalls(part.deployment, `deployment ${part.deployment} was redeployed`);
-    this.notifyDeployments();
-    return ok(this.deployments.status(part.deployment, this.device!.id)!);
+    return this.visibleTo(namespace) ? this.p.deviceCalls.putDeployment(part) : fail("not-found", "the device is not registered");
   }
 
   /** Undeploys as of `generation`: the agent removes the files; calls still waiting for it are canceled. */
   async removeDeployment(namespace: string | null, id: string, generation: number): Promise<Outcome<{ canceled: number }>> {
-    if (!this.visibleTo(namespace)) return fail("not-found", "the device is not registered");
-    const removed = this.deployments.remove(id, generation);
-    if (removed === "stale") return fail("conflict", `deployment ${id} is at a newer generation than ${generation} on this device`);
-    if (removed === "absent") return fail("not-found", "deployment does not exist");
-    const canceled = this.cancelWaitingCalls(id, `deployment ${id} was removed`);
-    this.notifyDeployments();
-    return ok({ canceled });
-  }
-
-  private cancelWaitingCalls(deployment: string, why: string): number {
-    const waiting = this.all<JobRow>("SELECT * FROM jobs WHERE deployment = ? AND state IN ('CREATED', 'QUEUED')", deployment);
-    const now = this.clock.now();
-    this.ctx.storage.transactionSync(() => {
-      for (const row of waiting) this.finish(row, "CANCELED", null, { kind: "canceled", message: why }, now);
-    });
-    return waiting.length;
+    return this.visibleTo(namespace) ? this.p.deviceCalls.removeDeployment(id, generation) : fail("not-found", "the device is not registered");
   }
 
   async deploymentStatus(namespace: string | null, id: string): Promise<DeviceDeploymentStatus | null> {
-    return this.visibleTo(namespace) ? this.deployments.status(id, this.device!.id) : null;
+    return this.visibleTo(namespace) ? this.p.deployments.status(id, this.p.deviceId()) : null;
   }
 
   async desiredDeployments(secret: string): Promise<Outcome<DesiredDeployments>> {
-    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    return ok(this.deployments.desired());
+    return this.asAgent(secret, () => ok(this.p.deployments.desired()));
   }
 
   async reportDeployments(secret: string, states: AppliedReport["states"]): Promise<Outcome<{ updated: number }>> {
-    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    return ok({ updated: this.deployments.report(states) });
-  }
-
-  private notifyDeployments() {
-    const version = this.deployments.version;
-    const socket = this.agentSocket();
-    if (socket) this.send(socket, { t: "deployments", version });
-    for (const p of this.pollers.splice(0)) p.deliver([]);
+    return this.asAgent(secret, () => ok({ updated: this.p.deployments.report(states) }));
   }
 
   /**
-   * A call of a deployed function: arguments bound by name and typed from the
-   * function's description, input files already stored under their keys. A
-   * chain step (`prev`) takes the previous step's output instead, and one that
-   * cannot be called is recorded as a FAILED job so the chain shows where it
-   * broke. The job id is given by the caller, so a repeated forward finds the
-   * job it made. `namespace` is the caller's (for a chain step, the previous
-   * step's device's): a call from another tenant is refused.
+   * A call of a deployed function (see DeviceCalls.call). `namespace` is the caller's (for a
+   * chain step, the previous step's device's): a call from another tenant is refused.
    */
-  async call(namespace: string | null, jobId: string, req: CallRequest, waitMs = 0): Promise<Outcome<{ done: boolean; job: JobView }>> {
-    if (!this.visibleTo(namespace)) return fail("not-found", "the device is not registered");
-    if (this.jobRow(jobId)) return this.resultWithin(jobId, waitMs);
-    const found = this.deployments.lookup(req.deployment, req.module, req.function);
-    if (!found.ok) return fail("not-found", found.detail);
-    const { submission, call, problem } = prepareCall(this.device!.id, found.ref, req);
-    if (problem && !req.prev) return fail("validation", problem);
-    const now = this.clock.now();
-    if (problem) {
-      this.insertJob(jobId, submission, null, now, call);
-      this.finish(this.jobRow(jobId)!, "FAILED", null, { kind: "bad-arguments", message: problem }, now);
-    } else if (!this.pushAtOnce(jobId, submission, null, now, call)) {
-      this.insertJob(jobId, submission, null, now, call);
-      this.dispatch();
-    }
-    return this.resultWithin(jobId, waitMs);
+  async call(namespace: string | null, jobId: string, req: CallRequest, waitMs = 0): Promise<Outcome<Waited>> {
+    return this.visibleTo(namespace) ? this.p.deviceCalls.call(jobId, req, waitMs) : fail("not-found", "the device is not registered");
   }
 
   /** The key of an input file of a job this device holds the lease of (agents fetch only their own inputs). */
   async inputFileKey(secret: string, jobId: string, name: string): Promise<Outcome<string>> {
-    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    const row = this.jobRow(jobId);
-    const call = row?.call ? (JSON.parse(row.call) as CallRecord) : null;
-    const input = call?.inputs.find((i) => i.name === name);
-    return input ? ok(input.key) : fail("not-found", `job ${jobId} has no input file ${name}`);
+    return this.asAgent(secret, () => this.p.deviceCalls.inputFileKey(jobId, name));
   }
 
   /** Whether the agent may upload output file `name` of this job now (it holds the lease, the function declares the file). */
   async mayWriteOutput(secret: string, jobId: string, leaseToken: string, name: string): Promise<Outcome<true>> {
-    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
-    const row = this.jobRow(jobId);
-    if (!row || row.lease_token !== leaseToken || (row.state !== "LEASED" && row.state !== "RUNNING")) return fail("conflict", "this lease is not current");
-    const call = row.call ? (JSON.parse(row.call) as CallRecord) : null;
-    if (!call?.ctx.outputs.some((o) => o.name === name)) return fail("not-found", `job ${jobId} declares no output file ${name}`);
-    return ok(true);
+    return this.asAgent(secret, () => this.p.deviceCalls.mayWriteOutput(jobId, leaseToken, name));
   }
 
   async mayReadDataFile(secret: string, deployment: string, digest: string): Promise<boolean> {
-    return (await this.authenticate(secret)) && this.deployments.holdsDataFile(deployment, digest);
+    return (await this.authenticate(secret)) && this.p.deployments.holdsDataFile(deployment, digest);
   }
 
   /** Calls of deployed functions, newest first (the wasmiot facade's request history). */
   async calls(namespace: string | null, limit: number, jobId: string | null = null): Promise<{ job: JobView; call: CallRecord }[]> {
     if (!this.visibleTo(namespace)) return [];
-    const rows = jobId
-      ? this.all<JobRow>("SELECT * FROM jobs WHERE id = ? AND call IS NOT NULL", jobId)
-      : this.all<JobRow>("SELECT * FROM jobs WHERE call IS NOT NULL ORDER BY seq DESC LIMIT ?", limit);
-    return rows.map((r) => ({ job: jobView(r, this.device!.id), call: JSON.parse(r.call!) as CallRecord }));
+    return this.p.store.calls(limit, jobId).map((r) => ({ job: jobView(r, this.p.deviceId()), call: JSON.parse(r.call!) as CallRecord }));
   }
 
   /** The newest succeeded call of `module` (and `fn`) that wrote file `name`: wasmiot's module_results route. */
   async latestOutput(namespace: string | null, module: string, fn: string | null, name: string): Promise<string | null> {
-    if (!this.visibleTo(namespace)) return null;
-    const rows = this.all<{ id: string; result: string | null }>(
-      `SELECT id, result FROM jobs WHERE state = 'SUCCEEDED' AND call IS NOT NULL AND json_extract(call, '$.ctx.module') = ?
-         AND (? IS NULL OR function = ?) ORDER BY seq DESC LIMIT 50`,
-      module, fn, fn,
-    );
-    return rows.find((r) => r.result && (JSON.parse(r.result) as JobResult).files?.some((f) => f.name === name))?.id ?? null;
+    return this.visibleTo(namespace) ? this.p.store.latestOutput(module, fn, name) : null;
   }
 
   /** The latest health the agent sent, and the device's description (the facade's health and device description). */
   async facadeInfo(namespace: string | null): Promise<{ description: DeviceDescription; health: Health | null } | null> {
-    const d = this.device;
+    const d = this.p.presence.device;
     return d && this.visibleTo(namespace) ? { description: JSON.parse(d.description) as DeviceDescription, health: d.health ? (JSON.parse(d.health) as Health) : null } : null;
   }
 
-  // ---- hooks -----------------------------------------------------------------------
+  // ---- the one alarm: leases, retries, deadlines, presence, feed, retention, chains ----
 
-  protected override desiredVersion(): number {
-    return this.deployments.version;
+  override async alarm() {
+    if (!this.hasSchema) return; // never registered: nothing is due
+    const now = this.clock.now();
+    this.p.timers.fired();
+    this.p.transaction(() => {
+      this.p.lifecycle.expireLeases(this.p.store.leasesExpiredBy(now), now);
+      this.p.lifecycle.expireDeadlines(this.p.store.deadlinesPassedBy(now), now);
+    });
+    this.p.presence.checkOnline(now);
+    if (this.p.presence.device) await this.p.presence.publishOrRetryLater(); // nothing to send unless something listed changed (or a publish failed before)
+    this.p.jobs.dispatch();
+    this.p.feed.resume();
+    if (this.p.presence.device) await this.p.retention.run(now);
+    await this.p.forwards.run(now);
+    await this.p.timers.reschedule(this.clock.now());
   }
+}
 
-  protected override afterFinish(jobId: string, state: JobState, chained: boolean, now: number) {
-    if (state !== "SUCCEEDED" || !chained) return;
-    this.forwards.queue(jobId, now);
-    this.ensureAlarmBy(now);
-  }
-
-  protected override alarmWork(now: number) {
-    return this.forwards.run(now);
-  }
-
-  protected override alarmTimes() {
-    return [this.forwards.nextTry()];
+/** Registers this class as the one behind the DEVICES binding (see src/platform/env.ts). */
+declare module "../platform/env.js" {
+  interface DurableObjectClasses {
+    DEVICES: DeviceObject;
   }
 }

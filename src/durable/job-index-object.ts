@@ -11,9 +11,9 @@
  */
 import { SqlObject } from "./sql-object.js";
 import type { IndexRow } from "./job-row.js";
-import type { Env } from "../worker/env.js";
 import type { JobState } from "../protocol/job.js";
 import { shardOf } from "../core/shards.js";
+import type { Env } from "../platform/env.js";
 
 const SCHEMA = `
 CREATE TABLE jobs (
@@ -67,32 +67,6 @@ export interface ListQuery {
   limit: number;
   /** the (created_at, id) of the last row of the previous page */
   after: { createdAt: number; id: string } | null;
-}
-
-/** How many shards the job index has (INDEX_SHARDS; see docs/scale.md). */
-export function indexShardCount(env: Env): number {
-  const n = Number(env.INDEX_SHARDS);
-  return Number.isInteger(n) && n >= 1 && n <= 1024 ? n : 4;
-}
-
-/** Shard names include the count, so a changed INDEX_SHARDS never mixes two placements in one object. */
-const shardName = (shard: number, of: number) => `jobs/${shard}/${of}`;
-
-/** The name of the index shard that holds (and is fed) every job of `deviceId`. */
-export function jobIndexShardName(env: Env, deviceId: string): string {
-  const of = indexShardCount(env);
-  return shardName(shardOf(deviceId, of), of);
-}
-
-/** The index shard that holds (and is fed) every job of `deviceId`. */
-export function jobIndexStub(env: Env, deviceId: string) {
-  return env.JOB_INDEX.get(env.JOB_INDEX.idFromName(jobIndexShardName(env, deviceId)));
-}
-
-/** Every shard, for listings that span devices. */
-export function jobIndexShards(env: Env) {
-  const of = indexShardCount(env);
-  return Array.from({ length: of }, (_, i) => env.JOB_INDEX.get(env.JOB_INDEX.idFromName(shardName(i, of))));
 }
 
 type Row = { id: string; device: string; state: JobState; function: string; module: string; created_at: number; updated_at: number; change_seq: number };
@@ -166,5 +140,12 @@ export class JobIndexObject extends SqlObject<Env> {
       id: r.id, device: r.device, state: r.state, function: r.function, module: r.module,
       createdAt: new Date(r.created_at).toISOString(), updatedAt: new Date(r.updated_at).toISOString(), createdAtMs: r.created_at,
     }));
+  }
+}
+
+/** Registers this class as the one behind the JOB_INDEX binding (see src/platform/env.ts). */
+declare module "../platform/env.js" {
+  interface DurableObjectClasses {
+    JOB_INDEX: JobIndexObject;
   }
 }

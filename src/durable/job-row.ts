@@ -83,12 +83,6 @@ export interface CallRecord {
   prev: string | null;
 }
 
-/** Where the control plane keeps a job's files. */
-export const inputKey = (jobId: string, name: string) => `jobs/${jobId}/inputs/${name}`;
-export const outputKey = (jobId: string, name: string) => `jobs/${jobId}/outputs/${name}`;
-/** Every file of a job (inputs and outputs) is under this prefix: deleted with the job. */
-export const jobFilesPrefix = (jobId: string) => `jobs/${jobId}/`;
-export const dataKey = (digest: string) => `data/${digest}`;
 export const outputUrl = (jobId: string, name: string) => `/v1/jobs/${jobId}/outputs/${encodeURIComponent(name)}`;
 
 /** Columns added for deployments: a job may be a call, and a chain step links to the next. */

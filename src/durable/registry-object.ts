@@ -14,8 +14,8 @@ import { formatApiKey, newKeyId, newSecret, randomBase32 } from "../protocol/ids
 import type { Role, KeyView } from "../protocol/keys.js";
 import type { NamespaceSettings, OrchestratorKeyView, Retention, SigningAlgorithm } from "../protocol/signing.js";
 import { withRetentionDefaults } from "../protocol/signing.js";
-import type { Env } from "../worker/env.js";
 import { iso } from "../core/time.js";
+import type { Env } from "../platform/env.js";
 
 const SCHEMA = `
 CREATE TABLE api_keys (
@@ -59,10 +59,6 @@ const orchestratorKeyView = (r: TrustRow): OrchestratorKeyView => ({
 type KeyRow = { id: string; role: Role; label: string | null; namespace: string | null; hash: string; created_at: number; revoked_at: number | null };
 
 const keyView = (r: KeyRow): KeyView => ({ id: r.id, role: r.role, label: r.label, namespace: r.namespace, createdAt: iso(r.created_at)!, revokedAt: iso(r.revoked_at) });
-
-export function registryStub(env: Env) {
-  return env.REGISTRY.get(env.REGISTRY.idFromName("global"));
-}
 
 export class RegistryObject extends SqlObject<Env> {
   protected migrations() {
@@ -240,5 +236,12 @@ export class RegistryObject extends SqlObject<Env> {
     if (!row || (namespace !== null && row.namespace !== namespace)) return fail("not-found", `no key ${id}`);
     if (row.revoked_at === null) this.run("UPDATE api_keys SET revoked_at = ? WHERE id = ?", this.clock.now(), id);
     return ok(keyView(this.one<KeyRow>("SELECT * FROM api_keys WHERE id = ?", id)!));
+  }
+}
+
+/** Registers this class as the one behind the REGISTRY binding (see src/platform/env.ts). */
+declare module "../platform/env.js" {
+  interface DurableObjectClasses {
+    REGISTRY: RegistryObject;
   }
 }

@@ -16,9 +16,8 @@ import type { Role } from "../protocol/keys.js";
 import { timingSafeEqual } from "../core/crypto.js";
 import { deviceCredentialKey, verifyDeviceCredentialMac } from "../core/device-credential.js";
 import { TtlCache } from "../core/ttl-cache.js";
-import { registryStub } from "../durable/registry-object.js";
-import { deviceStub } from "./stubs.js";
 import { log, problem, type AppEnv, type Ctx } from "./http.js";
+import { registryStub, deviceStub } from "../platform/stubs.js";
 
 export type CallerRole = Role | "device";
 

@@ -8,9 +8,9 @@ import { JobIdMinter } from "../protocol/ids.js";
 import { DEPLOYMENT_LIMITS, FileName } from "../protocol/deployment.js";
 import type { JobView } from "../protocol/job.js";
 import { fail, type Outcome } from "../durable/rpc.js";
-import { inputKey } from "../durable/job-row.js";
-import { deviceStub } from "./stubs.js";
 import type { Ctx } from "./http.js";
+import { inputKey } from "../platform/r2-keys.js";
+import { deviceStub } from "../platform/stubs.js";
 
 /** `namespace`: the caller's (null: a key spanning all); the device object refuses a call from another tenant. */
 export type CallTarget = { namespace: string | null; device: string; deployment: string; module: string; function: string };

@@ -6,8 +6,8 @@ import { chainState } from "../core/calls.js";
 import { DEPLOYMENT_LIMITS } from "../protocol/deployment.js";
 import { deviceOfJob } from "../protocol/ids.js";
 import type { ChainView, JobView } from "../protocol/job.js";
-import { deviceStub } from "./stubs.js";
-import type { Env } from "./env.js";
+import { deviceStub } from "../platform/stubs.js";
+import type { Env } from "../platform/env.js";
 
 /** `namespace`: the caller's (null: a key spanning all); a step on another tenant's device is not shown. */
 export async function chainFrom(env: Env, namespace: string | null, first: JobView): Promise<ChainView> {

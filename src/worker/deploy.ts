@@ -6,16 +6,16 @@
  */
 import { sha256Hex } from "../core/crypto.js";
 import { fail, ok, type Outcome } from "../durable/rpc.js";
-import { deploymentStub, type Placement } from "../durable/deployment-object.js";
-import { dataKey } from "../durable/job-row.js";
+import { type Placement } from "../durable/deployment-object.js";
 import { DEPLOYMENT_LIMITS, type DataMount, type DevicePart, type DeviceDeploymentStatus, type FunctionSpec, type StoredFile } from "../protocol/deployment.js";
 import type { DeviceDescription } from "../protocol/device.js";
 import { LIMITS } from "../protocol/job.js";
 import { missingInterfaces, requiredInterfaces, type ModuleInfo } from "../protocol/wasm.js";
 import { mapWithConcurrency } from "../core/concurrency.js";
 import { moduleInfo, storeModule } from "./module-store.js";
-import { deviceStub } from "./stubs.js";
-import type { Env } from "./env.js";
+import { deploymentStub, deviceStub } from "../platform/stubs.js";
+import { dataKey } from "../platform/r2-keys.js";
+import type { Env } from "../platform/env.js";
 
 /** A module to place, before its binary and data files are resolved. */
 export interface ModuleToPlace {

@@ -3,9 +3,9 @@ import type { Context } from "hono";
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { makeProblem, zodErrors, type Problem, type ProblemType } from "../protocol/problem.js";
 import type { Outcome } from "../durable/rpc.js";
-import type { Env } from "./env.js";
 import type { Principal } from "./auth.js";
 import type { z } from "zod";
+import type { Env } from "../platform/env.js";
 
 export type AppEnv = { Bindings: Env; Variables: { requestId: string; principal: Principal; logFields: Record<string, unknown> } };
 export type App = OpenAPIHono<AppEnv>;

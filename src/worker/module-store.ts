@@ -6,11 +6,10 @@
 import { sha256Hex } from "../core/crypto.js";
 import { inspect, WasmFormatError } from "../wasm/binary.js";
 import type { ModuleInfo } from "../protocol/wasm.js";
-import type { Env } from "./env.js";
+import type { Env } from "../platform/env.js";
+import { moduleBinaryKey, moduleInfoKey } from "../platform/r2-keys.js";
 
 const infoCache = new Map<string, ModuleInfo>();
-const binaryKey = (digest: string) => `modules/${digest}.wasm`;
-const infoKey = (digest: string) => `modules/${digest}.json`;
 
 export type StoreResult = { ok: true; info: ModuleInfo; created: boolean } | { ok: false; detail: string };
 
@@ -32,11 +31,11 @@ export async function storeModule(env: Env, bytes: Uint8Array<ArrayBuffer>): Pro
     imports: inspected.imports,
     memory: inspected.memory ? { minPages: inspected.memory.minPages, maxPages: inspected.memory.maxPages } : null,
   };
-  const existing = await env.MODULES.head(infoKey(digest));
+  const existing = await env.MODULES.head(moduleInfoKey(digest));
   if (!existing) {
     // Binary first: an info object exists only for a stored binary.
-    await env.MODULES.put(binaryKey(digest), bytes, { httpMetadata: { contentType: "application/wasm" }, sha256: digest });
-    await env.MODULES.put(infoKey(digest), JSON.stringify(info), { httpMetadata: { contentType: "application/json" } });
+    await env.MODULES.put(moduleBinaryKey(digest), bytes, { httpMetadata: { contentType: "application/wasm" }, sha256: digest });
+    await env.MODULES.put(moduleInfoKey(digest), JSON.stringify(info), { httpMetadata: { contentType: "application/json" } });
   }
   infoCache.set(digest, info);
   return { ok: true, info, created: !existing };
@@ -45,7 +44,7 @@ export async function storeModule(env: Env, bytes: Uint8Array<ArrayBuffer>): Pro
 export async function moduleInfo(env: Env, digest: string): Promise<ModuleInfo | null> {
   const cached = infoCache.get(digest);
   if (cached) return cached;
-  const obj = await env.MODULES.get(infoKey(digest));
+  const obj = await env.MODULES.get(moduleInfoKey(digest));
   if (!obj) return null;
   const info = (await obj.json()) as ModuleInfo;
   if (infoCache.size > 1_000) infoCache.clear();
@@ -54,5 +53,5 @@ export async function moduleInfo(env: Env, digest: string): Promise<ModuleInfo |
 }
 
 export function moduleBinary(env: Env, digest: string) {
-  return env.MODULES.get(binaryKey(digest));
+  return env.MODULES.get(moduleBinaryKey(digest));
 }

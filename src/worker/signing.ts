@@ -8,9 +8,9 @@ import type { z } from "zod";
 import { JobSubmission } from "../protocol/job.js";
 import { DEFAULT_RETENTION, MAX_SIGNED_LIFETIME_SECONDS, SIGNING_ALGORITHMS, type OrchestratorKeyView, type SigningAlgorithm } from "../protocol/signing.js";
 import type { ProblemType } from "../protocol/problem.js";
-import { registryStub } from "../durable/registry-object.js";
 import { TtlCache } from "../core/ttl-cache.js";
-import type { Env } from "./env.js";
+import { registryStub } from "../platform/stubs.js";
+import type { Env } from "../platform/env.js";
 
 const CACHE_MS = 5_000;
 const keyCache = new TtlCache<string, OrchestratorKeyView | null>(CACHE_MS);

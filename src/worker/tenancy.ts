@@ -5,8 +5,8 @@
  * caches it and the check costs a hop only the first time.
  */
 import { DEFAULT_NAMESPACE } from "../protocol/keys.js";
-import { deviceStub } from "./stubs.js";
 import type { Ctx } from "./http.js";
+import { deviceStub } from "../platform/stubs.js";
 
 const namespaceOf = new Map<string, string>();
 

@@ -10,8 +10,8 @@ import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test"
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from "jose";
 import { call, DESCRIPTION, poll, report, uploadModule } from "./helpers.js";
 import { chainJobId } from "../../src/durable/chain-forward.js";
-import { deploymentStub } from "../../src/durable/deployment-object.js";
 import chainManifest from "../fixtures/wasmiot/manifest-chain-fibo-deviceA.json";
+import { deploymentStub } from "../../src/platform/stubs.js";
 
 type Tenant = { ns: string; admin: string; deviceId: string; credential: string; signer: { privateKey: CryptoKey; kid: string } };
 

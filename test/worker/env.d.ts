@@ -1,4 +1,4 @@
-type WasmvisorEnv = import("../../src/worker/env.js").Env;
+type WasmvisorEnv = import("../../src/platform/env.js").Env;
 
 declare namespace Cloudflare {
   interface Env extends WasmvisorEnv {}

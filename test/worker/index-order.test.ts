@@ -4,8 +4,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { abortAllDurableObjects, env } from "cloudflare:test";
-import { jobIndexStub } from "../../src/durable/job-index-object.js";
 import { call, registerDevice, sleep, submit, uploadModule } from "./helpers.js";
+import { jobIndexStub } from "../../src/platform/stubs.js";
 
 type Listed = { id: string; state: string };
 

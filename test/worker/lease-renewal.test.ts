@@ -6,11 +6,11 @@
 import { describe, expect, it } from "vitest";
 import { env, runDurableObjectAlarm, runInDurableObject, SELF } from "cloudflare:test";
 import { call, health, poll, registerDevice, submit, uploadModule } from "./helpers.js";
-import type { DeviceQueue } from "../../src/durable/device-queue.js";
+import type { DeviceObject } from "../../src/durable/device-object.js";
 
 const stub = (deviceId: string) => env.DEVICES.get(env.DEVICES.idFromName(deviceId));
 const T0 = Date.parse("2026-11-27T10:00:00Z");
-const setClock = (deviceId: string, ms: number) => runInDurableObject(stub(deviceId), (obj: DeviceQueue) => obj.clock.set(ms));
+const setClock = (deviceId: string, ms: number) => runInDurableObject(stub(deviceId), (obj: DeviceObject) => obj.clock.set(ms));
 
 async function runningJob(timeoutMs: number) {
   const dev = await registerDevice();

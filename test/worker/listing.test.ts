@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:test";
 import { call, poll, registerDevice, report, sleep, submit, uploadModule } from "./helpers.js";
 import { shardOf } from "../../src/core/shards.js";
-import { indexShardCount } from "../../src/durable/job-index-object.js";
+import { indexShardCount } from "../../src/platform/settings.js";
 
 /** The index is fed asynchronously (tens of ms): wait until it shows what we expect. */
 async function listed(query: string, until: (jobs: { id: string; state: string }[]) => boolean) {

@@ -6,11 +6,11 @@
 import { z } from "zod";
 import { AppliedReport, DeploymentId, DesiredDeployments, DEPLOYMENT_LIMITS, FileName } from "../../protocol/deployment.js";
 import { deviceOfJob, JobId, Sha256Hex } from "../../protocol/ids.js";
-import { dataKey, outputKey } from "../../durable/job-row.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { fromOutcome, problem, type App, type Ctx } from "../http.js";
 import { devicePrincipal } from "../auth.js";
-import { deviceStub } from "../stubs.js";
+import { dataKey, outputKey } from "../../platform/r2-keys.js";
+import { deviceStub } from "../../platform/stubs.js";
 
 const binary = (description: string) => ({ description, content: { "application/octet-stream": { schema: z.string().meta({ format: "binary" }) } } });
 

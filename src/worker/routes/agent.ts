@@ -5,7 +5,7 @@ import { jsonBody, jsonResponse, route } from "../route.js";
 import { fromOutcome, problem, type App, type Ctx } from "../http.js";
 import { DEVICE_SECRET_HEADER } from "../../durable/device-object.js";
 import { devicePrincipal } from "../auth.js";
-import { deviceStub } from "../stubs.js";
+import { deviceStub } from "../../platform/stubs.js";
 
 const poll = route({
   method: "get",

@@ -4,18 +4,16 @@ import { CallAccepted, DeploymentId, DeploymentManifest, DeploymentView, ExportN
 import { DEFAULT_NAMESPACE } from "../../protocol/keys.js";
 import { DeviceId } from "../../protocol/ids.js";
 import { chooseDevice, overallState } from "../../core/calls.js";
-import { deploymentStub } from "../../durable/deployment-object.js";
-import { registryStub } from "../../durable/registry-object.js";
 import { jsonResponse, route } from "../route.js";
 import { annotate, type App, type Ctx, problem } from "../http.js";
 import { callerNamespace, deviceNamespace } from "../tenancy.js";
 import { verifySignedClaim } from "../signing.js";
 import { applyDeployment, removeDeployment } from "../deploy.js";
 import { placeCall } from "../calls.js";
-import { deviceStub } from "../stubs.js";
 import { mapWithConcurrency } from "../../core/concurrency.js";
 import { jobLinks, JobView, LIMITS } from "../../protocol/job.js";
 import { TtlCache } from "../../core/ttl-cache.js";
+import { deploymentStub, registryStub, deviceStub } from "../../platform/stubs.js";
 
 const NamespaceQuery = z.object({ namespace: z.string().max(64).optional() });
 

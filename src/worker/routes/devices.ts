@@ -1,18 +1,18 @@
 import { z } from "zod";
 import { DeviceId, formatDeviceCredential, newDeviceId, newSecret } from "../../protocol/ids.js";
 import { DeviceDescription, DeviceRegistration, DeviceStatus, DeviceView, Health, RegistrationResult } from "../../protocol/device.js";
-import { registryStub } from "../../durable/registry-object.js";
 import { decodeListingCursor, encodeListingCursor, listingShard, mergeShardPages, type DeviceSummary, type ListingPosition } from "../../core/device-listing.js";
 import { sha256Hex } from "../../core/crypto.js";
 import { AgentLogLine } from "../../protocol/agent.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { annotate, type App, fromOutcome, problem } from "../http.js";
 import { callerNamespace, canSeeDevice, namespaceForNewDevice } from "../tenancy.js";
-import { deviceListStub, deviceStub } from "../stubs.js";
-import { settingsFrom, type Env } from "../env.js";
 import { iso } from "../../core/time.js";
 import { deviceCredentialKey, deviceCredentialMac } from "../../core/device-credential.js";
 import { forgetDeviceCredentials } from "../auth.js";
+import { registryStub, deviceListStub, deviceStub } from "../../platform/stubs.js";
+import { settingsFrom } from "../../platform/settings.js";
+import type { Env } from "../../platform/env.js";
 
 const register = route({
   method: "post",

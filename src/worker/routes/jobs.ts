@@ -2,7 +2,6 @@ import { z } from "zod";
 import { derivedJobId, deviceOfJob, JobId } from "../../protocol/ids.js";
 import { JobBatch, JobLogs, JobRef, JobState, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
 import { DeviceId } from "../../protocol/ids.js";
-import { jobIndexShards, jobIndexStub } from "../../durable/job-index-object.js";
 import { sha256Hex } from "../../core/crypto.js";
 import type { ProblemType } from "../../protocol/problem.js";
 import { coerceArgs, requiredInterfaces } from "../../protocol/wasm.js";
@@ -19,9 +18,9 @@ import type { Outcome } from "../../durable/rpc.js";
 const DEVICE_FANOUT = 32;
 import { idempotencyWindowMs, signingRequired, verifySignedJob } from "../signing.js";
 import { chainFrom } from "../chains.js";
-import { outputKey } from "../../durable/job-row.js";
 import { FileName } from "../../protocol/deployment.js";
-import { deviceStub } from "../stubs.js";
+import { jobIndexShards, jobIndexStub, deviceStub } from "../../platform/stubs.js";
+import { outputKey } from "../../platform/r2-keys.js";
 
 const WaitQuery = z.object({ wait: z.coerce.number().min(0).max(LIMITS.maxWaitSeconds).default(0).meta({ type: "number", description: "seconds to wait for the job to end (0: answer at once)" }) });
 

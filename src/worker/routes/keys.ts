@@ -1,10 +1,10 @@
 import { z } from "zod";
 import { KeyCreate, KeyCreated, KeyView } from "../../protocol/keys.js";
-import { registryStub } from "../../durable/registry-object.js";
 import { forgetApiKeys } from "../auth.js";
 import { jsonBody, jsonResponse as json, route } from "../route.js";
 import { annotate, type App, fromOutcome, problem } from "../http.js";
 import { callerNamespace } from "../tenancy.js";
+import { registryStub } from "../../platform/stubs.js";
 
 const createKey = route({
   method: "post",

@@ -2,11 +2,11 @@
 import { z } from "zod";
 import { Namespace } from "../../protocol/keys.js";
 import { NamespaceSettings, NamespaceSettingsInput, withRetentionDefaults } from "../../protocol/signing.js";
-import { registryStub } from "../../durable/registry-object.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { problem, type App, type Ctx } from "../http.js";
 import { callerNamespace } from "../tenancy.js";
 import { forgetNamespaceSettings } from "../signing.js";
+import { registryStub } from "../../platform/stubs.js";
 
 const params = z.object({ ns: Namespace });
 

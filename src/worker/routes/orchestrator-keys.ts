@@ -2,11 +2,11 @@
 import { z } from "zod";
 import type { JWK } from "jose";
 import { OrchestratorKeyCreate, OrchestratorKeyView } from "../../protocol/signing.js";
-import { registryStub } from "../../durable/registry-object.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
 import { annotate, type App, fromOutcome, problem } from "../http.js";
 import { callerNamespace } from "../tenancy.js";
 import { describePublicJwk, forgetOrchestratorKey } from "../signing.js";
+import { registryStub } from "../../platform/stubs.js";
 
 const add = route({
   method: "post",

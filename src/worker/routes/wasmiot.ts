@@ -19,15 +19,14 @@ import { DeviceId } from "../../protocol/ids.js";
 import { makeProblem, type ProblemType } from "../../protocol/problem.js";
 import { historyEntry, planWasmiot, type FacadeTarget } from "../../core/wasmiot.js";
 import { TtlCache } from "../../core/ttl-cache.js";
-import { registryStub } from "../../durable/registry-object.js";
-import { outputKey } from "../../durable/job-row.js";
 import { applyDeployment, removeDeployment } from "../deploy.js";
 import { placeCall } from "../calls.js";
-import { deviceStub } from "../stubs.js";
 import { allow } from "../auth.js";
 import { canSeeDevice, deviceNamespace } from "../tenancy.js";
 import { jsonResponse, operationIdOf, problemResponse, route } from "../route.js";
 import { annotate, problem, type App, type AppEnv, type Ctx } from "../http.js";
+import { registryStub, deviceStub } from "../../platform/stubs.js";
+import { outputKey } from "../../platform/r2-keys.js";
 
 /** Which device a facade request is for, the base URL its links start with, and the device's namespace (the facade acts in it). */
 type Facade = { device: string; base: string; namespace: string };

@@ -1,0 +1,114 @@
+/**
+ * The agent's side of the conversation, whichever transport carries it: the WebSocket
+ * upgrade and its messages, long polls, heartbeats (health, its own log lines, and which
+ * of the jobs it runs it should stop), and output lines of running jobs. Every request
+ * is from the agent holding the device's credential (checked before these are called,
+ * or here for the socket).
+ */
+import type { AgentLink } from "./agent-link.js";
+import type { AgentLogs } from "./agent-logs.js";
+import type { DeviceJobs } from "./device-jobs.js";
+import type { DevicePresence } from "./device-presence.js";
+import type { JobLifecycle } from "./job-lifecycle.js";
+import type { JobOutput } from "./job-output.js";
+import type { JobStore } from "./job-store.js";
+import type { Clock } from "../core/clock.js";
+import { AgentMessage, type Delivery, type Heartbeat, type LeaseRef, type LogBatch } from "../protocol/agent.js";
+
+/** The Worker forwards the agent's WebSocket upgrade with the credential's secret in this header. */
+export const DEVICE_SECRET_HEADER = "x-wasmvisor-device-secret";
+
+export interface AgentSessionParts {
+  presence: DevicePresence;
+  link: AgentLink;
+  jobs: DeviceJobs;
+  lifecycle: JobLifecycle;
+  store: JobStore;
+  output: JobOutput;
+  agentLogs: AgentLogs;
+  clock: Clock;
+  /** the desired-deployments version agents compare with what they applied */
+  desiredVersion: () => number;
+}
+
+export type HeartbeatAck = { serverTime: number; cancel: string[]; deployments: number | undefined };
+
+export class AgentSession {
+  constructor(private readonly p: AgentSessionParts) {}
+
+  async heartbeat(hb: Heartbeat): Promise<HeartbeatAck> {
+    const now = this.p.clock.now();
+    this.p.presence.recordHealth(hb.health, now);
+    this.p.agentLogs.keep(hb.logs);
+    this.p.presence.markSeen(now);
+    await this.p.presence.publishOrRetryLater();
+    return { serverTime: now, cancel: this.leasesNoLongerHeld(hb.runningJobs), deployments: this.p.desiredVersion() };
+  }
+
+  /**
+   * Jobs the agent runs that have ended here (canceled, failed, gone): it should stop them. A job whose
+   * lease merely expired is not among them: it comes back to this same device, whose agent then takes
+   * the new lease for the run it already has (stopping it would run a healthy job twice).
+   */
+  private leasesNoLongerHeld(running: LeaseRef[]): string[] {
+    return running.filter((ref) => this.p.store.hasEnded(ref.jobId)).map((ref) => ref.jobId);
+  }
+
+  async poll(waitMs: number, max: number): Promise<Delivery> {
+    this.p.presence.markSeen(this.p.clock.now());
+    const jobs = await this.p.link.poll(waitMs, max, (n) => this.p.jobs.leaseReady(n));
+    return { jobs, serverTime: this.p.clock.now(), deployments: this.p.desiredVersion() };
+  }
+
+  /** Lines of a running job, from the agent holding its lease; anything else is ignored. */
+  acceptLogs(batch: LogBatch): number {
+    if (!this.p.store.holdsLease(batch.jobId, batch.leaseToken)) return 0;
+    return this.p.output.append(batch.jobId, batch.lines);
+  }
+
+  /** The push transport: one WebSocket to the agent (a new one replaces any older). */
+  async upgrade(request: Request): Promise<Response> {
+    const secret = request.headers.get(DEVICE_SECRET_HEADER);
+    if (!secret || !(await this.p.presence.authenticate(secret))) return new Response("bad device credential", { status: 401 });
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") return new Response("expected a WebSocket upgrade", { status: 426 });
+    const client = this.p.link.accept();
+    this.p.presence.markSeen(this.p.clock.now());
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  async message(ws: WebSocket, raw: string | ArrayBuffer) {
+    const { link, lifecycle } = this.p;
+    let msg: AgentMessage;
+    try {
+      msg = AgentMessage.parse(JSON.parse(typeof raw === "string" ? raw : new TextDecoder().decode(raw)));
+    } catch (e) {
+      link.send(ws, { t: "error", message: `message refused: ${e instanceof Error ? e.message : String(e)}`.slice(0, 2000) });
+      return;
+    }
+    switch (msg.t) {
+      case "credit":
+        link.setCredit(ws, msg.free);
+        break;
+      case "started": {
+        const started = lifecycle.ack(msg.started);
+        const held = lifecycle.renew(msg.held);
+        // With an id the agent waits for this answer, and sends again until it comes.
+        if (msg.id !== undefined) link.send(ws, { t: "acked", id: msg.id, started, held });
+        return;
+      }
+      case "results":
+        link.send(ws, { t: "reported", id: msg.id, dispositions: lifecycle.settle(msg.results) });
+        link.setCredit(ws, msg.free);
+        break;
+      case "logs":
+        this.acceptLogs(msg);
+        return;
+      case "heartbeat": {
+        const { cancel, deployments } = await this.heartbeat({ health: msg.health, runningJobs: msg.runningJobs, logs: msg.logs });
+        link.send(ws, { t: "heartbeat-ack", id: msg.id, cancel, deployments });
+        return;
+      }
+    }
+    this.p.jobs.dispatch();
+  }
+}

@@ -1,0 +1,22 @@
+/** The device object's database: its schema versions in order (each runs once; see sql-object.ts). */
+import { CALL_COLUMNS, IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, JOBS_TABLE } from "./job-row.js";
+import { DEPLOYMENT_FLOORS_TABLE, DEPLOYMENT_TABLES } from "./device-deployments.js";
+import { DEVICE_TABLE } from "./device-presence.js";
+import { AGENT_LOGS_TABLE } from "./agent-logs.js";
+
+export const DEVICE_MIGRATIONS: readonly string[] = [
+  DEVICE_TABLE + JOBS_TABLE,
+  IDEMPOTENCY_TABLE,
+  "ALTER TABLE device ADD COLUMN drained INTEGER NOT NULL DEFAULT 0",
+  JOB_LOGS_TABLE,
+  INDEX_FEED_TABLES,
+  "ALTER TABLE device ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default'",
+  AGENT_LOGS_TABLE,
+  DEPLOYMENT_TABLES + CALL_COLUMNS,
+  DEPLOYMENT_FLOORS_TABLE,
+  "ALTER TABLE device ADD COLUMN published TEXT; ALTER TABLE device ADD COLUMN published_at INTEGER; ALTER TABLE device ADD COLUMN published_revision INTEGER NOT NULL DEFAULT 0",
+  // retention (docs/retention.md): ended jobs and idempotency keys by age
+  "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL; CREATE INDEX idempotency_by_time ON idempotency (created_at)",
+  // the index shard this object's feed feeds (index-feed.ts: a new one is fed from the start)
+  "ALTER TABLE index_state ADD COLUMN target TEXT",
+];

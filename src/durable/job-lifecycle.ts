@@ -1,0 +1,258 @@
+/**
+ * The job life cycle of a device object: the only code that writes a job's `state`. Each
+ * transition is one function (in the spirit of BullMQ's one script per transition), and
+ * each asks src/core/lifecycle.ts's table (`transition`) before it writes, so that table
+ * is the single source of truth for which changes exist. Every change stamps the row with
+ * the index feed's next sequence in the same statement; a job's end also ends its output's
+ * followers, wakes its waiters and is handed to `ended` (chain steps).
+ */
+import type { Sql } from "./sql-object.js";
+import type { AlarmTimers } from "./alarm-timers.js";
+import type { IndexFeed } from "./index-feed.js";
+import type { JobOutput } from "./job-output.js";
+import type { ResultWaiters } from "./result-waiters.js";
+import { jobView, type CallRecord, type JobRow } from "./job-row.js";
+import { transition, type JobEvent } from "../core/lifecycle.js";
+import { leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
+import { randomBase32 } from "../protocol/ids.js";
+import type { JobError, JobState, JobSubmission } from "../protocol/job.js";
+import type { LeasedJob, LeaseRef, ResultReport } from "../protocol/agent.js";
+import type { Arg } from "../protocol/wasm.js";
+import type { Clock } from "../core/clock.js";
+import type { Settings } from "../platform/settings.js";
+
+/** What life-cycle decisions need of a job row. */
+export type JobCore = Pick<JobRow, "id" | "state" | "lease_token" | "attempts" | "max_attempts">;
+const CORE_COLUMNS = "id, state, lease_token, attempts, max_attempts";
+const counts = (row: JobCore) => ({ attempts: row.attempts, maxAttempts: row.max_attempts });
+
+export type Disposition = "accepted" | "duplicate" | "stale";
+
+/** A job as the agent receives it with its lease. */
+const leasedJob = (jobId: string, leaseToken: string, expires: number, attempt: number, job: Pick<LeasedJob, "module" | "function" | "args" | "timeoutMs">, call: CallRecord | null): LeasedJob => ({
+  jobId, leaseToken, leaseExpiresAt: expires, attempt, module: job.module, function: job.function, args: job.args, timeoutMs: job.timeoutMs, ...(call ? { call: call.ctx } : {}),
+});
+export type Refusal = { ok: false; reason: string };
+
+export interface LifecycleParts {
+  sql: Sql;
+  transaction: (fn: () => void) => void;
+  clock: Clock;
+  settings: Settings;
+  feed: IndexFeed;
+  output: JobOutput;
+  waiters: ResultWaiters;
+  timers: AlarmTimers;
+  /** how long ended jobs are kept (the alarm is set for their removal) */
+  keepEndedMs: () => number;
+  deviceId: () => string;
+  /** a job just ended (in the same transaction); `chained`: its call has a next step */
+  ended: (jobId: string, state: JobState, chained: boolean, now: number) => void;
+}
+
+export class JobLifecycle {
+  constructor(private readonly p: LifecycleParts) {}
+
+  /** enqueue: a new job, CREATED (`start: false`) or QUEUED. */
+  enqueue(jobId: string, spec: JobSubmission, deadline: number | null, now: number, call: CallRecord | null = null) {
+    this.p.sql.run(
+      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at, change_seq, call, deployment)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      jobId, spec.start ? "QUEUED" : "CREATED", spec.priority, spec.module, spec.function, JSON.stringify(spec.args),
+      spec.timeoutMs, spec.maxAttempts, deadline, now, now, this.p.feed.nextChange(), call ? JSON.stringify(call) : null, call?.ctx.deployment ?? null,
+    );
+    this.p.feed.schedule();
+  }
+
+  /** enqueue and lease in one statement (the push fast path): a new job, LEASED for its first attempt. */
+  enqueueLeased(jobId: string, spec: JobSubmission, deadline: number | null, now: number, call: CallRecord | null = null): LeasedJob {
+    if (!transition("QUEUED", { type: "lease" }, { attempts: 0, maxAttempts: spec.maxAttempts }).ok) throw new Error("the life cycle refuses to lease a new job");
+    const leaseToken = randomBase32(16);
+    const expires = leaseExpiry(now, "delivered", spec.timeoutMs, this.p.settings);
+    this.p.sql.run(
+      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, attempts, max_attempts, deadline, lease_token, lease_expires, created_at, updated_at, change_seq, call, deployment)
+       VALUES (?, 'LEASED', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      jobId, spec.priority, spec.module, spec.function, JSON.stringify(spec.args), spec.timeoutMs, spec.maxAttempts, deadline, leaseToken, expires, now, now, this.p.feed.nextChange(),
+      call ? JSON.stringify(call) : null, call?.ctx.deployment ?? null,
+    );
+    this.p.feed.schedule();
+    this.p.timers.wakeBy(expires);
+    return leasedJob(jobId, leaseToken, expires, 1, spec, call);
+  }
+
+  /** reject at intake: a job the device cannot run is recorded REJECTED at once, with what is missing. */
+  rejectAtIntake(jobId: string, spec: JobSubmission, deadline: number | null, now: number, missing: string[]) {
+    this.enqueue(jobId, { ...spec, start: false }, deadline, now);
+    const error: JobError = { kind: "link-error", message: `device ${this.p.deviceId()} does not provide: ${missing.join(", ")}` };
+    this.apply(this.core(jobId)!, { type: "reject" }, now, null, error);
+  }
+
+  /** refuse: a job that cannot be started (a chain step whose input does not bind) ends FAILED. */
+  refuse(jobId: string, error: JobError, now: number) {
+    this.apply(this.core(jobId)!, { type: "refuse" }, now, null, error);
+  }
+
+  /** start: a job created without being queued is queued. */
+  start(jobId: string): Refusal | { ok: true } {
+    const row = this.core(jobId)!;
+    const t = transition(row.state, { type: "start" }, counts(row));
+    if (!t.ok) return t;
+    this.p.sql.run("UPDATE jobs SET state = 'QUEUED', updated_at = ?, change_seq = ? WHERE id = ?", this.p.clock.now(), this.p.feed.nextChange(), jobId);
+    this.p.feed.schedule();
+    return { ok: true };
+  }
+
+  /** lease: up to `max` ready jobs, LEASED for a short time until the agent says it started them; a ready job past its deadline expires instead. */
+  lease(rows: JobRow[], now: number): LeasedJob[] {
+    const leased: LeasedJob[] = [];
+    this.p.transaction(() => {
+      for (const row of rows) {
+        if (row.deadline !== null && row.deadline <= now) {
+          this.apply(row, { type: "deadline_passed" }, now, null, { kind: "deadline", message: "the deadline passed before the job started" });
+          continue;
+        }
+        if (!transition(row.state, { type: "lease" }, counts(row)).ok) continue;
+        const leaseToken = randomBase32(16);
+        const expires = leaseExpiry(now, "delivered", row.timeout_ms, this.p.settings);
+        this.p.sql.run(
+          "UPDATE jobs SET state = 'LEASED', attempts = attempts + 1, lease_token = ?, lease_expires = ?, updated_at = ?, change_seq = ? WHERE id = ?",
+          leaseToken, expires, now, this.p.feed.nextChange(), row.id,
+        );
+        const job = { module: row.module, function: row.function, args: JSON.parse(row.args) as Arg[], timeoutMs: row.timeout_ms };
+        leased.push(leasedJob(row.id, leaseToken, expires, row.attempts + 1, job, row.call ? (JSON.parse(row.call) as CallRecord) : null));
+      }
+    });
+    if (leased.length > 0) {
+      this.p.timers.wakeBy(leased[0]!.leaseExpiresAt);
+      this.p.feed.schedule();
+    }
+    return leased;
+  }
+
+  /** ack (start): jobs the agent started are RUNNING, with the long lease (timeout + grace); answers how many. */
+  ack(refs: LeaseRef[]): number {
+    const now = this.p.clock.now();
+    let started = 0;
+    let earliest: number | null = null;
+    this.p.transaction(() => {
+      for (const ref of refs) {
+        const row = this.p.sql.one<JobRow>("SELECT * FROM jobs WHERE id = ?", ref.jobId);
+        if (!row || row.lease_token !== ref.leaseToken || !transition(row.state, { type: "ack" }, counts(row)).ok) continue;
+        const expires = leaseExpiry(now, "started", row.timeout_ms, this.p.settings);
+        this.p.sql.run("UPDATE jobs SET state = 'RUNNING', started_at = ?, lease_expires = ?, updated_at = ?, change_seq = ? WHERE id = ?", now, expires, now, this.p.feed.nextChange(), row.id);
+        earliest = nextAlarm([earliest, expires]);
+        started++;
+      }
+    });
+    if (earliest !== null) this.p.timers.wakeBy(earliest);
+    if (started > 0) this.p.feed.schedule();
+    return started;
+  }
+
+  /**
+   * renew: jobs an agent holds keep their lease while it says so (as BullMQ's lock manager extends
+   * each active job's lock): at least the ack window from now, never shortened, whether started or
+   * not (no state change).
+   */
+  renew(refs: LeaseRef[]): number {
+    const now = this.p.clock.now();
+    let renewed = 0;
+    for (const ref of refs) {
+      // rowsWritten counts index entries too: one job per ref at most.
+      renewed += Math.min(1, this.p.sql.run(
+        "UPDATE jobs SET lease_expires = MAX(lease_expires, ?) WHERE id = ? AND lease_token = ? AND state IN ('LEASED', 'RUNNING')",
+        leaseExpiry(now, "delivered", 0, this.p.settings), ref.jobId, ref.leaseToken,
+      ));
+    }
+    return renewed;
+  }
+
+  /**
+   * succeed / fail / time out / reject, as the agent reports: results quoting the current
+   * lease are applied (a retryable failure goes back to the queue); repeats are duplicates,
+   * others stale: neither changes anything.
+   */
+  settle(reports: ResultReport[]): { jobId: string; disposition: Disposition }[] {
+    const now = this.p.clock.now();
+    const out: { jobId: string; disposition: Disposition }[] = [];
+    this.p.transaction(() => {
+      for (const r of reports) {
+        const row = this.core(r.jobId);
+        if (!row || row.lease_token !== r.leaseToken) {
+          out.push({ jobId: r.jobId, disposition: "stale" });
+        } else if (row.state !== "LEASED" && row.state !== "RUNNING") {
+          out.push({ jobId: r.jobId, disposition: "duplicate" });
+        } else {
+          const event: JobEvent =
+            r.outcome === "succeeded" ? { type: "succeed" }
+            : r.outcome === "timed_out" ? { type: "time_out" }
+            : r.outcome === "rejected" ? { type: "reject" }
+            : { type: "fail", kind: r.error?.kind ?? "internal" };
+          if (r.logs.length) this.p.output.append(r.jobId, r.logs);
+          this.apply(row, event, now, r.result, r.error);
+          out.push({ jobId: r.jobId, disposition: "accepted" });
+        }
+      }
+    });
+    return out;
+  }
+
+  /** lease expiry: a job whose agent went silent past its lease is retried (attempts left) or FAILED. */
+  expireLeases(rows: JobRow[], now: number) {
+    for (const row of rows) {
+      this.apply(row, { type: "lease_expired" }, now, null, { kind: "lease-expired", message: `the agent did not report within the lease (attempt ${row.attempts})` });
+    }
+  }
+
+  /** expire by deadline: a job not started by its deadline is EXPIRED. */
+  expireDeadlines(rows: JobRow[], now: number) {
+    for (const row of rows) {
+      this.apply(row, { type: "deadline_passed" }, now, null, { kind: "deadline", message: "the deadline passed before the job started" });
+    }
+  }
+
+  /** cancel: any job that has not ended is CANCELED (answers the refusal if it has). */
+  cancel(jobId: string, message: string, now: number): Refusal | { ok: true; was: JobState } {
+    const row = this.core(jobId)!;
+    const t = transition(row.state, { type: "cancel" }, counts(row));
+    if (!t.ok) return t;
+    this.apply(row, { type: "cancel" }, now, null, { kind: "canceled", message });
+    return { ok: true, was: row.state };
+  }
+
+  private core(jobId: string): JobCore | undefined {
+    return this.p.sql.one<JobCore>(`SELECT ${CORE_COLUMNS} FROM jobs WHERE id = ?`, jobId);
+  }
+
+  /** Applies one event the table allows: either back to the queue after a backoff, or to the end it names. */
+  private apply(row: JobCore, event: JobEvent, now: number, result: unknown, error: JobError | null) {
+    const t = transition(row.state, event, counts(row));
+    if (!t.ok) return;
+    this.p.feed.schedule();
+    if (t.to === "QUEUED") {
+      const notBefore = now + retryDelayMs(row.attempts, Math.random(), this.p.settings.retryBaseMs);
+      this.p.sql.run(
+        "UPDATE jobs SET state = 'QUEUED', lease_token = NULL, lease_expires = NULL, not_before = ?, error = ?, updated_at = ?, change_seq = ? WHERE id = ?",
+        notBefore, error ? JSON.stringify(error) : null, now, this.p.feed.nextChange(), row.id,
+      );
+      this.p.timers.wakeBy(notBefore);
+    } else {
+      this.end(row, t.to, result, error, now);
+    }
+  }
+
+  /** A job ends: one statement writes the end and answers what follows from it. */
+  private end(row: JobCore, state: JobState, result: unknown, error: JobError | null, now: number) {
+    // Whether a chain step must hand on, and (only when someone waits) the row itself, so the waiter's answer needs no second read.
+    const waited = this.p.waiters.has(row.id);
+    const after = this.p.sql.one<JobRow & { chained: number }>(
+      `UPDATE jobs SET state = ?, result = ?, error = ?, lease_expires = NULL, finished_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, change_seq = ?
+       WHERE id = ? RETURNING ${waited ? "*, " : ""}(call IS NOT NULL AND json_extract(call, '$.next') IS NOT NULL) AS chained`,
+      state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, this.p.feed.nextChange(), row.id,
+    );
+    this.p.output.end(row.id, state);
+    this.p.timers.wakeBy(now + this.p.keepEndedMs());
+    this.p.ended(row.id, state, after?.chained === 1, now);
+    if (waited && after) this.p.waiters.ended(row.id, jobView(after, this.p.deviceId()));
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * Where each kind of Durable Object lives: the one place that turns a name into an
+ * object's stub, so the Worker and the objects address each other the same way.
+ */
+import type { Env } from "./env.js";
+import { indexShardCount } from "./settings.js";
+import { listingShardName } from "../core/device-listing.js";
+import { shardOf } from "../core/shards.js";
+
+/** A device's object, named by its id: job ids carry the device id, so no lookup is needed. */
+export const deviceStub = (env: Env, deviceId: string) => env.DEVICES.get(env.DEVICES.idFromName(deviceId));
+
+/** One shard of a namespace's device listing. */
+export const deviceListStub = (env: Env, namespace: string, shard: number) => env.DEVICE_LIST.get(env.DEVICE_LIST.idFromName(listingShardName(namespace, shard)));
+
+/** The one registry: keys, namespaces, devices' credentials, deployments' names. */
+export function registryStub(env: Env) {
+  return env.REGISTRY.get(env.REGISTRY.idFromName("global"));
+}
+
+/** A deployment's object, named by its namespace and id. */
+export function deploymentStub(env: Env, namespace: string, id: string) {
+  return env.DEPLOYMENTS.get(env.DEPLOYMENTS.idFromName(`${namespace}/${id}`));
+}
+
+/** Shard names include the count, so a changed INDEX_SHARDS never mixes two placements in one object. */
+const shardName = (shard: number, of: number) => `jobs/${shard}/${of}`;
+
+/** The name of the index shard that holds (and is fed) every job of `deviceId`. */
+export function jobIndexShardName(env: Env, deviceId: string): string {
+  const of = indexShardCount(env);
+  return shardName(shardOf(deviceId, of), of);
+}
+
+/** The index shard that holds (and is fed) every job of `deviceId`. */
+export function jobIndexStub(env: Env, deviceId: string) {
+  return env.JOB_INDEX.get(env.JOB_INDEX.idFromName(jobIndexShardName(env, deviceId)));
+}
+
+/** Every shard, for listings that span devices. */
+export function jobIndexShards(env: Env) {
+  const of = indexShardCount(env);
+  return Array.from({ length: of }, (_, i) => env.JOB_INDEX.get(env.JOB_INDEX.idFromName(shardName(i, of))));
+}
