@@ -6,6 +6,7 @@
  * whichever shard the next rows come from. Pure: the objects and routes do the I/O.
  */
 import type { DeviceStatus } from "../protocol/device.js";
+import { mergePages, shardOf } from "./shards.js";
 
 /** What a device object publishes; JSON columns stay strings to keep RPC types flat. */
 export interface DeviceSummary {
@@ -27,18 +28,8 @@ export interface ListingPosition {
   id: string;
 }
 
-/** FNV-1a (32 bit): stable across isolates and releases, which a shard assignment must be. */
-export function fnv1a(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
-
 /** Which of `shards` shards of its namespace holds a device's row. */
-export const listingShard = (deviceId: string, shards: number) => fnv1a(deviceId) % shards;
+export const listingShard = (deviceId: string, shards: number) => shardOf(deviceId, shards);
 
 /** The name of a shard's object. */
 export const listingShardName = (namespace: string, shard: number) => `devices/${namespace}/${shard}`;
@@ -51,8 +42,7 @@ const byPosition = (a: DeviceSummary, b: DeviceSummary) =>
  * the first `limit` rows; `more` says whether any shard had rows past them.
  */
 export function mergeShardPages(pages: DeviceSummary[][], limit: number): { rows: DeviceSummary[]; more: boolean } {
-  const all = pages.flat().sort(byPosition);
-  return { rows: all.slice(0, limit), more: all.length > limit };
+  return mergePages(pages, byPosition, limit);
 }
 
 const b64url = (s: string) => btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
