@@ -12,6 +12,9 @@
  *   CREATED|QUEUED --refuse--> FAILED (at intake: a chain step whose input does not bind)
  *   LEASED|RUNNING --lease_expired--> QUEUED (attempts left) | FAILED
  *   CREATED|QUEUED --deadline_passed--> EXPIRED
+ *   QUEUED (after an attempt)|LEASED|RUNNING --late_result--> SUCCEEDED | FAILED | REJECTED
+ *     (the device's agent finished an earlier attempt after its lease ran out: running it again
+ *     would be a duplicate, so a final outcome of that run ends the job)
  *   any non-terminal --cancel--> CANCELED
  */
 import { isTerminal, type FailureKind, type JobState } from "../protocol/job.js";
@@ -27,6 +30,7 @@ export type JobEvent =
   | { type: "refuse" }
   | { type: "lease_expired" }
   | { type: "deadline_passed" }
+  | { type: "late_result"; outcome: "succeeded" | "failed" | "rejected" }
   | { type: "cancel" };
 
 export interface AttemptCounts {
@@ -78,5 +82,8 @@ export function transition(from: JobState, event: JobEvent, counts: AttemptCount
       return WAITING.has(from) ? done("EXPIRED") : illegal();
     case "cancel":
       return isTerminal(from) ? illegal() : done("CANCELED");
+    case "late_result":
+      if (!(ACTIVE.has(from) || (from === "QUEUED" && counts.attempts > 0))) return illegal();
+      return done(event.outcome === "succeeded" ? "SUCCEEDED" : event.outcome === "rejected" ? "REJECTED" : "FAILED");
   }
 }

@@ -29,6 +29,8 @@ export interface AgentSessionParts {
   clock: Clock;
   /** the desired-deployments version agents compare with what they applied */
   desiredVersion: () => number;
+  /** resolves once every write so far is durable (storage.sync) */
+  durable: () => Promise<void>;
 }
 
 export type HeartbeatAck = { serverTime: number; cancel: string[]; deployments: number | undefined };
@@ -92,14 +94,22 @@ export class AgentSession {
       case "started": {
         const started = lifecycle.ack(msg.started);
         const held = lifecycle.renew(msg.held);
-        // With an id the agent waits for this answer, and sends again until it comes.
-        if (msg.id !== undefined) link.send(ws, { t: "acked", id: msg.id, started, held });
+        // With an id the agent waits for this answer, and sends again until it comes: only once it is durable.
+        if (msg.id !== undefined) {
+          await this.p.durable();
+          link.send(ws, { t: "acked", id: msg.id, started, held });
+        }
         return;
       }
-      case "results":
-        link.send(ws, { t: "reported", id: msg.id, dispositions: lifecycle.settle(msg.results) });
+      case "results": {
+        // The agent drops a result from its outbox when it reads "reported": that must come after the
+        // write is durable, or a crash in between loses the result and the job runs again.
+        const dispositions = lifecycle.settle(msg.results);
+        await this.p.durable();
+        link.send(ws, { t: "reported", id: msg.id, dispositions });
         link.setCredit(ws, msg.free);
         break;
+      }
       case "logs":
         this.acceptLogs(msg);
         return;

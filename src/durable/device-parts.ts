@@ -81,6 +81,7 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   const session = new AgentSession({
     presence, link, jobs, lifecycle, store,
     output, agentLogs, clock, desiredVersion: () => deployments.version,
+    durable: () => ctx.storage.sync(),
   });
 
   timers.register((now) => store.dueTimes(now));

@@ -54,9 +54,9 @@ describe("leases", () => {
     const second = (await poll(credential)).body.jobs[0];
     expect(second).toMatchObject({ jobId: job.id, attempt: 2 });
     expect(second.leaseToken).not.toBe(first.leaseToken);
-    // The first lease is stale now: its result changes nothing.
-    expect((await report(credential, job.id, first.leaseToken, 999)).body.dispositions[0].disposition).toBe("stale");
+    // The second lease's result ends the job; the first lease's, arriving after it, changes nothing.
     expect((await report(credential, job.id, second.leaseToken, 2)).body.dispositions[0].disposition).toBe("accepted");
+    expect((await report(credential, job.id, first.leaseToken, 999)).body.dispositions[0].disposition).toBe("stale");
     expect((await call("GET", `/v1/jobs/${job.id}`)).body).toMatchObject({ state: "SUCCEEDED", attempts: 2, result: { value: 2 } });
   });
 

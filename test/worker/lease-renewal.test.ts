@@ -90,3 +90,33 @@ describe("acks over the WebSocket", () => {
     ws.close();
   });
 });
+
+describe("a result that arrives after its lease ran out", () => {
+  it("ends the job it completed instead of letting it run again (a control plane that was down let the lease lapse)", async () => {
+    const { deviceId, credential, ref } = await runningJob(1_000);
+    // The control plane was away past the lease: it comes back, and the job is queued for another attempt.
+    await setClock(deviceId, T0 + 2_000);
+    await runDurableObjectAlarm(stub(deviceId));
+    expect((await call("GET", `/v1/jobs/${ref.jobId}`)).body).toMatchObject({ state: "QUEUED", attempts: 1 });
+    // The agent's result of the run it finished meanwhile still quotes the first lease.
+    const late = await call("POST", "/v1/agent/results", {
+      token: credential,
+      json: { results: [{ ...ref, outcome: "succeeded", result: { value: 2, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 1 }, error: null }] },
+    });
+    expect(late.body.dispositions ?? late.body).toEqual([{ jobId: ref.jobId, disposition: "accepted" }]);
+    expect((await call("GET", `/v1/jobs/${ref.jobId}`)).body).toMatchObject({ state: "SUCCEEDED", result: { value: 2 }, attempts: 1 });
+    expect((await poll(credential)).body.jobs).toEqual([]); // nothing left to run again
+  });
+
+  it("is still ignored when it is a retryable failure (the next attempt goes on)", async () => {
+    const { deviceId, credential, ref } = await runningJob(1_000);
+    await setClock(deviceId, T0 + 2_000);
+    await runDurableObjectAlarm(stub(deviceId));
+    const late = await call("POST", "/v1/agent/results", {
+      token: credential,
+      json: { results: [{ ...ref, outcome: "timed_out", result: null, error: { kind: "timeout", message: "too slow" } }] },
+    });
+    expect(late.body.dispositions ?? late.body).toEqual([{ jobId: ref.jobId, disposition: "stale" }]);
+    expect((await call("GET", `/v1/jobs/${ref.jobId}`)).body.state).toBe("QUEUED");
+  });
+});
