@@ -18,6 +18,7 @@ import { DeploymentSet } from "./deployments.js";
 import type { CallContext } from "../protocol/deployment.js";
 import { lstat } from "node:fs/promises";
 import { LIMITS, type FailureKind } from "../protocol/job.js";
+import { agentBackoffMs } from "./agent-backoff.js";
 
 export interface AgentOptions {
   server: string;
@@ -69,7 +70,6 @@ const WS_RECONNECT_MAX_MS = 5_000;
 const MAX_LOG_BATCH_BYTES = 64 * 1024;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const backoff = (failures: number) => Math.min(30_000, 250 * 2 ** Math.min(failures, 7)) * (0.5 + Math.random() / 2);
 
 export class Agent {
   readonly client: ControlPlaneClient;
@@ -203,7 +203,7 @@ export class Agent {
       } catch (e) {
         if (e instanceof ApiError && e.permanent) throw e;
         if (this.stopping) throw e;
-        const delay = backoff(failures);
+        const delay = agentBackoffMs(failures);
         this.log("warn", "could not register; retrying", { error: String(e), retryInMs: Math.round(delay) });
         await sleep(delay);
       }
@@ -272,7 +272,7 @@ export class Agent {
       // (refused, reset, timed out) is waited for on the WebSocket, so push resumes as soon as it is back.
       if (outcome === "refused") refusals++;
       if (this.opts.transport === "ws" || refusals < 2) {
-        await sleep(outcome === "refused" ? backoff(failures) : Math.min(WS_RECONNECT_MAX_MS, backoff(failures)));
+        await sleep(outcome === "refused" ? agentBackoffMs(failures) : Math.min(WS_RECONNECT_MAX_MS, agentBackoffMs(failures)));
         continue;
       }
       this.log("warn", "WebSocket transport unavailable; using long-poll", { retryWebSocketInMs: WS_RETRY_AFTER_MS });
@@ -362,7 +362,7 @@ export class Agent {
           break;
         }
         failures++;
-        const delay = backoff(failures);
+        const delay = agentBackoffMs(failures);
         this.log("warn", "poll failed; retrying", { error: String(e), retryInMs: Math.round(delay) });
         await sleep(delay);
       }
