@@ -5,6 +5,7 @@
  * the uplink carries what it tells the control plane. This file only wires the parts together
  * and follows one job from delivery to result.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { mkdir } from "node:fs/promises";
 import type { LeasedJob } from "../protocol/agent.js";
 import { LIMITS } from "../protocol/job.js";
@@ -38,8 +39,6 @@ export interface AgentOptions {
   device: DeviceConfig;
   version: string;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class Agent {
   readonly client: ControlPlaneClient;

@@ -2,6 +2,7 @@
  * The device's identity: the credential saved in the data directory, or, on the first start,
  * a registration with the register key, retried until the control plane answers.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ApiError, type ControlPlaneClient } from "./api-client.js";
@@ -20,8 +21,6 @@ export interface RegistrationInput {
   device: DeviceConfig;
   version: string;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The saved credential, or a new one from registering (then saved, readable by the agent's user only). */
 export async function loadOrRegister(opts: RegistrationInput, client: ControlPlaneClient, log: AgentLog, isStopping: () => boolean): Promise<SavedCredential> {

@@ -3,6 +3,7 @@
  * ("auto"), with reconnects and backoff. Only an HTTP answer without the upgrade counts as a
  * block; a control plane that is down is waited for on the WebSocket, so push resumes with it.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { LeasedJob } from "../protocol/agent.js";
 import { ApiError, type ControlPlaneClient } from "./api-client.js";
 import { SocketLink, UpgradeRefused } from "./socket-link.js";
@@ -36,8 +37,6 @@ export interface TransportEvents {
 const WS_RETRY_AFTER_MS = 60_000;
 /** While the control plane cannot be reached, the WebSocket is retried at least this often. */
 const WS_RECONNECT_MAX_MS = 5_000;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type SocketOutcome = "opened" | "refused" | "unreachable";
 
