@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { LIMITS } from "../protocol/job.js";
 import type { ResultReport } from "../protocol/agent.js";
 import { ApiError } from "./api-client.js";
+import { agentBackoffMs } from "./agent-backoff.js";
 
 export interface OutboxLog {
   (level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>): void;
@@ -37,7 +38,8 @@ const ENVELOPE_BYTES = 512;
 const MIN_BATCH_BYTES = 16 * 1024;
 
 const jsonBytes = (v: unknown) => Buffer.byteLength(JSON.stringify(v), "utf8");
-const defaultRetryDelay = (failures: number) => Math.min(30_000, 250 * 2 ** Math.min(failures, 7));
+/** The agent's backoff at its upper bound (no jitter): one outbox per agent, nothing to spread out. */
+const defaultRetryDelay = (failures: number) => agentBackoffMs(failures, 1);
 
 export class Outbox {
   private pending: ResultReport[] = [];
