@@ -104,7 +104,7 @@ export class SocketLink {
       this.lastPong = Date.now();
       return;
     }
-    const parsed = ServerMessage.safeParse(JSON.parse(text));
+    const parsed = ServerMessage.safeParse(parseJson(text));
     if (!parsed.success) return this.events.problem(`unreadable message from the control plane: ${text.slice(0, 200)}`);
     const msg = parsed.data;
     switch (msg.t) {
@@ -145,5 +145,14 @@ export class SocketLink {
       p.reject(reason);
     }
     this.pending.clear();
+  }
+}
+
+/** Text that is not JSON at all is as unreadable as JSON of the wrong shape: a throw here would escape ws's handler and end the agent. */
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }

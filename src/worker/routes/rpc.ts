@@ -7,7 +7,8 @@
 import { z } from "zod";
 import type { Problem } from "../../protocol/problem.js";
 import { METHOD_BY_NAME } from "../rpc/methods.js";
-import { openRpcDocument } from "../rpc/openrpc.js";
+import { openRpcDocument, type RouteRef } from "../rpc/openrpc.js";
+import { INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, rpcCodeOf } from "../rpc/errors.js";
 import { API_VERSION } from "./info.js";
 import { route } from "../route.js";
 import type { App, Ctx } from "../http.js";
@@ -38,8 +39,18 @@ const RpcAnswer = z.union([RpcResponseObject, z.array(RpcResponseObject)]);
 type RpcError = { code: number; message: string; data?: unknown };
 type RpcResponse = { jsonrpc: "2.0"; id: string | number | null; result?: unknown; error?: RpcError };
 
-/** HTTP statuses of problems mapped to JSON-RPC error codes (server-defined range). */
-const CODE_BY_STATUS: Record<number, number> = { 400: -32602, 401: -32001, 403: -32003, 404: -32004, 409: -32009, 413: -32013, 422: -32602 };
+let problemStatuses: ((route: RouteRef) => number[]) | undefined;
+/** The error statuses each route declares, read once from the app's own OpenAPI document. */
+function problemStatusesIn(app: App): (route: RouteRef) => number[] {
+  if (problemStatuses) return problemStatuses;
+  const paths = app.getOpenAPI31Document({ openapi: "3.1.0", info: { title: "wasmvisor", version: API_VERSION } }).paths ?? {};
+  problemStatuses = ({ method, path }) => {
+    const operation = (paths[path] as Record<string, { responses?: Record<string, unknown> }> | undefined)?.[method.toLowerCase()];
+    if (!operation) throw new Error(`a JSON-RPC method replays ${method} ${path}, which /openapi.json does not declare`);
+    return Object.keys(operation.responses ?? {}).map(Number).filter((s) => s >= 400);
+  };
+  return problemStatuses;
+}
 
 const rpc = route({
   method: "post",
@@ -56,17 +67,17 @@ const rpc = route({
 
 async function invoke(app: App, c: Ctx, raw: unknown): Promise<RpcResponse | null> {
   const env = Envelope.safeParse(raw);
-  if (!env.success) return { jsonrpc: "2.0", id: null, error: { code: -32600, message: "Invalid Request", data: env.error.issues } };
+  if (!env.success) return { jsonrpc: "2.0", id: null, error: { code: INVALID_REQUEST.code, message: "Invalid Request", data: env.error.issues } };
   const { method: name, params, id } = env.data;
   const reply = (body: { result: unknown } | { error: RpcError }): RpcResponse | null => (id === undefined ? null : { jsonrpc: "2.0", id, ...body });
-  if (name === "rpc.discover") return reply({ result: openRpcDocument(API_VERSION) });
+  if (name === "rpc.discover") return reply({ result: openRpcDocument(API_VERSION, problemStatusesIn(app)) });
   const m = METHOD_BY_NAME.get(name);
-  if (!m) return reply({ error: { code: -32601, message: `Method not found: ${name}` } });
+  if (!m) return reply({ error: { code: METHOD_NOT_FOUND.code, message: `Method not found: ${name}` } });
   if (params !== undefined && (typeof params !== "object" || params === null || Array.isArray(params))) {
-    return reply({ error: { code: -32602, message: "params must be an object (by-name)" } });
+    return reply({ error: { code: INVALID_PARAMS.code, message: "params must be an object (by-name)" } });
   }
   const parsed = m.params.safeParse(params ?? {});
-  if (!parsed.success) return reply({ error: { code: -32602, message: "Invalid params", data: parsed.error.issues } });
+  if (!parsed.success) return reply({ error: { code: INVALID_PARAMS.code, message: "Invalid params", data: parsed.error.issues } });
 
   const call = m.rest(parsed.data);
   const url = new URL(call.path, c.req.url);
@@ -84,7 +95,7 @@ async function invoke(app: App, c: Ctx, raw: unknown): Promise<RpcResponse | nul
   const answer = (await res.json().catch(() => null)) as unknown;
   if (res.ok) return reply({ result: answer });
   const problem = answer as Partial<Problem> | null;
-  return reply({ error: { code: CODE_BY_STATUS[res.status] ?? -32000, message: problem?.detail ?? problem?.title ?? `HTTP ${res.status}`, data: problem } });
+  return reply({ error: { code: rpcCodeOf(res.status), message: problem?.detail ?? problem?.title ?? `HTTP ${res.status}`, data: problem } });
 }
 
 export function rpcRoutes(app: App) {
@@ -94,11 +105,11 @@ export function rpcRoutes(app: App) {
     try {
       raw = await c.req.json();
     } catch {
-      return c.json({ jsonrpc: "2.0", id: null, error: { code: -32700, message: "Parse error" } }, 200);
+      return c.json({ jsonrpc: "2.0", id: null, error: { code: PARSE_ERROR.code, message: "Parse error" } }, 200);
     }
     if (Array.isArray(raw)) {
-      if (raw.length === 0) return c.json({ jsonrpc: "2.0", id: null, error: { code: -32600, message: "Invalid Request: empty batch" } }, 200);
-      if (raw.length > 100) return c.json({ jsonrpc: "2.0", id: null, error: { code: -32600, message: "Invalid Request: at most 100 calls per batch" } }, 200);
+      if (raw.length === 0) return c.json({ jsonrpc: "2.0", id: null, error: { code: INVALID_REQUEST.code, message: "Invalid Request: empty batch" } }, 200);
+      if (raw.length > 100) return c.json({ jsonrpc: "2.0", id: null, error: { code: INVALID_REQUEST.code, message: "Invalid Request: at most 100 calls per batch" } }, 200);
       const out: RpcResponse[] = [];
       for (const call of raw) {
         const r = await invoke(app, c, call);

@@ -1,13 +1,30 @@
 /** The OpenRPC 1.3 document, generated from the method table and its zod schemas. */
 import { z } from "zod";
-import { METHODS } from "./methods.js";
+import { METHODS, type RpcMethod } from "./methods.js";
+import { declaredErrors } from "./errors.js";
+
+/** A REST route as the OpenAPI document names it: GET and /v1/jobs/{id}. */
+export interface RouteRef {
+  method: string;
+  path: string;
+}
+
+/**
+ * The route a method replays, as a template: its path parameters are all named `id`, so
+ * building the call with `{id}` as the id yields the path the OpenAPI document declares.
+ */
+export const routeOf = (m: RpcMethod): RouteRef => {
+  const call = m.rest({ id: "{id}" });
+  return { method: call.method, path: call.path };
+};
 
 const schemaOf = (s: z.ZodType, io: "input" | "output") => {
   const { $schema: _ignored, ...rest } = z.toJSONSchema(s, { io, unrepresentable: "any" }) as Record<string, unknown>;
   return rest;
 };
 
-export function openRpcDocument(version: string) {
+/** `problemStatusesOf` answers the error statuses (4xx, 5xx) the route declares in /openapi.json. */
+export function openRpcDocument(version: string, problemStatusesOf: (route: RouteRef) => readonly number[]) {
   return {
     openrpc: "1.3.2",
     info: {
@@ -23,6 +40,7 @@ export function openRpcDocument(version: string) {
         paramStructure: "by-name" as const,
         params: Object.entries(params.properties ?? {}).map(([name, schema]) => ({ name, schema, required: params.required?.includes(name) ?? false })),
         result: { name: "result", schema: schemaOf(m.result, "output") },
+        errors: declaredErrors(problemStatusesOf(routeOf(m))),
       };
     }),
   };
