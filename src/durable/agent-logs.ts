@@ -10,7 +10,7 @@ export class AgentLogs {
 
   keep(lines: AgentLogLine[]) {
     if (lines.length === 0) return;
-    for (const l of lines) this.sql.run("INSERT INTO agent_logs (at, level, msg, fields) VALUES (?, ?, ?, ?)", l.at, l.level, l.msg, l.fields ?? null);
+    for (const l of lines) this.sql.run`INSERT INTO agent_logs (at, level, msg, fields) VALUES (${l.at}, ${l.level}, ${l.msg}, ${l.fields ?? null})`;
     this.sql.run("DELETE FROM agent_logs WHERE seq <= (SELECT MAX(seq) FROM agent_logs) - ?", AGENT_LOG_ROWS);
   }
 

@@ -110,7 +110,7 @@ export class ChainForwards {
       }
       try {
         const next = await forwardStep(this.env, this.namespace(), row.id, JSON.parse(row.call) as CallRecord, row.result ? (JSON.parse(row.result) as JobResult) : null);
-        this.sql.run("UPDATE jobs SET next = ?, updated_at = ? WHERE id = ?", JSON.stringify(next), this.clock.now(), row.id);
+        this.sql.run`UPDATE jobs SET next = ${JSON.stringify(next)}, updated_at = ${this.clock.now()} WHERE id = ${row.id}`;
         this.sql.run("DELETE FROM forwards WHERE job_id = ?", f.job_id);
       } catch (e) {
         const delay = retryDelayMs(f.tries + 1, Math.random(), this.retryBaseMs);

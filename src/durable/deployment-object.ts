@@ -93,13 +93,10 @@ export class DeploymentObject extends SqlObject<Env> {
       if (scope === "all") this.run("DELETE FROM placements");
       else this.run("DELETE FROM placements WHERE device = ?", scope.device);
       for (const p of placements) {
-        this.run("INSERT INTO placements (device, module, digest, functions) VALUES (?, ?, ?, ?)", p.device, p.module, p.digest, JSON.stringify(p.functions));
+        this.run`INSERT INTO placements (device, module, digest, functions) VALUES (${p.device}, ${p.module}, ${p.digest}, ${JSON.stringify(p.functions)})`;
       }
-      this.run(
-        `INSERT INTO deployment (id, name, namespace, source, signed_by, generation, created_at, updated_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (id) DO UPDATE SET source = excluded.source, signed_by = excluded.signed_by, generation = excluded.generation, updated_at = excluded.updated_at`,
-        meta.id, meta.namespace, meta.source, meta.signedBy, generation, now, now,
-      );
+      this.run`INSERT INTO deployment (id, name, namespace, source, signed_by, generation, created_at, updated_at) VALUES (1, ${meta.id}, ${meta.namespace}, ${meta.source}, ${meta.signedBy}, ${generation}, ${now}, ${now})
+         ON CONFLICT (id) DO UPDATE SET source = excluded.source, signed_by = excluded.signed_by, generation = excluded.generation, updated_at = excluded.updated_at`;
     });
     const after = new Set(this.all<{ device: string }>("SELECT DISTINCT device FROM placements").map((r) => r.device));
     await registryStub(this.env).upsertDeployment(meta.namespace, meta.id, meta.source, generation);

@@ -67,11 +67,8 @@ export class DeviceDeployments {
     const held = this.sql.one<{ generation: number }>("SELECT generation FROM deployments WHERE id = ?", part.deployment)?.generation;
     if (part.generation < floor || (part.generation === floor && held !== floor)) return false;
     this.raiseFloor(part.deployment, part.generation);
-    this.sql.run(
-      `INSERT INTO deployments (id, generation, part, state, reason, updated_at) VALUES (?, ?, ?, 'pending', NULL, ?)
-       ON CONFLICT (id) DO UPDATE SET generation = excluded.generation, part = excluded.part, state = 'pending', reason = NULL, updated_at = excluded.updated_at`,
-      part.deployment, part.generation, JSON.stringify(part), this.clock.now(),
-    );
+    this.sql.run`INSERT INTO deployments (id, generation, part, state, reason, updated_at) VALUES (${part.deployment}, ${part.generation}, ${JSON.stringify(part)}, 'pending', NULL, ${this.clock.now()})
+       ON CONFLICT (id) DO UPDATE SET generation = excluded.generation, part = excluded.part, state = 'pending', reason = NULL, updated_at = excluded.updated_at`;
     this.bump();
     return true;
   }
@@ -105,10 +102,7 @@ export class DeviceDeployments {
   report(states: AppliedReport["states"]): number {
     let n = 0;
     for (const s of states) {
-      n += this.sql.run(
-        "UPDATE deployments SET state = ?, reason = ?, updated_at = ? WHERE id = ? AND generation = ?",
-        s.state, s.reason, this.clock.now(), s.deployment, s.generation,
-      );
+      n += this.sql.run`UPDATE deployments SET state = ${s.state}, reason = ${s.reason}, updated_at = ${this.clock.now()} WHERE id = ${s.deployment} AND generation = ${s.generation}`;
     }
     return n;
   }

@@ -37,24 +37,18 @@ export class DeviceListObject extends SqlObject<Env> {
 
   /** Takes the device's summary unless the row already has this revision or a newer one. */
   async publish(s: DeviceSummary, revision: number): Promise<boolean> {
-    return this.run(
-      `INSERT INTO devices (id, namespace, name, status, description, health, health_at, last_seen, registered_at, revision, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    return this.run`INSERT INTO devices (id, namespace, name, status, description, health, health_at, last_seen, registered_at, revision, updated_at)
+       VALUES (${s.id}, ${s.namespace}, ${s.name}, ${s.status}, ${s.description}, ${s.health}, ${s.healthAt}, ${s.lastSeen}, ${s.registeredAt}, ${revision}, ${this.clock.now()})
        ON CONFLICT (id) DO UPDATE SET name = excluded.name, status = excluded.status, description = excluded.description,
          health = excluded.health, health_at = excluded.health_at, last_seen = excluded.last_seen,
          revision = excluded.revision, updated_at = excluded.updated_at
-       WHERE excluded.revision > devices.revision`,
-      s.id, s.namespace, s.name, s.status, s.description, s.health, s.healthAt, s.lastSeen, s.registeredAt, revision, this.clock.now(),
-    ) > 0;
+       WHERE excluded.revision > devices.revision` > 0;
   }
 
   /** Up to `limit` rows after `after` (a position in this namespace), in (registeredAt, id) order. */
   async page(after: Pick<ListingPosition, "registeredAt" | "id"> | null, status: DeviceStatus | null, limit: number): Promise<DeviceSummary[]> {
-    const rows = this.all<Row>(
-      `SELECT * FROM devices WHERE (? IS NULL OR (registered_at, id) > (?, ?)) AND (? IS NULL OR status = ?)
-       ORDER BY registered_at, id LIMIT ?`,
-      after?.registeredAt ?? null, after?.registeredAt ?? null, after?.id ?? null, status, status, limit,
-    );
+    const rows = this.all<Row>`SELECT * FROM devices WHERE (${after?.registeredAt ?? null} IS NULL OR (registered_at, id) > (${after?.registeredAt ?? null}, ${after?.id ?? null})) AND (${status} IS NULL OR status = ${status})
+       ORDER BY registered_at, id LIMIT ${limit}`;
     return rows.map((r) => ({
       id: r.id, namespace: r.namespace, name: r.name, status: r.status, description: r.description, health: r.health,
       healthAt: r.health_at, lastSeen: r.last_seen, registeredAt: r.registered_at,

@@ -86,10 +86,7 @@ export class DevicePresence {
   async register(deviceId: string, name: string | null, description: DeviceDescription, credentialHash: string, namespace: string, ensureSchema: () => void) {
     await this.noteNamespace(namespace);
     ensureSchema();
-    this.sql.run(
-      "INSERT INTO device (id, name, description, credential_hash, registered_at, namespace) VALUES (?, ?, ?, ?, ?, ?)",
-      deviceId, name, JSON.stringify(description), credentialHash, this.clock.now(), namespace,
-    );
+    this.sql.run`INSERT INTO device (id, name, description, credential_hash, registered_at, namespace) VALUES (${deviceId}, ${name}, ${JSON.stringify(description)}, ${credentialHash}, ${this.clock.now()}, ${namespace})`;
     this.load();
     await this.publishOrRetryLater();
   }
@@ -133,7 +130,7 @@ export class DevicePresence {
   }
 
   recordHealth(health: Health, now: number) {
-    this.sql.run("UPDATE device SET health = ?, health_at = ? WHERE id = ?", JSON.stringify(health), now, this.device!.id);
+    this.sql.run`UPDATE device SET health = ${JSON.stringify(health)}, health_at = ${now} WHERE id = ${this.device!.id}`;
     this.device!.health = JSON.stringify(health);
     this.device!.health_at = now;
   }
@@ -183,7 +180,7 @@ export class DevicePresence {
       if (d.published_revision !== revision) return; // a newer publish has begun: it records what it sent
       d.published = fingerprint;
       d.published_at = now;
-      this.sql.run("UPDATE device SET published = ?, published_at = ? WHERE id = ?", fingerprint, now, d.id);
+      this.sql.run`UPDATE device SET published = ${fingerprint}, published_at = ${now} WHERE id = ${d.id}`;
     }).finally(() => {
       if (this.publishing?.done === done) this.publishing = null;
     });

@@ -86,20 +86,14 @@ export class JobIndexObject extends SqlObject<Env> {
       for (const r of rows) {
         if (r.state === "DELETED") {
           this.run("DELETE FROM jobs WHERE id = ? AND change_seq < ?", r.job_id, r.change_seq);
-          this.run(
-            `INSERT INTO deleted_jobs (id, change_seq, deleted_at) VALUES (?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET change_seq = MAX(change_seq, excluded.change_seq)`,
-            r.job_id, r.change_seq, now,
-          );
+          this.run`INSERT INTO deleted_jobs (id, change_seq, deleted_at) VALUES (${r.job_id}, ${r.change_seq}, ${now})
+             ON CONFLICT (id) DO UPDATE SET change_seq = MAX(change_seq, excluded.change_seq)`;
           continue;
         }
         if (this.one("SELECT 1 AS x FROM deleted_jobs WHERE id = ? AND change_seq >= ?", r.job_id, r.change_seq)) continue;
-        this.run(
-          `INSERT INTO jobs (id, namespace, device, state, function, module, created_at, updated_at, change_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+        this.run`INSERT INTO jobs (id, namespace, device, state, function, module, created_at, updated_at, change_seq) VALUES (${r.job_id}, ${namespace}, ${device}, ${r.state}, ${r.function}, ${r.module}, ${r.created_at}, ${r.updated_at}, ${r.change_seq})
            ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, change_seq = excluded.change_seq
-           WHERE excluded.change_seq > jobs.change_seq`,
-          r.job_id, namespace, device, r.state, r.function, r.module, r.created_at, r.updated_at, r.change_seq,
-        );
+           WHERE excluded.change_seq > jobs.change_seq`;
       }
       this.run(
         "DELETE FROM deleted_jobs WHERE id IN (SELECT id FROM deleted_jobs WHERE deleted_at < ? LIMIT ?)",
@@ -119,23 +113,17 @@ export class JobIndexObject extends SqlObject<Env> {
     const now = this.clock.now();
     const seen = this.one<{ body_hash: string; created_at: number }>("SELECT body_hash, created_at FROM batch_keys WHERE key = ?", key);
     if (seen && seen.created_at + windowMs > now) return seen.body_hash === bodyHash ? "replay" : "conflict";
-    this.run(
-      "INSERT INTO batch_keys (key, body_hash, created_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET body_hash = excluded.body_hash, created_at = excluded.created_at",
-      key, bodyHash, now,
-    );
+    this.run`INSERT INTO batch_keys (key, body_hash, created_at) VALUES (${key}, ${bodyHash}, ${now}) ON CONFLICT (key) DO UPDATE SET body_hash = excluded.body_hash, created_at = excluded.created_at`;
     this.run("DELETE FROM batch_keys WHERE key IN (SELECT key FROM batch_keys WHERE created_at < ? LIMIT ?)", now - windowMs, MARKERS_PURGED_PER_BATCH);
     return "new";
   }
 
   /** The first `limit` + 1 rows past the cursor, in creation order: one shard's share of a listing page. */
   async list(q: ListQuery): Promise<ListedJob[]> {
-    const rows = this.all<Row>(
-      `SELECT * FROM jobs
-       WHERE (? IS NULL OR namespace = ?) AND (? IS NULL OR device = ?) AND (? IS NULL OR state = ?)
-         AND (? IS NULL OR (created_at, id) > (?, ?))
-       ORDER BY created_at, id LIMIT ?`,
-      q.namespace, q.namespace, q.device, q.device, q.status, q.status, q.after?.createdAt ?? null, q.after?.createdAt ?? null, q.after?.id ?? null, q.limit + 1,
-    );
+    const rows = this.all<Row>`SELECT * FROM jobs
+       WHERE (${q.namespace} IS NULL OR namespace = ${q.namespace}) AND (${q.device} IS NULL OR device = ${q.device}) AND (${q.status} IS NULL OR state = ${q.status})
+         AND (${q.after?.createdAt ?? null} IS NULL OR (created_at, id) > (${q.after?.createdAt ?? null}, ${q.after?.id ?? null}))
+       ORDER BY created_at, id LIMIT ${q.limit + 1}`;
     return rows.map((r) => ({
       id: r.id, device: r.device, state: r.state, function: r.function, module: r.module,
       createdAt: new Date(r.created_at).toISOString(), updatedAt: new Date(r.updated_at).toISOString(), createdAtMs: r.created_at,

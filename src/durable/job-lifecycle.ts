@@ -55,12 +55,8 @@ export class JobLifecycle {
 
   /** enqueue: a new job, CREATED (`start: false`) or QUEUED. */
   enqueue(jobId: string, spec: JobSubmission, deadline: number | null, now: number, call: CallRecord | null = null) {
-    this.p.sql.run(
-      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at, change_seq, call, deployment)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      jobId, spec.start ? "QUEUED" : "CREATED", spec.priority, spec.module, spec.function, JSON.stringify(spec.args),
-      spec.timeoutMs, spec.maxAttempts, deadline, now, now, this.p.feed.nextChange(), call ? JSON.stringify(call) : null, call?.ctx.deployment ?? null,
-    );
+    this.p.sql.run`INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at, change_seq, call, deployment)
+       VALUES (${jobId}, ${spec.start ? "QUEUED" : "CREATED"}, ${spec.priority}, ${spec.module}, ${spec.function}, ${JSON.stringify(spec.args)}, ${spec.timeoutMs}, ${spec.maxAttempts}, ${deadline}, ${now}, ${now}, ${this.p.feed.nextChange()}, ${call ? JSON.stringify(call) : null}, ${call?.ctx.deployment ?? null})`;
     this.p.feed.schedule();
   }
 
@@ -69,12 +65,8 @@ export class JobLifecycle {
     if (!transition("QUEUED", { type: "lease" }, { attempts: 0, maxAttempts: spec.maxAttempts }).ok) throw new Error("the life cycle refuses to lease a new job");
     const leaseToken = randomBase32(16);
     const expires = leaseExpiry(now, "delivered", spec.timeoutMs, this.p.settings);
-    this.p.sql.run(
-      `INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, attempts, max_attempts, deadline, lease_token, lease_expires, created_at, updated_at, change_seq, call, deployment)
-       VALUES (?, 'LEASED', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      jobId, spec.priority, spec.module, spec.function, JSON.stringify(spec.args), spec.timeoutMs, spec.maxAttempts, deadline, leaseToken, expires, now, now, this.p.feed.nextChange(),
-      call ? JSON.stringify(call) : null, call?.ctx.deployment ?? null,
-    );
+    this.p.sql.run`INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, attempts, max_attempts, deadline, lease_token, lease_expires, created_at, updated_at, change_seq, call, deployment)
+       VALUES (${jobId}, 'LEASED', ${spec.priority}, ${spec.module}, ${spec.function}, ${JSON.stringify(spec.args)}, ${spec.timeoutMs}, 1, ${spec.maxAttempts}, ${deadline}, ${leaseToken}, ${expires}, ${now}, ${now}, ${this.p.feed.nextChange()}, ${call ? JSON.stringify(call) : null}, ${call?.ctx.deployment ?? null})`;
     this.p.feed.schedule();
     this.p.timers.wakeBy(expires);
     return leasedJob(jobId, leaseToken, expires, 1, spec, call);
@@ -97,7 +89,7 @@ export class JobLifecycle {
     const row = this.core(jobId)!;
     const t = transition(row.state, { type: "start" }, counts(row));
     if (!t.ok) return t;
-    this.p.sql.run("UPDATE jobs SET state = 'QUEUED', updated_at = ?, change_seq = ? WHERE id = ?", this.p.clock.now(), this.p.feed.nextChange(), jobId);
+    this.p.sql.run`UPDATE jobs SET state = 'QUEUED', updated_at = ${this.p.clock.now()}, change_seq = ${this.p.feed.nextChange()} WHERE id = ${jobId}`;
     this.p.feed.schedule();
     return { ok: true };
   }
@@ -114,10 +106,7 @@ export class JobLifecycle {
         if (!transition(row.state, { type: "lease" }, counts(row)).ok) continue;
         const leaseToken = randomBase32(16);
         const expires = leaseExpiry(now, "delivered", row.timeout_ms, this.p.settings);
-        this.p.sql.run(
-          "UPDATE jobs SET state = 'LEASED', attempts = attempts + 1, lease_token = ?, lease_expires = ?, updated_at = ?, change_seq = ? WHERE id = ?",
-          leaseToken, expires, now, this.p.feed.nextChange(), row.id,
-        );
+        this.p.sql.run`UPDATE jobs SET state = 'LEASED', attempts = attempts + 1, lease_token = ${leaseToken}, lease_expires = ${expires}, updated_at = ${now}, change_seq = ${this.p.feed.nextChange()} WHERE id = ${row.id}`;
         const job = { module: row.module, function: row.function, args: JSON.parse(row.args) as Arg[], timeoutMs: row.timeout_ms };
         leased.push(leasedJob(row.id, leaseToken, expires, row.attempts + 1, job, row.call ? (JSON.parse(row.call) as CallRecord) : null));
       }
@@ -139,7 +128,7 @@ export class JobLifecycle {
         const row = this.p.sql.one<JobRow>("SELECT * FROM jobs WHERE id = ?", ref.jobId);
         if (!row || row.lease_token !== ref.leaseToken || !transition(row.state, { type: "ack" }, counts(row)).ok) continue;
         const expires = leaseExpiry(now, "started", row.timeout_ms, this.p.settings);
-        this.p.sql.run("UPDATE jobs SET state = 'RUNNING', started_at = ?, lease_expires = ?, updated_at = ?, change_seq = ? WHERE id = ?", now, expires, now, this.p.feed.nextChange(), row.id);
+        this.p.sql.run`UPDATE jobs SET state = 'RUNNING', started_at = ${now}, lease_expires = ${expires}, updated_at = ${now}, change_seq = ${this.p.feed.nextChange()} WHERE id = ${row.id}`;
         earliest = nextAlarm([earliest, expires]);
         started++;
       }
@@ -159,10 +148,7 @@ export class JobLifecycle {
     let renewed = 0;
     for (const ref of refs) {
       // rowsWritten counts index entries too: one job per ref at most.
-      renewed += Math.min(1, this.p.sql.run(
-        "UPDATE jobs SET lease_expires = MAX(lease_expires, ?) WHERE id = ? AND lease_token = ? AND state IN ('LEASED', 'RUNNING')",
-        leaseExpiry(now, "delivered", 0, this.p.settings), ref.jobId, ref.leaseToken,
-      ));
+      renewed += Math.min(1, this.p.sql.run`UPDATE jobs SET lease_expires = MAX(lease_expires, ${leaseExpiry(now, "delivered", 0, this.p.settings)}) WHERE id = ${ref.jobId} AND lease_token = ${ref.leaseToken} AND state IN ('LEASED', 'RUNNING')`);
     }
     return renewed;
   }
@@ -237,10 +223,7 @@ export class JobLifecycle {
     this.p.feed.schedule();
     if (t.to === "QUEUED") {
       const notBefore = now + retryDelayMs(row.attempts, Math.random(), this.p.settings.retryBaseMs);
-      this.p.sql.run(
-        "UPDATE jobs SET state = 'QUEUED', lease_token = NULL, lease_expires = NULL, not_before = ?, error = ?, updated_at = ?, change_seq = ? WHERE id = ?",
-        notBefore, error ? JSON.stringify(error) : null, now, this.p.feed.nextChange(), row.id,
-      );
+      this.p.sql.run`UPDATE jobs SET state = 'QUEUED', lease_token = NULL, lease_expires = NULL, not_before = ${notBefore}, error = ${error ? JSON.stringify(error) : null}, updated_at = ${now}, change_seq = ${this.p.feed.nextChange()} WHERE id = ${row.id}`;
       this.p.timers.wakeBy(notBefore);
     } else {
       this.end(row, t.to, result, error, now);

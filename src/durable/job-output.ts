@@ -23,7 +23,7 @@ export class JobOutput {
     const rows: StoredLine[] = [];
     const insert = (l: LogLine) => {
       seq++;
-      this.sql.run("INSERT INTO job_logs (job_id, seq, at, stream, line) VALUES (?, ?, ?, ?, ?)", jobId, seq, l.at, l.stream, l.line);
+      this.sql.run`INSERT INTO job_logs (job_id, seq, at, stream, line) VALUES (${jobId}, ${seq}, ${l.at}, ${l.stream}, ${l.line})`;
       rows.push({ ...l, seq });
     };
     kept.forEach(insert);

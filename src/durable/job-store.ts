@@ -100,7 +100,7 @@ export class JobStore {
   }
 
   rememberIdempotent(key: string, bodyHash: string, jobId: string, now: number) {
-    this.sql.run("INSERT INTO idempotency (key, body_hash, job_id, created_at) VALUES (?, ?, ?, ?)", key, bodyHash, jobId, now);
+    this.sql.run`INSERT INTO idempotency (key, body_hash, job_id, created_at) VALUES (${key}, ${bodyHash}, ${jobId}, ${now})`;
   }
 
   // ---- calls of deployed functions ---------------------------------------------------
@@ -120,11 +120,8 @@ export class JobStore {
 
   /** The newest succeeded call of `module` (and `fn`) that wrote file `name`. */
   latestOutput(module: string, fn: string | null, name: string): string | null {
-    const rows = this.sql.all<{ id: string; result: string | null }>(
-      `SELECT id, result FROM jobs WHERE state = 'SUCCEEDED' AND call IS NOT NULL AND json_extract(call, '$.ctx.module') = ?
-         AND (? IS NULL OR function = ?) ORDER BY seq DESC LIMIT 50`,
-      module, fn, fn,
-    );
+    const rows = this.sql.all<{ id: string; result: string | null }>`SELECT id, result FROM jobs WHERE state = 'SUCCEEDED' AND call IS NOT NULL AND json_extract(call, '$.ctx.module') = ${module}
+         AND (${fn} IS NULL OR function = ${fn}) ORDER BY seq DESC LIMIT 50`;
     return rows.find((r) => r.result && (JSON.parse(r.result) as JobResult).files?.some((f) => f.name === name))?.id ?? null;
   }
 }

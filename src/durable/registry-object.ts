@@ -87,38 +87,27 @@ export class RegistryObject extends SqlObject<Env> {
 
   /** Up to `limit` namespaces with devices, in order, from `from` on (inclusive). */
   async deviceNamespaces(from: string | null, limit: number): Promise<string[]> {
-    return this.all<{ namespace: string }>(
-      "SELECT namespace FROM device_namespaces WHERE ? IS NULL OR namespace >= ? ORDER BY namespace LIMIT ?", from, from, limit,
-    ).map((r) => r.namespace);
+    return this.all<{ namespace: string }>`SELECT namespace FROM device_namespaces WHERE ${from} IS NULL OR namespace >= ${from} ORDER BY namespace LIMIT ${limit}`.map((r) => r.namespace);
   }
 
   // ---- the deployment listing (each deployment's object publishes here, as devices do) ----
 
   /** Publishes arrive in any order: only a newer generation replaces the row. */
   async upsertDeployment(namespace: string, id: string, source: string, generation: number): Promise<void> {
-    this.run(
-      `INSERT INTO deployments (namespace, id, source, generation, updated_at) VALUES (?, ?, ?, ?, ?)
+    this.run`INSERT INTO deployments (namespace, id, source, generation, updated_at) VALUES (${namespace}, ${id}, ${source}, ${generation}, ${this.clock.now()})
        ON CONFLICT (namespace, id) DO UPDATE SET source = excluded.source, generation = excluded.generation, updated_at = excluded.updated_at, removed = 0
-       WHERE excluded.generation > deployments.generation`,
-      namespace, id, source, generation, this.clock.now(),
-    );
+       WHERE excluded.generation > deployments.generation`;
   }
 
   async dropDeployment(namespace: string, id: string, generation: number): Promise<void> {
-    this.run(
-      `INSERT INTO deployments (namespace, id, source, generation, updated_at, removed) VALUES (?, ?, '', ?, ?, 1)
+    this.run`INSERT INTO deployments (namespace, id, source, generation, updated_at, removed) VALUES (${namespace}, ${id}, '', ${generation}, ${this.clock.now()}, 1)
        ON CONFLICT (namespace, id) DO UPDATE SET generation = excluded.generation, updated_at = excluded.updated_at, removed = 1
-       WHERE excluded.generation > deployments.generation`,
-      namespace, id, generation, this.clock.now(),
-    );
+       WHERE excluded.generation > deployments.generation`;
   }
 
   /** Deployments by id, `limit` at a time after the cursor; all namespaces for `null`. */
   async listDeployments(namespace: string | null, limit: number, after: string | null): Promise<{ deployments: { namespace: string; id: string; source: string; generation: number; updatedAt: string }[]; next: string | null }> {
-    const rows = this.all<{ namespace: string; id: string; source: string; generation: number; updated_at: number }>(
-      "SELECT * FROM deployments WHERE removed = 0 AND (? IS NULL OR namespace = ?) AND (? IS NULL OR namespace || '/' || id > ?) ORDER BY namespace, id LIMIT ?",
-      namespace, namespace, after, after, limit + 1,
-    );
+    const rows = this.all<{ namespace: string; id: string; source: string; generation: number; updated_at: number }>`SELECT * FROM deployments WHERE removed = 0 AND (${namespace} IS NULL OR namespace = ${namespace}) AND (${after} IS NULL OR namespace || '/' || id > ${after}) ORDER BY namespace, id LIMIT ${limit + 1}`;
     const page = rows.slice(0, limit).map((r) => ({ namespace: r.namespace, id: r.id, source: r.source, generation: r.generation, updatedAt: iso(r.updated_at)! }));
     return { deployments: page, next: rows.length > limit ? `${page.at(-1)!.namespace}/${page.at(-1)!.id}` : null };
   }
@@ -143,10 +132,7 @@ export class RegistryObject extends SqlObject<Env> {
     const hash = await sha256Hex(label);
     this.ctx.storage.transactionSync(() => {
       this.run("INSERT INTO facade_rotations (device_id, rotation) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE SET rotation = excluded.rotation", deviceId, rotation);
-      this.run(
-        "INSERT INTO facade_labels (hash, device_id, created_at, rotation) VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at, rotation = excluded.rotation",
-        hash, deviceId, this.clock.now(), rotation,
-      );
+      this.run`INSERT INTO facade_labels (hash, device_id, created_at, rotation) VALUES (${hash}, ${deviceId}, ${this.clock.now()}, ${rotation}) ON CONFLICT (device_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at, rotation = excluded.rotation`;
     });
     return { label, issued: true };
   }
@@ -163,7 +149,7 @@ export class RegistryObject extends SqlObject<Env> {
 
   async addOrchestratorKey(kid: string, alg: SigningAlgorithm, jwk: string, label: string | null, namespace: string | null): Promise<Outcome<OrchestratorKeyView>> {
     if (this.one("SELECT 1 AS x FROM orchestrator_keys WHERE kid = ?", kid)) return fail("conflict", `a key with kid ${kid} is already registered`);
-    this.run("INSERT INTO orchestrator_keys (kid, alg, jwk, namespace, label, created_at) VALUES (?, ?, ?, ?, ?, ?)", kid, alg, jwk, namespace, label, this.clock.now());
+    this.run`INSERT INTO orchestrator_keys (kid, alg, jwk, namespace, label, created_at) VALUES (${kid}, ${alg}, ${jwk}, ${namespace}, ${label}, ${this.clock.now()})`;
     return ok(orchestratorKeyView(this.one<TrustRow>("SELECT * FROM orchestrator_keys WHERE kid = ?", kid)!));
   }
 
@@ -203,11 +189,8 @@ export class RegistryObject extends SqlObject<Env> {
   }
 
   async setNamespaceSettings(namespace: string, s: NamespaceSettings): Promise<NamespaceSettings> {
-    this.run(
-      `INSERT INTO namespace_settings (namespace, require_signed_jobs, retention) VALUES (?, ?, ?)
-       ON CONFLICT (namespace) DO UPDATE SET require_signed_jobs = excluded.require_signed_jobs, retention = excluded.retention`,
-      namespace, s.requireSignedJobs ? 1 : 0, JSON.stringify(s.retention),
-    );
+    this.run`INSERT INTO namespace_settings (namespace, require_signed_jobs, retention) VALUES (${namespace}, ${s.requireSignedJobs ? 1 : 0}, ${JSON.stringify(s.retention)})
+       ON CONFLICT (namespace) DO UPDATE SET require_signed_jobs = excluded.require_signed_jobs, retention = excluded.retention`;
     return this.namespaceSettings(namespace);
   }
 
@@ -215,7 +198,7 @@ export class RegistryObject extends SqlObject<Env> {
     const id = newKeyId();
     const secret = newSecret();
     const now = this.clock.now();
-    this.run("INSERT INTO api_keys (id, role, label, namespace, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)", id, role, label, namespace, await sha256Hex(secret), now);
+    this.run`INSERT INTO api_keys (id, role, label, namespace, hash, created_at) VALUES (${id}, ${role}, ${label}, ${namespace}, ${await sha256Hex(secret)}, ${now})`;
     return { ...keyView({ id, role, label, namespace, hash: "", created_at: now, revoked_at: null }), key: formatApiKey(id, secret) };
   }
 

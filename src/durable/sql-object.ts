@@ -5,14 +5,44 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { Clock } from "../core/clock.js";
+import { query } from "../core/sql-query.js";
 
 export type Row = Record<string, SqlStorageValue>;
 
-/** The queries a helper of an object may run on its database. */
+/**
+ * The queries a helper of an object may run on its database. Each takes either a
+ * statement with positional `?` parameters (for SQL whose text is chosen at run time)
+ * or a tagged template, `sql.one\`SELECT * FROM jobs WHERE id = ${id}\``,
+ * whose values are always bound parameters, never spliced into the text.
+ */
 export interface Sql {
+  all<T extends Row>(strings: TemplateStringsArray, ...values: SqlStorageValue[]): T[];
   all<T extends Row>(query: string, ...params: SqlStorageValue[]): T[];
+  one<T extends Row>(strings: TemplateStringsArray, ...values: SqlStorageValue[]): T | undefined;
   one<T extends Row>(query: string, ...params: SqlStorageValue[]): T | undefined;
+  run(strings: TemplateStringsArray, ...values: SqlStorageValue[]): number;
   run(query: string, ...params: SqlStorageValue[]): number;
+}
+
+/** A statement in either form, as SQLite takes it: text and its bound parameters. */
+function statement(q: string | TemplateStringsArray, values: SqlStorageValue[]): { text: string; params: SqlStorageValue[] } {
+  return typeof q === "string" ? { text: q, params: values } : query(q, ...values);
+}
+
+/** The `Sql` helper over an object's database (also for tests that reach into an object's storage). */
+export function sqlOf(storage: SqlStorage): Sql {
+  const all = <T extends Row>(q: string | TemplateStringsArray, values: SqlStorageValue[]): T[] => {
+    const { text, params } = statement(q, values);
+    return storage.exec<T>(text, ...params).toArray();
+  };
+  return {
+    all: <T extends Row>(q: string | TemplateStringsArray, ...p: SqlStorageValue[]) => all<T>(q, p),
+    one: <T extends Row>(q: string | TemplateStringsArray, ...p: SqlStorageValue[]) => all<T>(q, p)[0],
+    run: (q: string | TemplateStringsArray, ...p: SqlStorageValue[]) => {
+      const { text, params } = statement(q, p);
+      return storage.exec(text, ...params).rowsWritten;
+    },
+  };
 }
 
 export abstract class SqlObject<E = unknown> extends DurableObject<E> {
@@ -76,21 +106,25 @@ export abstract class SqlObject<E = unknown> extends DurableObject<E> {
   }
 
   /** The same queries, for helpers that own one concern of the object's storage. */
-  protected readonly sql: Sql = {
-    all: (q, ...p) => this.all(q, ...p),
-    one: (q, ...p) => this.one(q, ...p),
-    run: (q, ...p) => this.run(q, ...p),
-  };
+  protected readonly sql: Sql = sqlOf(this.ctx.storage.sql);
 
-  protected all<T extends Row>(query: string, ...params: SqlStorageValue[]): T[] {
-    return this.ctx.storage.sql.exec<T>(query, ...params).toArray();
+  // The methods below take both forms too; `as string` only picks an overload, as `sqlOf` dispatches on the value.
+
+  protected all<T extends Row>(strings: TemplateStringsArray, ...values: SqlStorageValue[]): T[];
+  protected all<T extends Row>(query: string, ...params: SqlStorageValue[]): T[];
+  protected all<T extends Row>(q: string | TemplateStringsArray, ...params: SqlStorageValue[]): T[] {
+    return this.sql.all<T>(q as string, ...params);
   }
 
-  protected one<T extends Row>(query: string, ...params: SqlStorageValue[]): T | undefined {
-    return this.all<T>(query, ...params)[0];
+  protected one<T extends Row>(strings: TemplateStringsArray, ...values: SqlStorageValue[]): T | undefined;
+  protected one<T extends Row>(query: string, ...params: SqlStorageValue[]): T | undefined;
+  protected one<T extends Row>(q: string | TemplateStringsArray, ...params: SqlStorageValue[]): T | undefined {
+    return this.sql.one<T>(q as string, ...params);
   }
 
-  protected run(query: string, ...params: SqlStorageValue[]): number {
-    return this.ctx.storage.sql.exec(query, ...params).rowsWritten;
+  protected run(strings: TemplateStringsArray, ...values: SqlStorageValue[]): number;
+  protected run(query: string, ...params: SqlStorageValue[]): number;
+  protected run(q: string | TemplateStringsArray, ...params: SqlStorageValue[]): number {
+    return this.sql.run(q as string, ...params);
   }
 }

@@ -9,7 +9,7 @@ import { env, runInDurableObject } from "cloudflare:test";
 import { IndexFeed, type FeedTimers } from "../../src/durable/index-feed.js";
 import { INDEX_FEED_TABLES, JOBS_TABLE, type IndexRow } from "../../src/durable/job-row.js";
 import { Clock } from "../../src/core/clock.js";
-import type { Sql } from "../../src/durable/sql-object.js";
+import { sqlOf, type Sql } from "../../src/durable/sql-object.js";
 import { sleep } from "./helpers.js";
 
 class ManualTimers implements FeedTimers {
@@ -52,11 +52,7 @@ async function withFeedTables(name: string, fn: (sql: Sql) => Promise<void>) {
   const stub = env.DEVICES.get(env.DEVICES.idFromName(name));
   await runInDurableObject(stub, async (obj) => {
     const storage = (obj as unknown as { ctx: DurableObjectState }).ctx.storage;
-    const sql: Sql = {
-      all: (q, ...p) => storage.sql.exec(q, ...p).toArray() as never,
-      one: (q, ...p) => storage.sql.exec(q, ...p).toArray()[0] as never,
-      run: (q, ...p) => storage.sql.exec(q, ...p).rowsWritten,
-    };
+    const sql: Sql = sqlOf(storage.sql);
     if (!sql.one("SELECT name FROM sqlite_master WHERE name = 'index_state'")) storage.sql.exec(JOBS_TABLE + INDEX_FEED_TABLES);
     if (!sql.all<{ name: string }>("PRAGMA table_info(index_state)").some((c) => c.name === "target")) storage.sql.exec("ALTER TABLE index_state ADD COLUMN target TEXT");
     await fn(sql);
