@@ -20,6 +20,7 @@ import { isTerminal, type JobLogs, type JobRef, type JobSubmission, type JobView
 import type { AppliedReport, DesiredDeployments, DevicePart, DeviceDeploymentStatus } from "../protocol/deployment.js";
 import type { DeviceDescription, DeviceView, Health } from "../protocol/device.js";
 import { WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeaseRef, type LogBatch, type ResultReport } from "../protocol/agent.js";
+import type { ScheduleCreate, ScheduleView } from "../protocol/schedule.js";
 import { iso } from "../core/time.js";
 
 export type { Disposition } from "./job-lifecycle.js";
@@ -275,6 +276,28 @@ export class DeviceObject extends SqlObject<Env> {
     return d && this.visibleTo(namespace) ? { description: JSON.parse(d.description) as DeviceDescription, health: d.health ? (JSON.parse(d.health) as Health) : null } : null;
   }
 
+  // ---- schedules: cron and one-shot starts of jobs (and services), fired once per occurrence ----
+
+  async createSchedule(namespace: string | null, input: ScheduleCreate, requires: string[]): Promise<Outcome<ScheduleView>> {
+    return this.visibleTo(namespace) ? this.p.schedules.create(input, requires) : fail("not-found", NOT_FOUND);
+  }
+
+  async listSchedules(namespace: string | null): Promise<Outcome<ScheduleView[]>> {
+    return this.visibleTo(namespace) ? ok(this.p.schedules.list()) : fail("not-found", NOT_FOUND);
+  }
+
+  async getSchedule(namespace: string | null, id: string): Promise<Outcome<ScheduleView>> {
+    return this.visibleTo(namespace) ? this.p.schedules.get(id) : fail("not-found", NOT_FOUND);
+  }
+
+  async pauseSchedule(namespace: string | null, id: string, paused: boolean): Promise<Outcome<ScheduleView>> {
+    return this.visibleTo(namespace) ? this.p.schedules.setPaused(id, paused) : fail("not-found", NOT_FOUND);
+  }
+
+  async removeSchedule(namespace: string | null, id: string): Promise<Outcome<{ id: string }>> {
+    return this.visibleTo(namespace) ? this.p.schedules.remove(id) : fail("not-found", NOT_FOUND);
+  }
+
   // ---- the one alarm: leases, retries, deadlines, presence, feed, retention, chains ----
 
   override async alarm() {
@@ -286,6 +309,7 @@ export class DeviceObject extends SqlObject<Env> {
       this.p.lifecycle.expireDeadlines(this.p.store.deadlinesPassedBy(now), now);
     });
     this.p.presence.checkOnline(now);
+    if (this.p.presence.device) await this.p.schedules.fire(now);
     if (this.p.presence.device) await this.p.presence.publishOrRetryLater(); // nothing to send unless something listed changed (or a publish failed before)
     this.p.jobs.dispatch();
     this.p.feed.resume();

@@ -20,6 +20,7 @@ import { DeviceDeployments } from "./device-deployments.js";
 import { ChainForwards } from "./chain-forward.js";
 import { DeviceCalls } from "./device-calls.js";
 import { AgentSession } from "./agent-session.js";
+import { Schedules } from "./schedules.js";
 import type { Clock } from "../core/clock.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
@@ -84,9 +85,17 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     durable: () => ctx.storage.sync(),
   });
 
+  const schedules = new Schedules({
+    sql, transaction, clock, timers, presence, store, lifecycle,
+    dispatch: () => jobs.dispatch(),
+  });
+  // Service-target schedules: the services part registers its starter here at merge, e.g.
+  // schedules.setServiceStarter({ exists: (id) => services.has(id), startFromSchedule: (id, occ, now) => services.startFromSchedule(id, occ, now) });
+
   timers.register((now) => store.dueTimes(now));
   timers.register(() => feed.wakeAt());
   timers.register((now) => retention.dueAt(now));
   timers.register(() => forwards.nextTry());
-  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session };
+  timers.register(() => schedules.nextDue());
+  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, schedules };
 }

@@ -51,10 +51,10 @@ export type ScheduleTiming = z.output<typeof ScheduleTiming>;
 export const MissedPolicy = z.enum(["skip", "catch-up-once"]).meta({ id: "MissedPolicy" });
 export type MissedPolicy = z.infer<typeof MissedPolicy>;
 
-/** A job on this schedule's device: the submission of POST /v1/jobs without `device` and `deadline`. */
+/** A job on this schedule's device: the submission of POST /v1/jobs without `device`, `deadline` and `start` (a scheduled job is queued). */
 export const JobTarget = z.strictObject({
   kind: z.literal("job"),
-  submission: JobSubmission.omit({ device: true, deadline: true }),
+  submission: JobSubmission.omit({ device: true, deadline: true, start: true }),
 }).meta({ id: "ScheduleJobTarget" });
 
 /** A service on this schedule's device, started once per occurrence. */

@@ -188,7 +188,7 @@ const cancel = route({
 type Refusal = { type: ProblemType; detail: string };
 
 /** Checks the call against the module's real signature before anything is queued; answers the host functions it needs. */
-async function checkCall(c: Ctx, spec: JobSubmission): Promise<Refusal | { requires: string[] }> {
+export async function checkCall(c: Ctx, spec: JobSubmission): Promise<Refusal | { requires: string[] }> {
   const info = await moduleInfo(c.env, spec.module);
   if (!info) return { type: "unprocessable", detail: `module ${spec.module} has not been uploaded (POST /v1/modules)` };
   const fn = info.exports.find((e) => e.kind === "function" && e.name === spec.function);
