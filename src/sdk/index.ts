@@ -6,6 +6,7 @@ import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
 import { EventSourceParserStream, type EventSourceMessage } from "eventsource-parser/stream";
 import { fetchOrExplain, fetchRetryingOnce, isRepeatable } from "./fetch-retry.js";
 export { UnreachableError } from "./fetch-retry.js";
+import type { ScheduleCreateInput, ScheduleView } from "../protocol/schedule.js";
 import type { CallAccepted, DeploymentManifestInput, DeploymentView, DeviceView, JobLogs, JobSubmissionInput, JobView, KeyView, LogLine, ModuleInfo, OrchestratorKeyView, Problem, Role, SigningAlgorithm } from "../protocol/index.js";
 
 export * from "../protocol/index.js";
@@ -269,5 +270,32 @@ export class WasmvisorClient {
 
   async revokeKey(id: string): Promise<KeyView> {
     return (await this.request<KeyView>("DELETE", `/v1/keys/${id}`)).body;
+  }
+
+  // ---- schedules (docs/schedules.md) ----
+
+  /** Schedules a job (cron in a time zone, or once at/after a time) on a device; each occurrence runs at most once. */
+  async createSchedule(device: string, schedule: ScheduleCreateInput): Promise<ScheduleView> {
+    return (await this.request<ScheduleView>("POST", `/v1/devices/${device}/schedules`, schedule)).body;
+  }
+
+  async listSchedules(device: string): Promise<ScheduleView[]> {
+    return (await this.request<{ schedules: ScheduleView[] }>("GET", `/v1/devices/${device}/schedules`)).body.schedules;
+  }
+
+  async getSchedule(device: string, id: string): Promise<ScheduleView> {
+    return (await this.request<ScheduleView>("GET", `/v1/devices/${device}/schedules/${id}`)).body;
+  }
+
+  async pauseSchedule(device: string, id: string): Promise<ScheduleView> {
+    return (await this.request<ScheduleView>("POST", `/v1/devices/${device}/schedules/${id}/pause`)).body;
+  }
+
+  async resumeSchedule(device: string, id: string): Promise<ScheduleView> {
+    return (await this.request<ScheduleView>("POST", `/v1/devices/${device}/schedules/${id}/resume`)).body;
+  }
+
+  async removeSchedule(device: string, id: string): Promise<{ id: string }> {
+    return (await this.request<{ id: string }>("DELETE", `/v1/devices/${device}/schedules/${id}`)).body;
   }
 }

@@ -221,4 +221,18 @@ describe("managing schedules", () => {
     expect(await d.stub.listSchedules("sched-other")).toMatchObject({ ok: false, problem: "not-found" });
     expect((await show(d.deviceId, s.id)).status).toBe("active");
   });
+
+  it("JSON-RPC mirrors the routes: schedules.create, schedules.list, schedule.pause/resume/status/delete", async () => {
+    const d = await device("sched-rpc");
+    const rpc = async (method: string, params: unknown) => (await call("POST", "/rpc", { json: { jsonrpc: "2.0", id: 1, method, params } })).body;
+    const created = (await rpc("schedules.create", { id: d.deviceId, timing: { cron: "*/30 * * * *", timezone: "Asia/Kolkata" }, missed: "catch-up-once", target: jobTarget(d.digest) })).result;
+    expect(created).toMatchObject({ status: "active", missed: "catch-up-once", nextAt: at(T0 + 30 * MIN) });
+    expect((await rpc("schedules.list", { id: d.deviceId })).result.schedules).toHaveLength(1);
+    expect((await rpc("schedule.pause", { id: d.deviceId, scheduleId: created.id })).result.status).toBe("paused");
+    expect((await rpc("schedule.resume", { id: d.deviceId, scheduleId: created.id })).result.status).toBe("active");
+    expect((await rpc("schedule.status", { id: d.deviceId, scheduleId: created.id })).result.id).toBe(created.id);
+    expect((await rpc("schedules.create", { id: d.deviceId, timing: { cron: "every day" }, target: jobTarget(d.digest) })).error.data.detail).toContain("timing.cron");
+    expect((await rpc("schedule.delete", { id: d.deviceId, scheduleId: created.id })).result).toEqual({ id: created.id });
+    expect((await rpc("schedule.status", { id: d.deviceId, scheduleId: created.id })).error.data.status).toBe(404);
+  });
 });

@@ -8,6 +8,7 @@ import { DeviceId, JobId } from "../../protocol/ids.js";
 import { JobLogs, JobState, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
 import { DeviceRegistration, DeviceStatus, DeviceView, RegistrationResult } from "../../protocol/device.js";
 import { KeyCreate, KeyCreated, KeyView } from "../../protocol/keys.js";
+import { ScheduleCreate, ScheduleId, ScheduleList, ScheduleView } from "../../protocol/schedule.js";
 
 export interface RestCall {
   method: "GET" | "POST" | "DELETE";
@@ -31,6 +32,8 @@ const method = <P extends z.ZodObject>(m: RpcMethod<P>) => m as unknown as RpcMe
 const JobIdParams = z.object({ id: JobId });
 const DeviceIdParams = z.object({ id: DeviceId });
 const Wait = z.number().min(0).max(LIMITS.maxWaitSeconds);
+const OfDevice = DeviceId.meta({ description: "the device" });
+const ScheduleParams = z.object({ id: OfDevice, scheduleId: ScheduleId });
 
 export const METHODS: readonly RpcMethod[] = [
   method({
@@ -97,6 +100,19 @@ export const METHODS: readonly RpcMethod[] = [
   }),
   method({ name: "runner.stop", summary: "Drain a device: no new work, running jobs finish", params: DeviceIdParams, result: DeviceView, rest: ({ id }) => ({ method: "POST", path: `/v1/devices/${id}/drain` }) }),
   method({ name: "runner.start", summary: "Resume a drained device", params: DeviceIdParams, result: DeviceView, rest: ({ id }) => ({ method: "POST", path: `/v1/devices/${id}/resume` }) }),
+  // ---- schedules (docs/schedules.md) ----
+  method({
+    name: "schedules.create",
+    summary: "Schedule a job on a device: a cron expression in a time zone, or once at a time / after a delay; each occurrence runs at most once",
+    params: ScheduleCreate.extend({ id: OfDevice }),
+    result: ScheduleView,
+    rest: ({ id, ...body }) => ({ method: "POST", path: `/v1/devices/${id}/schedules`, body }),
+  }),
+  method({ name: "schedules.list", summary: "A device's schedules", params: z.object({ id: OfDevice }), result: ScheduleList, rest: ({ id }) => ({ method: "GET", path: `/v1/devices/${id}/schedules` }) }),
+  method({ name: "schedule.status", summary: "One schedule: next occurrence, last fired, missed count", params: ScheduleParams, result: ScheduleView, rest: ({ id, scheduleId }) => ({ method: "GET", path: `/v1/devices/${id}/schedules/${scheduleId}` }) }),
+  method({ name: "schedule.pause", summary: "Pause a schedule", params: ScheduleParams, result: ScheduleView, rest: ({ id, scheduleId }) => ({ method: "POST", path: `/v1/devices/${id}/schedules/${scheduleId}/pause` }) }),
+  method({ name: "schedule.resume", summary: "Resume a paused schedule from now on", params: ScheduleParams, result: ScheduleView, rest: ({ id, scheduleId }) => ({ method: "POST", path: `/v1/devices/${id}/schedules/${scheduleId}/resume` }) }),
+  method({ name: "schedule.delete", summary: "Delete a schedule", params: ScheduleParams, result: z.object({ id: ScheduleId }), rest: ({ id, scheduleId }) => ({ method: "DELETE", path: `/v1/devices/${id}/schedules/${scheduleId}` }) }),
   method({ name: "key.create", summary: "Create an API key (secret shown once)", params: KeyCreate, result: KeyCreated, rest: (p) => ({ method: "POST", path: "/v1/keys", body: p }) }),
   method({ name: "key.list", summary: "List API keys", params: z.object({}), result: z.object({ keys: z.array(KeyView) }), rest: () => ({ method: "GET", path: "/v1/keys" }) }),
   method({ name: "key.remove", summary: "Revoke an API key", params: z.object({ id: z.string().max(64) }), result: KeyView, rest: ({ id }) => ({ method: "DELETE", path: `/v1/keys/${id}` }) }),

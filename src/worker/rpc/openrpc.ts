@@ -10,11 +10,13 @@ export interface RouteRef {
 }
 
 /**
- * The route a method replays, as a template: its path parameters are all named `id`, so
- * building the call with `{id}` as the id yields the path the OpenAPI document declares.
+ * The route a method replays, as a template: its params that fill path parameters are named
+ * as those (`id`, `scheduleId`), so building the call with `{name}` for each param yields the
+ * path the OpenAPI document declares.
  */
+const TEMPLATE_PARAMS = new Proxy({}, { get: (_target, key) => (typeof key === "string" ? `{${key}}` : undefined) });
 export const routeOf = (m: RpcMethod): RouteRef => {
-  const call = m.rest({ id: "{id}" });
+  const call = m.rest(TEMPLATE_PARAMS);
   return { method: call.method, path: call.path };
 };
 
