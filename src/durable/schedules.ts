@@ -74,10 +74,21 @@ type ScheduleRow = {
  * and idempotent by occurrence id.
  */
 export interface ScheduledServiceStarter {
-  /** Whether the service exists on this device (checked when the schedule is created). */
-  exists(serviceId: string): boolean;
-  startFromSchedule(serviceId: string, occurrenceId: string, now: number): void;
+  /** Whether the service exists on this device (checked when the schedule is created, when given). */
+  exists?(serviceId: string): boolean;
+  /**
+   * Starts the service for this occurrence. Synchronous (it runs inside the firing's
+   * transaction); answering `{ ok: false }` (an Outcome) means it did not start: the
+   * occurrence counts as missed.
+   */
+  startFromSchedule(serviceId: string, occurrenceId: string, now: number): unknown;
 }
+
+/** Whether a starter's answer says the service did not start. */
+const refused = (answer: unknown) => typeof answer === "object" && answer !== null && (answer as { ok?: unknown }).ok === false;
+
+/** After an unexpected error with one schedule, it is tried again this much later (the others go on). */
+const RETRY_AFTER_ERROR_MS = 60_000;
 
 export interface SchedulesParts {
   sql: Sql;
@@ -119,7 +130,7 @@ export class Schedules {
     if (count >= SCHEDULE_LIMITS.maxPerDevice) return fail("unprocessable", `a device holds at most ${SCHEDULE_LIMITS.maxPerDevice} schedules; delete one first`);
     if (input.target.kind === "service") {
       if (!this.services) return fail("unprocessable", "service schedules need services on this control plane, which it does not have yet; schedule a job instead");
-      if (!this.services.exists(input.target.serviceId)) return fail("not-found", `no service ${input.target.serviceId} on this device`);
+      if (this.services.exists && !this.services.exists(input.target.serviceId)) return fail("not-found", `no service ${input.target.serviceId} on this device`);
     }
     const t = input.timing;
     let timing: Timing;
@@ -182,16 +193,23 @@ export class Schedules {
     const due = this.p.sql.all<ScheduleRow>("SELECT * FROM schedules WHERE paused = 0 AND next_at IS NOT NULL AND next_at <= ? ORDER BY next_at", now);
     let started = 0;
     for (const seen of due) {
-      const decision = dueAt(timingOf(seen), seen.policy, seen.grace_ms, seen.handled_through, now);
-      const occurrence = decision.fire === null ? null : occurrenceId(seen.id, decision.fire);
-      // The job id follows from the occurrence: whatever happens, an occurrence names one job.
-      const jobId = occurrence ? derivedJobId(this.p.presence.device!.id, await sha256Hex(`schedule-occurrence\n${occurrence}`)) : null;
-      this.p.transaction(() => {
-        // Re-read: a pause, resume or delete may have come in while the id was hashed.
-        const row = this.row(seen.id);
-        if (!row || row.updated_at !== seen.updated_at || row.paused === 1) return;
-        if (this.fireOne(row, decision, occurrence, jobId, now)) started++;
-      });
+      try {
+        const decision = dueAt(timingOf(seen), seen.policy, seen.grace_ms, seen.handled_through, now);
+        const occurrence = decision.fire === null ? null : occurrenceId(seen.id, decision.fire);
+        // The job id follows from the occurrence: whatever happens, an occurrence names one job.
+        const jobId = occurrence ? derivedJobId(this.p.presence.device!.id, await sha256Hex(`schedule-occurrence\n${occurrence}`)) : null;
+        this.p.transaction(() => {
+          // Re-read: a pause, resume or delete may have come in while the id was hashed.
+          const row = this.row(seen.id);
+          if (!row || row.updated_at !== seen.updated_at || row.paused === 1) return;
+          if (this.fireOne(row, decision, occurrence, jobId, now)) started++;
+        });
+      } catch (e) {
+        // Nothing of this schedule's firing was stored (the transaction rolled back): it stays
+        // due and is tried again later, without holding up the other schedules or the alarm.
+        console.error(JSON.stringify({ level: "error", msg: "schedule firing failed", scheduleId: seen.id, error: String(e) }));
+        this.p.sql.run`UPDATE schedules SET next_at = ${now + RETRY_AFTER_ERROR_MS} WHERE id = ${seen.id}`;
+      }
     }
     if (started > 0) this.p.dispatch();
     return started;
@@ -212,8 +230,8 @@ export class Schedules {
           fired = { occurrence, scheduled: decision.fire, job: jobId };
         }
       } else if (this.services) {
-        this.services.startFromSchedule(target.serviceId, occurrence, now);
-        fired = { occurrence, scheduled: decision.fire, job: null };
+        if (refused(this.services.startFromSchedule(target.serviceId, occurrence, now))) missed++;
+        else fired = { occurrence, scheduled: decision.fire, job: null };
       } else {
         missed++; // services are not on this control plane (cannot be created so; kept safe)
       }

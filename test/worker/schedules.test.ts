@@ -235,4 +235,29 @@ describe("managing schedules", () => {
     expect((await rpc("schedule.delete", { id: d.deviceId, scheduleId: created.id })).result).toEqual({ id: created.id });
     expect((await rpc("schedule.status", { id: d.deviceId, scheduleId: created.id })).error.data.status).toBe(404);
   });
+
+  it("a service target dispatches to the starter the services part registers, once per occurrence", async () => {
+    const d = await device("sched-service");
+    const started: [string, string, number][] = [];
+    // What the services part registers at merge (device-parts.ts); here a recorder in its place.
+    await runInDurableObject(d.stub, (obj: DeviceObject) => {
+      (obj as unknown as { p: { schedules: { setServiceStarter(s: unknown): void } } }).p.schedules.setServiceStarter({
+        exists: (id: string) => id === "svc-counter",
+        startFromSchedule: (id: string, occurrence: string, now: number) => started.push([id, occurrence, now]),
+      });
+    });
+    const post = (serviceId: string) => call("POST", `/v1/devices/${d.deviceId}/schedules`, { json: { timing: { cron: "0 * * * *" }, target: { kind: "service", serviceId } } });
+    expect((await post("svc-missing")).status).toBe(404);
+    const created = await post("svc-counter");
+    expect(created.status).toBe(201);
+    await alarmAt(d.stub, T0 + HOUR);
+    await alarmAt(d.stub, T0 + HOUR);
+    await alarmAt(d.stub, T0 + 2 * HOUR);
+    expect(started).toEqual([
+      ["svc-counter", `${created.body.id}@${at(T0 + HOUR)}`, T0 + HOUR],
+      ["svc-counter", `${created.body.id}@${at(T0 + 2 * HOUR)}`, T0 + 2 * HOUR],
+    ]);
+    expect(await jobsOn(d.stub)).toEqual([]);
+    expect((await show(d.deviceId, created.body.id)).lastFired).toMatchObject({ occurrence: `${created.body.id}@${at(T0 + 2 * HOUR)}`, job: null });
+  });
 });
