@@ -77,4 +77,36 @@ describe("a scheduled job on a real agent", () => {
     expect(r.code).not.toBe(0);
     expect(r.err).toContain("minute");
   });
+
+  it("keeps firing after the control plane restarts (same state and port, no request needed); each job it made runs once", async () => {
+    const schedule = await cp.admin.createSchedule(agent.deviceId, {
+      name: "through a restart",
+      timing: { cron: "*/2 * * * * *" },
+      missed: "catch-up-once",
+      target: { kind: "job", submission: { module: "0326de675c193a5ac2d1e6c76500bd79abf90029fcb7fa82750905eb5e7bb805", function: "fibo", args: [10] } },
+    });
+    const before = await eventually(() => cp.admin.getSchedule(agent.deviceId, schedule.id), (s) => s.lastFired?.job != null);
+
+    // The control plane goes away and comes back on the same port with the same state.
+    const { persistDir } = cp;
+    const port = Number(new URL(cp.url).port);
+    await cp.stop();
+    const downAt = Date.now();
+    cp = await startControlPlane({ persistDir, port });
+
+    // The object's alarm, persisted with its state, fires again after the restart by itself.
+    const after = await eventually(() => cp.admin.getSchedule(agent.deviceId, schedule.id), (s) => s.lastFired !== null && Date.parse(s.lastFired.scheduledAt) > downAt);
+    expect(after.lastFired!.job).not.toBe(before.lastFired!.job);
+    await cp.admin.pauseSchedule(agent.deviceId, schedule.id);
+
+    // Every job the schedule made ran once, and no two share an occurrence (one job per scheduled instant).
+    const made = (await cp.admin.listJobs({ device: agent.deviceId, limit: 500 })).jobs.filter((j) => j.createdAt >= schedule.createdAt);
+    expect(made.length).toBeGreaterThanOrEqual(2);
+    for (const j of made) {
+      const done = await cp.admin.waitForJob(j.id, { timeoutSeconds: 60 });
+      expect(done).toMatchObject({ state: "SUCCEEDED", attempts: 1, result: { value: 89 } }); // fibo(10)
+    }
+    expect(new Set(made.map((j) => j.id)).size).toBe(made.length);
+    await cp.admin.removeSchedule(agent.deviceId, schedule.id);
+  }, 180_000);
 });
