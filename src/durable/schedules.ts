@@ -87,8 +87,11 @@ export interface ScheduledServiceStarter {
 /** Whether a starter's answer says the service did not start. */
 const refused = (answer: unknown) => typeof answer === "object" && answer !== null && (answer as { ok?: unknown }).ok === false;
 
-/** After an unexpected error with one schedule, it is tried again this much later (the others go on). */
-const RETRY_AFTER_ERROR_MS = 60_000;
+/**
+ * After an unexpected error with one schedule, it is tried again this much later (the others
+ * go on): well within the default grace, so a passing fault does not cost a skip-policy run.
+ */
+export const RETRY_AFTER_ERROR_MS = 5_000;
 
 export interface SchedulesParts {
   sql: Sql;

@@ -10,6 +10,7 @@ import { call, registerDevice, uploadModule } from "./helpers.js";
 import { deviceStub } from "../../src/platform/stubs.js";
 import { sqlOf } from "../../src/durable/sql-object.js";
 import type { DeviceObject } from "../../src/durable/device-object.js";
+import { RETRY_AFTER_ERROR_MS } from "../../src/durable/schedules.js";
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -259,5 +260,30 @@ describe("managing schedules", () => {
     ]);
     expect(await jobsOn(d.stub)).toEqual([]);
     expect((await show(d.deviceId, created.body.id)).lastFired).toMatchObject({ occurrence: `${created.body.id}@${at(T0 + 2 * HOUR)}`, job: null });
+  });
+
+  it("a firing that fails part-way stores nothing: the same occurrence is fired again later, under the same id", async () => {
+    const d = await device("sched-retry");
+    const calls: string[] = [];
+    let failNext = true;
+    await runInDurableObject(d.stub, (obj: DeviceObject) => {
+      (obj as unknown as { p: { schedules: { setServiceStarter(s: unknown): void } } }).p.schedules.setServiceStarter({
+        startFromSchedule: (_id: string, occurrence: string) => {
+          calls.push(occurrence);
+          if (failNext) {
+            failNext = false;
+            throw new Error("the service part failed mid-way");
+          }
+        },
+      });
+    });
+    const created = (await call("POST", `/v1/devices/${d.deviceId}/schedules`, { json: { timing: { cron: "0 * * * *" }, target: { kind: "service", serviceId: "svc" } } })).body;
+    expect(await alarmAt(d.stub, T0 + HOUR)).toBe(true);
+    // Nothing of that firing was kept, and the alarm went on: retried a few seconds later (within the grace).
+    expect(await show(d.deviceId, created.id)).toMatchObject({ lastFired: null, missedCount: 0, nextAt: at(T0 + HOUR + RETRY_AFTER_ERROR_MS) });
+    expect(await alarmAt(d.stub, T0 + HOUR + RETRY_AFTER_ERROR_MS)).toBe(true);
+    const occurrence = `${created.id}@${at(T0 + HOUR)}`;
+    expect(calls).toEqual([occurrence, occurrence]);
+    expect(await show(d.deviceId, created.id)).toMatchObject({ lastFired: { occurrence, firedAt: at(T0 + HOUR + RETRY_AFTER_ERROR_MS) }, nextAt: at(T0 + 2 * HOUR) });
   });
 });
