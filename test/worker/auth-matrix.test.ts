@@ -4,7 +4,7 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { call, registerDevice, uploadModule, ADMIN } from "./helpers.js";
+import { call, registerDevice, routeWalk, ADMIN } from "./helpers.js";
 
 type Operation = { "x-roles"?: string[]; parameters?: { name: string; in: string }[] };
 const ROLES = ["anonymous", "admin", "user", "register", "device"] as const;
@@ -20,17 +20,16 @@ let otherDevice: string;
 const BASE32 = "abcdefghijklmnopqrstuvwxyz234567";
 const randomPart = () => btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 
+/** A concrete path for each path template (routeWalk). */
+let concrete: (template: string) => string;
+
 beforeAll(async () => {
-  const user = (await call("POST", "/v1/keys", { json: { role: "user" } })).body.key;
-  const register = (await call("POST", "/v1/keys", { json: { role: "register" } })).body.key;
-  const dev = await registerDevice("matrix");
-  deviceId = dev.deviceId;
-  digest = await uploadModule("math");
-  tokens = { anonymous: null, admin: ADMIN, user, register, device: dev.credential };
+  const walk = await routeWalk("matrix");
+  ({ deviceId, digest, concrete } = walk);
+  tokens = { anonymous: null, ...walk.tokens };
   const madeUpId = "d" + Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => BASE32[b & 31]).join("");
   const rotated = await registerDevice("matrix-rotated");
   expect((await call("POST", `/v1/devices/${rotated.deviceId}/credential`)).status).toBe(201);
-  rotatable = (await registerDevice("matrix-rotatable")).deviceId;
   const other = await registerDevice("matrix-other");
   otherDevice = other.credential;
   const [, , secret, mac] = other.credential.split(".");
@@ -38,19 +37,9 @@ beforeAll(async () => {
   doc = (await call("GET", "/openapi.json", { token: null })).body;
 });
 
-/** A device whose credential the matrix may rotate (rotating the matrix device's own would revoke `tokens.device`). */
-let rotatable: string;
-
 /** `?wait=0` where the route takes `wait` (so no request waits); elsewhere it would be an unknown query parameter (400). */
 function target(path: string, op: Operation) {
   return op.parameters?.some((p) => p.in === "query" && p.name === "wait") ? `${concrete(path)}?wait=0` : concrete(path);
-}
-
-function concrete(path: string) {
-  const id = path.startsWith("/v1/jobs") ? `${deviceId}-aaaaaaaaaaaaaaaa` : path.startsWith("/v1/keys") ? "knotakeyatall" : path.endsWith("/credential") ? rotatable : deviceId;
-  return path
-    .replace("{id}", id)
-    .replace("{digest}", digest);
 }
 
 describe("the auth matrix", { timeout: 60_000 }, () => {
