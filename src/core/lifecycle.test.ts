@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { transition, RETRYABLE_FAILURES, type JobEvent } from "./lifecycle.js";
+import { lateEvent, reportedEvent, transition, RETRYABLE_FAILURES, type JobEvent } from "./lifecycle.js";
 import { JOB_STATES, isTerminal, FailureKind, type JobState } from "../protocol/job.js";
 
 const once = { attempts: 1, maxAttempts: 1 };
@@ -73,5 +73,27 @@ describe("job life cycle", () => {
         expect(attempts).toBeLessThanOrEqual(maxAttempts);
       }),
     );
+  });
+});
+
+describe("an agent's result report as an event", () => {
+  const failed = (kind: (typeof FailureKind.options)[number]) => ({ outcome: "failed" as const, error: { kind, message: "m" } });
+
+  it("for the current lease: the outcome it reports (a failure keeps its kind, an unnamed one is internal)", () => {
+    expect(reportedEvent({ outcome: "succeeded", error: null })).toEqual({ type: "succeed" });
+    expect(reportedEvent({ outcome: "timed_out", error: null })).toEqual({ type: "time_out" });
+    expect(reportedEvent({ outcome: "rejected", error: null })).toEqual({ type: "reject" });
+    expect(reportedEvent(failed("trap"))).toEqual({ type: "fail", kind: "trap" });
+    expect(reportedEvent({ outcome: "failed", error: null })).toEqual({ type: "fail", kind: "internal" });
+  });
+
+  it("for an earlier lease: only a final outcome of that run (success, rejection, a failure that would fail again) ends the job", () => {
+    expect(lateEvent({ outcome: "succeeded", error: null })).toEqual({ type: "late_result", outcome: "succeeded" });
+    expect(lateEvent({ outcome: "rejected", error: null })).toEqual({ type: "late_result", outcome: "rejected" });
+    expect(lateEvent({ outcome: "timed_out", error: null })).toBeNull();
+    for (const kind of FailureKind.options) {
+      expect(lateEvent(failed(kind)), kind).toEqual(RETRYABLE_FAILURES.has(kind) ? null : { type: "late_result", outcome: "failed" });
+    }
+    expect(lateEvent({ outcome: "failed", error: null }), "unnamed: internal, retryable").toBeNull();
   });
 });

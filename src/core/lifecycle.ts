@@ -18,6 +18,7 @@
  *   any non-terminal --cancel--> CANCELED
  */
 import { isTerminal, type FailureKind, type JobState } from "../protocol/job.js";
+import type { ResultReport } from "../protocol/agent.js";
 
 export type JobEvent =
   | { type: "start" }
@@ -86,4 +87,23 @@ export function transition(from: JobState, event: JobEvent, counts: AttemptCount
       if (!(ACTIVE.has(from) || (from === "QUEUED" && counts.attempts > 0))) return illegal();
       return done(event.outcome === "succeeded" ? "SUCCEEDED" : event.outcome === "rejected" ? "REJECTED" : "FAILED");
   }
+}
+
+/** An agent's report, as the event it is for the job whose current lease it quotes. */
+export function reportedEvent(r: Pick<ResultReport, "outcome" | "error">): JobEvent {
+  if (r.outcome === "succeeded") return { type: "succeed" };
+  if (r.outcome === "timed_out") return { type: "time_out" };
+  if (r.outcome === "rejected") return { type: "reject" };
+  return { type: "fail", kind: r.error?.kind ?? "internal" };
+}
+
+/**
+ * A report of an earlier lease (one that ran out), as the event it is: its final outcome
+ * ends the job; a timeout or a retryable failure says something about that run, not the
+ * job, so another attempt decides instead (null).
+ */
+export function lateEvent(r: Pick<ResultReport, "outcome" | "error">): JobEvent | null {
+  if (r.outcome === "succeeded" || r.outcome === "rejected") return { type: "late_result", outcome: r.outcome };
+  if (r.outcome === "failed" && !RETRYABLE_FAILURES.has(r.error?.kind ?? "internal")) return { type: "late_result", outcome: "failed" };
+  return null;
 }

@@ -12,7 +12,7 @@ import type { IndexFeed } from "./index-feed.js";
 import type { JobOutput } from "./job-output.js";
 import type { ResultWaiters } from "./result-waiters.js";
 import { jobView, type CallRecord, type JobRow } from "./job-row.js";
-import { RETRYABLE_FAILURES, transition, type JobEvent } from "../core/lifecycle.js";
+import { lateEvent, reportedEvent, transition, type JobEvent } from "../core/lifecycle.js";
 import { leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
 import { randomBase32 } from "../protocol/ids.js";
 import type { JobError, JobState, JobSubmission } from "../protocol/job.js";
@@ -164,24 +164,19 @@ export class JobLifecycle {
     this.p.transaction(() => {
       for (const r of reports) {
         const row = this.core(r.jobId);
-        const late = row && row.lease_token !== r.leaseToken ? lateOutcome(r) : null;
-        if (row && late && transition(row.state, { type: "late_result", outcome: late }, counts(row)).ok) {
+        const late = row && row.lease_token !== r.leaseToken ? lateEvent(r) : null;
+        if (row && late && transition(row.state, late, counts(row)).ok) {
           // An earlier lease's run on this device finished after that lease ran out: its final outcome ends the job.
           if (r.logs.length) this.p.output.append(r.jobId, r.logs);
-          this.apply(row, { type: "late_result", outcome: late }, now, r.result, r.error);
+          this.apply(row, late, now, r.result, r.error);
           out.push({ jobId: r.jobId, disposition: "accepted" });
         } else if (!row || row.lease_token !== r.leaseToken) {
           out.push({ jobId: r.jobId, disposition: "stale" });
         } else if (row.state !== "LEASED" && row.state !== "RUNNING") {
           out.push({ jobId: r.jobId, disposition: "duplicate" });
         } else {
-          const event: JobEvent =
-            r.outcome === "succeeded" ? { type: "succeed" }
-            : r.outcome === "timed_out" ? { type: "time_out" }
-            : r.outcome === "rejected" ? { type: "reject" }
-            : { type: "fail", kind: r.error?.kind ?? "internal" };
           if (r.logs.length) this.p.output.append(r.jobId, r.logs);
-          this.apply(row, event, now, r.result, r.error);
+          this.apply(row, reportedEvent(r), now, r.result, r.error);
           out.push({ jobId: r.jobId, disposition: "accepted" });
         }
       }
@@ -244,14 +239,4 @@ export class JobLifecycle {
     this.p.ended(row.id, state, after?.chained === 1, now);
     if (waited && after) this.p.waiters.ended(row.id, jobView(after, this.p.deviceId()));
   }
-}
-
-/**
- * The final outcome a report of an earlier lease carries, or null when another attempt should
- * decide instead (a timeout or a retryable failure says something about that run, not the job).
- */
-function lateOutcome(r: ResultReport): "succeeded" | "failed" | "rejected" | null {
-  if (r.outcome === "succeeded" || r.outcome === "rejected") return r.outcome;
-  if (r.outcome === "failed" && !RETRYABLE_FAILURES.has(r.error?.kind ?? "internal")) return "failed";
-  return null;
 }

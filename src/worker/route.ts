@@ -33,13 +33,33 @@ const PROBLEM_DESCRIPTIONS = {
 export type DeclaredProblem = keyof typeof PROBLEM_DESCRIPTIONS;
 
 /**
+ * Query parameters a route does not name, taken by design (a deployed function's parameters
+ * by name; the wasmiot facade's), as the document says so: one object parameter, `style:
+ * form, explode: true`, whose properties are the query's names (OpenAPI's free-form query).
+ */
+export const freeFormQuery = (name: string, description: string) => ({
+  name,
+  in: "query" as const,
+  required: false,
+  style: "form" as const,
+  explode: true,
+  description,
+  schema: { type: "object" as const, additionalProperties: { type: "string" as const } },
+});
+
+/**
  * Declares a route: its roles (required), its schema, and every status it can answer. The
  * statuses that follow from its shape are added here (404 for a path with parameters, 413
  * and 415 for a body, 503 where device credentials are checked); `problems` names the rest.
+ * A query parameter the route does not declare is refused (400), unless `freeFormQuery`
+ * documents that the route takes any.
  */
-export function route<const R extends Omit<RouteConfig, "middleware">>(config: R & { roles: readonly CallerRole[]; problems?: readonly DeclaredProblem[] }) {
-  const { roles, problems = [], ...rest } = config;
+export function route<const R extends Omit<RouteConfig, "middleware">>(
+  config: R & { roles: readonly CallerRole[]; problems?: readonly DeclaredProblem[]; freeFormQuery?: ReturnType<typeof freeFormQuery> },
+) {
+  const { roles, problems = [], freeFormQuery: freeForm, ...rest } = config;
   const bodyTypes = Object.keys(rest.request?.body?.content ?? {});
+  const queryNames = Object.keys((rest.request?.query as { shape?: object } | undefined)?.shape ?? {});
   const implied: DeclaredProblem[] = [
     ...(rest.path.includes("{") ? [404 as const] : []),
     ...(bodyTypes.length > 0 ? [413 as const] : []),
@@ -49,8 +69,9 @@ export function route<const R extends Omit<RouteConfig, "middleware">>(config: R
   return createRoute({
     operationId: operationIdOf(rest.method, rest.path),
     ...rest,
-    // The caller first, then the media type: nothing about the body is judged for a stranger.
-    middleware: [allow(roles), acceptsMediaTypes(bodyTypes)] as const,
+    ...(freeForm ? { parameters: [...(rest.parameters ?? []), freeForm] as RouteConfig["parameters"] } : {}),
+    // The caller first, then the query and the media type: nothing about the request is judged for a stranger.
+    middleware: [allow(roles), freeForm ? passThrough : declaredQueryOnly(queryNames), acceptsMediaTypes(bodyTypes)] as const,
     security: [{ bearer: [] }],
     "x-roles": roles,
     responses: { ...commonProblems, ...declared, ...(bodyTypes.length > 0 ? { 415: problemResponse("The body's media type is not one this route takes") } : {}), ...rest.responses },
@@ -77,6 +98,21 @@ export function mediaTypeMatches(contentType: string, declared: string): boolean
   const [type, subtype] = declared.toLowerCase().split("/");
   if (type === "*") return true;
   return subtype === "*" ? actual.startsWith(`${type}/`) : actual === declared.toLowerCase();
+}
+
+const passThrough: MiddlewareHandler<AppEnv> = (_c, next) => next();
+
+/** A query parameter the route does not declare is a 400 that names it (a misspelt `wiat` is not silently ignored). */
+function declaredQueryOnly(names: string[]): MiddlewareHandler<AppEnv> {
+  const declared = new Set(names);
+  return async (c, next) => {
+    const unknown = [...new Set(new URL(c.req.url).searchParams.keys())].filter((n) => !declared.has(n));
+    if (unknown.length === 0) return next();
+    const takes = names.length > 0 ? `this route takes ${names.join(", ")}` : "this route takes none";
+    return problem(c, "validation", `unknown query parameter ${unknown.map((n) => `"${n}"`).join(", ")}: ${takes}`, {
+      errors: unknown.map((n) => ({ path: `query.${n}`, message: "not a parameter of this route" })),
+    });
+  };
 }
 
 /** A body of a type the route does not declare is a 415 that names the types it does take. */

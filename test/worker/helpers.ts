@@ -94,3 +94,21 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export function health() {
   return { cpuPercent: 12.5, memoryUsedBytes: 1, memoryTotalBytes: 2, loadAverage: [0.1, 0.2, 0.3], uptimeSeconds: 5, diskFreeBytes: 10, jobsRunning: 0 };
 }
+
+/**
+ * What a test that walks every operation of /openapi.json needs: a credential of each role,
+ * a device (and another whose credential may be rotated: rotating the first would revoke
+ * `tokens.device`), a module, and a concrete path for each path template.
+ */
+export async function routeWalk(name: string) {
+  const user = (await call("POST", "/v1/keys", { json: { role: "user" } })).body.key as string;
+  const register = (await call("POST", "/v1/keys", { json: { role: "register" } })).body.key as string;
+  const device = await registerDevice(name);
+  const rotatable = (await registerDevice(`${name}-rotatable`)).deviceId;
+  const digest = await uploadModule("math");
+  const concrete = (template: string) => {
+    const id = template.includes("/jobs/") ? `${device.deviceId}-aaaaaaaaaaaaaaaa` : template.startsWith("/v1/keys") ? "knotakeyatall" : template.endsWith("/credential") ? rotatable : device.deviceId;
+    return template.replace("{id}", id).replace("{digest}", digest).replace(/\{\w+\}/g, "x");
+  };
+  return { tokens: { admin: ADMIN, user, register, device: device.credential }, deviceId: device.deviceId, digest, concrete };
+}

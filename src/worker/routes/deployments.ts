@@ -4,7 +4,7 @@ import { CallAccepted, DeploymentId, DeploymentManifest, DeploymentView, ExportN
 import { DEFAULT_NAMESPACE } from "../../protocol/keys.js";
 import { DeviceId } from "../../protocol/ids.js";
 import { chooseDevice, overallState } from "../../core/calls.js";
-import { jsonResponse, route } from "../route.js";
+import { freeFormQuery, jsonResponse, route } from "../route.js";
 import { annotate, type App, type Ctx, problem } from "../http.js";
 import { callerNamespace, deviceNamespace } from "../tenancy.js";
 import { verifySignedClaim } from "../signing.js";
@@ -61,7 +61,12 @@ const remove = route({
 });
 
 const callParams = z.object({ id: DeploymentId, module: ModuleName, function: ExportName });
-const callQuery = z.looseObject({ device: DeviceId.optional().meta({ description: "one of several devices holding the module; other query parameters are the function's, by name" }) });
+const callQuery = z.looseObject({
+  device: DeviceId.optional().meta({ description: "one of several devices holding the module; other query parameters are the function's, by name" }),
+  namespace: NamespaceQuery.shape.namespace,
+});
+/** The function's parameters by name: any other query name is one of them, so none is refused as unknown. */
+const functionParameters = freeFormQuery("parameters", "The function's parameters by name (`?minuend=10&subtrahend=3`); any query name other than `device` and `namespace` is one of them");
 const callResponses = {
   202: jsonResponse(CallAccepted, "Queued on the device; the result appears at links.result"),
   200: jsonResponse(JobView, "With `Prefer: wait=N`: the call ended within N seconds"),
@@ -78,8 +83,8 @@ const callBody = {
     "multipart/form-data": { schema: { type: "object", description: "parameters by name; file parts are the call's input files", additionalProperties: true } as object },
   },
 };
-const callPost = route({ method: "post", path: "/v1/deployments/{id}/modules/{module}/{function}", roles: ["admin", "user"], problems: [409, 422], summary: callSummary, request: { params: callParams, query: callQuery, body: callBody }, responses: callResponses });
-const callGet = route({ method: "get", path: "/v1/deployments/{id}/modules/{module}/{function}", roles: ["admin", "user"], problems: [409, 422], summary: callSummary, request: { params: callParams, query: callQuery }, responses: callResponses });
+const callPost = route({ method: "post", path: "/v1/deployments/{id}/modules/{module}/{function}", roles: ["admin", "user"], problems: [409, 422], summary: callSummary, freeFormQuery: functionParameters, request: { params: callParams, query: callQuery, body: callBody }, responses: callResponses });
+const callGet = route({ method: "get", path: "/v1/deployments/{id}/modules/{module}/{function}", roles: ["admin", "user"], problems: [409, 422], summary: callSummary, freeFormQuery: functionParameters, request: { params: callParams, query: callQuery }, responses: callResponses });
 
 /**
  * Where a deployment's modules are, per isolate for a moment: a call saves the hop to the

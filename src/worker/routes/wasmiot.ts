@@ -23,7 +23,7 @@ import { applyDeployment, removeDeployment } from "../deploy.js";
 import { placeCall } from "../calls.js";
 import { allow } from "../auth.js";
 import { canSeeDevice, deviceNamespace } from "../tenancy.js";
-import { jsonResponse, operationIdOf, problemResponse, route } from "../route.js";
+import { freeFormQuery, jsonResponse, operationIdOf, problemResponse, route } from "../route.js";
 import { annotate, problem, type App, type AppEnv, type Ctx } from "../http.js";
 import { registryStub, deviceStub } from "../../platform/stubs.js";
 import { outputKey } from "../../platform/r2-keys.js";
@@ -250,6 +250,12 @@ const FACADE_DOCS: [method: "get" | "post" | "delete", path: string, summary: st
   ["get", "/module_results/{module}/{name}", "The latest output file of a module"],
 ];
 
+/** The facade answers as the wasmiot supervisor does: a call's query is its function's parameters, and no query name is refused. */
+const facadeQuery = (path: string) =>
+  path.includes("/modules/{module}/{function}")
+    ? freeFormQuery("parameters", "The function's parameters by name (`?minuend=10&subtrahend=3`)")
+    : freeFormQuery("ignored", "Taken and ignored, as the wasmiot supervisor does: the facade refuses no query name");
+
 function documentFacade(app: App) {
   for (const [method, path, summary] of FACADE_DOCS) {
     const names = [...`/wasmiot/{device}${path}`.matchAll(/\{(\w+)\}/g)].map((m) => m[1]!);
@@ -261,6 +267,7 @@ function documentFacade(app: App) {
       summary,
       security: [{ bearer: [] }],
       "x-roles": ["admin", "user"],
+      parameters: [facadeQuery(path)],
       request: { params: z.object(Object.fromEntries(names.map((n) => [n, z.string()]))) },
       responses: {
         200: { description: "As the wasmiot supervisor answers", content: { "application/json": { schema: z.unknown() } } },
