@@ -114,7 +114,7 @@ export class AgentSession {
         this.acceptLogs(msg);
         return;
       case "heartbeat": {
-        const { cancel, deployments } = await this.heartbeat({ health: msg.health, runningJobs: msg.runningJobs, logs: msg.logs });
+        const { cancel, deployments } = await this.heartbeat({ health: msg.health, runningJobs: msg.runningJobs, logs: msg.logs, services: msg.services });
         link.send(ws, { t: "heartbeat-ack", id: msg.id, cancel, deployments });
         return;
       }
