@@ -20,6 +20,7 @@ import { DeviceDeployments } from "./device-deployments.js";
 import { ChainForwards } from "./chain-forward.js";
 import { DeviceCalls } from "./device-calls.js";
 import { AgentSession } from "./agent-session.js";
+import { DeviceServices } from "./device-services.js";
 import type { Clock } from "../core/clock.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
@@ -78,9 +79,19 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     deviceId, deployments, jobs, store,
     lifecycle, link, clock, transaction,
   });
+  const services = new DeviceServices({
+    sql, clock, transaction, deviceId,
+    wakeBy: (at) => timers.wakeBy(at),
+    notify: (version) => {
+      // The agent learns of new desired services over its socket, or by an open poll answered now.
+      link.notify({ t: "services", version });
+      link.releasePolls();
+    },
+  });
   const session = new AgentSession({
     presence, link, jobs, lifecycle, store,
     output, agentLogs, clock, desiredVersion: () => deployments.version,
+    services,
     durable: () => ctx.storage.sync(),
   });
 
@@ -88,5 +99,6 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   timers.register(() => feed.wakeAt());
   timers.register((now) => retention.dueAt(now));
   timers.register(() => forwards.nextTry());
-  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session };
+  timers.register(() => services.nextDue());
+  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, services };
 }

@@ -26,7 +26,7 @@ export const LeasedJob = z.object({
 export type LeasedJob = z.infer<typeof LeasedJob>;
 
 /** `deployments`: the desired-state version (see DesiredDeployments), so a polling agent notices changes. */
-export const Delivery = z.object({ jobs: z.array(LeasedJob), serverTime: z.number().int(), deployments: z.number().int().optional() });
+export const Delivery = z.object({ jobs: z.array(LeasedJob), serverTime: z.number().int(), deployments: z.number().int().optional(), services: z.number().int().optional() });
 export type Delivery = z.infer<typeof Delivery>;
 
 export const LeaseRef = z.object({ jobId: JobId, leaseToken: z.string().max(64) });
