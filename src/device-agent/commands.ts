@@ -8,6 +8,7 @@ import { agentLog, setAgentLogLevel, type Level } from "./agent-log.js";
 import type { TransportMode } from "./transport.js";
 import { readDeviceConfig } from "./machine.js";
 import { operatorCommands } from "./cli/operator.js";
+import { serviceCommands } from "./cli/services.js";
 import { deploymentCommands } from "./cli/deploy.js";
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
@@ -76,6 +77,7 @@ program
   });
 
 operatorCommands(program);
+serviceCommands(program);
 deploymentCommands(program);
 
 await program.parseAsync();

@@ -9,8 +9,9 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { execFile } from "node:child_process";
 import { join } from "node:path";
-import { startControlPlane, type ControlPlane } from "../helpers/control-plane.js";
+import { ADMIN_TOKEN, startControlPlane, type ControlPlane } from "../helpers/control-plane.js";
 import { startAgent, type AgentProcess } from "../helpers/agent-process.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
 import { compileWat, WAT } from "../helpers/wat.js";
@@ -248,5 +249,37 @@ describe("services on real agents", () => {
     await statusIs(a.deviceId, "count", "STOPPED");
     expect((await cp.admin.getService(b.deviceId, "count")).status).toBe("RUNNING");
     await until("b keeps counting", async () => counts(b.dataDir, "count").length >= 10);
+  });
+
+  it("the CLI: create from examples/services, ls, suspend, status, open, rm (exit codes)", async () => {
+    const a = await agent();
+    const cli = (args: string[]) =>
+      new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+        execFile(process.execPath, ["dist/device-agent/cli.js", "services", ...args], { encoding: "utf8", env: { ...process.env, WASMVISOR_SERVER: cp.url, WASMVISOR_TOKEN: ADMIN_TOKEN }, timeout: 60_000 }, (error, stdout, stderr) =>
+          resolve({ code: error ? (typeof error.code === "number" ? error.code : null) : 0, out: stdout, err: stderr }),
+        );
+      });
+    // examples/wasm/counter.wasm is the countService module: the example's digest is the one uploaded.
+    expect(JSON.parse(readFileSync("examples/services/counter.json", "utf8")).module).toBe(counter);
+    const made = await cli(["create", a.deviceId, "--spec", "examples/services/counter.json", "--json"]);
+    expect(made.code, made.err).toBe(0);
+    expect(JSON.parse(made.out)).toMatchObject({ name: "counter", spec: { args: ["--every", "100ms"], env: { MODE: "demo" } } });
+    expect((await cli(["create", a.deviceId, "--spec", "examples/services/counter.json"])).code).toBe(3); // 409: exists
+    await statusIs(a.deviceId, "counter", "RUNNING");
+    const ls = await cli(["ls", a.deviceId]);
+    expect(ls.out).toMatch(/^NAME\s+STATUS\s+DESIRED\s+RESTARTS/m);
+    expect(ls.out).toMatch(/counter\s+RUNNING\s+running\s+0\/5/);
+    expect((await cli(["suspend", a.deviceId, "counter", "-q"])).out.trim()).toBe("counter");
+    await statusIs(a.deviceId, "counter", "STOPPED");
+    const status = JSON.parse((await cli(["status", a.deviceId, "counter", "--json"])).out);
+    expect(status).toMatchObject({ status: "STOPPED", desired: "suspended" });
+    const open = await cli(["open", a.deviceId, "counter", "--no-follow"]);
+    expect(open.code).toBe(0);
+    expect(open.out).toMatch(/counter\s+STOPPED/);
+    expect(open.out).toMatch(/OUT count 0/);
+    const rm = await cli(["rm", a.deviceId, "counter", "ghost"]);
+    expect(rm.out).toMatch(/removed: counter\nnot found: ghost/);
+    expect(rm.code).toBe(3);
+    expect((await cli(["status", a.deviceId, "counter"])).code).toBe(3);
   });
 });
