@@ -56,6 +56,11 @@ describe("services", () => {
     expect(logs.body.lines.map((l: { line: string }) => l.line)).toEqual(["count 0", "count 1"]);
     const after = await call("GET", `${path("count")}/logs?after=${logs.body.lines[0].seq}`);
     expect(after.body.lines.map((l: { line: string }) => l.line)).toEqual(["count 1"]);
+    // Followed: the ring as server-sent events, then `end` when ?seconds= pass.
+    const follow = await call("GET", `${path("count")}/logs?follow=1&seconds=1`);
+    expect(follow.type).toBe("text/event-stream");
+    expect(follow.body).toContain(`event: line\nid: ${logs.body.lines[0].seq}\ndata: {"seq":${logs.body.lines[0].seq}`);
+    expect(follow.body).toMatch(/"line":"count 1"[\s\S]*event: end/);
     // A report of an earlier run changes nothing.
     await beat([actual("count", "CRASHED", { run: 0 })]);
     expect((await call("GET", path("count"))).body.status).toBe("RUNNING");

@@ -106,7 +106,7 @@ export class ServiceSupervisor {
       this.skipToEndOfOutput(l);
       if (rec.pid !== null && alive(rec.pid, rec.pidStart)) {
         this.deps.log("info", "service adopted", { service: name, pid: rec.pid, status: rec.status, run: rec.run });
-        rec.reason = `${rec.reason} (adopted by a restarted agent, pid ${rec.pid})`.slice(0, 500);
+        rec.reason = `${rec.reason.replace(/ \(adopted by a restarted agent, pid \d+\)$/, "")} (adopted by a restarted agent, pid ${rec.pid})`.slice(0, 500);
         void this.persist(l);
       } else if (rec.pid !== null) {
         await this.ended(l, rec.pid, null);
@@ -310,9 +310,19 @@ export class ServiceSupervisor {
       await this.ended(l, null, null, { failed: true, what: `${rejected ? "the module cannot run here" : "could not start"}: ${String((e as Error)?.message ?? e)}`.slice(0, 500) });
     } finally {
       l.spawning = false;
+      this.afterSpawn(l, run);
     }
-    // Desired state may have moved on while it started (suspended, killed).
-    if (this.live.get(rec.name) === l && rec.run === run) this.reconcile(l);
+  }
+
+  /** Desired state may have moved on while it started (suspended, killed, a new run). */
+  private afterSpawn(l: Live, run: number) {
+    const { rec } = l;
+    if (this.live.get(rec.name) !== l || this.stopped) return;
+    if (rec.run !== run && rec.status === "STARTING" && rec.pid === null && rec.desired === "running") {
+      void this.spawnRun(l); // a new run came while the old one was starting
+      return;
+    }
+    this.reconcile(l);
   }
 
   private sandboxDir(rec: ServiceRecord): string {
@@ -367,6 +377,7 @@ export class ServiceSupervisor {
       if (!this.move(l, "exit_crashed", { exitCode, lastError, reason: d.reason, restartAt: null, rearmAt: d.rearmAt })) return;
       this.deps.log("error", "service crashed: restart budget spent", { service: rec.name, reason: d.reason, rearmAt: d.rearmAt });
     }
+    if (rec.desired !== "running") this.reconcile(l); // e.g. it ended while suspended: it waits STOPPED for the resume
     this.arm(l);
   }
 
