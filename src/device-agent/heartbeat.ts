@@ -30,6 +30,8 @@ export interface HeartbeatParts {
 
 export class Heartbeat {
   private timer: NodeJS.Timeout | null = null;
+  /** a beat is on its way: the next waits for its answer (services' output lines are shipped once) */
+  private beating = false;
 
   constructor(private readonly parts: HeartbeatParts) {}
 
@@ -46,6 +48,8 @@ export class Heartbeat {
   /** A failed beat is only logged: the next one carries the same news (and the log lines not yet shipped). */
   private async beat() {
     const p = this.parts;
+    if (this.beating) return;
+    this.beating = true;
     try {
       const health = await p.health.sample(p.jobsRunning());
       const logs = p.shippedLog.toShip();
@@ -58,6 +62,8 @@ export class Heartbeat {
       p.stopJobs(answer.cancel);
     } catch (e) {
       p.log("warn", "heartbeat failed", { error: String(e) });
+    } finally {
+      this.beating = false;
     }
   }
 }

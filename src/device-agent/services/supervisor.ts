@@ -23,6 +23,22 @@ import { ModuleRejected, type ModuleCache } from "../module-cache.js";
 import { alive, sample, signal } from "./proc.js";
 import { ensureDir, FILES, parseOutputLine, readJson, removeDir, serviceDir, servicesRoot, writeJsonAtomic, type ExitReport, type RunConfig } from "./files.js";
 
+/** Output bytes (as JSON) one heartbeat carries in all. */
+const HEARTBEAT_LINE_BYTES = 96 * 1024;
+
+/** The first lines of `lines` that fit in `max` lines and `bytes` bytes of JSON. */
+function takeLines(lines: LogLine[], max: number, bytes: number, spent: (used: number) => void): LogLine[] {
+  let used = 0;
+  let n = 0;
+  for (; n < Math.min(max, lines.length); n++) {
+    const size = JSON.stringify(lines[n]).length + 1;
+    if (used + size > bytes) break;
+    used += size;
+  }
+  spent(used);
+  return lines.slice(0, n);
+}
+
 const SERVICE_MAIN = fileURLToPath(new URL("./service-main.js", import.meta.url));
 
 export interface SupervisorOptions {
@@ -522,6 +538,9 @@ export class ServiceSupervisor {
   /** Each service's status, CPU and memory, and output lines not yet shipped (for the heartbeat). */
   actuals(): ServiceActual[] {
     const now = this.now();
+    // One heartbeat carries at most this much output (the rest goes with the next ones): a
+    // beat must stay well under the request body limit however many services are chatty.
+    let budget = HEARTBEAT_LINE_BYTES;
     return [...this.live.values()].map((l) => {
       const { rec } = l;
       this.readOutput(l);
@@ -537,7 +556,7 @@ export class ServiceSupervisor {
         name: rec.name, run: rec.run, status: rec.status, reason: rec.reason, exitCode: rec.exitCode, restarts: rec.budget.restarts.length,
         lastError: rec.lastError?.slice(0, 2000) ?? null, startedAt: rec.startedAt, restartAt: rec.restartAt ?? rec.rearmAt, pid: rec.pid,
         cpuMs: l.cpu.ms, cpuPercent: Math.round(l.cpu.percent * 100) / 100, rssBytes: l.cpu.rss, resets: rec.resets,
-        lines: l.unsent.slice(0, SERVICE_LIMITS.linesPerBeat),
+        lines: takeLines(l.unsent, SERVICE_LIMITS.linesPerBeat, budget, (used) => (budget -= used)),
       };
     });
   }
