@@ -91,9 +91,9 @@ const logs = route({
     params: serviceParams,
     query: z.object({
       limit: z.coerce.number().int().min(1).max(1000).default(200),
-      after: z.coerce.number().int().min(0).default(0).meta({ description: "only lines after this seq" }),
+      after: z.coerce.number().int().min(0).default(0).meta({ type: "integer", description: "only lines after this seq" }),
       follow: z.enum(["0", "1", "true", "false"]).optional(),
-      seconds: z.coerce.number().int().min(1).max(3600).default(600).meta({ description: "how long a follow lasts at most" }),
+      seconds: z.coerce.number().int().min(1).max(3600).default(600).meta({ type: "integer", description: "how long a follow lasts at most" }),
     }),
   },
   responses: {
