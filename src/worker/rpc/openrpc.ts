@@ -14,7 +14,8 @@ export interface RouteRef {
  * building the call with `{id}` as the id yields the path the OpenAPI document declares.
  */
 export const routeOf = (m: RpcMethod): RouteRef => {
-  const call = m.rest({ id: "{id}" });
+  // The path parameters by the names methods give them (a service method names its device `device`).
+  const call = m.rest({ id: "{id}", device: "{id}", name: "{name}" });
   return { method: call.method, path: call.path };
 };
 
