@@ -135,6 +135,11 @@ export class DeviceServices {
     return this.answer(spec.name);
   }
 
+  /** Whether a service of this name exists on the device (the schedules part checks it). */
+  has(name: string): boolean {
+    return this.row(name) !== undefined;
+  }
+
   list(): ServiceView[] {
     return this.p.sql.all<Row>("SELECT * FROM services ORDER BY name").map((r) => this.view(r));
   }

@@ -129,6 +129,11 @@ describe("services", () => {
     expect(again).toEqual({ ok: true, value: { started: false, run: 2 } });
     expect((await desired()).services.find((s) => s.spec.name === "later")).toMatchObject({ run: 2, desired: "running", ended: false });
     expect(await runInDurableObject(stub, (obj) => obj.startServiceFromSchedule("other-ns", "later", "occ-2", Date.now()))).toMatchObject({ ok: false, problem: "not-found" });
+    // The schedules part calls the hook inside its own firing's transaction: it nests.
+    const nested = await runInDurableObject(stub, (obj, state) =>
+      state.storage.transactionSync(() => (obj as unknown as { p: { services: { startFromSchedule(n: string, o: string, t: number): unknown; has(n: string): boolean } } }).p.services.startFromSchedule("later", "occ-3", Date.now())),
+    );
+    expect(nested).toEqual({ ok: true, value: { started: true, run: 3 } });
   });
 
   it("remove (any status) and remove many; the agent's desired state loses them", async () => {
