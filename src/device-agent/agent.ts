@@ -19,6 +19,9 @@ import { LeaseKeeper } from "./lease-keeper.js";
 import { Runner, toReport } from "./runner.js";
 import { Uplink } from "./uplink.js";
 import { Heartbeat } from "./heartbeat.js";
+import { ServiceSupervisor } from "./services/supervisor.js";
+import { ModuleCache } from "./module-cache.js";
+import { WASM_PAGE_BYTES } from "../wasm/binary.js";
 
 export interface AgentOptions {
   server: string;
@@ -50,6 +53,7 @@ export class Agent {
   private readonly outbox: Outbox;
   private readonly heartbeat: Heartbeat;
   private readonly transport: Transport;
+  readonly services: ServiceSupervisor;
   private stopping = false;
   deviceId: string | null = null;
 
@@ -60,6 +64,12 @@ export class Agent {
     this.uplink = new Uplink(this.client, () => this.transport.openLink, () => this.capacity(), this.log);
     this.leases = new LeaseKeeper((update, answerMs) => this.uplink.leases(update, answerMs), this.log);
     this.runner = new Runner(opts, this.client, this.leases, this.uplink, this.log);
+    this.services = new ServiceSupervisor(opts, {
+      modules: new ModuleCache(opts.dataDir, this.client, Math.floor((opts.maxMemoryMb * 1024 * 1024) / WASM_PAGE_BYTES)),
+      deploymentDir: (deployment, module) => this.runner.deployments.appliedDir(deployment, module),
+      fetchDesired: () => this.client.desiredServices(),
+      log: this.log,
+    });
     this.outbox = new Outbox(opts.dataDir, (batch) => this.uplink.results(batch), (l, m, f) => this.log(l, m, f));
     this.heartbeat = new Heartbeat({
       health: new HealthSampler(opts.dataDir),
@@ -69,6 +79,9 @@ export class Agent {
       heldLeases: () => this.leases.refs(),
       stopJobs: (jobIds) => this.runner.cancel(jobIds),
       deploymentsVersion: (version) => this.runner.deployments.noteVersion(version),
+      services: () => this.services.actuals(),
+      servicesShipped: (sent) => this.services.shipped(sent),
+      servicesVersion: (version) => this.services.noteVersion(version),
       log: this.log,
     });
     this.transport = new Transport(opts, this.client, {
@@ -77,6 +90,7 @@ export class Agent {
       },
       cancel: (jobIds) => this.runner.cancel(jobIds),
       deployments: (version) => this.runner.deployments.noteVersion(version),
+      services: (version) => this.services.noteVersion(version),
       connected: () => {
         void this.outbox.flush();
         void this.leases.update(); // what was held across the reconnect is renewed (and acked) at once
@@ -95,11 +109,14 @@ export class Agent {
     this.deviceId = saved.deviceId;
     this.client.setCredential(saved.credential);
     void this.learnLimits();
+    // Services first: what runs from before a restart is adopted before anything else happens.
+    await this.services.open();
     await this.outbox.restore();
     await this.heartbeat.start(this.opts.heartbeatIntervalMs);
     this.leases.start();
     this.transport.start(saved.credential);
     void this.runner.deployments.converge().catch((e) => this.log("warn", "could not apply deployments", { error: String(e) }));
+    void this.services.converge().catch((e) => this.log("warn", "could not apply services; supervising them as last known", { error: String(e) }));
     this.log("info", "agent started", { deviceId: saved.deviceId, server: this.opts.server, poolSize: this.opts.poolSize, transport: this.opts.transport });
   }
 
@@ -113,6 +130,7 @@ export class Agent {
     this.stopping = true;
     this.transport.stop();
     this.heartbeat.stop();
+    this.services.stop(); // services keep running: the next agent adopts them
     this.leases.stop();
     const deadline = Date.now() + graceMs;
     while (this.leases.size > 0 && Date.now() < deadline) await sleep(50);

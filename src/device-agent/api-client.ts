@@ -2,6 +2,7 @@
 import { Delivery, ResultBatchResponse, type LeaseRef, type LogBatch, type ResultReport, type Heartbeat } from "../protocol/agent.js";
 import { RegistrationResult, type DeviceRegistration } from "../protocol/device.js";
 import { DesiredDeployments, type AppliedReport } from "../protocol/deployment.js";
+import { DesiredServices } from "../protocol/service.js";
 import type { Problem } from "../protocol/problem.js";
 import { z } from "zod";
 import { fetchRetryingOnce } from "../sdk/fetch-retry.js";
@@ -22,7 +23,7 @@ export class RequestTimeout extends Error {
 
 const SupervisorInfo = z.object({ limits: z.record(z.string(), z.number()) });
 const AckResponse = z.object({ started: z.number(), held: z.number() });
-const HeartbeatResponse = z.object({ serverTime: z.number(), cancel: z.array(z.string()), deployments: z.number().int().optional() });
+const HeartbeatResponse = z.object({ serverTime: z.number(), cancel: z.array(z.string()), deployments: z.number().int().optional(), services: z.number().int().optional() });
 
 export class ApiError extends Error {
   constructor(readonly status: number, readonly problem: Partial<Problem> | null, what: string) {
@@ -106,6 +107,10 @@ export class ControlPlaneClient {
 
   desiredDeployments() {
     return this.call("desired deployments", "/v1/agent/deployments", { method: "GET" }, DesiredDeployments);
+  }
+
+  desiredServices() {
+    return this.call("desired services", "/v1/agent/services", { method: "GET" }, DesiredServices);
   }
 
   reportDeployments(states: AppliedReport["states"]) {

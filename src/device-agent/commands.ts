@@ -8,6 +8,7 @@ import { agentLog, setAgentLogLevel, type Level } from "./agent-log.js";
 import type { TransportMode } from "./transport.js";
 import { readDeviceConfig } from "./machine.js";
 import { operatorCommands } from "./cli/operator.js";
+import { serviceCommands } from "./cli/services.js";
 import { deploymentCommands } from "./cli/deploy.js";
 import { scheduleCommands } from "./cli/schedules.js";
 
@@ -77,6 +78,7 @@ program
   });
 
 operatorCommands(program);
+serviceCommands(program);
 deploymentCommands(program);
 scheduleCommands(program);
 

@@ -40,6 +40,12 @@ export class DeploymentSet {
     return join(this.root, deployment, `g${generation}`, module);
   }
 
+  /** The directory of a module of a deployment as applied here now (null: not applied): a service may use it as its sandbox. */
+  appliedDir(deployment: string, module: string): string | null {
+    const generation = this.applied.get(deployment);
+    return generation === undefined ? null : this.dir(deployment, generation, module);
+  }
+
   /** The control plane's desired-state version; a different one than applied means: converge. */
   noteVersion(version: number | undefined) {
     if (version !== undefined && version !== this.appliedVersion) void this.converge().catch((e) => this.log("warn", "could not apply deployments", { error: String(e) }));

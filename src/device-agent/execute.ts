@@ -19,6 +19,14 @@ export interface ExecTask {
   /** keep the instance between calls under this key (a deployment's instance); absent: a fresh instance per call */
   instanceKey?: string;
   maxOutputBytes: number;
+  /** the guest's argv (default: the function's name alone) */
+  argv?: string[];
+  /** the guest's environment (default: empty) */
+  env?: Record<string, string>;
+  /** output lines handed out in all (default LIMITS.maxLogLines; a service's lines go to a bounded ring, so it passes Infinity) */
+  maxLogLines?: number;
+  /** lines are handed to onLines at most this often (default 50 ms; 0: as each line ends) */
+  lineFlushMs?: number;
 }
 
 export interface Captured {
@@ -52,10 +60,14 @@ export class LineSplitter {
   private lastFlush = Date.now();
   truncated = false;
 
-  constructor(private readonly onLines?: (lines: LogLine[]) => void) {}
+  constructor(
+    private readonly onLines?: (lines: LogLine[]) => void,
+    private readonly maxLines: number = LIMITS.maxLogLines,
+    private readonly flushMs: number = LINE_FLUSH_MS,
+  ) {}
 
   write(fd: 1 | 2, bytes: Uint8Array) {
-    if (this.total >= LIMITS.maxLogLines) return this.markTruncated(); // nothing more is kept: not even decoded
+    if (this.total >= this.maxLines) return this.markTruncated(); // nothing more is kept: not even decoded
     const s = fd - 1;
     if (this.cut[s]) {
       // Inside a line already cut: skip to its end without decoding (a newline byte is never part of a UTF-8 sequence).
@@ -76,7 +88,7 @@ export class LineSplitter {
       start = newline + 1;
     }
     const now = Date.now();
-    if (this.onLines && this.pending.length > 0 && (now - this.lastFlush >= LINE_FLUSH_MS || this.pending.length >= LINE_FLUSH_COUNT)) {
+    if (this.onLines && this.pending.length > 0 && (now - this.lastFlush >= this.flushMs || this.pending.length >= LINE_FLUSH_COUNT)) {
       this.onLines(this.pending);
       this.pending = [];
       this.lastFlush = now;
@@ -98,12 +110,12 @@ export class LineSplitter {
   }
 
   private markTruncated() {
-    if (!this.truncated) this.pending.push({ at: Date.now(), stream: "stderr", line: `[wasmvisor] output truncated after ${LIMITS.maxLogLines} lines` });
+    if (!this.truncated) this.pending.push({ at: Date.now(), stream: "stderr", line: `[wasmvisor] output truncated after ${this.maxLines} lines` });
     this.truncated = true;
   }
 
   private push(fd: 1 | 2, line: string) {
-    if (this.total >= LIMITS.maxLogLines) return this.markTruncated();
+    if (this.total >= this.maxLines) return this.markTruncated();
     this.total++;
     this.pending.push({ at: Date.now(), stream: fd === 1 ? "stdout" : "stderr", line });
   }
@@ -189,7 +201,7 @@ function instantiate(task: ExecTask): { ok: true; live: Live } | { ok: false; ki
   const needsWasi = WebAssembly.Module.imports(task.module).some((i) => WASI_MODULES.has(i.module));
   if (needsWasi) {
     // No host environment leaks in: env is empty and only the sandbox is preopened.
-    wasi = new WASI({ version: "preview1", args: [task.function], env: {}, preopens: { ".": task.sandboxDir }, returnOnExit: true });
+    wasi = new WASI({ version: "preview1", args: task.argv ?? [task.function], env: task.env ?? {}, preopens: { ".": task.sandboxDir }, returnOnExit: true });
     const base = wasi.wasiImport as Record<string, (...a: number[]) => number>;
     const ns = {
       ...base,
@@ -230,7 +242,7 @@ function instantiate(task: ExecTask): { ok: true; live: Live } | { ok: false; ki
  */
 export function execute(task: ExecTask, onLines?: (lines: LogLine[]) => void, store?: InstanceStore): ExecResult {
   const started = performance.now();
-  const capture = new OutputCapture(task.maxOutputBytes, new LineSplitter(onLines));
+  const capture = new OutputCapture(task.maxOutputBytes, new LineSplitter(onLines, task.maxLogLines, task.lineFlushMs));
   const captured = (): Captured => ({
     stdout: capture.text(1),
     stderr: capture.text(2),

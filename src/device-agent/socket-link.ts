@@ -28,6 +28,8 @@ export interface LinkEvents {
   problem(message: string): void;
   /** the desired deployments changed (to `version`) */
   deployments(version: number): void;
+  /** the desired services changed (to `version`) */
+  services(version: number): void;
 }
 
 const KEEPALIVE_MS = 15_000;
@@ -116,6 +118,8 @@ export class SocketLink {
         return this.events.problem(msg.message);
       case "deployments":
         return this.events.deployments(msg.version);
+      case "services":
+        return this.events.services(msg.version);
       default: {
         const p = this.pending.get(msg.id);
         if (!p) return;

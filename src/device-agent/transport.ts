@@ -25,6 +25,8 @@ export interface TransportEvents {
   cancel(jobIds: string[]): void;
   /** the desired deployments' version (a poll says it with every delivery, push when it changes) */
   deployments(version: number | undefined): void;
+  /** the desired services' version (as for deployments) */
+  services(version: number | undefined): void;
   /** a push link opened: what waited for one (results, lease renewals) can go now */
   connected(): void;
   /** the control plane refused this device's credential: the agent cannot go on */
@@ -139,6 +141,7 @@ export class Transport {
           jobs: (jobs) => this.events.jobs(jobs),
           cancel: (jobIds) => this.events.cancel(jobIds),
           deployments: (version) => this.events.deployments(version),
+          services: (version) => this.events.services(version),
           problem: (message) => this.log("warn", "the control plane refused a message", { message }),
         },
         (code, reason) => {
@@ -181,6 +184,7 @@ export class Transport {
         const delivery = await this.client.poll(wait, free, this.pollAbort.signal);
         failures = 0;
         this.events.deployments(delivery.deployments);
+        this.events.services(delivery.services);
         this.events.jobs(delivery.jobs);
       } catch (e) {
         if (this.stopping) break;

@@ -12,7 +12,7 @@ import type { AgentLog } from "./agent-log.js";
 /** Log lines of a running job go in requests of at most this much JSON (well under the body limit). */
 const MAX_LOG_BATCH_BYTES = 64 * 1024;
 
-export type HeartbeatAnswer = { cancel: string[]; deployments: number | undefined };
+export type HeartbeatAnswer = { cancel: string[]; deployments: number | undefined; services: number | undefined };
 
 export class Uplink {
   private logsInFlight: Promise<void> = Promise.resolve();
@@ -69,10 +69,10 @@ export class Uplink {
     const link = this.openLink();
     if (link) {
       const reply = await link.request<"heartbeat">({ t: "heartbeat", ...body });
-      return reply.t === "heartbeat-ack" ? { cancel: reply.cancel, deployments: reply.deployments } : { cancel: [], deployments: undefined };
+      return reply.t === "heartbeat-ack" ? { cancel: reply.cancel, deployments: reply.deployments, services: reply.services } : { cancel: [], deployments: undefined, services: undefined };
     }
-    const { cancel, deployments } = await this.client.heartbeat(body);
-    return { cancel, deployments };
+    const { cancel, deployments, services } = await this.client.heartbeat(body);
+    return { cancel, deployments, services };
   }
 
   /** Freed capacity is news only to a push link (a long poll says how many jobs it takes in each request). */

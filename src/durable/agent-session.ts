@@ -13,6 +13,7 @@ import type { JobLifecycle } from "./job-lifecycle.js";
 import type { JobOutput } from "./job-output.js";
 import type { JobStore } from "./job-store.js";
 import type { Clock } from "../core/clock.js";
+import type { DeviceServices } from "./device-services.js";
 import { AgentMessage, type Delivery, type Heartbeat, type LeaseRef, type LogBatch } from "../protocol/agent.js";
 
 /** The Worker forwards the agent's WebSocket upgrade with the credential's secret in this header. */
@@ -29,11 +30,13 @@ export interface AgentSessionParts {
   clock: Clock;
   /** the desired-deployments version agents compare with what they applied */
   desiredVersion: () => number;
+  /** the device's services: their actual status comes with heartbeats */
+  services: DeviceServices;
   /** resolves once every write so far is durable (storage.sync) */
   durable: () => Promise<void>;
 }
 
-export type HeartbeatAck = { serverTime: number; cancel: string[]; deployments: number | undefined };
+export type HeartbeatAck = { serverTime: number; cancel: string[]; deployments: number | undefined; services: number | undefined };
 
 export class AgentSession {
   constructor(private readonly p: AgentSessionParts) {}
@@ -42,9 +45,10 @@ export class AgentSession {
     const now = this.p.clock.now();
     this.p.presence.recordHealth(hb.health, now);
     this.p.agentLogs.keep(hb.logs);
+    this.p.services.report(hb.services, now);
     this.p.presence.markSeen(now);
     await this.p.presence.publishOrRetryLater();
-    return { serverTime: now, cancel: this.leasesNoLongerHeld(hb.runningJobs), deployments: this.p.desiredVersion() };
+    return { serverTime: now, cancel: this.leasesNoLongerHeld(hb.runningJobs), deployments: this.p.desiredVersion(), services: this.p.services.version };
   }
 
   /**
@@ -59,7 +63,7 @@ export class AgentSession {
   async poll(waitMs: number, max: number): Promise<Delivery> {
     this.p.presence.markSeen(this.p.clock.now());
     const jobs = await this.p.link.poll(waitMs, max, (n) => this.p.jobs.leaseReady(n));
-    return { jobs, serverTime: this.p.clock.now(), deployments: this.p.desiredVersion() };
+    return { jobs, serverTime: this.p.clock.now(), deployments: this.p.desiredVersion(), services: this.p.services.version };
   }
 
   /** Lines of a running job, from the agent holding its lease; anything else is ignored. */
@@ -114,8 +118,8 @@ export class AgentSession {
         this.acceptLogs(msg);
         return;
       case "heartbeat": {
-        const { cancel, deployments } = await this.heartbeat({ health: msg.health, runningJobs: msg.runningJobs, logs: msg.logs });
-        link.send(ws, { t: "heartbeat-ack", id: msg.id, cancel, deployments });
+        const { cancel, deployments, services } = await this.heartbeat({ health: msg.health, runningJobs: msg.runningJobs, logs: msg.logs, services: msg.services });
+        link.send(ws, { t: "heartbeat-ack", id: msg.id, cancel, deployments, services });
         return;
       }
     }

@@ -22,6 +22,8 @@ import type { DeviceDescription, DeviceView, Health } from "../protocol/device.j
 import { WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeaseRef, type LogBatch, type ResultReport } from "../protocol/agent.js";
 import type { ScheduleCreate, ScheduleView } from "../protocol/schedule.js";
 import { iso } from "../core/time.js";
+import type { DesiredServices, ServiceSpec, ServiceView } from "../protocol/service.js";
+import type { LogLine } from "../protocol/job.js";
 
 export type { Disposition } from "./job-lifecycle.js";
 export { DEVICE_SECRET_HEADER } from "./agent-session.js";
@@ -97,7 +99,7 @@ export class DeviceObject extends SqlObject<Env> {
     return this.p.presence.authenticate(secret);
   }
 
-  async heartbeat(secret: string, hb: Heartbeat): Promise<Outcome<{ serverTime: number; cancel: string[]; deployments: number | undefined }>> {
+  async heartbeat(secret: string, hb: Heartbeat): Promise<Outcome<{ serverTime: number; cancel: string[]; deployments: number | undefined; services: number | undefined }>> {
     return this.asAgent(secret, async () => ok(await this.p.session.heartbeat(hb)));
   }
 
@@ -126,6 +128,7 @@ export class DeviceObject extends SqlObject<Env> {
       lastSeenAt: iso(d.last_seen),
       queue: this.p.store.queueCounts(),
       drained: d.drained === 1,
+      services: this.p.services.summary(),
     };
   }
 
@@ -298,6 +301,42 @@ export class DeviceObject extends SqlObject<Env> {
     return this.visibleTo(namespace) ? this.p.schedules.remove(id) : fail("not-found", NOT_FOUND);
   }
 
+  // ---- services: desired in this object, supervised by the agent (docs/services.md) ------
+
+  async createService(namespace: string | null, spec: ServiceSpec): Promise<Outcome<ServiceView>> {
+    return this.visibleTo(namespace) ? this.p.services.create(spec) : fail("not-found", NOT_FOUND);
+  }
+
+  async listServices(namespace: string | null): Promise<Outcome<ServiceView[]>> {
+    return this.visibleTo(namespace) ? ok(this.p.services.list()) : fail("not-found", NOT_FOUND);
+  }
+
+  async getService(namespace: string | null, name: string): Promise<Outcome<ServiceView>> {
+    return this.visibleTo(namespace) ? this.p.services.get(name) : fail("not-found", NOT_FOUND);
+  }
+
+  /** suspend, resume, kill, cancel (a pending start) or reset (the restart budget) */
+  async serviceAction(namespace: string | null, name: string, action: "suspend" | "resume" | "kill" | "cancel" | "reset"): Promise<Outcome<ServiceView>> {
+    return this.visibleTo(namespace) ? this.p.services[action](name) : fail("not-found", NOT_FOUND);
+  }
+
+  async removeServices(namespace: string | null, names: string[]): Promise<Outcome<{ removed: string[]; absent: string[] }>> {
+    return this.visibleTo(namespace) ? ok(this.p.services.remove(names)) : fail("not-found", NOT_FOUND);
+  }
+
+  async serviceLogs(namespace: string | null, name: string, limit: number, after: number): Promise<Outcome<{ lines: (LogLine & { seq: number })[] }>> {
+    return this.visibleTo(namespace) ? this.p.services.logs(name, limit, after) : fail("not-found", NOT_FOUND);
+  }
+
+  /** The schedules part's hook: starts (or restarts) a service once per occurrence id. */
+  async startServiceFromSchedule(namespace: string | null, name: string, occurrenceId: string, now: number): Promise<Outcome<{ started: boolean; run: number }>> {
+    return this.visibleTo(namespace) ? this.p.services.startFromSchedule(name, occurrenceId, now) : fail("not-found", NOT_FOUND);
+  }
+
+  async desiredServices(secret: string): Promise<Outcome<DesiredServices>> {
+    return this.asAgent(secret, () => ok(this.p.services.desired()));
+  }
+
   // ---- the one alarm: leases, retries, deadlines, presence, feed, retention, chains ----
 
   override async alarm() {
@@ -310,6 +349,7 @@ export class DeviceObject extends SqlObject<Env> {
     });
     this.p.presence.checkOnline(now);
     if (this.p.presence.device) await this.p.schedules.fire(now);
+    this.p.services.startDue(now);
     if (this.p.presence.device) await this.p.presence.publishOrRetryLater(); // nothing to send unless something listed changed (or a publish failed before)
     this.p.jobs.dispatch();
     this.p.feed.resume();

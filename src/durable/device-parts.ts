@@ -21,6 +21,7 @@ import { ChainForwards } from "./chain-forward.js";
 import { DeviceCalls } from "./device-calls.js";
 import { AgentSession } from "./agent-session.js";
 import { Schedules } from "./schedules.js";
+import { DeviceServices } from "./device-services.js";
 import type { Clock } from "../core/clock.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
@@ -79,9 +80,19 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     deviceId, deployments, jobs, store,
     lifecycle, link, clock, transaction,
   });
+  const services = new DeviceServices({
+    sql, clock, transaction, deviceId,
+    wakeBy: (at) => timers.wakeBy(at),
+    notify: (version) => {
+      // The agent learns of new desired services over its socket, or by an open poll answered now.
+      link.notify({ t: "services", version });
+      link.releasePolls();
+    },
+  });
   const session = new AgentSession({
     presence, link, jobs, lifecycle, store,
     output, agentLogs, clock, desiredVersion: () => deployments.version,
+    services,
     durable: () => ctx.storage.sync(),
   });
 
@@ -89,13 +100,14 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     sql, transaction, clock, timers, presence, store, lifecycle,
     dispatch: () => jobs.dispatch(),
   });
-  // Service-target schedules: the services part registers its starter here at merge, e.g.
-  // schedules.setServiceStarter({ exists: (id) => services.has(id), startFromSchedule: (id, occ, now) => services.startFromSchedule(id, occ, now) });
+  // Service-target schedules start services through the services part, once per occurrence id.
+  schedules.setServiceStarter({ exists: (id) => services.has(id), startFromSchedule: (id, occ, now) => services.startFromSchedule(id, occ, now) });
 
   timers.register((now) => store.dueTimes(now));
   timers.register(() => feed.wakeAt());
   timers.register((now) => retention.dueAt(now));
   timers.register(() => forwards.nextTry());
   timers.register(() => schedules.nextDue());
-  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, schedules };
+  timers.register(() => services.nextDue());
+  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, schedules, services };
 }

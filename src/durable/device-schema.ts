@@ -4,6 +4,7 @@ import { DEPLOYMENT_FLOORS_TABLE, DEPLOYMENT_TABLES } from "./device-deployments
 import { DEVICE_TABLE } from "./device-presence.js";
 import { AGENT_LOGS_TABLE } from "./agent-logs.js";
 import { SCHEDULES_TABLE } from "./schedules.js";
+import { SERVICE_TABLES } from "./device-services.js";
 
 export const DEVICE_MIGRATIONS: readonly string[] = [
   DEVICE_TABLE + JOBS_TABLE,
@@ -22,4 +23,6 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
   "ALTER TABLE index_state ADD COLUMN target TEXT",
   // schedules (schedules.ts, docs/schedules.md)
   SCHEDULES_TABLE,
+  // services (docs/services.md): desired and actual state, pending starts, occurrences, output ring
+  SERVICE_TABLES,
 ];

@@ -9,6 +9,7 @@ import { JobId, Sha256Hex } from "./ids.js";
 import { FailureKind, JobResult, LIMITS, LogLine } from "./job.js";
 import { Health } from "./device.js";
 import { CallContext } from "./deployment.js";
+import { SERVICE_LIMITS, ServiceActual } from "./service.js";
 
 export const LeasedJob = z.object({
   jobId: JobId,
@@ -25,7 +26,7 @@ export const LeasedJob = z.object({
 export type LeasedJob = z.infer<typeof LeasedJob>;
 
 /** `deployments`: the desired-state version (see DesiredDeployments), so a polling agent notices changes. */
-export const Delivery = z.object({ jobs: z.array(LeasedJob), serverTime: z.number().int(), deployments: z.number().int().optional() });
+export const Delivery = z.object({ jobs: z.array(LeasedJob), serverTime: z.number().int(), deployments: z.number().int().optional(), services: z.number().int().optional() });
 export type Delivery = z.infer<typeof Delivery>;
 
 export const LeaseRef = z.object({ jobId: JobId, leaseToken: z.string().max(64) });
@@ -79,6 +80,8 @@ export const Heartbeat = z.strictObject({
   health: Health,
   runningJobs: z.array(LeaseRef).max(LIMITS.maxPollBatch).default([]),
   logs: z.array(AgentLogLine).max(MAX_SHIPPED_AGENT_LINES).default([]),
+  /** each service's actual status, CPU, memory and new output lines (docs/services.md) */
+  services: z.array(ServiceActual).max(SERVICE_LIMITS.maxServicesPerDevice).default([]),
 });
 export type Heartbeat = z.infer<typeof Heartbeat>;
 
@@ -113,6 +116,7 @@ export const AgentMessage = z.discriminatedUnion("t", [
     health: Health,
     runningJobs: z.array(LeaseRef).max(LIMITS.maxPollBatch),
     logs: z.array(AgentLogLine).max(MAX_SHIPPED_AGENT_LINES).default([]),
+    services: z.array(ServiceActual).max(SERVICE_LIMITS.maxServicesPerDevice).default([]),
   }),
   LogBatch.extend({ t: z.literal("logs") }),
 ]);
@@ -122,9 +126,11 @@ export const ServerMessage = z.discriminatedUnion("t", [
   z.object({ t: z.literal("jobs"), jobs: z.array(LeasedJob) }),
   z.object({ t: z.literal("reported"), id: z.number().int(), dispositions: ResultBatchResponse.shape.dispositions }),
   z.object({ t: z.literal("acked"), id: z.number().int(), started: z.number().int(), held: z.number().int() }),
-  z.object({ t: z.literal("heartbeat-ack"), id: z.number().int(), cancel: z.array(z.string()), deployments: z.number().int().optional() }),
+  z.object({ t: z.literal("heartbeat-ack"), id: z.number().int(), cancel: z.array(z.string()), deployments: z.number().int().optional(), services: z.number().int().optional() }),
   /** the desired deployments changed: fetch them (GET /v1/agent/deployments) when `version` is not the one applied */
   z.object({ t: z.literal("deployments"), version: z.number().int() }),
+  /** the desired services changed: fetch them (GET /v1/agent/services) when `version` is not the one applied */
+  z.object({ t: z.literal("services"), version: z.number().int() }),
   z.object({ t: z.literal("cancel"), jobIds: z.array(z.string()) }),
   z.object({ t: z.literal("error"), message: z.string() }),
 ]);

@@ -60,6 +60,8 @@ export const DeviceView = z.object({
   queue: z.object({ queued: z.number().int(), running: z.number().int() }).optional(),
   /** drained devices get no new work (Hero's runner.stop) */
   drained: z.boolean().optional(),
+  /** the device's services as its agent last reported them (GET /v1/devices/{id}/services has the rest) */
+  services: z.array(z.object({ name: z.string(), status: z.string(), cpuPercent: z.number(), rssBytes: z.number() })).optional(),
 }).meta({ id: "Device" });
 export type DeviceView = z.infer<typeof DeviceView>;
 

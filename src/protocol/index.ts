@@ -9,3 +9,4 @@ export * from "./signing.js";
 export * from "./deployment.js";
 export * from "./wasmiot.js";
 export * from "./schedule.js";
+export * from "./service.js";

@@ -7,6 +7,10 @@ import { EventSourceParserStream, type EventSourceMessage } from "eventsource-pa
 import { fetchOrExplain, fetchRetryingOnce, isRepeatable } from "./fetch-retry.js";
 export { UnreachableError } from "./fetch-retry.js";
 import type { ScheduleCreateInput, ScheduleView } from "../protocol/schedule.js";
+import type { ServiceSpec as ServiceSpecSchema, ServiceView } from "../protocol/service.js";
+import type { z } from "zod";
+/** A service as a client writes it (defaults may be left out). */
+export type ServiceSpecInput = z.input<typeof ServiceSpecSchema>;
 import type { CallAccepted, DeploymentManifestInput, DeploymentView, DeviceView, JobLogs, JobSubmissionInput, JobView, KeyView, LogLine, ModuleInfo, OrchestratorKeyView, Problem, Role, SigningAlgorithm } from "../protocol/index.js";
 
 export * from "../protocol/index.js";
@@ -297,5 +301,47 @@ export class WasmvisorClient {
 
   async removeSchedule(device: string, id: string): Promise<{ id: string }> {
     return (await this.request<{ id: string }>("DELETE", `/v1/devices/${device}/schedules/${id}`)).body;
+  }
+
+  // ---- services (docs/services.md) ----
+
+  async createService(device: string, spec: ServiceSpecInput): Promise<ServiceView> {
+    return (await this.request<ServiceView>("POST", `/v1/devices/${device}/services`, spec)).body;
+  }
+
+  async listServices(device: string): Promise<ServiceView[]> {
+    return (await this.request<{ services: ServiceView[] }>("GET", `/v1/devices/${device}/services`)).body.services;
+  }
+
+  async getService(device: string, name: string): Promise<ServiceView> {
+    return (await this.request<ServiceView>("GET", `/v1/devices/${device}/services/${name}`)).body;
+  }
+
+  /** suspend, resume, kill, cancel (a pending start) or reset (the restart budget) */
+  async serviceAction(device: string, name: string, action: "suspend" | "resume" | "kill" | "cancel" | "reset"): Promise<ServiceView> {
+    return (await this.request<ServiceView>("POST", `/v1/devices/${device}/services/${name}/${action}`)).body;
+  }
+
+  async removeServices(device: string, names: string[]): Promise<{ removed: string[]; absent: string[] }> {
+    return (await this.request<{ removed: string[]; absent: string[] }>("POST", `/v1/devices/${device}/services/remove`, { names })).body;
+  }
+
+  async serviceLogs(device: string, name: string, params: { limit?: number; after?: number } = {}): Promise<(LogLine & { seq: number })[]> {
+    const q = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]));
+    return (await this.request<{ lines: (LogLine & { seq: number })[] }>("GET", `/v1/devices/${device}/services/${name}/logs?${q}`)).body.lines;
+  }
+
+  /** Follows a service's output (server-sent events) until it is removed or `seconds` pass. */
+  async *followServiceLogs(device: string, name: string, opts: { after?: number; seconds?: number; signal?: AbortSignal } = {}): AsyncGenerator<LogLine & { seq: number }> {
+    const q = new URLSearchParams({ follow: "1", after: String(opts.after ?? 0), seconds: String(opts.seconds ?? 600) });
+    const res = await fetchOrExplain(`${this.server}/v1/devices/${device}/services/${name}/logs?${q}`, {
+      headers: { authorization: `Bearer ${this.opts.token}`, accept: "text/event-stream" },
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    if (!res.ok || !res.body) throw new WasmvisorError(res.status, ((await res.json().catch(() => null)) as Partial<Problem> | null) ?? {});
+    for await (const ev of serverSentEvents(res.body)) {
+      if (ev.event === "end") return;
+      if (ev.event === "line") yield JSON.parse(ev.data) as LogLine & { seq: number };
+    }
   }
 }

@@ -19,6 +19,7 @@ import { deploymentRoutes } from "./routes/deployments.js";
 import { agentFileRoutes } from "./routes/agent-files.js";
 import { wasmiotRoutes } from "./routes/wasmiot.js";
 import { scheduleRoutes } from "./routes/schedules.js";
+import { serviceRoutes } from "./routes/services.js";
 import { DEPLOYMENT_LIMITS, DeploymentManifest } from "../protocol/deployment.js";
 import { allowedMethods } from "./methods.js";
 import { authenticate } from "./auth.js";
@@ -95,6 +96,7 @@ export function createApp() {
   deploymentRoutes(app);
   agentFileRoutes(app);
   scheduleRoutes(app);
+  serviceRoutes(app);
   rpcRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });

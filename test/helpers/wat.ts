@@ -206,6 +206,62 @@ export const WAT = {
       (drop (call $fd_write (i32.load (i32.const 100)) (i32.const 104) (i32.const 1) (i32.const 112)))
       (drop (call $fd_close (i32.load (i32.const 100))))
       (local.get $tag)))`,
+
+  /**
+   * A service: a WASI command (_start) that prints "count N" (N = 0, 1, 2, ...) and then
+   * sleeps 100 ms (poll_oneoff: no CPU while it waits), forever.
+   */
+  countService: `(module
+    (import ${WASI} "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+    (import ${WASI} "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 100) "count ")
+    (func $sleep (param $ms i64)
+      (i64.store (i32.const 200) (i64.const 0))
+      (i32.store8 (i32.const 208) (i32.const 0))
+      (i32.store (i32.const 216) (i32.const 1))
+      (i64.store (i32.const 224) (i64.mul (local.get $ms) (i64.const 1000000)))
+      (i64.store (i32.const 232) (i64.const 0))
+      (i32.store16 (i32.const 240) (i32.const 0))
+      (drop (call $poll (i32.const 200) (i32.const 300) (i32.const 1) (i32.const 400))))
+    (func $print (param $n i32)
+      (local $p i32)
+      (local.set $p (i32.const 140))
+      (i32.store8 (local.get $p) (i32.const 10))
+      (loop $d
+        (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+        (i32.store8 (local.get $p) (i32.add (i32.const 48) (i32.rem_u (local.get $n) (i32.const 10))))
+        (local.set $n (i32.div_u (local.get $n) (i32.const 10)))
+        (br_if $d (i32.ne (local.get $n) (i32.const 0))))
+      (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 6))
+      (i32.store (i32.const 8) (local.get $p)) (i32.store (i32.const 12) (i32.sub (i32.const 141) (local.get $p)))
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 2) (i32.const 20))))
+    (func (export "_start")
+      (local $i i32)
+      (loop $l
+        (call $print (local.get $i))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (call $sleep (i64.const 100))
+        (br $l))))`,
+
+  /** A service that crashes after a moment: _start prints "up", sleeps 300 ms (poll_oneoff), then exits with code 3. */
+  crasher: `(module
+    (import ${WASI} "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+    (import ${WASI} "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+    (import ${WASI} "proc_exit" (func $exit (param i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 100) "up\\n")
+    (func (export "_start")
+      (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 3))
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 20)))
+      (i64.store (i32.const 200) (i64.const 0))
+      (i32.store8 (i32.const 208) (i32.const 0))
+      (i32.store (i32.const 216) (i32.const 1))
+      (i64.store (i32.const 224) (i64.const 300000000))
+      (i64.store (i32.const 232) (i64.const 0))
+      (i32.store16 (i32.const 240) (i32.const 0))
+      (drop (call $poll (i32.const 200) (i32.const 300) (i32.const 1) (i32.const 400)))
+      (call $exit (i32.const 3))))`,
 } as const;
 
 export type WatName = keyof typeof WAT;

@@ -9,6 +9,7 @@ import { JobLogs, JobState, JobSubmission, JobView, LIMITS } from "../../protoco
 import { DeviceRegistration, DeviceStatus, DeviceView, RegistrationResult } from "../../protocol/device.js";
 import { KeyCreate, KeyCreated, KeyView } from "../../protocol/keys.js";
 import { ScheduleCreate, ScheduleId, ScheduleList, ScheduleView } from "../../protocol/schedule.js";
+import { RemovedServices, ServiceList, ServiceLogs, ServiceName, ServiceSpec, ServiceView } from "../../protocol/service.js";
 
 export interface RestCall {
   method: "GET" | "POST" | "DELETE";
@@ -34,6 +35,43 @@ const DeviceIdParams = z.object({ id: DeviceId });
 const Wait = z.number().min(0).max(LIMITS.maxWaitSeconds);
 const OfDevice = DeviceId.meta({ description: "the device" });
 const ScheduleParams = z.object({ id: OfDevice, scheduleId: ScheduleId });
+
+const ServiceParams = z.object({ device: DeviceId, name: ServiceName });
+const serviceAction = (verb: "suspend" | "resume" | "kill" | "cancel" | "reset", summary: string) =>
+  method({ name: `service.${verb}`, summary, params: ServiceParams, result: ServiceView, rest: ({ device, name }) => ({ method: "POST", path: `/v1/devices/${device}/services/${name}/${verb}` }) });
+
+/** Services (docs/services.md), in the process supervisor's verbs. */
+const SERVICE_METHODS: RpcMethod[] = [
+  method({
+    name: "service.create",
+    summary: "Create a service on a device (start now, stopped, or later)",
+    params: z.object({ device: DeviceId, spec: ServiceSpec }),
+    result: ServiceView,
+    rest: ({ device, spec }) => ({ method: "POST", path: `/v1/devices/${device}/services`, body: spec }),
+  }),
+  method({ name: "service.list", summary: "A device's services", params: z.object({ device: DeviceId }), result: ServiceList, rest: ({ device }) => ({ method: "GET", path: `/v1/devices/${device}/services` }) }),
+  method({ name: "service.status", summary: "One service's status, reason, exit code, restarts, last error, CPU and memory", params: ServiceParams, result: ServiceView, rest: ({ device, name }) => ({ method: "GET", path: `/v1/devices/${device}/services/${name}` }) }),
+  serviceAction("suspend", "Suspend a service (its process is frozen)"),
+  serviceAction("resume", "Resume a suspended service"),
+  serviceAction("kill", "Kill a service for good (a pending start is canceled)"),
+  serviceAction("cancel", "Cancel a pending (delayed) start"),
+  serviceAction("reset", "Reset a service's restart budget (a CRASHED one starts again)"),
+  method({ name: "service.remove", summary: "Remove a service whatever its status", params: ServiceParams, result: RemovedServices, rest: ({ device, name }) => ({ method: "DELETE", path: `/v1/devices/${device}/services/${name}` }) }),
+  method({
+    name: "service.removeMany",
+    summary: "Remove several services of a device at once",
+    params: z.object({ device: DeviceId, names: z.array(ServiceName).min(1).max(64) }),
+    result: RemovedServices,
+    rest: ({ device, names }) => ({ method: "POST", path: `/v1/devices/${device}/services/remove`, body: { names } }),
+  }),
+  method({
+    name: "service.logs",
+    summary: "A service's recent output lines (a bounded ring)",
+    params: ServiceParams.extend({ limit: z.number().int().min(1).max(1000).optional(), after: z.number().int().min(0).optional() }),
+    result: ServiceLogs,
+    rest: ({ device, name, limit, after }) => ({ method: "GET", path: `/v1/devices/${device}/services/${name}/logs`, query: { limit, after } }),
+  }),
+];
 
 export const METHODS: readonly RpcMethod[] = [
   method({
@@ -123,6 +161,7 @@ export const METHODS: readonly RpcMethod[] = [
     result: z.object({ name: z.string(), version: z.string(), transports: z.array(z.string()), limits: z.record(z.string(), z.number()), time: z.string() }),
     rest: () => ({ method: "GET", path: "/v1/info" }),
   }),
+  ...SERVICE_METHODS,
 ];
 
 export const METHOD_BY_NAME = new Map(METHODS.map((m) => [m.name, m]));

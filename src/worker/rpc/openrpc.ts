@@ -14,7 +14,9 @@ export interface RouteRef {
  * as those (`id`, `scheduleId`), so building the call with `{name}` for each param yields the
  * path the OpenAPI document declares.
  */
-const TEMPLATE_PARAMS = new Proxy({}, { get: (_target, key) => (typeof key === "string" ? `{${key}}` : undefined) });
+// A service method names its device `device`; the path calls it {id}.
+const PATH_NAME_OF: Record<string, string> = { device: "id" };
+const TEMPLATE_PARAMS = new Proxy({}, { get: (_target, key) => (typeof key === "string" ? `{${PATH_NAME_OF[key] ?? key}}` : undefined) });
 export const routeOf = (m: RpcMethod): RouteRef => {
   const call = m.rest(TEMPLATE_PARAMS);
   return { method: call.method, path: call.path };
