@@ -20,10 +20,11 @@ import { DeviceDeployments } from "./device-deployments.js";
 import { ChainForwards } from "./chain-forward.js";
 import { DeviceCalls } from "./device-calls.js";
 import { AgentSession } from "./agent-session.js";
+import { DeviceEvents } from "./device-events.js";
 import type { Clock } from "../core/clock.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
-import { jobIndexShardName, jobIndexStub, registryStub } from "../platform/stubs.js";
+import { eventRelayStub, jobIndexShardName, jobIndexStub, registryStub } from "../platform/stubs.js";
 
 export type DeviceParts = ReturnType<typeof composeDevice>;
 
@@ -32,7 +33,17 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   const transaction = (fn: () => void) => ctx.storage.transactionSync(fn);
   const deviceId = () => presence.device!.id;
   const timers = new AlarmTimers(ctx.storage);
-  const presence = new DevicePresence(sql, env, clock, settings, timers, (p) => ctx.waitUntil(p));
+  const events = new DeviceEvents(
+    sql,
+    clock,
+    () => {
+      const d = presence.device;
+      return d ? (batch) => eventRelayStub(env, d.namespace, d.id).relay(d.namespace, batch) : undefined;
+    },
+    settings.retryBaseMs,
+    (at) => timers.wakeBy(at),
+  );
+  const presence = new DevicePresence(sql, env, clock, settings, timers, (p) => ctx.waitUntil(p), () => events.changed());
   const link = new AgentLink(ctx, clock);
   const agentLogs = new AgentLogs(sql);
   const waiters = new ResultWaiters();
@@ -49,6 +60,7 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
       retryBaseMs: settings.retryBaseMs,
       wakeBy: (at) => timers.wakeBy(at),
       target: () => (presence.device ? jobIndexShardName(env, presence.device.id) : undefined),
+      changed: () => events.changed(),
     },
   );
   const removal = new JobRemoval(sql, transaction, env.MODULES, feed, output);
@@ -57,7 +69,7 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     async () => (await registryStub(env).namespaceSettings(presence.device!.namespace)).retention,
     (jobs) => removal.deleteEnded(jobs),
   );
-  const deployments = new DeviceDeployments(sql, clock);
+  const deployments = new DeviceDeployments(sql, clock, () => events.changed());
   const forwards = new ChainForwards(sql, env, settings.retryBaseMs, clock, () => presence.device!.namespace);
   const lifecycle = new JobLifecycle({
     sql, transaction, clock, settings, feed, output, waiters, timers,
@@ -88,5 +100,6 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   timers.register(() => feed.wakeAt());
   timers.register((now) => retention.dueAt(now));
   timers.register(() => forwards.nextTry());
-  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session };
+  timers.register(() => events.outbox.wakeAt());
+  return { settings, transaction, deviceId, timers, events, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session };
 }

@@ -8,3 +8,4 @@ export * from "./keys.js";
 export * from "./signing.js";
 export * from "./deployment.js";
 export * from "./wasmiot.js";
+export * from "./events.js";

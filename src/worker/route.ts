@@ -51,7 +51,7 @@ export function route<const R extends Omit<RouteConfig, "middleware">>(config: R
     ...rest,
     // The caller first, then the media type: nothing about the body is judged for a stranger.
     middleware: [allow(roles), acceptsMediaTypes(bodyTypes)] as const,
-    security: [{ bearer: [] }],
+    security: (roles.some((r) => r === "admin" || r === "user") ? [{ bearer: [] }, { session: [] }] : [{ bearer: [] }]) as Record<string, string[]>[],
     "x-roles": roles,
     responses: { ...commonProblems, ...declared, ...(bodyTypes.length > 0 ? { 415: problemResponse("The body's media type is not one this route takes") } : {}), ...rest.responses },
   });
