@@ -9,6 +9,7 @@ import type { TransportMode } from "./transport.js";
 import { readDeviceConfig } from "./machine.js";
 import { operatorCommands } from "./cli/operator.js";
 import { deploymentCommands } from "./cli/deploy.js";
+import { observeCommands } from "./cli/observe.js";
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
 
@@ -77,5 +78,6 @@ program
 
 operatorCommands(program);
 deploymentCommands(program);
+observeCommands(program);
 
 await program.parseAsync();

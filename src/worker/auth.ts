@@ -18,7 +18,7 @@ import { deviceCredentialKey, verifyDeviceCredentialMac } from "../core/device-c
 import { TtlCache } from "../core/ttl-cache.js";
 import { log, problem, type AppEnv, type Ctx } from "./http.js";
 import { registryStub, deviceStub } from "../platform/stubs.js";
-import { CSRF_HEADER, sessionCookie, verifySession } from "./session.js";
+import { CSRF_HEADER, forgetSessionKeys, sessionCookie, verifySession } from "./session.js";
 
 export type CallerRole = Role | "device";
 
@@ -41,6 +41,7 @@ export function forgetDeviceCredentials() {
 /** An API key revoked through this isolate is refused here at once (elsewhere within KEY_CACHE_MS). */
 export function forgetApiKeys() {
   keyCache.clear();
+  forgetSessionKeys();
 }
 
 /** Why a credential was not accepted: not ours, or (device credentials) this control plane cannot check it. */

@@ -56,6 +56,11 @@ export async function issueSession(env: Env, p: { role: Role; keyId: string; nam
 
 const activeKeys = new TtlCache<string, { role: Role; namespace: string | null } | null>(5_000);
 
+/** A key revoked through this isolate ends its sessions here at once (elsewhere within 5 s). */
+export function forgetSessionKeys() {
+  activeKeys.clear();
+}
+
 /** The principal a session cookie stands for, or null (bad signature, expired, key revoked). */
 export async function verifySession(env: Env, token: string): Promise<SessionPrincipal | null> {
   const key = await signingKey(env);

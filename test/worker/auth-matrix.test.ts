@@ -98,6 +98,59 @@ describe("the auth matrix", { timeout: 60_000 }, () => {
   });
 });
 
+describe("the auth matrix with a dashboard session cookie", { timeout: 120_000 }, () => {
+  const CSRF = { "x-wasmvisor-csrf": "1" };
+  const cookieOf = (res: { headers: Headers }) => res.headers.get("set-cookie")!.split(";")[0]!;
+  const classOf = (status: number) => (status === 401 || status === 403 ? String(status) : "allowed");
+  const ops = () => Object.entries(doc.paths).flatMap(([p, methods]) => Object.keys(methods).map((m) => ({ p, m })));
+  const request = (m: string, p: string, headersExtra: Record<string, string>) =>
+    call(m.toUpperCase(), `${concrete(p)}?wait=0`, { token: null, json: m === "get" || m === "delete" ? undefined : {}, headersExtra });
+
+  it("acts as its key's role, and changes nothing without the CSRF header or from another origin", async () => {
+    const login = await call("POST", "/v1/session", { token: tokens.user });
+    expect(login.status).toBe(201);
+    const cookie = cookieOf(login);
+    const rows: string[] = [];
+    for (const { p, m } of ops()) {
+      const asKey = classOf((await call(m.toUpperCase(), `${concrete(p)}?wait=0`, { token: tokens.user, json: m === "get" || m === "delete" ? undefined : {} })).status);
+      const reads = m === "get";
+      // A session never renews itself: logging in takes the key.
+      const expected = p === "/v1/session" && m === "post" ? "403" : asKey;
+      const withHeader = classOf((await request(m, p, { cookie, ...CSRF })).status);
+      if (withHeader !== expected) rows.push(`${m} ${p} with the cookie and the header: expected ${expected}, got ${withHeader}`);
+      if (!reads) {
+        const bare = classOf((await request(m, p, { cookie })).status);
+        if (bare !== "403" && bare !== "401") rows.push(`${m} ${p} with the cookie, no CSRF header: ${bare}`);
+        const foreign = classOf((await request(m, p, { cookie, ...CSRF, origin: "https://evil.example" })).status);
+        if (foreign !== "403" && foreign !== "401") rows.push(`${m} ${p} with the cookie from another origin: ${foreign}`);
+      }
+    }
+    expect(rows).toEqual([]);
+  });
+
+  it("answers 401 on every route to a forged, tampered or foreign-signed cookie", async () => {
+    const good = cookieOf(await call("POST", "/v1/session", { token: ADMIN }));
+    const [name, jwt] = good.split("=") as [string, string];
+    const [h, payload, sig] = jwt.split(".");
+    const claims = JSON.parse(atob(payload!.replace(/-/g, "+").replace(/_/g, "/")));
+    const b64 = (o: unknown) => btoa(JSON.stringify(o)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    const forged = {
+      "made up": `${name}=${randomPart()}`,
+      "tampered (role)": `${name}=${h}.${b64({ ...claims, sub: "kanotherkey00" })}.${sig}`,
+      "unsigned (alg none)": `${name}=${b64({ alg: "none" })}.${payload}.`,
+      "signed by another key": `${name}=${h}.${payload}.${randomPart()}`,
+    };
+    const rows: string[] = [];
+    for (const { p, m } of ops()) {
+      for (const [kind, cookie] of Object.entries(forged)) {
+        const res = await request(m, p, { cookie, ...CSRF });
+        if (res.status !== 401) rows.push(`${m} ${p} with a ${kind} cookie: ${res.status}`);
+      }
+    }
+    expect(rows).toEqual([]);
+  });
+});
+
 // Each property makes dozens of real requests: they get a time budget, and assert only statuses.
 describe("request validation never answers 5xx", { timeout: 60_000 }, () => {
   const json = fc.jsonValue({ maxDepth: 3 });
