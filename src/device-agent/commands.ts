@@ -11,6 +11,7 @@ import { operatorCommands } from "./cli/operator.js";
 import { serviceCommands } from "./cli/services.js";
 import { deploymentCommands } from "./cli/deploy.js";
 import { scheduleCommands } from "./cli/schedules.js";
+import { observeCommands } from "./cli/observe.js";
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
 
@@ -81,5 +82,6 @@ operatorCommands(program);
 serviceCommands(program);
 deploymentCommands(program);
 scheduleCommands(program);
+observeCommands(program);
 
 await program.parseAsync();

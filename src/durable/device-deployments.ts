@@ -34,7 +34,12 @@ type Row = { id: string; generation: number; part: string; state: DeploymentStat
 export type FunctionRef = { part: DevicePart; digest: string; spec: FunctionSpec };
 
 export class DeviceDeployments {
-  constructor(private readonly sql: Sql, private readonly clock: Clock) {}
+  constructor(
+    private readonly sql: Sql,
+    private readonly clock: Clock,
+    /** a part's state may have changed (its event waits in the outbox: device-events.ts) */
+    private readonly changed: () => void = () => {},
+  ) {}
 
   get version(): number {
     return this.sql.one<{ version: number }>("SELECT version FROM deployment_version")!.version;
@@ -70,6 +75,7 @@ export class DeviceDeployments {
     this.sql.run`INSERT INTO deployments (id, generation, part, state, reason, updated_at) VALUES (${part.deployment}, ${part.generation}, ${JSON.stringify(part)}, 'pending', NULL, ${this.clock.now()})
        ON CONFLICT (id) DO UPDATE SET generation = excluded.generation, part = excluded.part, state = 'pending', reason = NULL, updated_at = excluded.updated_at`;
     this.bump();
+    this.changed();
     return true;
   }
 
@@ -94,7 +100,7 @@ export class DeviceDeployments {
 
   /** What the agent must hold; parts it has not reported on yet become `applying`. */
   desired(): { version: number; deployments: DevicePart[] } {
-    this.sql.run("UPDATE deployments SET state = 'applying', updated_at = ? WHERE state = 'pending'", this.clock.now());
+    if (this.sql.run("UPDATE deployments SET state = 'applying', updated_at = ? WHERE state = 'pending'", this.clock.now()) > 0) this.changed();
     return { version: this.version, deployments: this.sql.all<Row>("SELECT * FROM deployments ORDER BY id").map((r) => JSON.parse(r.part) as DevicePart) };
   }
 
@@ -104,6 +110,7 @@ export class DeviceDeployments {
     for (const s of states) {
       n += this.sql.run`UPDATE deployments SET state = ${s.state}, reason = ${s.reason}, updated_at = ${this.clock.now()} WHERE id = ${s.deployment} AND generation = ${s.generation}`;
     }
+    if (n > 0) this.changed();
     return n;
   }
 

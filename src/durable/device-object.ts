@@ -50,6 +50,7 @@ export class DeviceObject extends SqlObject<Env> {
     this.p.feed.load();
     await this.p.timers.load();
     this.p.feed.resume(); // rows left over from before a restart
+    this.p.events.outbox.resume();
   }
 
   /** Runs an agent's request once its credential checks out. */
@@ -337,6 +338,13 @@ export class DeviceObject extends SqlObject<Env> {
     return this.asAgent(secret, () => ok(this.p.services.desired()));
   }
 
+  // ---- events (GET /v1/events): the generic publish for other parts (services, rollouts) ----
+
+  /** Adds an event about this device to the namespace's stream (a kind like `service.crashed`). */
+  async publishEvent(namespace: string | null, kind: string, fields: { job?: string | null; deployment?: string | null; data?: Record<string, string | number | boolean | null> }): Promise<Outcome<true>> {
+    return this.visibleTo(namespace) ? (this.p.events.publish(kind, fields, this.p.deviceId()), ok(true)) : fail("not-found", NOT_FOUND);
+  }
+
   // ---- the one alarm: leases, retries, deadlines, presence, feed, retention, chains ----
 
   override async alarm() {
@@ -353,6 +361,7 @@ export class DeviceObject extends SqlObject<Env> {
     if (this.p.presence.device) await this.p.presence.publishOrRetryLater(); // nothing to send unless something listed changed (or a publish failed before)
     this.p.jobs.dispatch();
     this.p.feed.resume();
+    this.p.events.outbox.resume();
     if (this.p.presence.device) await this.p.retention.run(now);
     await this.p.forwards.run(now);
     await this.p.timers.reschedule(this.clock.now());

@@ -22,10 +22,11 @@ import { DeviceCalls } from "./device-calls.js";
 import { AgentSession } from "./agent-session.js";
 import { Schedules } from "./schedules.js";
 import { DeviceServices } from "./device-services.js";
+import { DeviceEvents } from "./device-events.js";
 import type { Clock } from "../core/clock.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
-import { jobIndexShardName, jobIndexStub, registryStub } from "../platform/stubs.js";
+import { eventRelayStub, jobIndexShardName, jobIndexStub, registryStub } from "../platform/stubs.js";
 
 export type DeviceParts = ReturnType<typeof composeDevice>;
 
@@ -34,7 +35,17 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   const transaction = (fn: () => void) => ctx.storage.transactionSync(fn);
   const deviceId = () => presence.device!.id;
   const timers = new AlarmTimers(ctx.storage);
-  const presence = new DevicePresence(sql, env, clock, settings, timers, (p) => ctx.waitUntil(p));
+  const events = new DeviceEvents(
+    sql,
+    clock,
+    () => {
+      const d = presence.device;
+      return d ? (batch) => eventRelayStub(env, d.namespace, d.id).relay(d.namespace, batch) : undefined;
+    },
+    settings.retryBaseMs,
+    (at) => timers.wakeBy(at),
+  );
+  const presence = new DevicePresence(sql, env, clock, settings, timers, (p) => ctx.waitUntil(p), () => events.changed());
   const link = new AgentLink(ctx, clock);
   const agentLogs = new AgentLogs(sql);
   const waiters = new ResultWaiters();
@@ -51,6 +62,7 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
       retryBaseMs: settings.retryBaseMs,
       wakeBy: (at) => timers.wakeBy(at),
       target: () => (presence.device ? jobIndexShardName(env, presence.device.id) : undefined),
+      changed: () => events.changed(),
     },
   );
   const removal = new JobRemoval(sql, transaction, env.MODULES, feed, output);
@@ -59,7 +71,7 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     async () => (await registryStub(env).namespaceSettings(presence.device!.namespace)).retention,
     (jobs) => removal.deleteEnded(jobs),
   );
-  const deployments = new DeviceDeployments(sql, clock);
+  const deployments = new DeviceDeployments(sql, clock, () => events.changed());
   const forwards = new ChainForwards(sql, env, settings.retryBaseMs, clock, () => presence.device!.namespace);
   const lifecycle = new JobLifecycle({
     sql, transaction, clock, settings, feed, output, waiters, timers,
@@ -109,5 +121,6 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   timers.register(() => forwards.nextTry());
   timers.register(() => schedules.nextDue());
   timers.register(() => services.nextDue());
-  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, schedules, services };
+  timers.register(() => events.outbox.wakeAt());
+  return { settings, transaction, deviceId, timers, events, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, schedules, services };
 }

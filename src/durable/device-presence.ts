@@ -71,6 +71,8 @@ export class DevicePresence {
     private readonly settings: Settings,
     private readonly timers: AlarmTimers,
     private readonly waitUntil: (p: Promise<unknown>) => void,
+    /** the device's status or registration changed (its events are waiting in the outbox) */
+    private readonly changed: () => void = () => {},
   ) {
     timers.register(() => {
       const d = this.device;
@@ -88,6 +90,7 @@ export class DevicePresence {
     ensureSchema();
     this.sql.run`INSERT INTO device (id, name, description, credential_hash, registered_at, namespace) VALUES (${deviceId}, ${name}, ${JSON.stringify(description)}, ${credentialHash}, ${this.clock.now()}, ${namespace})`;
     this.load();
+    this.changed();
     await this.publishOrRetryLater();
   }
 
@@ -142,7 +145,10 @@ export class DevicePresence {
     d.last_seen = now;
     d.status = "online";
     this.sql.run("UPDATE device SET last_seen = ?, status = 'online' WHERE id = ?", now, d.id);
-    if (!wasOnline) this.waitUntil(this.publishOrRetryLater());
+    if (!wasOnline) {
+      this.changed();
+      this.waitUntil(this.publishOrRetryLater());
+    }
     this.timers.wakeBy(now + this.settings.heartbeatTimeoutMs);
   }
 
@@ -152,6 +158,7 @@ export class DevicePresence {
     if (d && d.status === "online" && !isOnline(d.last_seen, now, this.settings.heartbeatTimeoutMs)) {
       d.status = "offline";
       this.sql.run("UPDATE device SET status = 'offline' WHERE id = ?", d.id);
+      this.changed();
     }
   }
 

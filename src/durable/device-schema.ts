@@ -5,6 +5,7 @@ import { DEVICE_TABLE } from "./device-presence.js";
 import { AGENT_LOGS_TABLE } from "./agent-logs.js";
 import { SCHEDULES_TABLE } from "./schedules.js";
 import { SERVICE_TABLES } from "./device-services.js";
+import { DEVICE_EVENTS_SCHEMA } from "./device-events.js";
 
 export const DEVICE_MIGRATIONS: readonly string[] = [
   DEVICE_TABLE + JOBS_TABLE,
@@ -25,4 +26,6 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
   SCHEDULES_TABLE,
   // services (docs/services.md): desired and actual state, pending starts, occurrences, output ring
   SERVICE_TABLES,
+  // the event stream (GET /v1/events): an outbox filled by triggers (device-events.ts)
+  DEVICE_EVENTS_SCHEMA,
 ];

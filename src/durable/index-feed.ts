@@ -49,6 +49,8 @@ export interface FeedOptions {
    * changed), the feed starts over from sequence 0, so the new shard gets every job.
    */
   target?: () => string | undefined;
+  /** told of every change as it is scheduled (the device's event outbox sends the changes' events) */
+  changed?: () => void;
 }
 
 export class IndexFeed {
@@ -90,6 +92,7 @@ export class IndexFeed {
 
   /** Sends soon; changes in the next `coalesceMs` travel in the same batch. */
   schedule() {
+    this.opts.changed?.();
     // In flight: the landing looks for more. Backing off: the retry carries it.
     if (this.inFlight || this.timer !== null) return;
     this.arm(this.opts.coalesceMs ?? 20);

@@ -209,6 +209,12 @@ export class RegistryObject extends SqlObject<Env> {
     return timingSafeEqual(await sha256Hex(secret), row.hash) ? { role: row.role, namespace: row.namespace } : null;
   }
 
+  /** A key's role and namespace while it is not revoked (a dashboard session names its key by id: src/worker/session.ts). */
+  async activeKey(id: string): Promise<{ role: Role; namespace: string | null } | null> {
+    const row = this.one<KeyRow>("SELECT * FROM api_keys WHERE id = ?", id);
+    return row && row.revoked_at === null ? { role: row.role, namespace: row.namespace } : null;
+  }
+
   /** Keys of one namespace, or all of them for `null`. */
   async listKeys(namespace: string | null): Promise<KeyView[]> {
     return this.all<KeyRow>("SELECT * FROM api_keys WHERE ? IS NULL OR namespace = ? ORDER BY created_at", namespace, namespace).map(keyView);

@@ -19,6 +19,7 @@ export interface Env {
   DEPLOYMENTS: Namespace<"DEPLOYMENTS">;
   /** the device listing's shards (see src/core/device-listing.ts) */
   DEVICE_LIST: Namespace<"DEVICE_LIST">;
+  EVENTS: Namespace<"EVENTS">;
   MODULES: R2Bucket;
   /** bootstrap admin credential (a Worker secret; .dev.vars locally) */
   ADMIN_TOKEN?: string;
@@ -40,4 +41,8 @@ export interface Env {
   LOG_LEVEL?: string;
   /** how many objects the job index is sharded into, by a hash of the device id (default 4; docs/scale.md) */
   INDEX_SHARDS?: string;
+  /** relays between device objects and each namespace's event hub (default 4; 64 at 100,000 devices, docs/scale.md) */
+  EVENT_RELAYS?: string;
+  /** signs dashboard session cookies (>= 32 characters); unset, a key derived from DEVICE_CREDENTIAL_KEY is used */
+  SESSION_KEY?: string;
 }

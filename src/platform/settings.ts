@@ -28,3 +28,9 @@ export function indexShardCount(env: Env): number {
   const n = Number(env.INDEX_SHARDS);
   return Number.isInteger(n) && n >= 1 && n <= 1024 ? n : 4;
 }
+
+/** How many relays each namespace's events go through to its hub (EVENT_RELAYS; docs/scale.md, "Events"). */
+export function eventRelayCount(env: Env): number {
+  const n = Number(env.EVENT_RELAYS);
+  return Number.isInteger(n) && n >= 1 && n <= 1024 ? n : 4;
+}

@@ -3,7 +3,7 @@
  * object's stub, so the Worker and the objects address each other the same way.
  */
 import type { Env } from "./env.js";
-import { indexShardCount } from "./settings.js";
+import { eventRelayCount, indexShardCount } from "./settings.js";
 import { listingShardName } from "../core/device-listing.js";
 import { shardOf } from "../core/shards.js";
 
@@ -41,4 +41,13 @@ export function jobIndexStub(env: Env, deviceId: string) {
 export function jobIndexShards(env: Env) {
   const of = indexShardCount(env);
   return Array.from({ length: of }, (_, i) => env.JOB_INDEX.get(env.JOB_INDEX.idFromName(shardName(i, of))));
+}
+
+/** The hub of a namespace's event stream (events-object.ts): numbers, keeps and streams its events. */
+export const eventHubStub = (env: Env, namespace: string) => env.EVENTS.get(env.EVENTS.idFromName(`events/${namespace}`));
+
+/** The relay a device's events go through on their way to the hub (EVENT_RELAYS of them per namespace). */
+export function eventRelayStub(env: Env, namespace: string, deviceId: string) {
+  const of = eventRelayCount(env);
+  return env.EVENTS.get(env.EVENTS.idFromName(`events/${namespace}/relay/${shardOf(deviceId, of)}/${of}`));
 }

@@ -10,3 +10,4 @@ export * from "./deployment.js";
 export * from "./wasmiot.js";
 export * from "./schedule.js";
 export * from "./service.js";
+export * from "./events.js";

@@ -11,7 +11,7 @@ import type { ServiceSpec as ServiceSpecSchema, ServiceView } from "../protocol/
 import type { z } from "zod";
 /** A service as a client writes it (defaults may be left out). */
 export type ServiceSpecInput = z.input<typeof ServiceSpecSchema>;
-import type { CallAccepted, DeploymentManifestInput, DeploymentView, DeviceView, JobLogs, JobSubmissionInput, JobView, KeyView, LogLine, ModuleInfo, OrchestratorKeyView, Problem, Role, SigningAlgorithm } from "../protocol/index.js";
+import type { CallAccepted, EventFilter, FleetEvent, DeploymentManifestInput, DeploymentView, DeviceView, JobLogs, JobSubmissionInput, JobView, KeyView, LogLine, ModuleInfo, OrchestratorKeyView, Problem, Role, SigningAlgorithm } from "../protocol/index.js";
 
 export * from "../protocol/index.js";
 
@@ -71,6 +71,27 @@ export interface JobListItem {
   createdAt: string;
   updatedAt: string;
 }
+
+export interface EventsOptions {
+  filters?: EventFilter;
+  /** resume after this event id (Last-Event-ID) */
+  lastEventId?: string;
+  /** without lastEventId: start with the newest N stored events that pass the filters */
+  tail?: number;
+  /** false: the stored events only, then the iterator ends (default: follow live, reconnecting) */
+  follow?: boolean;
+  /** for a key that spans all namespaces */
+  namespace?: string;
+  signal?: AbortSignal;
+  /** some events were missed for good: they left the replay window while disconnected */
+  onGap?: (gap: { after: number; oldest: number }) => void;
+}
+
+const pause = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+  });
 
 export class RpcError extends Error {
   constructor(readonly code: number, message: string, readonly data?: unknown) {
@@ -249,6 +270,65 @@ export class WasmvisorClient {
       if (event.event === "line") yield data as LogLine & { seq: number };
     }
     return { state: "UNKNOWN" };
+  }
+
+  /**
+   * The namespace's event stream (GET /v1/events) as an async iterator. It reconnects when
+   * the connection drops (after a second, longer after repeated failures),
+   * sending the last id seen as Last-Event-ID, so no event is missed or repeated while it is
+   * in the replay window (a `gap` callback hears when some had left it). `follow: false`:
+   * only what is stored now (with `tail` or `lastEventId`), then it ends. Stop it with
+   * `signal`, or by leaving the loop.
+   */
+  async *events(opts: EventsOptions = {}): AsyncGenerator<FleetEvent> {
+    let last = opts.lastEventId;
+    let retryMs = 1_000;
+    let failures = 0;
+    for (;;) {
+      const params = new URLSearchParams();
+      const f = opts.filters ?? {};
+      if (f.device) params.set("device", f.device);
+      if (f.job) params.set("job", f.job);
+      if (f.deployment) params.set("deployment", f.deployment);
+      if (f.kinds?.length) params.set("kind", f.kinds.join(","));
+      if (opts.namespace) params.set("namespace", opts.namespace);
+      if (last === undefined && opts.tail) params.set("tail", String(opts.tail));
+      if (opts.follow === false) params.set("wait", "0");
+      let res: Response;
+      try {
+        res = await fetchOrExplain(`${this.server}/v1/events?${params}`, {
+          headers: { authorization: `Bearer ${this.opts.token}`, accept: "text/event-stream", ...(last !== undefined ? { "last-event-id": last } : {}) },
+          signal: opts.signal,
+        });
+      } catch (e) {
+        if (opts.signal?.aborted || opts.follow === false) throw e;
+        await pause(Math.min(30_000, retryMs * 2 ** failures++), opts.signal);
+        continue;
+      }
+      if (!res.ok || !res.body) {
+        const problem = (await res.json().catch(() => ({}))) as Partial<Problem>;
+        // A refusal (bad filter, credential) does not get better by retrying; an outage may.
+        if (res.status < 500 || opts.follow === false) throw new WasmvisorError(res.status, problem);
+        await pause(Math.min(30_000, retryMs * 2 ** failures++), opts.signal);
+        continue;
+      }
+      failures = 0;
+      try {
+        for await (const m of serverSentEvents(res.body)) {
+          if (m.event === "gap") {
+            opts.onGap?.(JSON.parse(m.data) as { after: number; oldest: number });
+            continue;
+          }
+          if (m.id !== undefined) last = m.id;
+          yield JSON.parse(m.data) as FleetEvent;
+        }
+      } catch (e) {
+        if (opts.signal?.aborted) return;
+        if (opts.follow === false) throw e;
+      }
+      if (opts.follow === false || opts.signal?.aborted) return;
+      await pause(retryMs, opts.signal);
+    }
   }
 
   async cancelJob(id: string): Promise<JobView> {

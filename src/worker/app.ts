@@ -20,8 +20,11 @@ import { agentFileRoutes } from "./routes/agent-files.js";
 import { wasmiotRoutes } from "./routes/wasmiot.js";
 import { scheduleRoutes } from "./routes/schedules.js";
 import { serviceRoutes } from "./routes/services.js";
+import { eventRoutes } from "./routes/events.js";
+import { sessionRoutes } from "./routes/session.js";
 import { DEPLOYMENT_LIMITS, DeploymentManifest } from "../protocol/deployment.js";
 import { allowedMethods } from "./methods.js";
+import { FleetEvent } from "../protocol/events.js";
 import { authenticate } from "./auth.js";
 
 const API_REFERENCE_PAGE = `<!doctype html>
@@ -98,8 +101,17 @@ export function createApp() {
   scheduleRoutes(app);
   serviceRoutes(app);
   rpcRoutes(app);
+  sessionRoutes(app);
+  eventRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
+  app.openAPIRegistry.registerComponent("securitySchemes", "session", {
+    type: "apiKey",
+    in: "cookie",
+    name: "wasmvisor_session",
+    description: "The dashboard's session (POST /v1/session); requests that change something also send X-Wasmvisor-CSRF: 1",
+  });
+  app.openAPIRegistry.register("FleetEvent", FleetEvent);
   // Signed inside a JWS (POST /v1/deployments), so no route's schema names it: listed for clients that build manifests.
   app.openAPIRegistry.register("DeploymentManifest", DeploymentManifest);
   app.doc31("/openapi.json", {

@@ -18,12 +18,13 @@ import { deviceCredentialKey, verifyDeviceCredentialMac } from "../core/device-c
 import { TtlCache } from "../core/ttl-cache.js";
 import { log, problem, type AppEnv, type Ctx } from "./http.js";
 import { registryStub, deviceStub } from "../platform/stubs.js";
+import { CSRF_HEADER, forgetSessionKeys, sessionCookie, verifySession } from "./session.js";
 
 export type CallerRole = Role | "device";
 
 /** `namespace` null: the key spans all namespaces. A device acts in its own namespace. */
 export type Principal =
-  | { role: Role; keyId: string; namespace: string | null }
+  | { role: Role; keyId: string; namespace: string | null; session?: { expiresAt: number } }
   | { role: "device"; deviceId: DeviceId; secret: string; namespace: string };
 
 /** Positive checks are cached briefly per isolate: a revoked key or rotated device credential stops working within this time. */
@@ -40,6 +41,7 @@ export function forgetDeviceCredentials() {
 /** An API key revoked through this isolate is refused here at once (elsewhere within KEY_CACHE_MS). */
 export function forgetApiKeys() {
   keyCache.clear();
+  forgetSessionKeys();
 }
 
 /** Why a credential was not accepted: not ours, or (device credentials) this control plane cannot check it. */
@@ -65,7 +67,7 @@ async function identify(token: string, env: AppEnv["Bindings"]): Promise<Princip
 async function identifyCaller(c: Ctx): Promise<Response | null> {
   if (c.get("principal")) return null;
   const header = c.req.header("authorization");
-  if (header === undefined) return null;
+  if (header === undefined) return identifySession(c);
   const token = header.match(/^Bearer\s+(\S+)$/i)?.[1];
   if (!token) return problem(c, "unauthenticated", "send Authorization: Bearer <credential>");
   const identified = await identify(token, c.env);
@@ -79,12 +81,31 @@ async function identifyCaller(c: Ctx): Promise<Response | null> {
   return null;
 }
 
+/**
+ * The dashboard's session cookie (session.ts), used only when no Authorization header is
+ * sent: a bad or expired one is a 401; a request that changes something must carry the
+ * CSRF header and, if the browser sent an Origin, come from this origin.
+ */
+async function identifySession(c: Ctx): Promise<Response | null> {
+  const token = sessionCookie(c.req.header("cookie"));
+  if (token === undefined) return null;
+  const session = await verifySession(c.env, token);
+  if (!session) return problem(c, "unauthenticated", "the session has expired or its key was revoked: log in again");
+  if (!["GET", "HEAD"].includes(c.req.method)) {
+    if (c.req.header(CSRF_HEADER) !== "1") return problem(c, "forbidden", `a request made with the session cookie that changes something must send ${CSRF_HEADER}: 1`);
+    const origin = c.req.header("origin");
+    if (origin !== undefined && origin !== new URL(c.req.url).origin) return problem(c, "forbidden", "the session cookie is not accepted from another origin");
+  }
+  c.set("principal", { role: session.role, keyId: session.keyId, namespace: session.namespace, session: { expiresAt: session.expiresAt } });
+  return null;
+}
+
 /** First of the API's middleware: a bad credential is refused before the body is looked at. */
 export function authenticate(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const refused = await identifyCaller(c);
     if (refused) return refused;
-    if (!c.get("principal")) return problem(c, "unauthenticated", "send Authorization: Bearer <credential>");
+    if (!c.get("principal")) return problem(c, "unauthenticated", "send Authorization: Bearer <credential> (or log in: POST /v1/session)");
     await next();
   };
 }

@@ -72,7 +72,7 @@ export function route<const R extends Omit<RouteConfig, "middleware">>(
     ...(freeForm ? { parameters: [...(rest.parameters ?? []), freeForm] as RouteConfig["parameters"] } : {}),
     // The caller first, then the query and the media type: nothing about the request is judged for a stranger.
     middleware: [allow(roles), freeForm ? passThrough : declaredQueryOnly(queryNames), acceptsMediaTypes(bodyTypes)] as const,
-    security: [{ bearer: [] }],
+    security: (roles.some((r) => r === "admin" || r === "user") ? [{ bearer: [] }, { session: [] }] : [{ bearer: [] }]) as Record<string, string[]>[],
     "x-roles": roles,
     responses: { ...commonProblems, ...declared, ...(bodyTypes.length > 0 ? { 415: problemResponse("The body's media type is not one this route takes") } : {}), ...rest.responses },
   });

@@ -93,6 +93,66 @@ describe("the auth matrix", { timeout: 180_000 }, () => {
   });
 });
 
+// Budgets, not timings: these walk every route several times on a loaded machine.
+describe("the auth matrix with a dashboard session cookie", { timeout: 240_000 }, () => {
+  const CSRF = { "x-wasmvisor-csrf": "1" };
+  const cookieOf = (res: { headers: Headers }) => res.headers.get("set-cookie")!.split(";")[0]!;
+  const classOf = (status: number) => (status === 401 || status === 403 ? String(status) : "allowed");
+  const ops = () => Object.entries(doc.paths).flatMap(([p, methods]) => Object.entries(methods).map(([m, op]) => ({ p, m, roles: op["x-roles"]! })));
+  const request = (m: string, p: string, headersExtra: Record<string, string>) =>
+    call(m.toUpperCase(), `${concrete(p)}?wait=0`, { token: null, json: m === "get" || m === "delete" ? undefined : {}, headersExtra });
+
+  it("acts as its key's role (user), and changes nothing without the CSRF header or from another origin", async () => {
+    const login = await call("POST", "/v1/session", { token: tokens.user });
+    expect(login.status).toBe(201);
+    const cookie = cookieOf(login);
+    const rows: string[] = [];
+    for (const { p, m, roles } of ops()) {
+      // As the key itself would be (the matrix above checks keys against x-roles); a session never renews itself.
+      const expected = p === "/v1/session" && m === "post" ? "403" : roles.includes("user") ? "allowed" : "403";
+      const withHeader = classOf((await request(m, p, { cookie, ...CSRF })).status);
+      if (withHeader !== expected) rows.push(`${m} ${p} with the cookie and the header: expected ${expected}, got ${withHeader}`);
+      if (m !== "get") {
+        const bare = classOf((await request(m, p, { cookie })).status);
+        if (bare === "allowed") rows.push(`${m} ${p} with the cookie, no CSRF header: ${bare}`);
+        const foreign = classOf((await request(m, p, { cookie, ...CSRF, origin: "https://evil.example" })).status);
+        if (foreign === "allowed") rows.push(`${m} ${p} with the cookie from another origin: ${foreign}`);
+      }
+    }
+    expect(rows).toEqual([]);
+  });
+
+  it("answers 401 to a forged, tampered, unsigned or foreign-signed cookie", async () => {
+    const good = cookieOf(await call("POST", "/v1/session", { token: ADMIN }));
+    const [name, jwt] = good.split("=") as [string, string];
+    const [h, payload, sig] = jwt.split(".");
+    const claims = JSON.parse(atob(payload!.replace(/-/g, "+").replace(/_/g, "/")));
+    const b64 = (o: unknown) => btoa(JSON.stringify(o)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    const everywhere = {
+      "made up": `${name}=${randomPart()}`,
+      "tampered (subject)": `${name}=${h}.${b64({ ...claims, sub: "kanotherkey00" })}.${sig}`,
+    };
+    const rows: string[] = [];
+    for (const { p, m } of ops()) {
+      for (const [kind, cookie] of Object.entries(everywhere)) {
+        const res = await request(m, p, { cookie, ...CSRF });
+        if (res.status !== 401) rows.push(`${m} ${p} with a ${kind} cookie: ${res.status}`);
+      }
+    }
+    // The signature checks themselves, on a read and a write.
+    const forged = { "unsigned (alg none)": `${name}=${b64({ alg: "none" })}.${payload}.`, "signed by another key": `${name}=${h}.${payload}.${randomPart()}` };
+    for (const [kind, cookie] of Object.entries(forged)) {
+      for (const [m, p] of [["get", "/v1/keys"], ["post", "/v1/keys"]] as const) {
+        const res = await request(m, p, { cookie, ...CSRF });
+        if (res.status !== 401) rows.push(`${m} ${p} with a ${kind} cookie: ${res.status}`);
+      }
+    }
+    // The genuine cookie works (so the refusals above are about the tampering).
+    expect((await request("get", "/v1/keys", { cookie: good })).status).toBe(200);
+    expect(rows).toEqual([]);
+  });
+});
+
 // Each property makes dozens of real requests: they get a time budget, and assert only statuses.
 describe("request validation never answers 5xx", { timeout: 180_000 }, () => {
   const json = fc.jsonValue({ maxDepth: 3 });
