@@ -132,7 +132,7 @@ export class Schedules {
     const count = this.p.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM schedules")?.n ?? 0;
     if (count >= SCHEDULE_LIMITS.maxPerDevice) return fail("unprocessable", `a device holds at most ${SCHEDULE_LIMITS.maxPerDevice} schedules; delete one first`);
     if (input.target.kind === "service") {
-      if (!this.services) return fail("unprocessable", "service schedules need services on this control plane, which it does not have yet; schedule a job instead");
+      if (!this.services) return fail("unprocessable", "this device object has no services part wired (device-parts.ts)");
       if (this.services.exists && !this.services.exists(input.target.serviceId)) return fail("not-found", `no service ${input.target.serviceId} on this device`);
     }
     const t = input.timing;

@@ -196,7 +196,7 @@ describe("managing schedules", () => {
       [{ timing: { cron: "0 * * * *" }, missed: "sometimes", target: jobTarget(d.digest) }, 400, "missed"],
       [{ timing: { cron: "0 * * * *" }, target: { kind: "job", submission: { module: "0".repeat(64), function: "add32" } } }, 422, "has not been uploaded"],
       [{ timing: { cron: "0 * * * *" }, target: { kind: "job", submission: { module: d.digest, function: "nope" } } }, 400, "exports no function"],
-      [{ timing: { cron: "0 * * * *" }, target: { kind: "service", serviceId: "svc-1" } }, 422, "service schedules need services"],
+      [{ timing: { cron: "0 * * * *" }, target: { kind: "service", serviceId: "svc-1" } }, 404, "no service svc-1"],
       [{ timing: { cron: "0 * * * *" }, target: { kind: "cron-job" } }, 400, "target"],
     ];
     for (const [body, status, words] of cases) {
@@ -235,6 +235,21 @@ describe("managing schedules", () => {
     expect((await rpc("schedules.create", { id: d.deviceId, timing: { cron: "every day" }, target: jobTarget(d.digest) })).error.data.detail).toContain("timing.cron");
     expect((await rpc("schedule.delete", { id: d.deviceId, scheduleId: created.id })).result).toEqual({ id: created.id });
     expect((await rpc("schedule.status", { id: d.deviceId, scheduleId: created.id })).error.data.status).toBe(404);
+  });
+
+  it("a service target starts the real service part's service once per occurrence (a new run each time)", async () => {
+    const d = await device("sched-real-service");
+    const counter = await uploadModule("countService");
+    const made = await call("POST", `/v1/devices/${d.deviceId}/services`, { json: { name: "nightly", module: counter, startStopped: true } });
+    expect(made.status).toBe(201);
+    const runOf = async () => (await call("GET", `/v1/devices/${d.deviceId}/services/nightly`)).body as { run: number; desired: string; reason: string };
+    const firstRun = (await runOf()).run;
+    const s = await schedule(d.deviceId, { timing: { cron: "0 * * * *" }, target: { kind: "service", serviceId: "nightly" } });
+    await alarmAt(d.stub, T0 + HOUR);
+    await alarmAt(d.stub, T0 + HOUR); // the same occurrence again: nothing new
+    expect(await runOf()).toMatchObject({ run: firstRun + 1, desired: "running", reason: `started by schedule occurrence ${s.id}@${at(T0 + HOUR)}` });
+    await alarmAt(d.stub, T0 + 2 * HOUR);
+    expect((await runOf()).run).toBe(firstRun + 2);
   });
 
   it("a service target dispatches to the starter the services part registers, once per occurrence", async () => {
