@@ -73,7 +73,7 @@ describe("the agent's WebSocket", () => {
     const { deviceId, credential } = await registerDevice();
     const agent = await connect(credential);
     agent.send({ t: "heartbeat", id: 1, health: health(), runningJobs: [] });
-    expect(await agent.next((m) => m.t === "heartbeat-ack")).toEqual({ t: "heartbeat-ack", id: 1, cancel: [], deployments: 0 });
+    expect(await agent.next((m) => m.t === "heartbeat-ack")).toEqual({ t: "heartbeat-ack", id: 1, cancel: [], deployments: 0, services: 0 });
     expect((await call("GET", `/v1/devices/${deviceId}`)).body).toMatchObject({ status: "online", health: { cpuPercent: 12.5 } });
     agent.send("ping");
     expect(await agent.next((m) => m === "pong")).toBe("pong");
