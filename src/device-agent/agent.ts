@@ -9,7 +9,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { mkdir } from "node:fs/promises";
 import type { LeasedJob } from "../protocol/agent.js";
 import { LIMITS } from "../protocol/job.js";
-import { ControlPlaneClient } from "./api-client.js";
+import { ApiError, ControlPlaneClient } from "./api-client.js";
+import { agentBackoffMs } from "./agent-backoff.js";
 import { Outbox } from "./outbox.js";
 import { HealthSampler, type DeviceConfig } from "./machine.js";
 import { agentLog, ShippedLog, type AgentLog } from "./agent-log.js";
@@ -51,12 +52,14 @@ export class Agent {
   private readonly heartbeat: Heartbeat;
   private readonly transport: Transport;
   private stopping = false;
+  private fencedBy: string | null = null;
   deviceId: string | null = null;
 
   constructor(readonly opts: AgentOptions, print: AgentLog = agentLog) {
     this.shippedLog = new ShippedLog(print);
     this.log = this.shippedLog.log;
     this.client = new ControlPlaneClient(opts.server);
+    this.client.onFenced = (detail) => this.fenced(detail);
     this.uplink = new Uplink(this.client, () => this.transport.openLink, () => this.capacity(), this.log);
     this.leases = new LeaseKeeper((update, answerMs) => this.uplink.leases(update, answerMs), this.log);
     this.runner = new Runner(opts, this.client, this.leases, this.uplink, this.log);
@@ -85,6 +88,7 @@ export class Agent {
         process.exitCode = 2;
         void this.stop(0);
       },
+      fenced: (detail) => this.fenced(detail),
       capacity: () => this.capacity(),
     }, this.log);
   }
@@ -95,12 +99,45 @@ export class Agent {
     this.deviceId = saved.deviceId;
     this.client.setCredential(saved.credential);
     void this.learnLimits();
+    // The session first: every request after it carries its epoch (one sent without would be refused once any session exists).
+    await this.openSession();
+    if (this.stopping) return;
     await this.outbox.restore();
     await this.heartbeat.start(this.opts.heartbeatIntervalMs);
     this.leases.start();
     this.transport.start(saved.credential);
     void this.runner.deployments.converge().catch((e) => this.log("warn", "could not apply deployments", { error: String(e) }));
     this.log("info", "agent started", { deviceId: saved.deviceId, server: this.opts.server, poolSize: this.opts.poolSize, transport: this.opts.transport });
+  }
+
+  /** Opens this process's agent session (retried while the control plane cannot be reached): a newer epoch than any before, taking the device over. */
+  private async openSession() {
+    for (let failures = 1; !this.stopping; failures++) {
+      try {
+        const s = await this.client.openSession();
+        this.log("info", "session opened", { epoch: s.epoch, previous: s.previous });
+        return;
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 401) throw e;
+        const delay = agentBackoffMs(failures);
+        this.log("warn", "could not open a session; retrying", { error: String(e), retryInMs: Math.round(delay) });
+        await sleep(delay);
+      }
+    }
+  }
+
+  /**
+   * A newer agent session took this device over (another process holds this device's credential). This
+   * one stops at once and for good: no reconnect, no more reports (they would be refused), nothing written
+   * to the outbox file. Jobs it held go back to the queue on the control plane. Exit code 3.
+   */
+  private fenced(detail: string) {
+    if (this.fencedBy !== null) return;
+    this.fencedBy = detail;
+    this.log("error", "another agent process took this device over; stopping", { epoch: this.client.epoch, detail, unsentResults: this.outbox.size });
+    process.exitCode = 3;
+    this.outbox.abandon();
+    void this.stop(0);
   }
 
   /** How many more jobs the agent takes now. */
@@ -117,9 +154,11 @@ export class Agent {
     const deadline = Date.now() + graceMs;
     while (this.leases.size > 0 && Date.now() < deadline) await sleep(50);
     await Promise.race([this.transport.finished(), sleep(2_000)]);
-    await Promise.race([this.outbox.flush(), sleep(2_000)]);
-    this.outbox.stop();
-    await this.outbox.persist();
+    if (this.fencedBy === null) {
+      await Promise.race([this.outbox.flush(), sleep(2_000)]);
+      this.outbox.stop();
+      await this.outbox.persist();
+    }
     await this.runner.close();
   }
 

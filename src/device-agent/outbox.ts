@@ -20,7 +20,7 @@ import { ApiError } from "./api-client.js";
 import { agentBackoffMs } from "./agent-backoff.js";
 
 export interface OutboxLog {
-  (level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>): void;
+  (level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>): void;
 }
 
 export interface OutboxOptions {
@@ -47,6 +47,8 @@ export class Outbox {
   private retryTimer: NodeJS.Timeout | null = null;
   private failures = 0;
   private persisted = false;
+  /** fenced: this process no longer speaks for the device; nothing more is sent or written */
+  private abandoned = false;
   private readonly file: string;
   private maxBatchBytes: number;
   /** lowered after a refused batch (so the others get through), raised again after a success */
@@ -100,6 +102,7 @@ export class Outbox {
 
   /** Sends everything pending; concurrent calls share one in-flight send per batch. */
   flush(): Promise<void> {
+    if (this.abandoned) return Promise.resolve();
     if (this.flushing || this.retryTimer) return this.flushing ?? Promise.resolve();
     this.flushing = (async () => {
       await Promise.resolve(); // let reports finishing in the same tick join the batch
@@ -114,6 +117,7 @@ export class Outbox {
         }
         const sent = new Set(batch);
         this.pending = this.pending.filter((r) => !sent.has(r));
+        this.log("debug", "results delivered", { count: batch.length, jobIds: batch.map((r) => r.jobId) });
         this.failures = 0;
         this.countLimit = Math.min(this.maxBatch, this.countLimit * 2);
       }
@@ -167,6 +171,7 @@ export class Outbox {
 
   /** Writes what is pending (or removes the file when nothing is). */
   async persist() {
+    if (this.abandoned) return; // the data dir may be another process's too: leave its file alone
     if (this.pending.length === 0) {
       await rm(this.file, { force: true });
       this.persisted = false;
@@ -181,6 +186,12 @@ export class Outbox {
   stop() {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
+  }
+
+  /** A newer agent session took the device over: send nothing more, write nothing more. */
+  abandon() {
+    this.abandoned = true;
+    this.stop();
   }
 }
 

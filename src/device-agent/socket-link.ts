@@ -4,7 +4,7 @@
  * keepalive detects a dead link that TCP would not notice for minutes.
  */
 import WebSocket from "ws";
-import { ServerMessage, WS_PING, WS_PONG, type AgentMessage, type LeasedJob } from "../protocol/agent.js";
+import { EPOCH_HEADER, ServerMessage, WS_PING, WS_PONG, type AgentMessage, type LeasedJob } from "../protocol/agent.js";
 
 type Reply = Extract<ServerMessage, { id: number }>;
 type Pending = { resolve(m: Reply): void; reject(e: Error): void; timer: NodeJS.Timeout };
@@ -28,6 +28,8 @@ export interface LinkEvents {
   problem(message: string): void;
   /** the desired deployments changed (to `version`) */
   deployments(version: number): void;
+  /** a newer agent session took this device over: this process must stop */
+  fenced(message: string): void;
 }
 
 const KEEPALIVE_MS = 15_000;
@@ -42,10 +44,11 @@ export class SocketLink {
   private constructor(private readonly ws: WebSocket, private readonly events: LinkEvents) {}
 
   /** Opens the link; resolves once it is open, rejects if it cannot be opened (blocked, refused, unauthorized). */
-  static open(server: string, credential: string, events: LinkEvents, onClose: (code: number, reason: string) => void): Promise<SocketLink> {
+  static open(server: string, credential: string, events: LinkEvents, onClose: (code: number, reason: string) => void, epoch: number | null = null): Promise<SocketLink> {
     const url = server.replace(/^http/, "ws") + "/v1/agent/ws";
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${credential}` }, handshakeTimeout: 10_000, perMessageDeflate: false });
+      const headers = { authorization: `Bearer ${credential}`, ...(epoch !== null ? { [EPOCH_HEADER]: String(epoch) } : {}) };
+      const ws = new WebSocket(url, { headers, handshakeTimeout: 10_000, perMessageDeflate: false });
       const link = new SocketLink(ws, events);
       let opened = false;
       ws.on("open", () => {
@@ -116,6 +119,8 @@ export class SocketLink {
         return this.events.problem(msg.message);
       case "deployments":
         return this.events.deployments(msg.version);
+      case "fenced":
+        return this.events.fenced(msg.message);
       default: {
         const p = this.pending.get(msg.id);
         if (!p) return;

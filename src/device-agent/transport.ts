@@ -4,7 +4,7 @@
  * block; a control plane that is down is waited for on the WebSocket, so push resumes with it.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import type { LeasedJob } from "../protocol/agent.js";
+import { FENCED_CLOSE_CODE, type LeasedJob } from "../protocol/agent.js";
 import { ApiError, type ControlPlaneClient } from "./api-client.js";
 import { SocketLink, UpgradeRefused } from "./socket-link.js";
 import { agentBackoffMs } from "./agent-backoff.js";
@@ -29,6 +29,8 @@ export interface TransportEvents {
   connected(): void;
   /** the control plane refused this device's credential: the agent cannot go on */
   credentialRefused(): void;
+  /** a newer agent session took this device over (fencing): this process must stop, not reconnect */
+  fenced(detail: string): void;
   /** how many more jobs the agent takes now */
   capacity(): number;
 }
@@ -140,12 +142,15 @@ export class Transport {
           cancel: (jobIds) => this.events.cancel(jobIds),
           deployments: (version) => this.events.deployments(version),
           problem: (message) => this.log("warn", "the control plane refused a message", { message }),
+          fenced: (message) => this.events.fenced(message),
         },
         (code, reason) => {
           this.link = null;
-          if (!this.stopping) this.log("warn", "push transport closed; reconnecting", { code, reason });
+          if (code === FENCED_CLOSE_CODE) this.events.fenced(reason);
+          else if (!this.stopping) this.log("warn", "push transport closed; reconnecting", { code, reason });
           resolve("opened");
         },
+        this.client.epoch,
       ).then(
         (link) => {
           if (this.stopping) {
@@ -158,6 +163,7 @@ export class Transport {
           this.events.connected();
         },
         (e) => {
+          if (e instanceof UpgradeRefused && e.status === 409) this.events.fenced("the WebSocket upgrade was refused: a newer agent session took this device over");
           if (this.stopping) return resolve("unreachable");
           void this.whyNotOpened(e).then((why) => {
             this.log("warn", "WebSocket connection failed", { error: String(e), ...(why === "unreachable" ? { controlPlane: "unreachable" } : { upgrade: "refused" }) });
@@ -184,6 +190,7 @@ export class Transport {
         this.events.jobs(delivery.jobs);
       } catch (e) {
         if (this.stopping) break;
+        if (e instanceof ApiError && e.fenced) break; // the agent was told (api-client's onFenced) and stops
         if (e instanceof ApiError && e.status === 401) {
           this.log("error", "the control plane refused this device's credential; re-register with a new data dir", { error: String(e) });
           this.events.credentialRefused();

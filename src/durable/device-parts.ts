@@ -20,6 +20,7 @@ import { DeviceDeployments } from "./device-deployments.js";
 import { ChainForwards } from "./chain-forward.js";
 import { DeviceCalls } from "./device-calls.js";
 import { AgentSession } from "./agent-session.js";
+import { AgentEpochs } from "./agent-epochs.js";
 import type { Clock } from "../core/clock.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
@@ -78,9 +79,10 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     deviceId, deployments, jobs, store,
     lifecycle, link, clock, transaction,
   });
+  const epochs = new AgentEpochs(sql);
   const session = new AgentSession({
     presence, link, jobs, lifecycle, store,
-    output, agentLogs, clock, desiredVersion: () => deployments.version,
+    output, agentLogs, epochs, transaction, clock, desiredVersion: () => deployments.version,
     durable: () => ctx.storage.sync(),
   });
 
@@ -88,5 +90,5 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   timers.register(() => feed.wakeAt());
   timers.register((now) => retention.dueAt(now));
   timers.register(() => forwards.nextTry());
-  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session };
+  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, epochs };
 }

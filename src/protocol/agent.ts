@@ -10,6 +10,28 @@ import { FailureKind, JobResult, LIMITS, LogLine } from "./job.js";
 import { Health } from "./device.js";
 import { CallContext } from "./deployment.js";
 
+/**
+ * Fencing: every agent session has an epoch, assigned by the device object when the agent opens the
+ * session (`POST /v1/agent/session`), one higher than any before. The agent sends it with every request
+ * (this header, also on the WebSocket upgrade); anything from an older epoch is refused (409, problem
+ * type `fenced`; over the socket a `fenced` message and close code 4009). No header counts as epoch 0,
+ * which is current only until a device's first session opens.
+ */
+export const EPOCH_HEADER = "x-wasmvisor-epoch";
+/** The socket's close code when a newer session took the device over. */
+export const FENCED_CLOSE_CODE = 4009;
+export const Epoch = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+export const EpochHeaders = z.object({
+  [EPOCH_HEADER]: Epoch.optional().meta({ type: "integer", description: "the agent session's epoch (POST /v1/agent/session); absent: 0" }),
+});
+export const AgentSessionOpened = z.object({
+  epoch: z.number().int().min(1),
+  /** the epoch it replaced (0: none opened before) */
+  previous: z.number().int().min(0),
+  serverTime: z.number().int(),
+}).meta({ id: "AgentSessionOpened" });
+export type AgentSessionOpened = z.infer<typeof AgentSessionOpened>;
+
 export const LeasedJob = z.object({
   jobId: JobId,
   leaseToken: z.string(),
@@ -127,6 +149,8 @@ export const ServerMessage = z.discriminatedUnion("t", [
   z.object({ t: z.literal("deployments"), version: z.number().int() }),
   z.object({ t: z.literal("cancel"), jobIds: z.array(z.string()) }),
   z.object({ t: z.literal("error"), message: z.string() }),
+  /** this socket's session was taken over by a newer one (`current`): the agent must stop; the socket closes with 4009 */
+  z.object({ t: z.literal("fenced"), epoch: z.number().int(), current: z.number().int(), message: z.string() }),
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 

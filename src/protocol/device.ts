@@ -60,6 +60,8 @@ export const DeviceView = z.object({
   queue: z.object({ queued: z.number().int(), running: z.number().int() }).optional(),
   /** drained devices get no new work (Hero's runner.stop) */
   drained: z.boolean().optional(),
+  /** the agent session now in charge (fencing): its epoch, when it opened, and how many requests of older sessions were refused since */
+  session: z.object({ epoch: z.number().int(), openedAt: z.string(), refused: z.number().int() }).nullable().optional(),
 }).meta({ id: "Device" });
 export type DeviceView = z.infer<typeof DeviceView>;
 
