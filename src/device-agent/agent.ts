@@ -20,6 +20,7 @@ import { LeaseKeeper } from "./lease-keeper.js";
 import { Runner, toReport } from "./runner.js";
 import { Uplink } from "./uplink.js";
 import { Heartbeat } from "./heartbeat.js";
+import { Degraded } from "./degraded.js";
 
 export interface AgentOptions {
   server: string;
@@ -37,6 +38,8 @@ export interface AgentOptions {
   prefetch: number;
   /** deployment instances kept between calls (one thread each) */
   maxInstances: number;
+  /** the most the outbox file may hold while the control plane is away (bytes; see outbox.ts for what overflows first) */
+  outboxQuotaBytes?: number;
   device: DeviceConfig;
   version: string;
 }
@@ -51,6 +54,7 @@ export class Agent {
   private readonly outbox: Outbox;
   private readonly heartbeat: Heartbeat;
   private readonly transport: Transport;
+  private readonly degraded: Degraded;
   private stopping = false;
   private fencedBy: string | null = null;
   deviceId: string | null = null;
@@ -63,7 +67,15 @@ export class Agent {
     this.uplink = new Uplink(this.client, () => this.transport.openLink, () => this.capacity(), this.log);
     this.leases = new LeaseKeeper((update, answerMs) => this.uplink.leases(update, answerMs), this.log);
     this.runner = new Runner(opts, this.client, this.leases, this.uplink, this.log);
-    this.outbox = new Outbox(opts.dataDir, (batch) => this.uplink.results(batch), (l, m, f) => this.log(l, m, f));
+    this.outbox = new Outbox(opts.dataDir, (batch) => this.uplink.results(batch), (l, m, f) => this.log(l, m, f), opts.outboxQuotaBytes ? { quotaBytes: opts.outboxQuotaBytes } : {});
+    this.degraded = new Degraded(this.log, {
+      entered: () => this.outbox.setOffline(true),
+      recovered: () => {
+        this.outbox.setOffline(false);
+        void this.outbox.flush();
+        void this.runner.deployments.converge().catch((e) => this.log("warn", "could not apply deployments", { error: String(e) }));
+      },
+    });
     this.heartbeat = new Heartbeat({
       health: new HealthSampler(opts.dataDir),
       uplink: this.uplink,
@@ -72,6 +84,8 @@ export class Agent {
       heldLeases: () => this.leases.refs(),
       stopJobs: (jobIds) => this.runner.cancel(jobIds),
       deploymentsVersion: (version) => this.runner.deployments.noteVersion(version),
+      store: this.outbox,
+      degraded: this.degraded,
       log: this.log,
     });
     this.transport = new Transport(opts, this.client, {
@@ -90,6 +104,7 @@ export class Agent {
       },
       fenced: (detail) => this.fenced(detail),
       capacity: () => this.capacity(),
+      reachable: (yes, reason) => (yes ? this.degraded.reachable() : this.degraded.unreachable(reason ?? "unreachable")),
     }, this.log);
   }
 
@@ -99,10 +114,13 @@ export class Agent {
     this.deviceId = saved.deviceId;
     this.client.setCredential(saved.credential);
     void this.learnLimits();
-    // The session first: every request after it carries its epoch (one sent without would be refused once any session exists).
+    // What is kept on disk first (no network needed: the agent works from it while the control plane is away).
+    await this.outbox.restore();
+    await this.runner.deployments.loadCached();
+    // Then the session: every request after it carries its epoch (one sent without would be refused once any session exists).
     await this.openSession();
     if (this.stopping) return;
-    await this.outbox.restore();
+    void this.outbox.flush();
     await this.heartbeat.start(this.opts.heartbeatIntervalMs);
     this.leases.start();
     this.transport.start(saved.credential);
@@ -116,9 +134,11 @@ export class Agent {
       try {
         const s = await this.client.openSession();
         this.log("info", "session opened", { epoch: s.epoch, previous: s.previous });
+        this.degraded.reachable();
         return;
       } catch (e) {
         if (e instanceof ApiError && e.status === 401) throw e;
+        if (!(e instanceof ApiError) || e.status >= 500) this.degraded.unreachable(String(e));
         const delay = agentBackoffMs(failures);
         this.log("warn", "could not open a session; retrying", { error: String(e), retryInMs: Math.round(delay) });
         await sleep(delay);
@@ -142,6 +162,7 @@ export class Agent {
 
   /** How many more jobs the agent takes now. */
   private capacity(): number {
+    if (this.outbox.overQuota) return 0; // results alone fill the outbox's quota: no new work until they are delivered
     return Math.max(0, Math.min(LIMITS.maxPollBatch, this.opts.prefetch - this.leases.size));
   }
 

@@ -60,7 +60,8 @@ export class ControlPlaneClient {
   /** Builds the error for an answer that is not ok, telling `onFenced` when it is a fencing refusal. */
   private async failure(res: Response, what: string): Promise<ApiError> {
     const err = new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, what);
-    if (err.fenced) this.onFenced(err.problem?.detail ?? err.message);
+    // Only a session can be fenced: a request sent before this process opened one says nothing of it.
+    if (err.fenced && this.epoch !== null) this.onFenced(err.problem?.detail ?? err.message);
     return err;
   }
 

@@ -12,6 +12,8 @@ import { sha256Hex } from "../core/crypto.js";
 import type { AppliedReport, CallContext, DevicePart } from "../protocol/deployment.js";
 import type { ControlPlaneClient } from "./api-client.js";
 import type { ModuleCache } from "./module-cache.js";
+import { writeFileAtomic } from "./durable-file.js";
+import { DesiredDeployments } from "../protocol/deployment.js";
 
 type Log = (level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;
 
@@ -38,6 +40,29 @@ export class DeploymentSet {
   /** The sandbox directory of one module of one deployment generation. */
   dir(deployment: string, generation: number, module: string): string {
     return join(this.root, deployment, `g${generation}`, module);
+  }
+
+  /** The desired state as last fetched, kept on disk: the agent works from it while the control plane is away. */
+  private get cacheFile() {
+    return join(this.root, "desired.json");
+  }
+
+  /**
+   * Degraded mode's starting point: the desired state cached by the last convergence. Deployments whose
+   * directories are all still here count as applied (calls and services can use them before the control
+   * plane answers); the version stays unknown, so the first answer of the control plane reconciles.
+   */
+  async loadCached(): Promise<DesiredDeployments | null> {
+    const text = await readFile(this.cacheFile, "utf8").catch(() => null);
+    if (!text) return null;
+    const cached = DesiredDeployments.safeParse(JSON.parse(text));
+    if (!cached.success) return null;
+    for (const part of cached.data.deployments) {
+      const present = await Promise.all(part.modules.map((m) => readdir(this.dir(part.deployment, part.generation, m.name)).then(() => true, () => false)));
+      if (present.every(Boolean)) this.applied.set(part.deployment, part.generation);
+    }
+    this.log("info", "cached desired state loaded", { version: cached.data.version, deployments: [...this.applied].map(([d, g]) => `${d}@g${g}`) });
+    return cached.data;
   }
 
   /** The control plane's desired-state version; a different one than applied means: converge. */
@@ -102,6 +127,8 @@ export class DeploymentSet {
       }
     }
     await this.removeUnwanted(wanted);
+    await mkdir(this.root, { recursive: true });
+    await writeFileAtomic(this.cacheFile, JSON.stringify(desired));
     if (states.length > 0) await this.client.reportDeployments(states);
     this.appliedVersion = desired.version;
   }
@@ -137,7 +164,7 @@ export class DeploymentSet {
       this.onRetired(id);
     }
     for (const entry of await readdir(this.root).catch(() => [] as string[])) {
-      if (!wanted.has(entry)) await rm(join(this.root, entry), { recursive: true, force: true });
+      if (!wanted.has(entry) && entry !== "desired.json") await rm(join(this.root, entry), { recursive: true, force: true });
     }
     for (const id of retired) this.log("info", "deployment removed", { deployment: id });
   }

@@ -33,6 +33,8 @@ export interface TransportEvents {
   fenced(detail: string): void;
   /** how many more jobs the agent takes now */
   capacity(): number;
+  /** what the transport learned of the link: the control plane answered (true) or could not be reached */
+  reachable(yes: boolean, reason?: string): void;
 }
 
 /** After falling back to long-poll, try the WebSocket again this much later. */
@@ -159,6 +161,7 @@ export class Transport {
           }
           this.link = link;
           this.log("info", "push transport connected");
+          this.events.reachable(true);
           link.send({ t: "credit", free: this.events.capacity() });
           this.events.connected();
         },
@@ -167,6 +170,7 @@ export class Transport {
           if (this.stopping) return resolve("unreachable");
           void this.whyNotOpened(e).then((why) => {
             this.log("warn", "WebSocket connection failed", { error: String(e), ...(why === "unreachable" ? { controlPlane: "unreachable" } : { upgrade: "refused" }) });
+            if (why === "unreachable") this.events.reachable(false, String(e));
             resolve(why);
           });
         },
@@ -186,6 +190,7 @@ export class Transport {
         const wait = Math.max(0, Math.min(this.opts.pollWaitSeconds, Math.ceil((until - Date.now()) / 1000)));
         const delivery = await this.client.poll(wait, free, this.pollAbort.signal);
         failures = 0;
+        this.events.reachable(true);
         this.events.deployments(delivery.deployments);
         this.events.jobs(delivery.jobs);
       } catch (e) {
@@ -197,6 +202,7 @@ export class Transport {
           break;
         }
         failures++;
+        if (!(e instanceof ApiError) || e.status >= 500) this.events.reachable(false, String(e));
         const delay = agentBackoffMs(failures);
         this.log("warn", "poll failed; retrying", { error: String(e), retryInMs: Math.round(delay) });
         await sleep(delay);

@@ -36,6 +36,8 @@ export const Health = z.object({
   diskFreeBytes: z.number().nonnegative(),
   jobsRunning: z.number().int().nonnegative(),
   agentRssBytes: z.number().nonnegative().optional(),
+  /** the agent could not reach the control plane when it took this sample (degraded mode): since when, and why */
+  degraded: z.object({ since: z.string().max(40), reason: z.string().max(500) }).optional(),
 }).meta({ id: "Health" });
 export type Health = z.infer<typeof Health>;
 
