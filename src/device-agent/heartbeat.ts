@@ -75,6 +75,8 @@ export class Heartbeat {
       if (!answered) p.degraded.unreachable(String(e));
       p.log("warn", "heartbeat failed", { error: String(e) });
       if (sample && !answered) {
+        // The beat that found the control plane away was taken just before: it is degraded too.
+        if (!sample.health.degraded && p.degraded.state) sample.health = { ...sample.health, degraded: p.degraded.state };
         p.store.keepWhileAway(sample, logs);
         p.shippedLog.shipped(logs.length);
       }

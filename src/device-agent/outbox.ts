@@ -101,6 +101,8 @@ export class Outbox {
   /** The agent learned the link's state (a failed or answered request, a socket opened or lost). */
   setOffline(offline: boolean) {
     this.offline = offline;
+    // Results already waiting go to disk now: the outage may outlast the process.
+    if (offline && !this.persisted && this.pending.length > 0) void this.persist();
   }
 
   /** Health samples and log lines waiting for a heartbeat. */
