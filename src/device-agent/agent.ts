@@ -21,6 +21,8 @@ import { Runner, toReport } from "./runner.js";
 import { Uplink } from "./uplink.js";
 import { Heartbeat } from "./heartbeat.js";
 import { Degraded } from "./degraded.js";
+import { CommandGate } from "./command-gate.js";
+import type { CommandRef } from "../protocol/agent.js";
 
 export interface AgentOptions {
   server: string;
@@ -55,6 +57,12 @@ export class Agent {
   private readonly heartbeat: Heartbeat;
   private readonly transport: Transport;
   private readonly degraded: Degraded;
+  private readonly commands: CommandGate;
+  /**
+   * Handlers of generic bounded commands by kind (services, rollouts register theirs): a handler that
+   * throws nacks the command with its message; a kind with no handler is nacked.
+   */
+  readonly commandHandlers = new Map<string, (body: unknown) => void | Promise<void>>();
   private stopping = false;
   private fencedBy: string | null = null;
   deviceId: string | null = null;
@@ -88,12 +96,29 @@ export class Agent {
       degraded: this.degraded,
       log: this.log,
     });
+    this.commands = new CommandGate((acks) => this.uplink.commandAcks(acks), this.log);
     this.transport = new Transport(opts, this.client, {
-      jobs: (jobs) => {
+      jobs: (jobs, cmd) => {
+        if (!this.commands.admit(cmd, "jobs")) {
+          // Not run late: their leases run out and they come back. The object counted them against the credit.
+          this.uplink.credit();
+          return;
+        }
         for (const job of jobs) void this.runJob(job);
+        this.commands.answer(cmd, "acked");
       },
-      cancel: (jobIds) => this.runner.cancel(jobIds),
-      deployments: (version) => this.runner.deployments.noteVersion(version),
+      cancel: (jobIds, cmd) => {
+        if (!this.commands.admit(cmd, "cancel")) return; // a late cancel is not applied; heartbeats name ended jobs anyway
+        this.runner.cancel(jobIds);
+        this.commands.answer(cmd, "acked");
+      },
+      deployments: (version, cmd) => {
+        if (!this.commands.admit(cmd, "deployments")) return; // the heartbeat's answer carries the desired version too
+        this.runner.deployments.noteVersion(version);
+        this.commands.answer(cmd, "acked");
+      },
+      command: (kind, body, cmd) => void this.runCommand(kind, body, cmd),
+      serverTime: (ms) => this.commands.serverTime(ms),
       connected: () => {
         void this.outbox.flush();
         void this.leases.update(); // what was held across the reconnect is renewed (and acked) at once
@@ -133,6 +158,7 @@ export class Agent {
     for (let failures = 1; !this.stopping; failures++) {
       try {
         const s = await this.client.openSession();
+        this.commands.serverTime(s.serverTime);
         this.log("info", "session opened", { epoch: s.epoch, previous: s.previous });
         this.degraded.reachable();
         return;
@@ -160,6 +186,19 @@ export class Agent {
     void this.stop(0);
   }
 
+  /** A generic bounded command: applied by its kind's handler before its expiry, and answered. */
+  private async runCommand(kind: string, body: unknown, cmd: CommandRef) {
+    if (!this.commands.admit(cmd, kind)) return;
+    const handler = this.commandHandlers.get(kind);
+    if (!handler) return this.commands.answer(cmd, "nacked", `this agent has no handler for ${kind} commands`);
+    try {
+      await handler(body);
+      this.commands.answer(cmd, "acked");
+    } catch (e) {
+      this.commands.answer(cmd, "nacked", e instanceof Error ? e.message : String(e));
+    }
+  }
+
   /** How many more jobs the agent takes now. */
   private capacity(): number {
     if (this.outbox.overQuota) return 0; // results alone fill the outbox's quota: no new work until they are delivered
@@ -172,6 +211,8 @@ export class Agent {
     this.transport.stop();
     this.heartbeat.stop();
     this.leases.stop();
+    if (this.fencedBy === null) void this.commands.flush();
+    this.commands.stop();
     const deadline = Date.now() + graceMs;
     while (this.leases.size > 0 && Date.now() < deadline) await sleep(50);
     await Promise.race([this.transport.finished(), sleep(2_000)]);

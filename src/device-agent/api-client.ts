@@ -1,5 +1,5 @@
 /** The agent's side of the wire: typed calls to the control plane with its device credential. */
-import { AgentSessionOpened, Delivery, EPOCH_HEADER, ResultBatchResponse, type LeaseRef, type LogBatch, type ResultReport, type Heartbeat } from "../protocol/agent.js";
+import { AgentSessionOpened, Delivery, EPOCH_HEADER, ResultBatchResponse, type CommandAck, type LeaseRef, type LogBatch, type ResultReport, type Heartbeat } from "../protocol/agent.js";
 import { RegistrationResult, type DeviceRegistration } from "../protocol/device.js";
 import { DesiredDeployments, type AppliedReport } from "../protocol/deployment.js";
 import { problemTypeUri, type Problem } from "../protocol/problem.js";
@@ -127,6 +127,10 @@ export class ControlPlaneClient {
 
   logs(batch: LogBatch) {
     return this.call("logs", "/v1/agent/logs", { method: "POST", body: JSON.stringify(batch) }, z.object({ accepted: z.number() }));
+  }
+
+  commandAcks(acks: CommandAck[]) {
+    return this.call("command acks", "/v1/agent/commands/acks", { method: "POST", body: JSON.stringify({ acks }) }, z.object({ recorded: z.number() }));
   }
 
   heartbeat(hb: Heartbeat) {

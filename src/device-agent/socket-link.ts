@@ -4,7 +4,7 @@
  * keepalive detects a dead link that TCP would not notice for minutes.
  */
 import WebSocket from "ws";
-import { EPOCH_HEADER, ServerMessage, WS_PING, WS_PONG, type AgentMessage, type LeasedJob } from "../protocol/agent.js";
+import { EPOCH_HEADER, ServerMessage, WS_PING, WS_PONG, type AgentMessage, type CommandRef, type LeasedJob } from "../protocol/agent.js";
 
 type Reply = Extract<ServerMessage, { id: number }>;
 type Pending = { resolve(m: Reply): void; reject(e: Error): void; timer: NodeJS.Timeout };
@@ -23,11 +23,14 @@ export class UpgradeRefused extends Error {
 }
 
 export interface LinkEvents {
-  jobs(jobs: LeasedJob[]): void;
-  cancel(jobIds: string[]): void;
+  /** `cmd`: the bounded command the message is (id and expiry), when the control plane sent one */
+  jobs(jobs: LeasedJob[], cmd?: CommandRef): void;
+  cancel(jobIds: string[], cmd?: CommandRef): void;
   problem(message: string): void;
   /** the desired deployments changed (to `version`) */
-  deployments(version: number): void;
+  deployments(version: number, cmd?: CommandRef): void;
+  /** a generic bounded command (services, rollouts) */
+  command?(kind: string, body: unknown, cmd: CommandRef): void;
   /** a newer agent session took this device over: this process must stop */
   fenced(message: string): void;
 }
@@ -112,13 +115,15 @@ export class SocketLink {
     const msg = parsed.data;
     switch (msg.t) {
       case "jobs":
-        return this.events.jobs(msg.jobs);
+        return this.events.jobs(msg.jobs, msg.cmd);
       case "cancel":
-        return this.events.cancel(msg.jobIds);
+        return this.events.cancel(msg.jobIds, msg.cmd);
+      case "command":
+        return this.events.command?.(msg.kind, msg.body, msg.cmd);
       case "error":
         return this.events.problem(msg.message);
       case "deployments":
-        return this.events.deployments(msg.version);
+        return this.events.deployments(msg.version, msg.cmd);
       case "fenced":
         return this.events.fenced(msg.message);
       default: {

@@ -4,7 +4,7 @@
  * block; a control plane that is down is waited for on the WebSocket, so push resumes with it.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { FENCED_CLOSE_CODE, type LeasedJob } from "../protocol/agent.js";
+import { FENCED_CLOSE_CODE, type CommandRef, type LeasedJob } from "../protocol/agent.js";
 import { ApiError, type ControlPlaneClient } from "./api-client.js";
 import { SocketLink, UpgradeRefused } from "./socket-link.js";
 import { agentBackoffMs } from "./agent-backoff.js";
@@ -21,10 +21,15 @@ export interface TransportOptions {
 
 /** What the transport hands over, and what it needs to know, from the rest of the agent. */
 export interface TransportEvents {
-  jobs(jobs: LeasedJob[]): void;
-  cancel(jobIds: string[]): void;
+  /** `cmd`: the bounded command (id, expiry) the jobs came as */
+  jobs(jobs: LeasedJob[], cmd?: CommandRef): void;
+  cancel(jobIds: string[], cmd?: CommandRef): void;
   /** the desired deployments' version (a poll says it with every delivery, push when it changes) */
-  deployments(version: number | undefined): void;
+  deployments(version: number | undefined, cmd?: CommandRef): void;
+  /** a generic bounded command (services, rollouts) */
+  command(kind: string, body: unknown, cmd: CommandRef): void;
+  /** the control plane's clock, as a poll answer said it */
+  serverTime(ms: number): void;
   /** a push link opened: what waited for one (results, lease renewals) can go now */
   connected(): void;
   /** the control plane refused this device's credential: the agent cannot go on */
@@ -140,9 +145,10 @@ export class Transport {
         this.opts.server,
         this.credential,
         {
-          jobs: (jobs) => this.events.jobs(jobs),
-          cancel: (jobIds) => this.events.cancel(jobIds),
-          deployments: (version) => this.events.deployments(version),
+          jobs: (jobs, cmd) => this.events.jobs(jobs, cmd),
+          cancel: (jobIds, cmd) => this.events.cancel(jobIds, cmd),
+          deployments: (version, cmd) => this.events.deployments(version, cmd),
+          command: (kind, body, cmd) => this.events.command(kind, body, cmd),
           problem: (message) => this.log("warn", "the control plane refused a message", { message }),
           fenced: (message) => this.events.fenced(message),
         },
@@ -191,8 +197,9 @@ export class Transport {
         const delivery = await this.client.poll(wait, free, this.pollAbort.signal);
         failures = 0;
         this.events.reachable(true);
+        this.events.serverTime(delivery.serverTime);
         this.events.deployments(delivery.deployments);
-        this.events.jobs(delivery.jobs);
+        if (delivery.jobs.length > 0) this.events.jobs(delivery.jobs, delivery.cmd);
       } catch (e) {
         if (this.stopping) break;
         if (e instanceof ApiError && e.fenced) break; // the agent was told (api-client's onFenced) and stops

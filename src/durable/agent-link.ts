@@ -18,6 +18,8 @@ export interface Poller {
 
 export class AgentLink {
   private pollers: Poller[] = [];
+  /** gives a command its id and expiry as it goes out (bounded commands, device-commands.ts) */
+  stamp: (msg: ServerMessage) => ServerMessage = (msg) => msg;
 
   constructor(private readonly ctx: DurableObjectState, private readonly clock: Clock) {}
 
@@ -98,7 +100,7 @@ export class AgentLink {
 
   send(ws: WebSocket, msg: ServerMessage) {
     try {
-      ws.send(JSON.stringify(msg));
+      ws.send(JSON.stringify(this.stamp(msg)));
     } catch {
       // A dead socket: leases cover whatever it was carrying.
     }

@@ -13,6 +13,7 @@ import type { JobLifecycle } from "./job-lifecycle.js";
 import type { JobOutput } from "./job-output.js";
 import type { JobStore } from "./job-store.js";
 import type { AgentEpochs } from "./agent-epochs.js";
+import type { DeviceCommands } from "./device-commands.js";
 import type { Clock } from "../core/clock.js";
 import { AgentMessage, EPOCH_HEADER, Epoch, type AgentSessionOpened, type Delivery, type Heartbeat, type LeaseRef, type LogBatch } from "../protocol/agent.js";
 import { makeProblem } from "../protocol/problem.js";
@@ -29,6 +30,7 @@ export interface AgentSessionParts {
   output: JobOutput;
   agentLogs: AgentLogs;
   epochs: AgentEpochs;
+  commands: DeviceCommands;
   transaction: (fn: () => void) => void;
   clock: Clock;
   /** the desired-deployments version agents compare with what they applied */
@@ -88,7 +90,9 @@ export class AgentSession {
   async poll(waitMs: number, max: number): Promise<Delivery> {
     this.p.presence.markSeen(this.p.clock.now());
     const jobs = await this.p.link.poll(waitMs, max, (n) => this.p.jobs.leaseReady(n));
-    return { jobs, serverTime: this.p.clock.now(), deployments: this.p.desiredVersion() };
+    // Jobs handed over are a bounded command like a push (the agent acks it, or discards it as expired).
+    const cmd = jobs.length > 0 ? this.p.commands.issue("jobs", jobs.map((j) => j.jobId).join(",").slice(0, 2000)) : undefined;
+    return { jobs, serverTime: this.p.clock.now(), deployments: this.p.desiredVersion(), ...(cmd ? { cmd } : {}) };
   }
 
   /** Lines of a running job, from the agent holding its lease; anything else is ignored. */
@@ -148,6 +152,9 @@ export class AgentSession {
       }
       case "logs":
         this.acceptLogs(msg);
+        return;
+      case "command-acks":
+        this.p.commands.answer(msg.acks);
         return;
       case "heartbeat": {
         const { cancel, deployments } = await this.heartbeat({ health: msg.health, runningJobs: msg.runningJobs, logs: msg.logs });

@@ -19,7 +19,7 @@ import type { Env } from "../platform/env.js";
 import { isTerminal, type JobLogs, type JobRef, type JobSubmission, type JobView } from "../protocol/job.js";
 import type { AppliedReport, DesiredDeployments, DevicePart, DeviceDeploymentStatus } from "../protocol/deployment.js";
 import type { DeviceDescription, DeviceView, Health } from "../protocol/device.js";
-import { WS_PING, WS_PONG, type AgentSessionOpened, type AgentLogLine, type Delivery, type Heartbeat, type LeaseRef, type LogBatch, type ResultReport } from "../protocol/agent.js";
+import { WS_PING, WS_PONG, type AgentSessionOpened, type CommandAck, type CommandView, type AgentLogLine, type Delivery, type Heartbeat, type LeaseRef, type LogBatch, type ResultReport } from "../protocol/agent.js";
 import { iso } from "../core/time.js";
 
 export type { Disposition } from "./job-lifecycle.js";
@@ -214,6 +214,16 @@ export class DeviceObject extends SqlObject<Env> {
     return (await this.authenticate(secret)) ? ok(await this.p.session.open()) : fail("unauthenticated", "bad device credential");
   }
 
+  // ---- bounded commands: ids, expiries and outcomes (device-commands.ts) ------------------
+
+  async commandAcks(secret: string, acks: CommandAck[], epoch = 0): Promise<Outcome<{ recorded: number }>> {
+    return this.asAgent(secret, () => ok({ recorded: this.p.commands.answer(acks) }), epoch);
+  }
+
+  async commands(namespace: string | null, limit: number): Promise<Outcome<{ commands: CommandView[] }>> {
+    return this.visibleTo(namespace) ? ok({ commands: this.p.commands.list(limit) }) : fail("not-found", NOT_FOUND);
+  }
+
   private sessionView(): DeviceView["session"] {
     const s = this.p.epochs.view();
     return s ? { epoch: s.epoch, openedAt: iso(s.openedAt)!, refused: s.refused } : null;
@@ -303,6 +313,7 @@ export class DeviceObject extends SqlObject<Env> {
     this.p.transaction(() => {
       this.p.lifecycle.expireLeases(this.p.store.leasesExpiredBy(now), now);
       this.p.lifecycle.expireDeadlines(this.p.store.deadlinesPassedBy(now), now);
+      this.p.commands.expireUnanswered(now);
     });
     this.p.presence.checkOnline(now);
     if (this.p.presence.device) await this.p.presence.publishOrRetryLater(); // nothing to send unless something listed changed (or a publish failed before)

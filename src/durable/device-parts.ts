@@ -21,6 +21,7 @@ import { ChainForwards } from "./chain-forward.js";
 import { DeviceCalls } from "./device-calls.js";
 import { AgentSession } from "./agent-session.js";
 import { AgentEpochs } from "./agent-epochs.js";
+import { DeviceCommands } from "./device-commands.js";
 import type { Clock } from "../core/clock.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
@@ -80,9 +81,11 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     lifecycle, link, clock, transaction,
   });
   const epochs = new AgentEpochs(sql);
+  const commands = new DeviceCommands(sql, clock, () => settings.commandTtlMs, (at) => timers.wakeBy(at));
+  link.stamp = (msg) => commands.stamp(msg);
   const session = new AgentSession({
     presence, link, jobs, lifecycle, store,
-    output, agentLogs, epochs, transaction, clock, desiredVersion: () => deployments.version,
+    output, agentLogs, epochs, commands, transaction, clock, desiredVersion: () => deployments.version,
     durable: () => ctx.storage.sync(),
   });
 
@@ -90,5 +93,6 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   timers.register(() => feed.wakeAt());
   timers.register((now) => retention.dueAt(now));
   timers.register(() => forwards.nextTry());
-  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, epochs };
+  timers.register(() => commands.dueAt());
+  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, epochs, commands };
 }

@@ -4,6 +4,7 @@ import { DEPLOYMENT_FLOORS_TABLE, DEPLOYMENT_TABLES } from "./device-deployments
 import { DEVICE_TABLE } from "./device-presence.js";
 import { AGENT_LOGS_TABLE } from "./agent-logs.js";
 import { AGENT_SESSIONS_TABLE } from "./agent-epochs.js";
+import { COMMANDS_TABLE } from "./device-commands.js";
 
 export const DEVICE_MIGRATIONS: readonly string[] = [
   DEVICE_TABLE + JOBS_TABLE,
@@ -22,4 +23,6 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
   "ALTER TABLE index_state ADD COLUMN target TEXT",
   // fencing (agent-epochs.ts): agent sessions and their epochs
   AGENT_SESSIONS_TABLE,
+  // bounded commands (device-commands.ts): each command to the agent, its expiry and outcome
+  COMMANDS_TABLE,
 ];

@@ -18,6 +18,7 @@ import { namespaceRoutes } from "./routes/namespaces.js";
 import { deploymentRoutes } from "./routes/deployments.js";
 import { agentFileRoutes } from "./routes/agent-files.js";
 import { wasmiotRoutes } from "./routes/wasmiot.js";
+import { commandRoutes } from "./routes/commands.js";
 import { DEPLOYMENT_LIMITS, DeploymentManifest } from "../protocol/deployment.js";
 import { allowedMethods } from "./methods.js";
 import { authenticate } from "./auth.js";
@@ -93,6 +94,7 @@ export function createApp() {
   namespaceRoutes(app);
   deploymentRoutes(app);
   agentFileRoutes(app);
+  commandRoutes(app);
   rpcRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });

@@ -73,7 +73,7 @@ describe.each(["ws", "poll"] as const)("a second agent with the same credential 
       expect(first.logs.some((l) => l.jobId === job.id)).toBe(false);
     }
     expect(await deviceSession(cp.admin, first.deviceId)).toMatchObject({ epoch: secondSession.epoch });
-  });
+  }, 180_000);
 });
 
 describe("a stale agent cut off by a partition while it ran a job", () => {
@@ -117,5 +117,5 @@ describe("a stale agent cut off by a partition while it ran a job", () => {
     const accepted = first.logs.filter((l) => l.msg === "results delivered").length;
     console.log(`[fencing partition] results accepted from the stale agent after the takeover: ${accepted}; requests refused from stale sessions: ${session?.refused}; the stale agent exited ${code} ${stoppedAfterMs} ms after the takeover (the link was cut until then)`);
     expect(accepted).toBe(0);
-  });
+  }, 180_000);
 });
