@@ -62,7 +62,9 @@ describe.each(["ws", "poll"] as const)("a second agent with the same credential 
     // It did not reconnect after it learned it was fenced.
     const fencedAt = first.logs.indexOf(fenced!);
     expect(first.logs.slice(fencedAt).some((l) => l.msg === "push transport connected" || l.msg === "session opened")).toBe(false);
-    console.log(`[fencing ${transport}] epochs ${firstEpoch} -> ${secondSession.epoch as number}; the stale agent exited ${code} ${stoppedAfterMs} ms after the takeover was seen`);
+    // From the new session's opening to the stale agent's stop, by the two processes' own log clocks (one machine).
+    const stoppedActingMs = Date.parse(fenced!.time as string) - Date.parse(secondSession.time as string);
+    console.log(`[fencing ${transport}] epochs ${firstEpoch} -> ${secondSession.epoch as number}; the stale agent stopped acting ${stoppedActingMs} ms after the new session opened, and exited ${code} ${stoppedAfterMs} ms after the test saw the takeover`);
 
     // The device works, through the second agent only.
     const hello = (await cp.admin.uploadModule(await compileWat(WAT.hello))).digest;
@@ -106,16 +108,19 @@ describe("a stale agent cut off by a partition while it ran a job", () => {
     await second.waitForLog((l) => l.msg === "job finished" && l.jobId === job.id);
 
     proxy.blackhole(false); // the link heals: what the first agent sent meanwhile arrives now
+    const healedAt = Date.now();
     const code = await exitOf(first);
     const stoppedAfterMs = Date.now() - takeoverAt;
     expect(code).toBe(3);
-    expect(first.logs.some((l) => l.msg === "another agent process took this device over; stopping")).toBe(true);
+    const fenced = first.logs.find((l) => l.msg === "another agent process took this device over; stopping");
+    expect(fenced).toBeDefined();
+    const afterHealMs = Date.parse(fenced!.time as string) - healedAt;
     const session = await deviceSession(cp.admin, first.deviceId);
     expect(session?.refused).toBeGreaterThan(0);
     // Still the second agent's run: the first's result changed nothing.
     expect(await cp.admin.getJob(job.id)).toMatchObject({ state: "SUCCEEDED", attempts: 2 });
     const accepted = first.logs.filter((l) => l.msg === "results delivered").length;
-    console.log(`[fencing partition] results accepted from the stale agent after the takeover: ${accepted}; requests refused from stale sessions: ${session?.refused}; the stale agent exited ${code} ${stoppedAfterMs} ms after the takeover (the link was cut until then)`);
+    console.log(`[fencing partition] results accepted from the stale agent after the takeover: ${accepted}; requests refused from stale sessions: ${session?.refused}; the stale agent exited ${code} ${stoppedAfterMs} ms after the takeover (the link was cut until then), and stopped acting ${afterHealMs} ms after the link healed`);
     expect(accepted).toBe(0);
   }, 180_000);
 });
