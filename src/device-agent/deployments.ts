@@ -44,7 +44,7 @@ export class DeploymentSet {
 
   /** The desired state as last fetched, kept on disk: the agent works from it while the control plane is away. */
   private get cacheFile() {
-    return join(this.root, "desired.json");
+    return join(this.root, "..", "desired-deployments.json"); // beside the deployments, never one of them
   }
 
   /**
@@ -164,7 +164,7 @@ export class DeploymentSet {
       this.onRetired(id);
     }
     for (const entry of await readdir(this.root).catch(() => [] as string[])) {
-      if (!wanted.has(entry) && entry !== "desired.json") await rm(join(this.root, entry), { recursive: true, force: true });
+      if (!wanted.has(entry)) await rm(join(this.root, entry), { recursive: true, force: true });
     }
     for (const id of retired) this.log("info", "deployment removed", { deployment: id });
   }
