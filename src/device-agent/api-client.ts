@@ -1,9 +1,9 @@
 /** The agent's side of the wire: typed calls to the control plane with its device credential. */
-import { Delivery, ResultBatchResponse, type LeaseRef, type LogBatch, type ResultReport, type Heartbeat } from "../protocol/agent.js";
+import { AgentSessionOpened, Delivery, EPOCH_HEADER, ResultBatchResponse, type CommandAck, type LeaseRef, type LogBatch, type ResultReport, type Heartbeat } from "../protocol/agent.js";
 import { RegistrationResult, type DeviceRegistration } from "../protocol/device.js";
 import { DesiredDeployments, type AppliedReport } from "../protocol/deployment.js";
 import { DesiredServices } from "../protocol/service.js";
-import type { Problem } from "../protocol/problem.js";
+import { problemTypeUri, type Problem } from "../protocol/problem.js";
 import { z } from "zod";
 import { fetchRetryingOnce } from "../sdk/fetch-retry.js";
 
@@ -33,15 +33,44 @@ export class ApiError extends Error {
   get permanent() {
     return this.status >= 400 && this.status < 500 && this.status !== 408 && this.status !== 429;
   }
+  /** A newer agent session took this device over (fencing): this process must stop. */
+  get fenced() {
+    return this.status === 409 && this.problem?.type === problemTypeUri("fenced");
+  }
 }
 
 export class ControlPlaneClient {
+  /** This process's agent session (fencing), once opened: sent with every request. */
+  epoch: number | null = null;
+  /** Told (once per refusal) when the control plane says a newer session took this device over. */
+  onFenced: (detail: string) => void = () => undefined;
+
   constructor(readonly server: string, private credential: string | null = null) {
     this.server = server.replace(/\/+$/, "");
   }
 
   setCredential(credential: string) {
     this.credential = credential;
+  }
+
+  /** The headers of every agent request: the credential, and the session's epoch once there is one. */
+  private authHeaders(): Record<string, string> {
+    return { authorization: `Bearer ${this.credential}`, ...(this.epoch !== null ? { [EPOCH_HEADER]: String(this.epoch) } : {}) };
+  }
+
+  /** Builds the error for an answer that is not ok, telling `onFenced` when it is a fencing refusal. */
+  private async failure(res: Response, what: string): Promise<ApiError> {
+    const err = new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, what);
+    // Only a session can be fenced: a request sent before this process opened one says nothing of it.
+    if (err.fenced && this.epoch !== null) this.onFenced(err.problem?.detail ?? err.message);
+    return err;
+  }
+
+  /** Opens this process's agent session: its epoch is sent with every request from now on. */
+  async openSession(): Promise<AgentSessionOpened> {
+    const opened = await this.call("open session", "/v1/agent/session", { method: "POST" }, AgentSessionOpened, { repeatable: false });
+    this.epoch = opened.epoch;
+    return opened;
   }
 
   /**
@@ -67,10 +96,10 @@ export class ControlPlaneClient {
       // registration is the exception: a repeat would register a second device.
       const res = await fetchRetryingOnce(
         this.server + path,
-        { ...init, signal, headers: { authorization: `Bearer ${this.credential}`, ...(init.body ? { "content-type": "application/json" } : {}), ...init.headers } },
+        { ...init, signal, headers: { ...this.authHeaders(), ...(init.body ? { "content-type": "application/json" } : {}), ...init.headers } },
         opts.repeatable ?? true,
       );
-      if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, what);
+      if (!res.ok) throw await this.failure(res, what);
       return schema.parse(await res.json());
     });
   }
@@ -99,6 +128,10 @@ export class ControlPlaneClient {
 
   logs(batch: LogBatch) {
     return this.call("logs", "/v1/agent/logs", { method: "POST", body: JSON.stringify(batch) }, z.object({ accepted: z.number() }));
+  }
+
+  commandAcks(acks: CommandAck[]) {
+    return this.call("command acks", "/v1/agent/commands/acks", { method: "POST", body: JSON.stringify({ acks }) }, z.object({ recorded: z.number() }));
   }
 
   heartbeat(hb: Heartbeat) {
@@ -135,16 +168,16 @@ export class ControlPlaneClient {
         method: "PUT",
         body: bytes as Uint8Array<ArrayBuffer>,
         signal,
-        headers: { authorization: `Bearer ${this.credential}`, "content-type": "application/octet-stream", "x-lease-token": leaseToken },
+        headers: { ...this.authHeaders(), "content-type": "application/octet-stream", "x-lease-token": leaseToken },
       }, true);
-      if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, `upload output ${name} of ${jobId}`);
+      if (!res.ok) throw await this.failure(res, `upload output ${name} of ${jobId}`);
     });
   }
 
   private download(path: string, what: string): Promise<Uint8Array<ArrayBuffer>> {
     return this.timed(TRANSFER_TIMEOUT_MS, undefined, async (signal) => {
-      const res = await fetch(this.server + path, { signal, headers: { authorization: `Bearer ${this.credential}` } });
-      if (!res.ok) throw new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, what);
+      const res = await fetch(this.server + path, { signal, headers: this.authHeaders() });
+      if (!res.ok) throw await this.failure(res, what);
       return new Uint8Array(await res.arrayBuffer());
     });
   }

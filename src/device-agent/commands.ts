@@ -41,6 +41,7 @@ program
   .addOption(new Option("--transport <mode>", "ws: WebSocket push; poll: long-poll; auto: push, falling back to long-poll").choices(["auto", "ws", "poll"]).default("auto"))
   .option("--prefetch <n>", "jobs held at once, running or waiting for a thread (default: 4 per thread)", positiveInt)
   .option("--max-instances <n>", "deployment instances kept between calls, one thread each (least recently used ends first)", positiveInt, 8)
+  .option("--outbox-quota-mb <n>", "disk kept for results, health samples and log lines while the control plane is away (past it: oldest health samples dropped, then log lines; results never)", positiveInt, 16)
   .addOption(new Option("--log-level <level>", "debug shows every job; info (default) shows failures and lifecycle").choices(["debug", "info", "warn", "error"]).default("info"))
   .action(async (o: Record<string, string | number | undefined>) => {
     setAgentLogLevel(o.logLevel as Level);
@@ -58,6 +59,7 @@ program
       transport: o.transport as TransportMode,
       prefetch: o.prefetch ? Number(o.prefetch) : Number(o.poolSize) * 4,
       maxInstances: Number(o.maxInstances),
+      outboxQuotaBytes: Number(o.outboxQuotaMb) * 1024 * 1024,
       device,
       version: pkg.version,
     });

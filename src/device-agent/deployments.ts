@@ -12,6 +12,8 @@ import { sha256Hex } from "../core/crypto.js";
 import type { AppliedReport, CallContext, DevicePart } from "../protocol/deployment.js";
 import type { ControlPlaneClient } from "./api-client.js";
 import type { ModuleCache } from "./module-cache.js";
+import { writeFileAtomic } from "./durable-file.js";
+import { DesiredDeployments } from "../protocol/deployment.js";
 
 type Log = (level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;
 
@@ -44,6 +46,29 @@ export class DeploymentSet {
   appliedDir(deployment: string, module: string): string | null {
     const generation = this.applied.get(deployment);
     return generation === undefined ? null : this.dir(deployment, generation, module);
+  }
+
+  /** The desired state as last fetched, kept on disk: the agent works from it while the control plane is away. */
+  private get cacheFile() {
+    return join(this.root, "..", "desired-deployments.json"); // beside the deployments, never one of them
+  }
+
+  /**
+   * Degraded mode's starting point: the desired state cached by the last convergence. Deployments whose
+   * directories are all still here count as applied (calls and services can use them before the control
+   * plane answers); the version stays unknown, so the first answer of the control plane reconciles.
+   */
+  async loadCached(): Promise<DesiredDeployments | null> {
+    const text = await readFile(this.cacheFile, "utf8").catch(() => null);
+    if (!text) return null;
+    const cached = DesiredDeployments.safeParse(JSON.parse(text));
+    if (!cached.success) return null;
+    for (const part of cached.data.deployments) {
+      const present = await Promise.all(part.modules.map((m) => readdir(this.dir(part.deployment, part.generation, m.name)).then(() => true, () => false)));
+      if (present.every(Boolean)) this.applied.set(part.deployment, part.generation);
+    }
+    this.log("info", "cached desired state loaded", { version: cached.data.version, deployments: [...this.applied].map(([d, g]) => `${d}@g${g}`) });
+    return cached.data;
   }
 
   /** The control plane's desired-state version; a different one than applied means: converge. */
@@ -108,6 +133,8 @@ export class DeploymentSet {
       }
     }
     await this.removeUnwanted(wanted);
+    await mkdir(this.root, { recursive: true });
+    await writeFileAtomic(this.cacheFile, JSON.stringify(desired));
     if (states.length > 0) await this.client.reportDeployments(states);
     this.appliedVersion = desired.version;
   }

@@ -1,11 +1,11 @@
 /** The outbox keeps every result until the control plane acknowledges it, whatever the control plane answers. */
 import { afterEach, describe, expect, it } from "vitest";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fitReport, Outbox } from "./outbox.js";
+import { fitReport, HEALTH_SAMPLE_MSG, Outbox, type HealthSample } from "./outbox.js";
 import { ApiError } from "./api-client.js";
-import type { ResultReport } from "../protocol/agent.js";
+import type { AgentLogLine, ResultReport } from "../protocol/agent.js";
 import { ResultBatch } from "../protocol/agent.js";
 
 const KIB = 1024;
@@ -107,7 +107,7 @@ describe("Outbox", () => {
     const { o, dir } = outbox(cp);
     for (let i = 0; i < 3; i++) o.add(report(i, 10, 10));
     await until("a refusal persisted", () => existsSync(join(dir, "outbox.json")));
-    expect((JSON.parse(readFileSync(join(dir, "outbox.json"), "utf8")) as unknown[]).length).toBeGreaterThan(0);
+    expect((JSON.parse(readFileSync(join(dir, "outbox.json"), "utf8")) as { results: unknown[] }).results.length).toBeGreaterThan(0);
     await until("all delivered", () => cp.received.size === 3);
     expect(o.size).toBe(0);
     await until("the file removed", () => !existsSync(join(dir, "outbox.json")));
@@ -154,7 +154,119 @@ describe("Outbox", () => {
     const again = new Outbox(dir, cp.send, () => undefined, { retryDelayMs: () => 5 });
     outboxes.push(again);
     await again.restore();
+    void again.flush(); // the agent flushes once its session is open
     await until("delivered", () => cp.received.has(jobId(7)));
+  });
+});
+
+const sample = (at: number): HealthSample => ({
+  at,
+  health: { cpuPercent: 1, memoryUsedBytes: 1, memoryTotalBytes: 2, loadAverage: [0, 0, 0], uptimeSeconds: 1, diskFreeBytes: 1, jobsRunning: 0, degraded: { since: new Date(0).toISOString(), reason: "fetch failed" } },
+});
+const line = (at: number, msg = `line ${at}`): AgentLogLine => ({ at, level: "info", msg });
+
+describe("store and forward while the control plane is away", () => {
+  it("writes a result to disk as soon as it comes while the link is down (a crash right after loses nothing)", async () => {
+    const cp = new FakeControlPlane(256 * KIB, () => new TypeError("fetch failed"));
+    const { o, dir } = outbox(cp, { retryDelayMs: () => 60_000 });
+    o.setOffline(true);
+    o.add(report(1, 10, 10));
+    await o.persist(); // the write under way
+    const saved = JSON.parse(readFileSync(join(dir, "outbox.json"), "utf8")) as { results: ResultReport[] };
+    expect(saved.results.map((r) => r.jobId)).toEqual([jobId(1)]);
+    expect(existsSync(join(dir, "outbox.json.tmp"))).toBe(false); // renamed into place, nothing half-written left
+  });
+
+  it("keeps health samples and log lines of the outage on disk and hands them to heartbeats oldest first, once", async () => {
+    const cp = new FakeControlPlane(256 * KIB);
+    const { o, dir } = outbox(cp);
+    o.keepWhileAway(sample(10), [line(5), line(11)]);
+    o.keepWhileAway(sample(20), [line(19)]);
+    await o.persist();
+    // A power loss: another process restores what was written.
+    const again = new Outbox(dir, cp.send, () => undefined);
+    outboxes.push(again);
+    await again.restore();
+    const lines = again.backlog(3);
+    expect(lines.map((l) => [l.at, l.msg])).toEqual([[5, "line 5"], [10, HEALTH_SAMPLE_MSG], [11, "line 11"]]);
+    expect(JSON.parse(lines[1]!.fields!)).toMatchObject({ cpuPercent: 1, degraded: { reason: "fetch failed" } });
+    again.backlogShipped(3);
+    expect(again.backlog(10).map((l) => l.at)).toEqual([19, 20]);
+    again.backlogShipped(2);
+    expect(again.backlogSize).toBe(0);
+    await again.persist();
+    expect(existsSync(join(dir, "outbox.json"))).toBe(false);
+  });
+
+  it("over its quota drops the oldest health samples first, then the oldest log lines, never results", async () => {
+    const cp = new FakeControlPlane(256 * KIB, () => new TypeError("fetch failed"));
+    const messages: string[] = [];
+    const dir = mkdtempSync(join(tmpdir(), "wv-outbox-"));
+    const o = new Outbox(dir, cp.send, (_l, msg) => messages.push(msg), { retryDelayMs: () => 60_000, quotaBytes: 4 * KIB });
+    outboxes.push(o);
+    o.setOffline(true);
+    for (let i = 0; i < 10; i++) o.keepWhileAway(sample(100 + i), [line(100 + i, "x".repeat(200))]);
+    await o.persist();
+    const kept = () => JSON.parse(readFileSync(join(dir, "outbox.json"), "utf8")) as { results: ResultReport[]; logs: AgentLogLine[]; health: HealthSample[] };
+    expect(readFileSync(join(dir, "outbox.json")).length).toBeLessThanOrEqual(4 * KIB);
+    // Health went first: the newest samples are the ones left, and every log line still fits or only the oldest went.
+    const first = kept();
+    expect(first.health.length).toBeLessThan(10);
+    expect(first.health.at(-1)!.at).toBe(109);
+    expect(first.logs.at(-1)!.at).toBe(109);
+    // Results push out the rest: all health, then log lines; the results themselves all stay.
+    for (let i = 0; i < 3; i++) o.add(report(i, 600, 0));
+    await o.persist();
+    const second = kept();
+    expect(second.results.map((r) => r.jobId)).toEqual([jobId(0), jobId(1), jobId(2)]);
+    expect(second.health).toEqual([]);
+    expect(second.logs.length).toBeLessThan(first.logs.length);
+    expect(o.overQuota).toBe(false);
+    expect(messages).toContain("outbox over its quota: dropped the oldest health samples and log lines");
+  });
+
+  it("keeps every result when results alone exceed the quota, and says so (the agent takes no new jobs) until they are delivered", async () => {
+    let down = true;
+    const cp = new FakeControlPlane(256 * KIB, () => (down ? new TypeError("fetch failed") : null));
+    const messages: string[] = [];
+    const dir = mkdtempSync(join(tmpdir(), "wv-outbox-"));
+    const o = new Outbox(dir, cp.send, (_l, msg) => messages.push(msg), { retryDelayMs: () => 5, quotaBytes: 2 * KIB });
+    outboxes.push(o);
+    o.setOffline(true);
+    o.keepWhileAway(sample(1), [line(1)]);
+    for (let i = 0; i < 4; i++) o.add(report(i, 1000, 0));
+    await o.persist();
+    const saved = JSON.parse(readFileSync(join(dir, "outbox.json"), "utf8")) as { results: ResultReport[]; logs: unknown[]; health: unknown[] };
+    expect(saved.results).toHaveLength(4);
+    expect(saved.logs).toEqual([]);
+    expect(saved.health).toEqual([]);
+    expect(o.overQuota).toBe(true);
+    expect(messages).toContain("results alone exceed the outbox quota: all are kept, and no new jobs are taken until they are delivered");
+    down = false;
+    await until("all delivered", () => cp.received.size === 4);
+    await until("back under the quota", () => !o.overQuota);
+  });
+
+  it("sets an unreadable file aside instead of failing to start", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "wv-outbox-"));
+    writeFileSync(join(dir, "outbox.json"), "{not json");
+    const cp = new FakeControlPlane(256 * KIB);
+    const o = new Outbox(dir, cp.send, () => undefined);
+    outboxes.push(o);
+    await o.restore();
+    expect(o.size).toBe(0);
+    expect(readdirSync(dir).some((f) => f.startsWith("outbox.json.unreadable-"))).toBe(true);
+  });
+
+  it("reads an older agent's file (results only)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "wv-outbox-"));
+    writeFileSync(join(dir, "outbox.json"), JSON.stringify([report(2, 10, 10)]));
+    const cp = new FakeControlPlane(256 * KIB);
+    const o = new Outbox(dir, cp.send, () => undefined, { retryDelayMs: () => 5 });
+    outboxes.push(o);
+    await o.restore();
+    void o.flush();
+    await until("delivered", () => cp.received.has(jobId(2)));
   });
 });
 

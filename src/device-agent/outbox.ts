@@ -1,9 +1,20 @@
 /**
  * Results wait here until the control plane has acknowledged them. Reports are
- * batched; while the control plane cannot be reached they are also written to
- * disk, so a restart during an outage does not lose them. On the normal path
- * nothing touches the disk: a result lost to a crash before it was sent is not
- * lost work, since the job's lease expires and the job is delivered again.
+ * batched; while the control plane cannot be reached (a send failed, or the
+ * agent says the link is down) they are written to disk as they come, with the
+ * health samples and the agent's own log lines of that time (store and
+ * forward), so a power loss during an outage loses none of them. On the normal
+ * path nothing touches the disk: a result lost to a crash before it was sent is
+ * not lost work, since the job's lease expires and the job is delivered again.
+ *
+ * The file is replaced atomically (write a temporary file, fsync it, rename it
+ * over the old one, fsync the directory): after a power loss it is either the
+ * old or the new content, never a torn one. It lives under a quota
+ * (`quotaBytes`): past it, the oldest health samples are dropped first, then the
+ * oldest log lines; results are never dropped. When results alone exceed the
+ * quota they are all kept (the file grows past it) and `overQuota` says so: the
+ * agent then takes no new jobs until they are delivered, so the file stops
+ * growing at the jobs already in hand.
  *
  * Nothing the control plane answers makes a report go away unacknowledged:
  * batches are sized to the request body limit (in bytes, not only in count), a
@@ -12,15 +23,17 @@
  * up), and a single report too large for any request is cut to fit (its
  * output trimmed and marked truncated) instead of being dropped.
  */
-import { readFile, rename, rm, writeFile } from "node:fs/promises";
+import { readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
+import { removeFileDurably, writeFileAtomic } from "./durable-file.js";
 import { LIMITS } from "../protocol/job.js";
-import type { ResultReport } from "../protocol/agent.js";
+import type { AgentLogLine, ResultReport } from "../protocol/agent.js";
+import type { Health } from "../protocol/device.js";
 import { ApiError } from "./api-client.js";
 import { agentBackoffMs } from "./agent-backoff.js";
 
 export interface OutboxLog {
-  (level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>): void;
+  (level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>): void;
 }
 
 export interface OutboxOptions {
@@ -30,7 +43,18 @@ export interface OutboxOptions {
   maxBatch?: number;
   /** delay before the next try after `failures` failures in a row */
   retryDelayMs?: (failures: number) => number;
+  /** the most the outbox file may hold, in bytes of JSON (see the overflow policy above) */
+  quotaBytes?: number;
 }
+
+/** A health sample taken while the control plane could not be reached. */
+export type HealthSample = { at: number; health: Health };
+/** What the outbox file holds. */
+type Saved = { v: 2; results: ResultReport[]; logs: AgentLogLine[]; health: HealthSample[] };
+
+export const DEFAULT_OUTBOX_QUOTA_BYTES = 16 * 1024 * 1024;
+/** The message of a health sample delivered late, as one of the agent's log lines. */
+export const HEALTH_SAMPLE_MSG = "health while the control plane was away";
 
 /** Room kept for the batch's envelope ({"results":[...]}, or the WebSocket message's own fields). */
 const ENVELOPE_BYTES = 512;
@@ -43,10 +67,21 @@ const defaultRetryDelay = (failures: number) => agentBackoffMs(failures, 1);
 
 export class Outbox {
   private pending: ResultReport[] = [];
+  /** the agent's own log lines and health samples of an outage, oldest first, waiting for a heartbeat */
+  private logs: AgentLogLine[] = [];
+  private health: HealthSample[] = [];
+  /** the link is down (a send failed, or the agent said so): everything kept is written at once */
+  private offline = false;
+  private writing: Promise<void> = Promise.resolve();
+  private readonly quotaBytes: number;
+  /** results alone exceed the quota: the agent takes no new jobs until they are delivered */
+  overQuota = false;
   private flushing: Promise<void> | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private failures = 0;
   private persisted = false;
+  /** fenced: this process no longer speaks for the device; nothing more is sent or written */
+  private abandoned = false;
   private readonly file: string;
   private maxBatchBytes: number;
   /** lowered after a refused batch (so the others get through), raised again after a success */
@@ -60,6 +95,53 @@ export class Outbox {
     this.maxBatch = opts.maxBatch ?? LIMITS.maxPollBatch;
     this.countLimit = this.maxBatch;
     this.retryDelay = opts.retryDelayMs ?? defaultRetryDelay;
+    this.quotaBytes = opts.quotaBytes ?? DEFAULT_OUTBOX_QUOTA_BYTES;
+  }
+
+  /** The agent learned the link's state (a failed or answered request, a socket opened or lost). */
+  setOffline(offline: boolean) {
+    this.offline = offline;
+    // Results already waiting go to disk now: the outage may outlast the process.
+    if (offline && !this.persisted && this.pending.length > 0) void this.persist();
+  }
+
+  /** Health samples and log lines waiting for a heartbeat. */
+  get backlogSize() {
+    return this.logs.length + this.health.length;
+  }
+
+  /**
+   * A heartbeat could not be sent: its health sample and the log lines it carried are kept (on disk,
+   * under the quota) until one can.
+   */
+  keepWhileAway(sample: HealthSample, logs: AgentLogLine[]) {
+    if (this.abandoned) return;
+    this.offline = true;
+    this.health.push(sample);
+    this.logs.push(...logs);
+    void this.persist();
+  }
+
+  /**
+   * Up to `max` lines for the next heartbeat, oldest first: the kept log lines and health samples (a
+   * sample as a line whose fields are the health). `backlogShipped` removes them once it was answered.
+   */
+  backlog(max: number): AgentLogLine[] {
+    const merged = [
+      ...this.logs.map((l) => ({ at: l.at, line: l })),
+      ...this.health.map((h) => ({ at: h.at, line: { at: h.at, level: "info" as const, msg: HEALTH_SAMPLE_MSG, fields: JSON.stringify(h.health).slice(0, 2000) } })),
+    ].sort((a, b) => a.at - b.at);
+    return merged.slice(0, max).map((m) => m.line);
+  }
+
+  /** The control plane has the first `count` lines `backlog` gave: they leave the outbox. */
+  backlogShipped(count: number) {
+    const shipped = this.backlog(count);
+    const healthAts = new Set(shipped.filter((l) => l.msg === HEALTH_SAMPLE_MSG).map((l) => l.at));
+    const lines = new Set(shipped);
+    this.logs = this.logs.filter((l) => !lines.has(l));
+    this.health = this.health.filter((h) => !healthAts.has(h.at));
+    if (count > 0 && this.persisted) void this.persist();
   }
 
   get size() {
@@ -72,13 +154,25 @@ export class Outbox {
   }
 
   async restore() {
-    const saved = await readFile(this.file, "utf8").catch(() => null);
-    if (!saved) return;
-    const reports = JSON.parse(saved) as ResultReport[];
-    this.pending.push(...reports);
+    const text = await readFile(this.file, "utf8").catch(() => null);
+    if (!text) return;
+    let saved: Saved;
+    try {
+      const parsed = JSON.parse(text) as Saved | ResultReport[];
+      saved = Array.isArray(parsed) ? { v: 2, results: parsed, logs: [], health: [] } : parsed; // an older agent's file: results only
+    } catch (e) {
+      // Cannot happen with the atomic write, short of a disk fault: keep the file for a human, start empty.
+      this.log("error", "the outbox file is unreadable; set aside", { file: this.file, error: String(e) });
+      await rename(this.file, `${this.file}.unreadable-${Date.now()}`).catch(() => undefined);
+      return;
+    }
+    this.pending.push(...saved.results);
+    this.logs.push(...saved.logs);
+    this.health.push(...saved.health);
     this.persisted = true;
-    this.log("info", "restored unsent results", { count: reports.length });
-    void this.flush();
+    this.log("info", "restored unsent results", { count: saved.results.length, logLines: saved.logs.length, healthSamples: saved.health.length });
+    this.enforceQuota();
+    // Not sent from here: the agent flushes once its session is open (a report without one would be refused).
   }
 
   /**
@@ -95,11 +189,14 @@ export class Outbox {
 
   add(report: ResultReport) {
     this.pending.push(report);
+    // While the link is down, on disk at once: a power loss before the next try must not lose it.
+    if (this.offline || this.persisted) void this.persist();
     void this.flush();
   }
 
   /** Sends everything pending; concurrent calls share one in-flight send per batch. */
   flush(): Promise<void> {
+    if (this.abandoned) return Promise.resolve();
     if (this.flushing || this.retryTimer) return this.flushing ?? Promise.resolve();
     this.flushing = (async () => {
       await Promise.resolve(); // let reports finishing in the same tick join the batch
@@ -114,6 +211,8 @@ export class Outbox {
         }
         const sent = new Set(batch);
         this.pending = this.pending.filter((r) => !sent.has(r));
+        this.offline = false;
+        this.log("debug", "results delivered", { count: batch.length, jobIds: batch.map((r) => r.jobId) });
         this.failures = 0;
         this.countLimit = Math.min(this.maxBatch, this.countLimit * 2);
       }
@@ -150,6 +249,7 @@ export class Outbox {
 
   private async retryLater(e: unknown, batch: ResultReport[]) {
     this.failures++;
+    if (!(e instanceof ApiError && e.permanent)) this.offline = true;
     if (e instanceof ApiError && e.permanent) {
       // Refused as such (not a network problem): the others must not wait behind it. Smaller batches
       // isolate the refused report; a lone refused one goes to the back of the queue, still kept.
@@ -165,22 +265,68 @@ export class Outbox {
     }, delay);
   }
 
-  /** Writes what is pending (or removes the file when nothing is). */
-  async persist() {
-    if (this.pending.length === 0) {
-      await rm(this.file, { force: true });
+  /**
+   * Drops what the quota has no room for: the oldest health samples first, then the oldest log lines;
+   * never results. Answers the bytes the file will hold.
+   */
+  private enforceQuota(): number {
+    let bytes = jsonBytes(this.saved());
+    let droppedHealth = 0;
+    let droppedLogs = 0;
+    while (bytes > this.quotaBytes && (this.health.length > 0 || this.logs.length > 0)) {
+      if (this.health.length > 0) {
+        bytes -= jsonBytes(this.health.shift()) + 1;
+        droppedHealth++;
+      } else {
+        bytes -= jsonBytes(this.logs.shift()) + 1;
+        droppedLogs++;
+      }
+    }
+    if (droppedHealth + droppedLogs > 0) this.log("warn", "outbox over its quota: dropped the oldest health samples and log lines", { droppedHealth, droppedLogs, quotaBytes: this.quotaBytes });
+    const over = bytes > this.quotaBytes;
+    if (over !== this.overQuota) {
+      this.overQuota = over;
+      if (over) this.log("error", "results alone exceed the outbox quota: all are kept, and no new jobs are taken until they are delivered", { results: this.pending.length, bytes, quotaBytes: this.quotaBytes });
+      else this.log("info", "the outbox is back under its quota; taking jobs again", { bytes, quotaBytes: this.quotaBytes });
+    }
+    return bytes;
+  }
+
+  private saved(): Saved {
+    return { v: 2, results: this.pending, logs: this.logs, health: this.health };
+  }
+
+  /**
+   * Writes what is kept (or removes the file when nothing is), one write at a time, atomically: a
+   * temporary file written and fsynced, renamed over the old one, and the directory fsynced (the
+   * rename itself survives a power loss).
+   */
+  persist(): Promise<void> {
+    this.writing = this.writing.then(() => this.write()).catch((e: unknown) => this.log("error", "could not write the outbox file", { file: this.file, error: String(e) }));
+    return this.writing;
+  }
+
+  private async write() {
+    if (this.abandoned) return; // the data dir may be another process's too: leave its file alone
+    this.enforceQuota();
+    if (this.pending.length === 0 && this.logs.length === 0 && this.health.length === 0) {
+      if (this.persisted) await removeFileDurably(this.file);
       this.persisted = false;
       return;
     }
-    const tmp = `${this.file}.tmp`;
-    await writeFile(tmp, JSON.stringify(this.pending));
-    await rename(tmp, this.file);
+    await writeFileAtomic(this.file, JSON.stringify(this.saved()));
     this.persisted = true;
   }
 
   stop() {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
+  }
+
+  /** A newer agent session took the device over: send nothing more, write nothing more. */
+  abandon() {
+    this.abandoned = true;
+    this.stop();
   }
 }
 

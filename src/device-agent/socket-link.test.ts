@@ -94,7 +94,7 @@ function recordingEvents() {
     for (const w of waiters.filter((w) => w.kind === kind)) w.done(value);
     waiters = waiters.filter((w) => w.kind !== kind);
   };
-  const events: LinkEvents = { jobs: record("jobs"), cancel: record("cancel"), problem: record("problem"), deployments: record("deployments"), services: record("services") };
+  const events: LinkEvents = { jobs: record("jobs"), cancel: record("cancel"), problem: record("problem"), deployments: record("deployments"), services: record("services"), fenced: record("fenced") };
   const next = (kind: keyof LinkEvents) => within<unknown>(`a ${kind} event`, (done) => waiters.push({ kind, done }));
   return { events, seen, next };
 }

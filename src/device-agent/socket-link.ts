@@ -4,7 +4,7 @@
  * keepalive detects a dead link that TCP would not notice for minutes.
  */
 import WebSocket from "ws";
-import { ServerMessage, WS_PING, WS_PONG, type AgentMessage, type LeasedJob } from "../protocol/agent.js";
+import { EPOCH_HEADER, ServerMessage, WS_PING, WS_PONG, type AgentMessage, type CommandRef, type LeasedJob } from "../protocol/agent.js";
 
 type Reply = Extract<ServerMessage, { id: number }>;
 type Pending = { resolve(m: Reply): void; reject(e: Error): void; timer: NodeJS.Timeout };
@@ -23,13 +23,18 @@ export class UpgradeRefused extends Error {
 }
 
 export interface LinkEvents {
-  jobs(jobs: LeasedJob[]): void;
-  cancel(jobIds: string[]): void;
+  /** `cmd`: the bounded command the message is (id and expiry), when the control plane sent one */
+  jobs(jobs: LeasedJob[], cmd?: CommandRef): void;
+  cancel(jobIds: string[], cmd?: CommandRef): void;
   problem(message: string): void;
   /** the desired deployments changed (to `version`) */
-  deployments(version: number): void;
+  deployments(version: number, cmd?: CommandRef): void;
   /** the desired services changed (to `version`) */
   services(version: number): void;
+  /** a generic bounded command (services, rollouts) */
+  command?(kind: string, body: unknown, cmd: CommandRef): void;
+  /** a newer agent session took this device over: this process must stop */
+  fenced(message: string): void;
 }
 
 const KEEPALIVE_MS = 15_000;
@@ -44,10 +49,11 @@ export class SocketLink {
   private constructor(private readonly ws: WebSocket, private readonly events: LinkEvents) {}
 
   /** Opens the link; resolves once it is open, rejects if it cannot be opened (blocked, refused, unauthorized). */
-  static open(server: string, credential: string, events: LinkEvents, onClose: (code: number, reason: string) => void): Promise<SocketLink> {
+  static open(server: string, credential: string, events: LinkEvents, onClose: (code: number, reason: string) => void, epoch: number | null = null): Promise<SocketLink> {
     const url = server.replace(/^http/, "ws") + "/v1/agent/ws";
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${credential}` }, handshakeTimeout: 10_000, perMessageDeflate: false });
+      const headers = { authorization: `Bearer ${credential}`, ...(epoch !== null ? { [EPOCH_HEADER]: String(epoch) } : {}) };
+      const ws = new WebSocket(url, { headers, handshakeTimeout: 10_000, perMessageDeflate: false });
       const link = new SocketLink(ws, events);
       let opened = false;
       ws.on("open", () => {
@@ -111,15 +117,19 @@ export class SocketLink {
     const msg = parsed.data;
     switch (msg.t) {
       case "jobs":
-        return this.events.jobs(msg.jobs);
+        return this.events.jobs(msg.jobs, msg.cmd);
       case "cancel":
-        return this.events.cancel(msg.jobIds);
+        return this.events.cancel(msg.jobIds, msg.cmd);
+      case "command":
+        return this.events.command?.(msg.kind, msg.body, msg.cmd);
       case "error":
         return this.events.problem(msg.message);
       case "deployments":
-        return this.events.deployments(msg.version);
+        return this.events.deployments(msg.version, msg.cmd);
       case "services":
         return this.events.services(msg.version);
+      case "fenced":
+        return this.events.fenced(msg.message);
       default: {
         const p = this.pending.get(msg.id);
         if (!p) return;

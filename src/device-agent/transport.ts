@@ -4,7 +4,7 @@
  * block; a control plane that is down is waited for on the WebSocket, so push resumes with it.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import type { LeasedJob } from "../protocol/agent.js";
+import { FENCED_CLOSE_CODE, type CommandRef, type LeasedJob } from "../protocol/agent.js";
 import { ApiError, type ControlPlaneClient } from "./api-client.js";
 import { SocketLink, UpgradeRefused } from "./socket-link.js";
 import { agentBackoffMs } from "./agent-backoff.js";
@@ -21,18 +21,27 @@ export interface TransportOptions {
 
 /** What the transport hands over, and what it needs to know, from the rest of the agent. */
 export interface TransportEvents {
-  jobs(jobs: LeasedJob[]): void;
-  cancel(jobIds: string[]): void;
+  /** `cmd`: the bounded command (id, expiry) the jobs came as */
+  jobs(jobs: LeasedJob[], cmd?: CommandRef): void;
+  cancel(jobIds: string[], cmd?: CommandRef): void;
   /** the desired deployments' version (a poll says it with every delivery, push when it changes) */
-  deployments(version: number | undefined): void;
-  /** the desired services' version (as for deployments) */
+  deployments(version: number | undefined, cmd?: CommandRef): void;
+  /** the desired services' version (as for deployments; a hint: heartbeats answer it too) */
   services(version: number | undefined): void;
+  /** a generic bounded command (services, rollouts) */
+  command(kind: string, body: unknown, cmd: CommandRef): void;
+  /** the control plane's clock, as a poll answer said it */
+  serverTime(ms: number): void;
   /** a push link opened: what waited for one (results, lease renewals) can go now */
   connected(): void;
   /** the control plane refused this device's credential: the agent cannot go on */
   credentialRefused(): void;
+  /** a newer agent session took this device over (fencing): this process must stop, not reconnect */
+  fenced(detail: string): void;
   /** how many more jobs the agent takes now */
   capacity(): number;
+  /** what the transport learned of the link: the control plane answered (true) or could not be reached */
+  reachable(yes: boolean, reason?: string): void;
 }
 
 /** After falling back to long-poll, try the WebSocket again this much later. */
@@ -138,17 +147,21 @@ export class Transport {
         this.opts.server,
         this.credential,
         {
-          jobs: (jobs) => this.events.jobs(jobs),
-          cancel: (jobIds) => this.events.cancel(jobIds),
-          deployments: (version) => this.events.deployments(version),
+          jobs: (jobs, cmd) => this.events.jobs(jobs, cmd),
+          cancel: (jobIds, cmd) => this.events.cancel(jobIds, cmd),
+          deployments: (version, cmd) => this.events.deployments(version, cmd),
           services: (version) => this.events.services(version),
+          command: (kind, body, cmd) => this.events.command(kind, body, cmd),
           problem: (message) => this.log("warn", "the control plane refused a message", { message }),
+          fenced: (message) => this.events.fenced(message),
         },
         (code, reason) => {
           this.link = null;
-          if (!this.stopping) this.log("warn", "push transport closed; reconnecting", { code, reason });
+          if (code === FENCED_CLOSE_CODE) this.events.fenced(reason);
+          else if (!this.stopping) this.log("warn", "push transport closed; reconnecting", { code, reason });
           resolve("opened");
         },
+        this.client.epoch,
       ).then(
         (link) => {
           if (this.stopping) {
@@ -157,13 +170,16 @@ export class Transport {
           }
           this.link = link;
           this.log("info", "push transport connected");
+          this.events.reachable(true);
           link.send({ t: "credit", free: this.events.capacity() });
           this.events.connected();
         },
         (e) => {
+          if (e instanceof UpgradeRefused && e.status === 409) this.events.fenced("the WebSocket upgrade was refused: a newer agent session took this device over");
           if (this.stopping) return resolve("unreachable");
           void this.whyNotOpened(e).then((why) => {
             this.log("warn", "WebSocket connection failed", { error: String(e), ...(why === "unreachable" ? { controlPlane: "unreachable" } : { upgrade: "refused" }) });
+            if (why === "unreachable") this.events.reachable(false, String(e));
             resolve(why);
           });
         },
@@ -183,17 +199,21 @@ export class Transport {
         const wait = Math.max(0, Math.min(this.opts.pollWaitSeconds, Math.ceil((until - Date.now()) / 1000)));
         const delivery = await this.client.poll(wait, free, this.pollAbort.signal);
         failures = 0;
+        this.events.reachable(true);
+        this.events.serverTime(delivery.serverTime);
         this.events.deployments(delivery.deployments);
         this.events.services(delivery.services);
-        this.events.jobs(delivery.jobs);
+        if (delivery.jobs.length > 0) this.events.jobs(delivery.jobs, delivery.cmd);
       } catch (e) {
         if (this.stopping) break;
+        if (e instanceof ApiError && e.fenced) break; // the agent was told (api-client's onFenced) and stops
         if (e instanceof ApiError && e.status === 401) {
           this.log("error", "the control plane refused this device's credential; re-register with a new data dir", { error: String(e) });
           this.events.credentialRefused();
           break;
         }
         failures++;
+        if (!(e instanceof ApiError) || e.status >= 500) this.events.reachable(false, String(e));
         const delay = agentBackoffMs(failures);
         this.log("warn", "poll failed; retrying", { error: String(e), retryInMs: Math.round(delay) });
         await sleep(delay);

@@ -3,7 +3,7 @@
  * Each goes over the WebSocket while one is open, else over HTTP; over HTTP, job output goes in
  * order and results wait for it, so no output line lands after its job ended.
  */
-import type { Heartbeat, LogBatch, ResultReport } from "../protocol/agent.js";
+import type { CommandAck, Heartbeat, LogBatch, ResultReport } from "../protocol/agent.js";
 import type { ControlPlaneClient } from "./api-client.js";
 import type { SocketLink } from "./socket-link.js";
 import type { LeaseUpdate } from "./lease-keeper.js";
@@ -73,6 +73,13 @@ export class Uplink {
     }
     const { cancel, deployments, services } = await this.client.heartbeat(body);
     return { cancel, deployments, services };
+  }
+
+  /** Answers to bounded commands. */
+  async commandAcks(acks: CommandAck[]) {
+    const link = this.openLink();
+    if (link) link.send({ t: "command-acks", acks });
+    else await this.client.commandAcks(acks);
   }
 
   /** Freed capacity is news only to a push link (a long poll says how many jobs it takes in each request). */

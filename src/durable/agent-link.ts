@@ -5,11 +5,11 @@
  * rows: `dispatch` asks the caller to lease as many as the link can take.
  */
 import type { Clock } from "../core/clock.js";
-import type { LeasedJob, ServerMessage } from "../protocol/agent.js";
+import { FENCED_CLOSE_CODE, type LeasedJob, type ServerMessage } from "../protocol/agent.js";
 
 const AGENT_TAG = "agent";
-/** Kept on the socket itself (it survives hibernation): what the agent can take, and when it connected. */
-type SocketState = { credit: number; acceptedAt: number };
+/** Kept on the socket itself (it survives hibernation): what the agent can take, when it connected, and its session's epoch. */
+type SocketState = { credit: number; acceptedAt: number; epoch: number };
 
 export interface Poller {
   max: number;
@@ -18,11 +18,13 @@ export interface Poller {
 
 export class AgentLink {
   private pollers: Poller[] = [];
+  /** gives a command its id and expiry as it goes out (bounded commands, device-commands.ts) */
+  stamp: (msg: ServerMessage) => ServerMessage = (msg) => msg;
 
   constructor(private readonly ctx: DurableObjectState, private readonly clock: Clock) {}
 
-  /** A new connection replaces any older (possibly dead) one; answers the client end. */
-  accept(): WebSocket {
+  /** A new connection of session `epoch` (the current one) replaces any older (possibly dead) one; answers the client end. */
+  accept(epoch: number): WebSocket {
     // Each socket is stamped later than any it replaces (even within one millisecond): the newest is the one pushed to.
     let acceptedAt = this.clock.now();
     for (const old of this.ctx.getWebSockets(AGENT_TAG)) {
@@ -31,8 +33,30 @@ export class AgentLink {
     }
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server, [AGENT_TAG]);
-    server.serializeAttachment({ credit: 0, acceptedAt } satisfies SocketState);
+    server.serializeAttachment({ credit: 0, acceptedAt, epoch } satisfies SocketState);
     return client;
+  }
+
+  /** The epoch of the session a socket was opened in. */
+  epochOf(ws: WebSocket): number {
+    return this.socketState(ws).epoch;
+  }
+
+  /** Tells a socket of an older session that a newer one took over, and closes it (4009). */
+  fence(ws: WebSocket, current: number) {
+    const epoch = this.epochOf(ws);
+    this.send(ws, { t: "fenced", epoch, current, message: `agent session ${epoch} was taken over by session ${current} (another agent process holds this device's credential)` });
+    try {
+      ws.close(FENCED_CLOSE_CODE, "a newer agent session took this device over");
+    } catch {
+      // already closed
+    }
+  }
+
+  /** A newer session opened: every socket of an older one is fenced, every open poll answered (its next request is refused). */
+  fenceOlderThan(current: number) {
+    for (const ws of this.ctx.getWebSockets(AGENT_TAG)) if (this.epochOf(ws) < current) this.fence(ws, current);
+    this.releasePolls();
   }
 
   /** Closes every socket (the credential changed) and answers every poll empty. */
@@ -63,7 +87,7 @@ export class AgentLink {
 
   private socketState(ws: WebSocket): SocketState {
     const s = ws.deserializeAttachment() as Partial<SocketState> | null;
-    return { credit: s?.credit ?? 0, acceptedAt: s?.acceptedAt ?? 0 };
+    return { credit: s?.credit ?? 0, acceptedAt: s?.acceptedAt ?? 0, epoch: s?.epoch ?? 0 };
   }
 
   credit(ws: WebSocket): number {
@@ -76,7 +100,7 @@ export class AgentLink {
 
   send(ws: WebSocket, msg: ServerMessage) {
     try {
-      ws.send(JSON.stringify(msg));
+      ws.send(JSON.stringify(this.stamp(msg)));
     } catch {
       // A dead socket: leases cover whatever it was carrying.
     }

@@ -12,9 +12,12 @@ import type { DevicePresence } from "./device-presence.js";
 import type { JobLifecycle } from "./job-lifecycle.js";
 import type { JobOutput } from "./job-output.js";
 import type { JobStore } from "./job-store.js";
+import type { AgentEpochs } from "./agent-epochs.js";
+import type { DeviceCommands } from "./device-commands.js";
 import type { Clock } from "../core/clock.js";
 import type { DeviceServices } from "./device-services.js";
-import { AgentMessage, type Delivery, type Heartbeat, type LeaseRef, type LogBatch } from "../protocol/agent.js";
+import { AgentMessage, EPOCH_HEADER, Epoch, type AgentSessionOpened, type Delivery, type Heartbeat, type LeaseRef, type LogBatch } from "../protocol/agent.js";
+import { makeProblem } from "../protocol/problem.js";
 
 /** The Worker forwards the agent's WebSocket upgrade with the credential's secret in this header. */
 export const DEVICE_SECRET_HEADER = "x-wasmvisor-device-secret";
@@ -27,6 +30,9 @@ export interface AgentSessionParts {
   store: JobStore;
   output: JobOutput;
   agentLogs: AgentLogs;
+  epochs: AgentEpochs;
+  commands: DeviceCommands;
+  transaction: (fn: () => void) => void;
   clock: Clock;
   /** the desired-deployments version agents compare with what they applied */
   desiredVersion: () => number;
@@ -40,6 +46,31 @@ export type HeartbeatAck = { serverTime: number; cancel: string[]; deployments: 
 
 export class AgentSession {
   constructor(private readonly p: AgentSessionParts) {}
+
+  /**
+   * A new agent session: the next epoch, in charge from now on. Every older session is fenced (its
+   * sockets told and closed, its polls answered, its requests refused from now on), and the jobs leased
+   * to it go back to the queue at once: no result of theirs can be heard any more, so waiting for their
+   * leases to run out would only delay them.
+   */
+  async open(): Promise<AgentSessionOpened> {
+    const now = this.p.clock.now();
+    let opened = { epoch: 0, previous: 0 };
+    this.p.transaction(() => {
+      opened = this.p.epochs.open(now);
+      this.p.lifecycle.expireLeases(this.p.store.leasesExpiredBy(Number.MAX_SAFE_INTEGER), now);
+    });
+    this.p.link.fenceOlderThan(opened.epoch);
+    this.p.presence.markSeen(now);
+    await this.p.durable();
+    this.p.jobs.dispatch();
+    return { ...opened, serverTime: now };
+  }
+
+  /** Whether a request of session `epoch` is heard (false: a newer session took over; it was counted). */
+  heard(epoch: number): { ok: true } | { ok: false; current: number } {
+    return this.p.epochs.check(epoch, this.p.clock.now());
+  }
 
   async heartbeat(hb: Heartbeat): Promise<HeartbeatAck> {
     const now = this.p.clock.now();
@@ -63,7 +94,9 @@ export class AgentSession {
   async poll(waitMs: number, max: number): Promise<Delivery> {
     this.p.presence.markSeen(this.p.clock.now());
     const jobs = await this.p.link.poll(waitMs, max, (n) => this.p.jobs.leaseReady(n));
-    return { jobs, serverTime: this.p.clock.now(), deployments: this.p.desiredVersion(), services: this.p.services.version };
+    // Jobs handed over are a bounded command like a push (the agent acks it, or discards it as expired).
+    const cmd = jobs.length > 0 ? this.p.commands.issue("jobs", jobs.map((j) => j.jobId).join(",").slice(0, 2000)) : undefined;
+    return { jobs, serverTime: this.p.clock.now(), deployments: this.p.desiredVersion(), services: this.p.services.version, ...(cmd ? { cmd } : {}) };
   }
 
   /** Lines of a running job, from the agent holding its lease; anything else is ignored. */
@@ -77,13 +110,20 @@ export class AgentSession {
     const secret = request.headers.get(DEVICE_SECRET_HEADER);
     if (!secret || !(await this.p.presence.authenticate(secret))) return new Response("bad device credential", { status: 401 });
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") return new Response("expected a WebSocket upgrade", { status: 426 });
-    const client = this.p.link.accept();
+    const epoch = Epoch.safeParse(request.headers.get(EPOCH_HEADER) ?? 0);
+    if (!epoch.success) return problemResponse(makeProblem("validation", `${EPOCH_HEADER} must be a whole number`));
+    const heard = this.heard(epoch.data);
+    if (!heard.ok) return problemResponse(makeProblem("fenced", fencedDetail(epoch.data, heard.current)));
+    const client = this.p.link.accept(epoch.data);
     this.p.presence.markSeen(this.p.clock.now());
     return new Response(null, { status: 101, webSocket: client });
   }
 
   async message(ws: WebSocket, raw: string | ArrayBuffer) {
     const { link, lifecycle } = this.p;
+    // A socket of a session that was taken over: nothing it says is heard (a close may still be on its way).
+    const heard = this.heard(link.epochOf(ws));
+    if (!heard.ok) return link.fence(ws, heard.current);
     let msg: AgentMessage;
     try {
       msg = AgentMessage.parse(JSON.parse(typeof raw === "string" ? raw : new TextDecoder().decode(raw)));
@@ -117,6 +157,9 @@ export class AgentSession {
       case "logs":
         this.acceptLogs(msg);
         return;
+      case "command-acks":
+        this.p.commands.answer(msg.acks);
+        return;
       case "heartbeat": {
         const { cancel, deployments, services } = await this.heartbeat({ health: msg.health, runningJobs: msg.runningJobs, logs: msg.logs, services: msg.services });
         link.send(ws, { t: "heartbeat-ack", id: msg.id, cancel, deployments, services });
@@ -126,3 +169,9 @@ export class AgentSession {
     this.p.jobs.dispatch();
   }
 }
+
+export const fencedDetail = (epoch: number, current: number) =>
+  `agent session ${epoch} was taken over by session ${current}: another agent process holds this device's credential; this one must stop`;
+
+const problemResponse = (p: ReturnType<typeof makeProblem>) =>
+  new Response(JSON.stringify(p), { status: p.status, headers: { "content-type": "application/problem+json" } });

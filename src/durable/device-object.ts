@@ -19,7 +19,7 @@ import type { Env } from "../platform/env.js";
 import { isTerminal, type JobLogs, type JobRef, type JobSubmission, type JobView } from "../protocol/job.js";
 import type { AppliedReport, DesiredDeployments, DevicePart, DeviceDeploymentStatus } from "../protocol/deployment.js";
 import type { DeviceDescription, DeviceView, Health } from "../protocol/device.js";
-import { WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeaseRef, type LogBatch, type ResultReport } from "../protocol/agent.js";
+import { WS_PING, WS_PONG, type AgentSessionOpened, type CommandAck, type CommandView, type AgentLogLine, type Delivery, type Heartbeat, type LeaseRef, type LogBatch, type ResultReport } from "../protocol/agent.js";
 import type { ScheduleCreate, ScheduleView } from "../protocol/schedule.js";
 import { iso } from "../core/time.js";
 import type { DesiredServices, ServiceSpec, ServiceView } from "../protocol/service.js";
@@ -27,6 +27,7 @@ import type { LogLine } from "../protocol/job.js";
 
 export type { Disposition } from "./job-lifecycle.js";
 export { DEVICE_SECRET_HEADER } from "./agent-session.js";
+import { fencedDetail } from "./agent-session.js";
 
 const NOT_FOUND = "no such device";
 
@@ -53,9 +54,14 @@ export class DeviceObject extends SqlObject<Env> {
     this.p.events.outbox.resume();
   }
 
-  /** Runs an agent's request once its credential checks out. */
-  private async asAgent<T>(secret: string, fn: () => Outcome<T> | Promise<Outcome<T>>): Promise<Outcome<T>> {
-    return (await this.authenticate(secret)) ? fn() : fail("unauthenticated", "bad device credential");
+  /**
+   * Runs an agent's request once its credential checks out and its session (`epoch`, 0 without one) is
+   * the one in charge: a session taken over by a newer one is refused (fencing, agent-epochs.ts).
+   */
+  private async asAgent<T>(secret: string, fn: () => Outcome<T> | Promise<Outcome<T>>, epoch = 0): Promise<Outcome<T>> {
+    if (!(await this.authenticate(secret))) return fail("unauthenticated", "bad device credential");
+    const heard = this.p.session.heard(epoch);
+    return heard.ok ? fn() : fail("fenced", fencedDetail(epoch, heard.current));
   }
 
   private visibleTo(namespace: string | null): boolean {
@@ -100,8 +106,8 @@ export class DeviceObject extends SqlObject<Env> {
     return this.p.presence.authenticate(secret);
   }
 
-  async heartbeat(secret: string, hb: Heartbeat): Promise<Outcome<{ serverTime: number; cancel: string[]; deployments: number | undefined; services: number | undefined }>> {
-    return this.asAgent(secret, async () => ok(await this.p.session.heartbeat(hb)));
+  async heartbeat(secret: string, hb: Heartbeat, epoch = 0): Promise<Outcome<{ serverTime: number; cancel: string[]; deployments: number | undefined; services: number | undefined }>> {
+    return this.asAgent(secret, async () => ok(await this.p.session.heartbeat(hb)), epoch);
   }
 
   async agentLogs(namespace: string | null, limit: number): Promise<Outcome<{ lines: (AgentLogLine & { seq: number })[] }>> {
@@ -130,6 +136,7 @@ export class DeviceObject extends SqlObject<Env> {
       queue: this.p.store.queueCounts(),
       drained: d.drained === 1,
       services: this.p.services.summary(),
+      session: this.sessionView(),
     };
   }
 
@@ -185,24 +192,46 @@ export class DeviceObject extends SqlObject<Env> {
 
   // ---- the agent: long poll and HTTP reports, or one WebSocket ------------------------
 
-  async poll(secret: string, waitMs: number, max: number): Promise<Outcome<Delivery>> {
-    return this.asAgent(secret, async () => ok(await this.p.session.poll(waitMs, max)));
+  async poll(secret: string, waitMs: number, max: number, epoch = 0): Promise<Outcome<Delivery>> {
+    return this.asAgent(secret, async () => ok(await this.p.session.poll(waitMs, max)), epoch);
   }
 
-  async ack(secret: string, started: LeaseRef[], held: LeaseRef[] = []): Promise<Outcome<{ started: number; held: number }>> {
-    return this.asAgent(secret, () => ok({ started: this.p.lifecycle.ack(started), held: this.p.lifecycle.renew(held) }));
+  async ack(secret: string, started: LeaseRef[], held: LeaseRef[] = [], epoch = 0): Promise<Outcome<{ started: number; held: number }>> {
+    return this.asAgent(secret, () => ok({ started: this.p.lifecycle.ack(started), held: this.p.lifecycle.renew(held) }), epoch);
   }
 
-  async report(secret: string, reports: ResultReport[]): Promise<Outcome<{ jobId: string; disposition: Disposition }[]>> {
+  async report(secret: string, reports: ResultReport[], epoch = 0): Promise<Outcome<{ jobId: string; disposition: Disposition }[]>> {
     return this.asAgent(secret, () => {
       const out = this.p.lifecycle.settle(reports);
       this.p.jobs.dispatch();
       return ok(out);
-    });
+    }, epoch);
   }
 
-  async postLogs(secret: string, batch: LogBatch): Promise<Outcome<{ accepted: number }>> {
-    return this.asAgent(secret, () => ok({ accepted: this.p.session.acceptLogs(batch) }));
+  async postLogs(secret: string, batch: LogBatch, epoch = 0): Promise<Outcome<{ accepted: number }>> {
+    return this.asAgent(secret, () => ok({ accepted: this.p.session.acceptLogs(batch) }), epoch);
+  }
+
+  // ---- fencing: agent sessions and their epochs (agent-epochs.ts) ----------------------
+
+  /** Opens a new agent session: the next epoch; every older session is refused from now on. */
+  async openSession(secret: string): Promise<Outcome<AgentSessionOpened>> {
+    return (await this.authenticate(secret)) ? ok(await this.p.session.open()) : fail("unauthenticated", "bad device credential");
+  }
+
+  // ---- bounded commands: ids, expiries and outcomes (device-commands.ts) ------------------
+
+  async commandAcks(secret: string, acks: CommandAck[], epoch = 0): Promise<Outcome<{ recorded: number }>> {
+    return this.asAgent(secret, () => ok({ recorded: this.p.commands.answer(acks) }), epoch);
+  }
+
+  async commands(namespace: string | null, limit: number): Promise<Outcome<{ commands: CommandView[] }>> {
+    return this.visibleTo(namespace) ? ok({ commands: this.p.commands.list(limit) }) : fail("not-found", NOT_FOUND);
+  }
+
+  private sessionView(): DeviceView["session"] {
+    const s = this.p.epochs.view();
+    return s ? { epoch: s.epoch, openedAt: iso(s.openedAt)!, refused: s.refused } : null;
   }
 
   override async fetch(request: Request): Promise<Response> {
@@ -233,12 +262,12 @@ export class DeviceObject extends SqlObject<Env> {
     return this.visibleTo(namespace) ? this.p.deployments.status(id, this.p.deviceId()) : null;
   }
 
-  async desiredDeployments(secret: string): Promise<Outcome<DesiredDeployments>> {
-    return this.asAgent(secret, () => ok(this.p.deployments.desired()));
+  async desiredDeployments(secret: string, epoch = 0): Promise<Outcome<DesiredDeployments>> {
+    return this.asAgent(secret, () => ok(this.p.deployments.desired()), epoch);
   }
 
-  async reportDeployments(secret: string, states: AppliedReport["states"]): Promise<Outcome<{ updated: number }>> {
-    return this.asAgent(secret, () => ok({ updated: this.p.deployments.report(states) }));
+  async reportDeployments(secret: string, states: AppliedReport["states"], epoch = 0): Promise<Outcome<{ updated: number }>> {
+    return this.asAgent(secret, () => ok({ updated: this.p.deployments.report(states) }), epoch);
   }
 
   /**
@@ -250,13 +279,13 @@ export class DeviceObject extends SqlObject<Env> {
   }
 
   /** The key of an input file of a job this device holds the lease of (agents fetch only their own inputs). */
-  async inputFileKey(secret: string, jobId: string, name: string): Promise<Outcome<string>> {
-    return this.asAgent(secret, () => this.p.deviceCalls.inputFileKey(jobId, name));
+  async inputFileKey(secret: string, jobId: string, name: string, epoch = 0): Promise<Outcome<string>> {
+    return this.asAgent(secret, () => this.p.deviceCalls.inputFileKey(jobId, name), epoch);
   }
 
   /** Whether the agent may upload output file `name` of this job now (it holds the lease, the function declares the file). */
-  async mayWriteOutput(secret: string, jobId: string, leaseToken: string, name: string): Promise<Outcome<true>> {
-    return this.asAgent(secret, () => this.p.deviceCalls.mayWriteOutput(jobId, leaseToken, name));
+  async mayWriteOutput(secret: string, jobId: string, leaseToken: string, name: string, epoch = 0): Promise<Outcome<true>> {
+    return this.asAgent(secret, () => this.p.deviceCalls.mayWriteOutput(jobId, leaseToken, name), epoch);
   }
 
   async mayReadDataFile(secret: string, deployment: string, digest: string): Promise<boolean> {
@@ -334,8 +363,8 @@ export class DeviceObject extends SqlObject<Env> {
     return this.visibleTo(namespace) ? this.p.services.startFromSchedule(name, occurrenceId, now) : fail("not-found", NOT_FOUND);
   }
 
-  async desiredServices(secret: string): Promise<Outcome<DesiredServices>> {
-    return this.asAgent(secret, () => ok(this.p.services.desired()));
+  async desiredServices(secret: string, epoch = 0): Promise<Outcome<DesiredServices>> {
+    return this.asAgent(secret, () => ok(this.p.services.desired()), epoch);
   }
 
   // ---- events (GET /v1/events): the generic publish for other parts (services, rollouts) ----
@@ -354,6 +383,7 @@ export class DeviceObject extends SqlObject<Env> {
     this.p.transaction(() => {
       this.p.lifecycle.expireLeases(this.p.store.leasesExpiredBy(now), now);
       this.p.lifecycle.expireDeadlines(this.p.store.deadlinesPassedBy(now), now);
+      this.p.commands.expireUnanswered(now);
     });
     this.p.presence.checkOnline(now);
     if (this.p.presence.device) await this.p.schedules.fire(now);

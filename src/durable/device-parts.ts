@@ -23,6 +23,8 @@ import { AgentSession } from "./agent-session.js";
 import { Schedules } from "./schedules.js";
 import { DeviceServices } from "./device-services.js";
 import { DeviceEvents } from "./device-events.js";
+import { AgentEpochs } from "./agent-epochs.js";
+import { DeviceCommands } from "./device-commands.js";
 import type { Clock } from "../core/clock.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
@@ -101,9 +103,12 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
       link.releasePolls();
     },
   });
+  const epochs = new AgentEpochs(sql);
+  const commands = new DeviceCommands(sql, clock, () => settings.commandTtlMs, (at) => timers.wakeBy(at));
+  link.stamp = (msg) => commands.stamp(msg);
   const session = new AgentSession({
     presence, link, jobs, lifecycle, store,
-    output, agentLogs, clock, desiredVersion: () => deployments.version,
+    output, agentLogs, epochs, commands, transaction, clock, desiredVersion: () => deployments.version,
     services,
     durable: () => ctx.storage.sync(),
   });
@@ -122,5 +127,6 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   timers.register(() => schedules.nextDue());
   timers.register(() => services.nextDue());
   timers.register(() => events.outbox.wakeAt());
-  return { settings, transaction, deviceId, timers, events, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, schedules, services };
+  timers.register(() => commands.dueAt());
+  return { settings, transaction, deviceId, timers, events, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, schedules, services, epochs, commands };
 }

@@ -6,6 +6,8 @@ import { AGENT_LOGS_TABLE } from "./agent-logs.js";
 import { SCHEDULES_TABLE } from "./schedules.js";
 import { SERVICE_TABLES } from "./device-services.js";
 import { DEVICE_EVENTS_SCHEMA } from "./device-events.js";
+import { AGENT_SESSIONS_TABLE } from "./agent-epochs.js";
+import { COMMANDS_TABLE } from "./device-commands.js";
 
 export const DEVICE_MIGRATIONS: readonly string[] = [
   DEVICE_TABLE + JOBS_TABLE,
@@ -28,4 +30,8 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
   SERVICE_TABLES,
   // the event stream (GET /v1/events): an outbox filled by triggers (device-events.ts)
   DEVICE_EVENTS_SCHEMA,
+  // fencing (agent-epochs.ts): agent sessions and their epochs
+  AGENT_SESSIONS_TABLE,
+  // bounded commands (device-commands.ts): each command to the agent, its expiry and outcome
+  COMMANDS_TABLE,
 ];

@@ -29,6 +29,8 @@ export interface Env {
   ACK_TIMEOUT_MS?: string;
   LEASE_GRACE_MS?: string;
   RETRY_BASE_MS?: string;
+  /** how long a command to an agent is good for (bounded commands; default 30 s) */
+  COMMAND_TTL_MS?: string;
   /** "true": every job submission must be signed by a registered orchestrator key */
   REQUIRE_SIGNED_JOBS?: string;
   /** the wasmiot facade's domain: devices answer at <label>.<domain>; unset, the facade is off */

@@ -11,6 +11,8 @@ export interface Settings extends LeaseSettings {
   heartbeatTimeoutMs: number;
   retryBaseMs: number;
   deviceListShards: number;
+  /** how long a command to an agent is good for before it must not be applied (bounded commands) */
+  commandTtlMs: number;
 }
 
 export function settingsFrom(env: Env): Settings {
@@ -19,6 +21,7 @@ export function settingsFrom(env: Env): Settings {
     ackTimeoutMs: num(env.ACK_TIMEOUT_MS, DEFAULT_LEASE_SETTINGS.ackTimeoutMs),
     graceMs: num(env.LEASE_GRACE_MS, DEFAULT_LEASE_SETTINGS.graceMs),
     retryBaseMs: num(env.RETRY_BASE_MS, 1_000),
+    commandTtlMs: num(env.COMMAND_TTL_MS, 30_000),
     deviceListShards: Math.min(256, Math.floor(num(env.DEVICE_LIST_SHARDS, 4))),
   };
 }

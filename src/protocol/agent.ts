@@ -11,6 +11,61 @@ import { Health } from "./device.js";
 import { CallContext } from "./deployment.js";
 import { SERVICE_LIMITS, ServiceActual } from "./service.js";
 
+/**
+ * Fencing: every agent session has an epoch, assigned by the device object when the agent opens the
+ * session (`POST /v1/agent/session`), one higher than any before. The agent sends it with every request
+ * (this header, also on the WebSocket upgrade); anything from an older epoch is refused (409, problem
+ * type `fenced`; over the socket a `fenced` message and close code 4009). No header counts as epoch 0,
+ * which is current only until a device's first session opens.
+ */
+export const EPOCH_HEADER = "x-wasmvisor-epoch";
+/** The socket's close code when a newer session took the device over. */
+export const FENCED_CLOSE_CODE = 4009;
+export const Epoch = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+export const EpochHeaders = z.object({
+  [EPOCH_HEADER]: Epoch.optional().meta({ type: "integer", description: "the agent session's epoch (POST /v1/agent/session); absent: 0" }),
+});
+export const AgentSessionOpened = z.object({
+  epoch: z.number().int().min(1),
+  /** the epoch it replaced (0: none opened before) */
+  previous: z.number().int().min(0),
+  serverTime: z.number().int(),
+}).meta({ id: "AgentSessionOpened" });
+export type AgentSessionOpened = z.infer<typeof AgentSessionOpened>;
+
+/**
+ * Bounded commands: everything the device object tells the agent to do (a job push, a cancel, a
+ * deployments change, and the generic `command` message services and rollouts reuse) carries an id and
+ * an expiry (the control plane's clock, ms). The agent acks or nacks each (with a reason); one that
+ * arrives after its expiry is discarded, never applied late, and answered `expired`. The device object
+ * records each outcome (`GET /v1/devices/{id}/commands`); one never answered by its expiry is `unanswered`.
+ */
+export const CommandRef = z.object({ id: z.string().min(1).max(64), expiresAt: z.number().int() }).meta({ id: "CommandRef" });
+export type CommandRef = z.infer<typeof CommandRef>;
+export const CommandAck = z.object({
+  id: z.string().min(1).max(64),
+  /** acked: applied (or taken in hand); nacked: refused, see reason; expired: arrived after its expiry, discarded */
+  outcome: z.enum(["acked", "nacked", "expired"]),
+  reason: z.string().max(500).optional(),
+});
+export type CommandAck = z.infer<typeof CommandAck>;
+export const CommandAcks = z.strictObject({ acks: z.array(CommandAck).min(1).max(64) });
+export const CommandState = z.enum(["sent", "acked", "nacked", "expired", "unanswered"]);
+export const CommandView = z.object({
+  id: z.string(),
+  /** jobs, cancel, deployments, or a generic command's kind */
+  kind: z.string(),
+  /** what it is about: job ids, a deployments version, ... */
+  subject: z.string(),
+  sentAt: z.string(),
+  expiresAt: z.string(),
+  /** sent: no answer yet; unanswered: none came by its expiry */
+  state: CommandState,
+  reason: z.string().nullable(),
+  answeredAt: z.string().nullable(),
+}).meta({ id: "Command" });
+export type CommandView = z.infer<typeof CommandView>;
+
 export const LeasedJob = z.object({
   jobId: JobId,
   leaseToken: z.string(),
@@ -26,7 +81,7 @@ export const LeasedJob = z.object({
 export type LeasedJob = z.infer<typeof LeasedJob>;
 
 /** `deployments`: the desired-state version (see DesiredDeployments), so a polling agent notices changes. */
-export const Delivery = z.object({ jobs: z.array(LeasedJob), serverTime: z.number().int(), deployments: z.number().int().optional(), services: z.number().int().optional() });
+export const Delivery = z.object({ jobs: z.array(LeasedJob), serverTime: z.number().int(), deployments: z.number().int().optional(), services: z.number().int().optional(), cmd: CommandRef.optional() });
 export type Delivery = z.infer<typeof Delivery>;
 
 export const LeaseRef = z.object({ jobId: JobId, leaseToken: z.string().max(64) });
@@ -119,20 +174,25 @@ export const AgentMessage = z.discriminatedUnion("t", [
     services: z.array(ServiceActual).max(SERVICE_LIMITS.maxServicesPerDevice).default([]),
   }),
   LogBatch.extend({ t: z.literal("logs") }),
+  z.object({ t: z.literal("command-acks"), acks: CommandAcks.shape.acks }),
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 
 export const ServerMessage = z.discriminatedUnion("t", [
-  z.object({ t: z.literal("jobs"), jobs: z.array(LeasedJob) }),
+  z.object({ t: z.literal("jobs"), jobs: z.array(LeasedJob), cmd: CommandRef.optional() }),
   z.object({ t: z.literal("reported"), id: z.number().int(), dispositions: ResultBatchResponse.shape.dispositions }),
   z.object({ t: z.literal("acked"), id: z.number().int(), started: z.number().int(), held: z.number().int() }),
   z.object({ t: z.literal("heartbeat-ack"), id: z.number().int(), cancel: z.array(z.string()), deployments: z.number().int().optional(), services: z.number().int().optional() }),
   /** the desired deployments changed: fetch them (GET /v1/agent/deployments) when `version` is not the one applied */
-  z.object({ t: z.literal("deployments"), version: z.number().int() }),
-  /** the desired services changed: fetch them (GET /v1/agent/services) when `version` is not the one applied */
+  z.object({ t: z.literal("deployments"), version: z.number().int(), cmd: CommandRef.optional() }),
+  /** the desired services changed: fetch them (GET /v1/agent/services) when `version` is not the one applied (a hint; heartbeats answer it too) */
   z.object({ t: z.literal("services"), version: z.number().int() }),
-  z.object({ t: z.literal("cancel"), jobIds: z.array(z.string()) }),
+  z.object({ t: z.literal("cancel"), jobIds: z.array(z.string()), cmd: CommandRef.optional() }),
+  /** the generic bounded command (services, rollouts): `kind` names the handler, `body` its input */
+  z.object({ t: z.literal("command"), cmd: CommandRef, kind: z.string().min(1).max(64), body: z.unknown() }),
   z.object({ t: z.literal("error"), message: z.string() }),
+  /** this socket's session was taken over by a newer one (`current`): the agent must stop; the socket closes with 4009 */
+  z.object({ t: z.literal("fenced"), epoch: z.number().int(), current: z.number().int(), message: z.string() }),
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 

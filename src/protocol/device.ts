@@ -36,6 +36,8 @@ export const Health = z.object({
   diskFreeBytes: z.number().nonnegative(),
   jobsRunning: z.number().int().nonnegative(),
   agentRssBytes: z.number().nonnegative().optional(),
+  /** the agent could not reach the control plane when it took this sample (degraded mode): since when, and why */
+  degraded: z.object({ since: z.string().max(40), reason: z.string().max(500) }).optional(),
 }).meta({ id: "Health" });
 export type Health = z.infer<typeof Health>;
 
@@ -62,6 +64,8 @@ export const DeviceView = z.object({
   drained: z.boolean().optional(),
   /** the device's services as its agent last reported them (GET /v1/devices/{id}/services has the rest) */
   services: z.array(z.object({ name: z.string(), status: z.string(), cpuPercent: z.number(), rssBytes: z.number() })).optional(),
+  /** the agent session now in charge (fencing): its epoch, when it opened, and how many requests of older sessions were refused since */
+  session: z.object({ epoch: z.number().int(), openedAt: z.string(), refused: z.number().int() }).nullable().optional(),
 }).meta({ id: "Device" });
 export type DeviceView = z.infer<typeof DeviceView>;
 

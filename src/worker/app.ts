@@ -22,6 +22,7 @@ import { scheduleRoutes } from "./routes/schedules.js";
 import { serviceRoutes } from "./routes/services.js";
 import { eventRoutes } from "./routes/events.js";
 import { sessionRoutes } from "./routes/session.js";
+import { commandRoutes } from "./routes/commands.js";
 import { DEPLOYMENT_LIMITS, DeploymentManifest } from "../protocol/deployment.js";
 import { allowedMethods } from "./methods.js";
 import { FleetEvent } from "../protocol/events.js";
@@ -100,6 +101,7 @@ export function createApp() {
   agentFileRoutes(app);
   scheduleRoutes(app);
   serviceRoutes(app);
+  commandRoutes(app);
   rpcRoutes(app);
   sessionRoutes(app);
   eventRoutes(app);

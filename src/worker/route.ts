@@ -23,7 +23,7 @@ export const commonProblems = {
 /** What a route answers besides its successes, by the kind of problem: each described once. */
 const PROBLEM_DESCRIPTIONS = {
   404: "Not found (or not in the caller's namespace)",
-  409: "Conflicts with the current state (an Idempotency-Key used with another body, a newer generation, ...)",
+  409: "Conflicts with the current state (an Idempotency-Key used with another body, a newer generation, an agent session a newer one took over, ...)",
   410: "Gone",
   413: "The request body is too large",
   422: "Well-formed but cannot be processed (the detail says why)",

@@ -53,7 +53,7 @@ export async function startLinkProxy(target: string, opts: { loseAck?: (ack: Ack
   const wss = new WebSocketServer({ noServer: true });
   server.on("upgrade", (req, socket, head) => {
     wss.handleUpgrade(req, socket, head, (agentSide) => {
-      const serverSide = new WebSocket(`ws://${upstream.host}${req.url}`, { headers: { authorization: req.headers.authorization ?? "" }, perMessageDeflate: false });
+      const serverSide = new WebSocket(`ws://${upstream.host}${req.url}`, { headers: { authorization: req.headers.authorization ?? "", ...(req.headers["x-wasmvisor-epoch"] ? { "x-wasmvisor-epoch": String(req.headers["x-wasmvisor-epoch"]) } : {}) }, perMessageDeflate: false });
       const early: string[] = [];
       const cut = () => {
         agentSide.terminate();

@@ -94,7 +94,7 @@ describe("the agent's WebSocket", () => {
     const job = (await submit(deviceId, digest, "add32", [1, 1])).body;
     await agent.next((m) => m.t === "jobs");
     await call("POST", `/v1/jobs/${job.id}/cancel`);
-    expect(await agent.next((m) => m.t === "cancel")).toEqual({ t: "cancel", jobIds: [job.id] });
+    expect(await agent.next((m) => m.t === "cancel")).toEqual({ t: "cancel", jobIds: [job.id], cmd: { id: expect.any(String), expiresAt: expect.any(Number) } });
     agent.ws.close();
   });
 

@@ -11,6 +11,7 @@ import { fromOutcome, problem, type App, type Ctx } from "../http.js";
 import { devicePrincipal } from "../auth.js";
 import { dataKey, outputKey } from "../../platform/r2-keys.js";
 import { deviceStub } from "../../platform/stubs.js";
+import { EPOCH_HEADER, EpochHeaders } from "../../protocol/agent.js";
 
 const binary = (description: string) => ({ description, content: { "application/octet-stream": { schema: z.string().meta({ format: "binary" }) } } });
 
@@ -19,6 +20,8 @@ const desired = route({
   path: "/v1/agent/deployments",
   roles: ["device"],
   summary: "The deployments this device must hold (its desired state) and their version",
+  problems: [409],
+  request: { headers: EpochHeaders },
   responses: { 200: jsonResponse(DesiredDeployments, "Desired state") },
 });
 
@@ -27,7 +30,8 @@ const applied = route({
   path: "/v1/agent/deployments/status",
   roles: ["device"],
   summary: "Report deployments applied (active) or failed, with a reason",
-  request: { body: jsonBody(AppliedReport) },
+  problems: [409],
+  request: { headers: EpochHeaders, body: jsonBody(AppliedReport) },
   responses: { 200: jsonResponse(z.object({ updated: z.number().int() }), "Recorded") },
 });
 
@@ -47,7 +51,8 @@ const inputFile = route({
   path: "/v1/agent/jobs/{id}/inputs/{name}",
   roles: ["device"],
   summary: "An input file of a call leased to this device",
-  request: { params: jobFile },
+  problems: [409],
+  request: { params: jobFile, headers: EpochHeaders },
   responses: { 200: binary("The file") },
 });
 
@@ -59,7 +64,7 @@ const outputFile = route({
   summary: "Upload an output file of a call this device holds the lease of (before reporting its result)",
   request: {
     params: jobFile,
-    headers: z.object({ "x-lease-token": z.string().min(1).max(64) }),
+    headers: EpochHeaders.extend({ "x-lease-token": z.string().min(1).max(64) }),
     body: { required: true, content: { "application/octet-stream": { schema: z.string().meta({ format: "binary" }) } } },
   },
   responses: { 204: { description: "Stored" } },
@@ -67,7 +72,8 @@ const outputFile = route({
 
 const caller = (c: Ctx) => {
   const p = devicePrincipal(c.get("principal"))!;
-  return { stub: deviceStub(c.env, p.deviceId), secret: p.secret, deviceId: p.deviceId };
+  // The session's epoch (fencing); validated by each route's header schema.
+  return { stub: deviceStub(c.env, p.deviceId), secret: p.secret, deviceId: p.deviceId, epoch: Number(c.req.header(EPOCH_HEADER) ?? 0) };
 };
 
 async function serve(c: Ctx, key: string, type = "application/octet-stream") {
@@ -78,12 +84,12 @@ async function serve(c: Ctx, key: string, type = "application/octet-stream") {
 
 export function agentFileRoutes(app: App) {
   app.openapi(desired, async (c) => {
-    const { stub, secret } = caller(c);
-    return fromOutcome(c, await stub.desiredDeployments(secret), (d) => c.json(d, 200));
+    const { stub, secret, epoch } = caller(c);
+    return fromOutcome(c, await stub.desiredDeployments(secret, epoch), (d) => c.json(d, 200));
   });
   app.openapi(applied, async (c) => {
-    const { stub, secret } = caller(c);
-    return fromOutcome(c, await stub.reportDeployments(secret, c.req.valid("json").states), (r) => c.json(r, 200));
+    const { stub, secret, epoch } = caller(c);
+    return fromOutcome(c, await stub.reportDeployments(secret, c.req.valid("json").states, epoch), (r) => c.json(r, 200));
   });
   app.openapi(dataFile, async (c) => {
     const { stub, secret } = caller(c);
@@ -92,17 +98,17 @@ export function agentFileRoutes(app: App) {
     return serve(c, dataKey(digest));
   });
   app.openapi(inputFile, async (c) => {
-    const { stub, secret, deviceId } = caller(c);
+    const { stub, secret, deviceId, epoch } = caller(c);
     const { id, name } = c.req.valid("param");
     if (deviceOfJob(id) !== deviceId) return problem(c, "not-found", `no job ${id}`);
-    const key = await stub.inputFileKey(secret, id, name);
+    const key = await stub.inputFileKey(secret, id, name, epoch);
     return key.ok ? serve(c, key.value) : problem(c, key.problem, key.detail);
   });
   app.openapi(outputFile, async (c) => {
-    const { stub, secret, deviceId } = caller(c);
+    const { stub, secret, deviceId, epoch } = caller(c);
     const { id, name } = c.req.valid("param");
     if (deviceOfJob(id) !== deviceId) return problem(c, "not-found", `no job ${id}`);
-    const may = await stub.mayWriteOutput(secret, id, c.req.valid("header")["x-lease-token"], name);
+    const may = await stub.mayWriteOutput(secret, id, c.req.valid("header")["x-lease-token"], name, epoch);
     if (!may.ok) return problem(c, may.problem, may.detail);
     const bytes = await c.req.arrayBuffer();
     if (bytes.byteLength > DEPLOYMENT_LIMITS.maxOutputFileBytes) return problem(c, "too-large", `output files are limited to ${DEPLOYMENT_LIMITS.maxOutputFileBytes} bytes`);

@@ -10,6 +10,7 @@ import { jsonBody, jsonResponse, route } from "../route.js";
 import { annotate, fromOutcome, problem, type App, type Ctx } from "../http.js";
 import { callerNamespace, canSeeDevice } from "../tenancy.js";
 import { devicePrincipal } from "../auth.js";
+import { EPOCH_HEADER, EpochHeaders } from "../../protocol/agent.js";
 import { deviceStub } from "../../platform/stubs.js";
 import { moduleInfo } from "../module-store.js";
 import { coerceArgs } from "../../protocol/wasm.js";
@@ -109,6 +110,8 @@ const agentDesired = route({
   path: "/v1/agent/services",
   roles: ["device"],
   summary: "The services this device must run (desired state: spec, running/suspended/killed, run and reset counters) and their version",
+  problems: [409],
+  request: { headers: EpochHeaders },
   responses: { 200: jsonResponse(DesiredServices, "Desired services") },
 });
 
@@ -123,7 +126,8 @@ const FOLLOW_POLL_MS = 1000;
 export function serviceRoutes(app: App) {
   app.openapi(agentDesired, async (c) => {
     const p = devicePrincipal(c.get("principal"))!;
-    return fromOutcome(c, await deviceStub(c.env, p.deviceId).desiredServices(p.secret), (d) => c.json(d, 200));
+    const epoch = Number(c.req.header(EPOCH_HEADER) ?? 0); // the session's epoch (fencing), validated by the header schema
+    return fromOutcome(c, await deviceStub(c.env, p.deviceId).desiredServices(p.secret, epoch), (d) => c.json(d, 200));
   });
 
   app.openapi(removeMany, async (c) => {

@@ -1,0 +1,55 @@
+/**
+ * Bounded commands with the real agent: a link that delays every byte longer than a command's life
+ * (COMMAND_TTL_MS = 1 s, delay 1.5 s) delivers a job push after its expiry; the agent discards it
+ * (never runs it late), says so, and answers `expired`; once the link is quick again the job comes
+ * back on a new lease and runs once.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { startControlPlane } from "../helpers/control-plane.js";
+import { startAgent } from "../helpers/agent-process.js";
+import { TcpProxy } from "../helpers/tcp-proxy.js";
+import { compileWat, WAT } from "../helpers/wat.js";
+import { ADMIN_TOKEN } from "../helpers/control-plane.js";
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
+});
+
+describe("a command that reaches the agent after its expiry", () => {
+  it("is discarded and reported expired, never applied late", async () => {
+    const cp = await startControlPlane({ vars: { COMMAND_TTL_MS: "1000" } });
+    cleanup.push(() => cp.stop());
+    const target = new URL(cp.url);
+    const proxy = new TcpProxy(() => ({ host: target.hostname, port: Number(target.port) }));
+    await proxy.listen();
+    cleanup.push(() => proxy.close());
+    const hello = (await cp.admin.uploadModule(await compileWat(WAT.hello))).digest;
+    const agent = await startAgent({ server: proxy.url, token: (await cp.admin.createKey("register")).key, args: ["--transport", "ws"] });
+    cleanup.push(() => agent.kill("SIGKILL"));
+    await agent.waitForLog((l) => l.msg === "push transport connected");
+
+    proxy.delay(1_500);
+    const job = await cp.admin.submitJob({ device: agent.deviceId, module: hello, function: "greet", args: [], maxAttempts: 3 });
+    const discarded = await agent.waitForLog((l) => l.msg === "discarded a command that arrived after its expiry" && l.what === "jobs", 60_000);
+    expect(discarded.lateMs as number).toBeGreaterThan(0);
+    expect(agent.logs.some((l) => l.msg === "job finished" && l.jobId === job.id)).toBe(false);
+
+    const commands = async () => {
+      const res = await fetch(`${cp.url}/v1/devices/${agent.deviceId}/commands`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+      return ((await res.json()) as { commands: { id: string; kind: string; subject: string; state: string; reason: string | null }[] }).commands;
+    };
+    for (let i = 0; i < 300; i++) {
+      if ((await commands()).some((c) => c.id === discarded.command && c.state === "expired")) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect((await commands()).find((c) => c.id === discarded.command)).toMatchObject({ kind: "jobs", subject: job.id, state: "expired", reason: expect.stringContaining("after its expiry") });
+
+    proxy.delay(0);
+    const done = await cp.admin.waitForJob(job.id, { timeoutSeconds: 60 });
+    expect(done.state).toBe("SUCCEEDED");
+    expect(done.attempts).toBeGreaterThanOrEqual(2); // the discarded delivery's lease ran out; a later one ran it
+    expect(agent.logs.filter((l) => l.msg === "job finished" && l.jobId === job.id)).toHaveLength(1);
+    console.log(`[commands] discarded ${discarded.lateMs as number} ms late; job ${done.state} on attempt ${done.attempts}, run once`);
+  }, 180_000);
+});
