@@ -157,4 +157,8 @@ CREATE TABLE index_state (id INTEGER PRIMARY KEY CHECK (id = 1), sent_seq INTEGE
 INSERT INTO index_state (id, sent_seq) VALUES (1, 0);`;
 
 /** One job's listing row as the feed sends it; `change_seq` orders the changes of one job (state DELETED: a tombstone). */
-export type IndexRow = { job_id: string; state: string; function: string; module: string; created_at: number; updated_at: number; change_seq: number };
+export type IndexRow = {
+  job_id: string; state: string; function: string; module: string; created_at: number; updated_at: number; change_seq: number;
+  /** for the index's latency histograms (docs/observability.md); absent from feeds older than them */
+  started_at?: number | null; finished_at?: number | null;
+};

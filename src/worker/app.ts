@@ -18,6 +18,7 @@ import { namespaceRoutes } from "./routes/namespaces.js";
 import { deploymentRoutes } from "./routes/deployments.js";
 import { agentFileRoutes } from "./routes/agent-files.js";
 import { wasmiotRoutes } from "./routes/wasmiot.js";
+import { metricsRoutes } from "./routes/metrics.js";
 import { DEPLOYMENT_LIMITS, DeploymentManifest } from "../protocol/deployment.js";
 import { allowedMethods } from "./methods.js";
 import { authenticate } from "./auth.js";
@@ -94,6 +95,7 @@ export function createApp() {
   deploymentRoutes(app);
   agentFileRoutes(app);
   rpcRoutes(app);
+  metricsRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
   // Signed inside a JWS (POST /v1/deployments), so no route's schema names it: listed for clients that build manifests.
