@@ -19,6 +19,8 @@ export interface Env {
   DEPLOYMENTS: Namespace<"DEPLOYMENTS">;
   /** the device listing's shards (see src/core/device-listing.ts) */
   DEVICE_LIST: Namespace<"DEVICE_LIST">;
+  /** each namespace's audit log (docs/observability.md) */
+  AUDIT: Namespace<"AUDIT">;
   MODULES: R2Bucket;
   /** bootstrap admin credential (a Worker secret; .dev.vars locally) */
   ADMIN_TOKEN?: string;
@@ -40,4 +42,6 @@ export interface Env {
   LOG_LEVEL?: string;
   /** how many objects the job index is sharded into, by a hash of the device id (default 4; docs/scale.md) */
   INDEX_SHARDS?: string;
+  /** how many days audit entries are kept (default 90) */
+  AUDIT_RETENTION_DAYS?: string;
 }

@@ -42,3 +42,6 @@ export function jobIndexShards(env: Env) {
   const of = indexShardCount(env);
   return Array.from({ length: of }, (_, i) => env.JOB_INDEX.get(env.JOB_INDEX.idFromName(shardName(i, of))));
 }
+
+/** A namespace's audit log ("*": actions of keys that span all namespaces). */
+export const auditStub = (env: Env, namespace: string) => env.AUDIT.get(env.AUDIT.idFromName(`audit/${namespace}`));
