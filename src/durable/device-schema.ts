@@ -19,4 +19,6 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
   "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL; CREATE INDEX idempotency_by_time ON idempotency (created_at)",
   // the index shard this object's feed feeds (index-feed.ts: a new one is fed from the start)
   "ALTER TABLE index_state ADD COLUMN target TEXT",
+  // W3C traceparent of the submitting request (docs/observability.md)
+  "ALTER TABLE jobs ADD COLUMN traceparent TEXT",
 ];

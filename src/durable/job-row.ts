@@ -67,6 +67,8 @@ export type JobRow = {
   /** JSON NextLink: where a chain step's output went */
   next: string | null;
   deployment: string | null;
+  /** W3C traceparent of the submitting request */
+  traceparent?: string | null;
 };
 
 /** What a call of a deployed function keeps beside its job. */
@@ -123,6 +125,7 @@ export function jobView(row: JobRow, deviceId: string): JobView {
     updatedAt: iso(row.updated_at)!,
     startedAt: iso(row.started_at),
     finishedAt: iso(row.finished_at),
+    traceId: row.traceparent ? row.traceparent.split("-")[1] ?? null : null,
     result,
     error: row.error ? (JSON.parse(row.error) as JobError) : null,
     links: jobLinks(row.id),
