@@ -31,6 +31,8 @@ export interface AgentSessionParts {
   desiredVersion: () => number;
   /** resolves once every write so far is durable (storage.sync) */
   durable: () => Promise<void>;
+  /** told of jobs a heartbeat's answer tells the agent to stop (the audit) */
+  stopped?: (jobIds: string[]) => void;
 }
 
 export type HeartbeatAck = { serverTime: number; cancel: string[]; deployments: number | undefined };
@@ -44,7 +46,9 @@ export class AgentSession {
     this.p.agentLogs.keep(hb.logs);
     this.p.presence.markSeen(now);
     await this.p.presence.publishOrRetryLater();
-    return { serverTime: now, cancel: this.leasesNoLongerHeld(hb.runningJobs), deployments: this.p.desiredVersion() };
+    const cancel = this.leasesNoLongerHeld(hb.runningJobs);
+    if (cancel.length > 0) this.p.stopped?.(cancel);
+    return { serverTime: now, cancel, deployments: this.p.desiredVersion() };
   }
 
   /**

@@ -20,10 +20,11 @@ import { DeviceDeployments } from "./device-deployments.js";
 import { ChainForwards } from "./chain-forward.js";
 import { DeviceCalls } from "./device-calls.js";
 import { AgentSession } from "./agent-session.js";
+import { DeviceAudit } from "./device-audit.js";
 import type { Clock } from "../core/clock.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
-import { jobIndexShardName, jobIndexStub, registryStub } from "../platform/stubs.js";
+import { auditStub, jobIndexShardName, jobIndexStub, registryStub } from "../platform/stubs.js";
 
 export type DeviceParts = ReturnType<typeof composeDevice>;
 
@@ -34,6 +35,8 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   const timers = new AlarmTimers(ctx.storage);
   const presence = new DevicePresence(sql, env, clock, settings, timers, (p) => ctx.waitUntil(p));
   const link = new AgentLink(ctx, clock);
+  const audit = new DeviceAudit(sql, clock, () => presence.device ?? null, (ns, records) => auditStub(env, ns).append(records), (p) => ctx.waitUntil(p));
+  link.observer = (msg) => audit.sent(msg);
   const agentLogs = new AgentLogs(sql);
   const waiters = new ResultWaiters();
   const output = new JobOutput(sql, clock);
@@ -82,11 +85,12 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     presence, link, jobs, lifecycle, store,
     output, agentLogs, clock, desiredVersion: () => deployments.version,
     durable: () => ctx.storage.sync(),
+    stopped: (jobIds) => audit.stopped(jobIds),
   });
 
   timers.register((now) => store.dueTimes(now));
   timers.register(() => feed.wakeAt());
   timers.register((now) => retention.dueAt(now));
   timers.register(() => forwards.nextTry());
-  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session };
+  return { settings, transaction, deviceId, timers, presence, link, audit, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session };
 }

@@ -60,20 +60,27 @@ export function audit(env: Env, waitUntil: (p: Promise<unknown>) => void, record
   waitUntil(flushed);
 }
 
-/** The route that answered, as its operationId (GET /v1/jobs/{id} -> getJobsById). */
-function operationOf(c: Ctx): string {
+/** The route that answered: its operationId (GET /v1/jobs/{id} -> getJobsById) and the value of its first path parameter. */
+function routeOf(c: Ctx): { operation: string; param: string | null } {
   const handler = matchedRoutes(c).filter((r) => r.method !== "ALL").at(-1);
-  return handler ? operationIdOf(c.req.method, handler.path.replace(/:([A-Za-z0-9_]+)(\{[^}]*\})?/g, "{$1}")) : "unknown";
+  if (!handler) return { operation: "unknown", param: null };
+  const pattern = handler.path.split("/");
+  const concrete = c.req.path.split("/");
+  const at = pattern.findIndex((s) => s.startsWith(":"));
+  return {
+    operation: operationIdOf(c.req.method, handler.path.replace(/:([A-Za-z0-9_]+)(\{[^}]*\})?/g, "{$1}")),
+    param: at >= 0 && concrete[at] ? decodeURIComponent(concrete[at]!) : null,
+  };
 }
 
-/** What the request acted on: the id a route annotated, else the path. */
-function targetOf(c: Ctx): string {
+/** What the request acted on: the id a route annotated, else its path parameter, else the path. */
+function targetOf(c: Ctx, param: string | null): string {
   const f = c.get("logFields") ?? {};
   for (const k of ["jobId", "deviceId", "device", "deployment", "keyId", "kid", "digest"]) {
     const v = f[k];
     if (typeof v === "string" && v) return v;
   }
-  return c.req.path;
+  return param ?? c.req.path;
 }
 
 export function auditTrail(): MiddlewareHandler<AppEnv> {
@@ -83,14 +90,15 @@ export function auditTrail(): MiddlewareHandler<AppEnv> {
     const path = c.req.path;
     if (!p || !MUTATING.has(c.req.method) || !path.startsWith("/v1/") || path.startsWith("/v1/agent/")) return;
     const trace = c.get("trace");
+    const { operation, param } = routeOf(c);
     audit(c.env, (x) => c.executionCtx.waitUntil(x), {
       at: Date.now(),
       namespace: auditNamespaceOf(p.namespace),
       kind: "request",
       actor: p.role === "device" ? p.deviceId : p.keyId,
       role: p.role,
-      operation: operationOf(c),
-      target: targetOf(c),
+      operation,
+      target: targetOf(c, param),
       method: c.req.method,
       path,
       outcome: c.res.status,

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { call, sleep } from "./helpers.js";
+import { call, DESCRIPTION, health, poll, sleep, uploadModule } from "./helpers.js";
 import { auditStub } from "../../src/platform/stubs.js";
 
 type Entry = { seq: number; time: string; namespace: string; kind: string; actor: string; role: string; operation: string; target: string; method: string | null; path: string | null; outcome: number; traceId: string | null; requestId: string | null };
@@ -61,6 +61,25 @@ describe("the audit trail", () => {
     expect(await audited(a.key, `since=${encodeURIComponent(new Date(Date.now() + 60_000).toISOString())}`, (e) => e.length === 0)).toHaveLength(0);
     expect(await audited(a.key, `until=${encodeURIComponent(new Date(Date.now() + 60_000).toISOString())}`, (e) => e.length === 2)).toHaveLength(2);
     expect((await call("GET", "/v1/audit?outcome=abc", { token: a.key })).status).toBe(400);
+  });
+
+  it("records a command sent to a device (stop a canceled job) in the device's namespace, in the job's trace", async () => {
+    const a = await tenant("audit-commands");
+    const register = (await call("POST", "/v1/keys", { token: a.key, json: { role: "register" } })).body.key as string;
+    const dev = (await call("POST", "/v1/devices/register", { token: register, json: { name: "cmd", description: DESCRIPTION } })).body as { deviceId: string; credential: string };
+    const digest = await uploadModule("math");
+    const job = await call("POST", "/v1/jobs", { token: a.key, json: { device: dev.deviceId, module: digest, function: "add32", args: [1, 2] }, headersExtra: { traceparent: `00-${TRACE}-00f067aa0ba902b7-01` } });
+    expect(job.status).toBe(202);
+    expect(job.body.traceId).toBe(TRACE);
+    const lease = (await poll(dev.credential, 1)).body.jobs[0];
+    expect(lease.traceparent).toMatch(new RegExp(`^00-${TRACE}-`));
+    expect((await call("POST", `/v1/jobs/${job.body.id}/cancel`, { token: a.key })).status).toBe(200);
+    const hb = await call("POST", "/v1/agent/heartbeat", { token: dev.credential, json: { health: health(), runningJobs: [{ jobId: lease.jobId, leaseToken: lease.leaseToken }] } });
+    expect(hb.body.cancel).toEqual([job.body.id]);
+    const [stop] = await audited(a.key, "operation=command.stop", (e) => e.length === 1);
+    expect(stop).toMatchObject({ kind: "command", actor: dev.deviceId, role: "control-plane", target: job.body.id, namespace: "audit-commands", traceId: TRACE, outcome: 0 });
+    const [canceled] = await audited(a.key, "operation=postJobsByIdCancel", (e) => e.length === 1);
+    expect(canceled).toMatchObject({ kind: "request", target: job.body.id, outcome: 200, actor: a.id });
   });
 
   it("shows a tenant only its own namespace", async () => {
