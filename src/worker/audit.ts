@@ -91,7 +91,14 @@ export function auditTrail(): MiddlewareHandler<AppEnv> {
     if (!p || !MUTATING.has(c.req.method) || !path.startsWith("/v1/") || path.startsWith("/v1/agent/")) return;
     const trace = c.get("trace");
     const { operation, param } = routeOf(c);
-    audit(c.env, (x) => c.executionCtx.waitUntil(x), {
+    let waitUntil: (p: Promise<unknown>) => void;
+    try {
+      const ctx = c.executionCtx;
+      waitUntil = (x) => ctx.waitUntil(x);
+    } catch {
+      waitUntil = () => {}; // no execution context (an in-process app.request): the timer still flushes
+    }
+    audit(c.env, waitUntil, {
       at: Date.now(),
       namespace: auditNamespaceOf(p.namespace),
       kind: "request",
