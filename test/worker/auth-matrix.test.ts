@@ -7,7 +7,7 @@ import fc from "fast-check";
 import { call, registerDevice, uploadModule, ADMIN } from "./helpers.js";
 
 type Operation = { "x-roles"?: string[] };
-const ROLES = ["anonymous", "admin", "user", "register", "device"] as const;
+const ROLES = ["anonymous", "admin", "user", "register", "metrics", "device"] as const;
 let tokens: Record<(typeof ROLES)[number], string | null>;
 let doc: { paths: Record<string, Record<string, Operation>> };
 let deviceId: string;
@@ -23,10 +23,11 @@ const randomPart = () => btoa(String.fromCharCode(...crypto.getRandomValues(new 
 beforeAll(async () => {
   const user = (await call("POST", "/v1/keys", { json: { role: "user" } })).body.key;
   const register = (await call("POST", "/v1/keys", { json: { role: "register" } })).body.key;
+  const metrics = (await call("POST", "/v1/keys", { json: { role: "metrics" } })).body.key;
   const dev = await registerDevice("matrix");
   deviceId = dev.deviceId;
   digest = await uploadModule("math");
-  tokens = { anonymous: null, admin: ADMIN, user, register, device: dev.credential };
+  tokens = { anonymous: null, admin: ADMIN, user, register, metrics, device: dev.credential };
   const madeUpId = "d" + Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => BASE32[b & 31]).join("");
   const rotated = await registerDevice("matrix-rotated");
   expect((await call("POST", `/v1/devices/${rotated.deviceId}/credential`)).status).toBe(201);
