@@ -14,11 +14,12 @@ process.env.XDG_CONFIG_HOME ??= mkdtempSync(join(tmpdir(), "wv-xdg-"));
 
 export const ADMIN = "bench-admin-token-0123456789";
 
-export async function startControlPlane() {
+/** `config`: another checkout's wrangler.toml (an A/B against an earlier commit, bench/observability.mjs). */
+export async function startControlPlane(config = "wrangler.toml") {
   const { unstable_startWorker } = await import("wrangler");
   const persist = mkdtempSync(join(tmpdir(), "wv-bench-state-"));
   const worker = await unstable_startWorker({
-    config: "wrangler.toml",
+    config,
     bindings: { ADMIN_TOKEN: { type: "plain_text", value: ADMIN }, DEVICE_CREDENTIAL_KEY: { type: "plain_text", value: "bench-device-credential-key-0123456789abcdef" }, ...(process.env.LOG_LEVEL ? { LOG_LEVEL: { type: "plain_text", value: process.env.LOG_LEVEL } } : {}) },
     dev: { server: { hostname: "127.0.0.1", port: 0 }, persist, inspector: false, logLevel: "none", watch: false },
   });

@@ -9,12 +9,14 @@ const DESCRIPTION = { platform: { memory: { bytes: 1 << 30 }, cpu: { humanReadab
 export async function fleet(cp, registerKey, k, credit = 1) {
   const module = await WebAssembly.compile(readFileSync("examples/wasm/fibo.wasm"));
   const devices = [];
-  const reg = async () => {
+  const reg = async (attempt = 0) => {
     const r = await fetch(`${cp.url}/v1/devices/register`, { method: "POST", headers: { authorization: `Bearer ${registerKey}`, "content-type": "application/json" }, body: JSON.stringify({ description: DESCRIPTION }) });
-    if (!r.ok) throw new Error(`register: ${r.status}`);
+    // The local runtime answers 503 "restarted mid-request" when it reloads; a registration is safe to repeat.
+    if (r.status === 503 && attempt < 3) return reg(attempt + 1);
+    if (!r.ok) throw new Error(`register: ${r.status} ${await r.text()}`);
     return r.json();
   };
-  for (let i = 0; i < k; i += 50) devices.push(...(await Promise.all(Array.from({ length: Math.min(50, k - i) }, reg))));
+  for (let i = 0; i < k; i += 50) devices.push(...(await Promise.all(Array.from({ length: Math.min(50, k - i) }, () => reg()))));
 
   let done = 0;
   let allDone;

@@ -17,7 +17,7 @@ import { agentLog, ShippedLog, type AgentLog } from "./agent-log.js";
 import { loadOrRegister } from "./registration.js";
 import { Transport, type TransportMode } from "./transport.js";
 import { LeaseKeeper } from "./lease-keeper.js";
-import { Runner, toReport } from "./runner.js";
+import { jobTrace, Runner, toReport } from "./runner.js";
 import { Uplink } from "./uplink.js";
 import { Heartbeat } from "./heartbeat.js";
 import { ServiceSupervisor } from "./services/supervisor.js";
@@ -264,11 +264,12 @@ export class Agent {
     if (this.outbox.retoken(job.jobId, job.leaseToken)) {
       // Its run ended here and the result waits in the outbox (the lease ran out meanwhile): the result
       // now quotes the new lease, and the job is not run again.
-      this.log("info", "a job whose result is waiting to be sent was delivered again; the result takes the new lease", { jobId: job.jobId, attempt: job.attempt });
+      this.log("info", "a job whose result is waiting to be sent was delivered again; the result takes the new lease", { jobId: job.jobId, attempt: job.attempt, ...jobTrace(job) });
       this.uplink.credit();
       return;
     }
     this.leases.hold(job);
+    this.log("debug", "job started", { jobId: job.jobId, function: job.function, attempt: job.attempt, ...jobTrace(job) });
     const { result, files } = await this.runner.run(job);
     job = this.leases.release(job);
     this.runner.forget(job.jobId);
@@ -286,6 +287,7 @@ export class Agent {
       outcome: result.ok ? "succeeded" : result.kind,
       durationMs: Math.round(result.durationMs * 100) / 100,
       ...(result.ok ? {} : { error: result.message }),
+      ...jobTrace(job),
     });
   }
 }

@@ -6,6 +6,7 @@
 import { LIMITS } from "../protocol/job.js";
 import type { LeasedJob, LeaseRef } from "../protocol/agent.js";
 import type { AgentLog } from "./agent-log.js";
+import { jobTrace } from "./runner.js";
 
 /** One message's worth of lease news: starts to acknowledge, other held leases to renew. */
 export type LeaseUpdate = { started: LeaseRef[]; held: LeaseRef[] };
@@ -95,7 +96,7 @@ export class LeaseKeeper {
     const held = this.leases.get(job.jobId)!;
     if (held.leaseToken !== job.leaseToken) this.leases.set(job.jobId, { ...held, leaseToken: job.leaseToken, leaseExpiresAt: job.leaseExpiresAt, attempt: job.attempt });
     if (this.running.has(job.jobId)) this.unacked.set(job.jobId, refOf(job));
-    this.log("info", "a job already in hand was delivered again; answering with an ack", { jobId: job.jobId, attempt: job.attempt, running: this.running.has(job.jobId) });
+    this.log("info", "a job already in hand was delivered again; answering with an ack", { jobId: job.jobId, attempt: job.attempt, running: this.running.has(job.jobId), ...jobTrace(job) });
     this.updateSoon(0);
   }
 

@@ -3,6 +3,7 @@
  * sandbox directory (and, for instance: "deployment", in a kept instance of its own), and stopping
  * jobs wherever they run when the control plane cancels them.
  */
+import { formatTraceparent, newSpanId, parseTraceparent } from "../core/trace.js";
 import { lstat, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { LeasedJob, ResultReport } from "../protocol/agent.js";
@@ -207,6 +208,18 @@ const failedResult = (kind: FailureKind, message: string, rejected = false): Exe
   ok: false, kind, message, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 0, logs: [], ...(rejected ? { rejected } : {}),
 });
 
+/** A job's trace as the agent's log lines carry it: the submitting request's trace id (docs/observability.md). */
+export function jobTrace(job: LeasedJob): { trace_id?: string; parent_span_id?: string } {
+  const t = parseTraceparent(job.traceparent);
+  return t ? { trace_id: t.traceId, parent_span_id: t.spanId } : {};
+}
+
+/** The traceparent a result carries back: the job's trace, with a span of the agent's run. */
+function resultTraceparent(job: LeasedJob): { traceparent?: string } {
+  const t = parseTraceparent(job.traceparent);
+  return t ? { traceparent: formatTraceparent({ ...t, spanId: newSpanId() }) } : {};
+}
+
 /** The result report of a run, quoting the lease the agent held last. */
 export function toReport(job: LeasedJob, r: ExecResult, files: OutputFile[] = []): ResultReport {
   const captured = {
@@ -224,5 +237,6 @@ export function toReport(job: LeasedJob, r: ExecResult, files: OutputFile[] = []
     result: { value: r.ok ? r.value : null, ...captured, ...(files.length > 0 ? { files } : {}) },
     error: r.ok ? null : { kind: r.kind, message: r.message },
     logs: r.logs,
+    ...resultTraceparent(job),
   };
 }

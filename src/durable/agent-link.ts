@@ -23,6 +23,9 @@ export class AgentLink {
 
   constructor(private readonly ctx: DurableObjectState, private readonly clock: Clock) {}
 
+  /** Told of every notice sent (the audit records the commands among them). */
+  observer: ((msg: ServerMessage) => void) | null = null;
+
   /** A new connection of session `epoch` (the current one) replaces any older (possibly dead) one; answers the client end. */
   accept(epoch: number): WebSocket {
     // Each socket is stamped later than any it replaces (even within one millisecond): the newest is the one pushed to.
@@ -109,7 +112,9 @@ export class AgentLink {
   /** Sends to the agent's socket, if it has one open. */
   notify(msg: ServerMessage) {
     const socket = this.socket();
-    if (socket) this.send(socket, msg);
+    if (!socket) return;
+    this.send(socket, msg);
+    this.observer?.(msg);
   }
 
   /** Answers the socket's close (jobs pushed on it keep their leases: they expire and come back if nobody reports). */

@@ -40,6 +40,8 @@ export interface AgentSessionParts {
   services: DeviceServices;
   /** resolves once every write so far is durable (storage.sync) */
   durable: () => Promise<void>;
+  /** told of jobs a heartbeat's answer tells the agent to stop (the audit) */
+  stopped?: (jobIds: string[]) => void;
 }
 
 export type HeartbeatAck = { serverTime: number; cancel: string[]; deployments: number | undefined; services: number | undefined };
@@ -79,7 +81,9 @@ export class AgentSession {
     this.p.services.report(hb.services, now);
     this.p.presence.markSeen(now);
     await this.p.presence.publishOrRetryLater();
-    return { serverTime: now, cancel: this.leasesNoLongerHeld(hb.runningJobs), deployments: this.p.desiredVersion(), services: this.p.services.version };
+    const cancel = this.leasesNoLongerHeld(hb.runningJobs);
+    if (cancel.length > 0) this.p.stopped?.(cancel);
+    return { serverTime: now, cancel, deployments: this.p.desiredVersion(), services: this.p.services.version };
   }
 
   /**

@@ -14,7 +14,7 @@ import type { AlarmTimers } from "./alarm-timers.js";
 import type { CallRecord } from "./job-row.js";
 import { nextAlarm } from "../core/timing.js";
 import type { Clock } from "../core/clock.js";
-import { isTerminal, jobLinks, type JobRef, type JobState, type JobSubmission, type JobView } from "../protocol/job.js";
+import { isTerminal, jobLinks, type JobRef, type JobState, type JobSubmission, type TracedSubmission, type JobView } from "../protocol/job.js";
 import type { LeasedJob } from "../protocol/agent.js";
 import { missingInterfaces } from "../protocol/wasm.js";
 
@@ -42,7 +42,7 @@ export class DeviceJobs {
    * for it to end (create-and-wait in one round trip). With an idempotency key, a repeat
    * of the same request answers the job it created; the same key with another body is a conflict.
    */
-  async submit(spec: JobSubmission, waitMs: number, idempotency: { key: string; bodyHash: string } | null, requires: string[]): Promise<Outcome<{ done: boolean; job: JobView; replayed: boolean }>> {
+  async submit(spec: TracedSubmission, waitMs: number, idempotency: { key: string; bodyHash: string } | null, requires: string[]): Promise<Outcome<{ done: boolean; job: JobView; replayed: boolean }>> {
     const { store, lifecycle } = this.p;
     const now = this.p.clock.now();
     if (idempotency) {
@@ -76,7 +76,7 @@ export class DeviceJobs {
    * answered as it stands, not stored again: a retried batch (ids derived from its
    * Idempotency-Key) completes what an earlier attempt left undone.
    */
-  submitBatch(batch: { jobId?: string; spec: JobSubmission; requires: string[] }[]): Outcome<JobRef[]> {
+  submitBatch(batch: { jobId?: string; spec: TracedSubmission; requires: string[] }[]): Outcome<JobRef[]> {
     const { store, lifecycle } = this.p;
     const now = this.p.clock.now();
     const entries = batch.map((e) => ({ ...e, jobId: e.jobId ?? store.newJobId(this.deviceId, now) }));
@@ -163,7 +163,7 @@ export class DeviceJobs {
    * The fast path: when the agent is connected with credit and nothing is queued ahead,
    * the job is enqueued leased and pushed in the same turn (see AgentLink.pushOne).
    */
-  pushAtOnce(jobId: string, spec: JobSubmission, deadline: number | null, now: number, call: CallRecord | null = null): boolean {
+  pushAtOnce(jobId: string, spec: TracedSubmission, deadline: number | null, now: number, call: CallRecord | null = null): boolean {
     return this.p.link.pushOne(() =>
       this.p.presence.device?.drained || this.p.store.anyReady(now) ? null : this.p.lifecycle.enqueueLeased(jobId, spec, deadline, now, call),
     );

@@ -25,6 +25,21 @@ CREATE TABLE devices (
 );
 CREATE INDEX devices_by_position ON devices (registered_at, id);`;
 
+/** Devices of this shard by status and agent version, kept as publishes apply (GET /metrics reads it). */
+const METRICS = `
+CREATE TABLE metric_devices (status TEXT NOT NULL, version TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (status, version));
+INSERT INTO metric_devices SELECT status, COALESCE(json_extract(description, '$.agent.version'), 'unknown'), COUNT(*) FROM devices GROUP BY 1, 2;`;
+
+/** The agent version a description names ("unknown" for none). */
+function agentVersion(description: string): string {
+  try {
+    const v = (JSON.parse(description) as { agent?: { version?: unknown } }).agent?.version;
+    return typeof v === "string" ? v : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
 type Row = {
   id: string; namespace: string; name: string | null; status: DeviceStatus; description: string; health: string | null;
   health_at: number | null; last_seen: number | null; registered_at: number; revision: number; updated_at: number;
@@ -32,17 +47,36 @@ type Row = {
 
 export class DeviceListObject extends SqlObject<Env> {
   protected migrations() {
-    return [SCHEMA];
+    return [SCHEMA, METRICS];
   }
 
   /** Takes the device's summary unless the row already has this revision or a newer one. */
   async publish(s: DeviceSummary, revision: number): Promise<boolean> {
-    return this.run`INSERT INTO devices (id, namespace, name, status, description, health, health_at, last_seen, registered_at, revision, updated_at)
-       VALUES (${s.id}, ${s.namespace}, ${s.name}, ${s.status}, ${s.description}, ${s.health}, ${s.healthAt}, ${s.lastSeen}, ${s.registeredAt}, ${revision}, ${this.clock.now()})
-       ON CONFLICT (id) DO UPDATE SET name = excluded.name, status = excluded.status, description = excluded.description,
-         health = excluded.health, health_at = excluded.health_at, last_seen = excluded.last_seen,
-         revision = excluded.revision, updated_at = excluded.updated_at
-       WHERE excluded.revision > devices.revision` > 0;
+    let applied = false;
+    this.ctx.storage.transactionSync(() => {
+      const prior = this.one<{ status: string; description: string; revision: number }>("SELECT status, description, revision FROM devices WHERE id = ?", s.id);
+      if (prior && prior.revision >= revision) return;
+      this.run`INSERT INTO devices (id, namespace, name, status, description, health, health_at, last_seen, registered_at, revision, updated_at)
+         VALUES (${s.id}, ${s.namespace}, ${s.name}, ${s.status}, ${s.description}, ${s.health}, ${s.healthAt}, ${s.lastSeen}, ${s.registeredAt}, ${revision}, ${this.clock.now()})
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, status = excluded.status, description = excluded.description,
+           health = excluded.health, health_at = excluded.health_at, last_seen = excluded.last_seen,
+           revision = excluded.revision, updated_at = excluded.updated_at`;
+      const version = agentVersion(s.description);
+      if (prior) {
+        const before = agentVersion(prior.description);
+        if (prior.status === s.status && before === version) return void (applied = true);
+        this.run("UPDATE metric_devices SET n = n - 1 WHERE status = ? AND version = ?", prior.status, before);
+      }
+      this.run("INSERT INTO metric_devices (status, version, n) VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET n = n + 1", s.status, version);
+      this.run("DELETE FROM metric_devices WHERE n <= 0");
+      applied = true;
+    });
+    return applied;
+  }
+
+  /** This shard's devices by status and agent version (a scrape's share). */
+  async metrics(): Promise<{ status: string; version: string; n: number }[]> {
+    return this.all<{ status: string; version: string; n: number }>("SELECT status, version, n FROM metric_devices");
   }
 
   /** Up to `limit` rows after `after` (a position in this namespace), in (registeredAt, id) order. */

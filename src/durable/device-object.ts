@@ -16,7 +16,7 @@ import type { Waited } from "./result-waiters.js";
 import type { Disposition } from "./job-lifecycle.js";
 import type { CallRequest } from "./call-intake.js";
 import type { Env } from "../platform/env.js";
-import { isTerminal, type JobLogs, type JobRef, type JobSubmission, type JobView } from "../protocol/job.js";
+import { isTerminal, type JobLogs, type JobRef, type JobSubmission, type TracedSubmission, type JobView } from "../protocol/job.js";
 import type { AppliedReport, DesiredDeployments, DevicePart, DeviceDeploymentStatus } from "../protocol/deployment.js";
 import type { DeviceDescription, DeviceView, Health } from "../protocol/device.js";
 import { WS_PING, WS_PONG, type AgentSessionOpened, type CommandAck, type CommandView, type AgentLogLine, type Delivery, type Heartbeat, type LeaseRef, type LogBatch, type ResultReport } from "../protocol/agent.js";
@@ -144,7 +144,7 @@ export class DeviceObject extends SqlObject<Env> {
 
   async submit(
     namespace: string | null,
-    spec: JobSubmission,
+    spec: TracedSubmission,
     waitMs = 0,
     idempotency: { key: string; bodyHash: string } | null = null,
     requires: string[] = [],
@@ -153,7 +153,7 @@ export class DeviceObject extends SqlObject<Env> {
     return this.p.jobs.submit(spec, waitMs, idempotency, requires);
   }
 
-  async submitBatch(namespace: string | null, batch: { jobId?: string; spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
+  async submitBatch(namespace: string | null, batch: { jobId?: string; spec: TracedSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
     return this.visibleTo(namespace) ? this.p.jobs.submitBatch(batch) : fail("not-found", "the device is not registered");
   }
 

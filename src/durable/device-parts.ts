@@ -25,10 +25,11 @@ import { DeviceServices } from "./device-services.js";
 import { DeviceEvents } from "./device-events.js";
 import { AgentEpochs } from "./agent-epochs.js";
 import { DeviceCommands } from "./device-commands.js";
+import { DeviceAudit } from "./device-audit.js";
 import type { Clock } from "../core/clock.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
-import { eventRelayStub, jobIndexShardName, jobIndexStub, registryStub } from "../platform/stubs.js";
+import { auditStub, eventRelayStub, jobIndexShardName, jobIndexStub, registryStub } from "../platform/stubs.js";
 
 export type DeviceParts = ReturnType<typeof composeDevice>;
 
@@ -49,6 +50,8 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   );
   const presence = new DevicePresence(sql, env, clock, settings, timers, (p) => ctx.waitUntil(p), () => events.changed());
   const link = new AgentLink(ctx, clock);
+  const audit = new DeviceAudit(sql, clock, () => presence.device ?? null, (ns, records) => auditStub(env, ns).append(records), (p) => ctx.waitUntil(p));
+  link.observer = (msg) => audit.sent(msg);
   const agentLogs = new AgentLogs(sql);
   const waiters = new ResultWaiters();
   const output = new JobOutput(sql, clock);
@@ -111,6 +114,7 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     output, agentLogs, epochs, commands, transaction, clock, desiredVersion: () => deployments.version,
     services,
     durable: () => ctx.storage.sync(),
+    stopped: (jobIds) => audit.stopped(jobIds),
   });
 
   const schedules = new Schedules({
@@ -128,5 +132,5 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   timers.register(() => services.nextDue());
   timers.register(() => events.outbox.wakeAt());
   timers.register(() => commands.dueAt());
-  return { settings, transaction, deviceId, timers, events, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, schedules, services, epochs, commands };
+  return { settings, transaction, deviceId, timers, events, presence, link, audit, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, schedules, services, epochs, commands };
 }

@@ -34,4 +34,6 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
   AGENT_SESSIONS_TABLE,
   // bounded commands (device-commands.ts): each command to the agent, its expiry and outcome
   COMMANDS_TABLE,
+  // W3C traceparent of the submitting request (docs/observability.md)
+  "ALTER TABLE jobs ADD COLUMN traceparent TEXT",
 ];

@@ -168,7 +168,7 @@ export class IndexFeed {
   /** The changes past `after`, as far as both lists are complete (a list cut by the limit bounds the batch). */
   private read(after: number): { batch: IndexRow[]; upTo: number } {
     const rows = this.sql.all<IndexRow>(
-      "SELECT id AS job_id, state, function, module, created_at, updated_at, change_seq FROM jobs WHERE change_seq > ? ORDER BY change_seq LIMIT ?",
+      "SELECT id AS job_id, state, function, module, created_at, updated_at, change_seq, started_at, finished_at FROM jobs WHERE change_seq > ? ORDER BY change_seq LIMIT ?",
       after, BATCH,
     );
     const tombstones = this.sql.all<{ change_seq: number; job_id: string }>(

@@ -11,7 +11,8 @@
  */
 import { SqlObject } from "./sql-object.js";
 import type { IndexRow } from "./job-row.js";
-import type { JobState } from "../protocol/job.js";
+import { isTerminal, type JobState } from "../protocol/job.js";
+import { bucketOf } from "../core/metrics.js";
 import { shardOf } from "../core/shards.js";
 import type { Env } from "../platform/env.js";
 
@@ -41,6 +42,77 @@ CREATE INDEX deleted_jobs_by_time ON deleted_jobs (deleted_at);`;
 const BATCH_KEYS = `
 CREATE TABLE batch_keys (key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, created_at INTEGER NOT NULL);
 CREATE INDEX batch_keys_by_time ON batch_keys (created_at);`;
+
+/**
+ * The metrics this shard keeps as its batches apply (GET /metrics reads them; no scrape
+ * asks a device object): jobs held by state, jobs ended by state (a counter), QUEUED jobs
+ * per device (for the top-k), and latency histograms (`wait`: created -> started, `run`:
+ * started -> finished) per namespace. Seeded from the rows already here.
+ */
+const METRICS = `
+ALTER TABLE jobs ADD COLUMN started_at INTEGER;
+ALTER TABLE jobs ADD COLUMN finished_at INTEGER;
+CREATE TABLE metric_jobs (namespace TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (namespace, state));
+CREATE TABLE metric_ended (namespace TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (namespace, state));
+CREATE TABLE metric_queue (namespace TEXT NOT NULL, device TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (namespace, device));
+CREATE INDEX metric_queue_by_depth ON metric_queue (n DESC);
+CREATE TABLE metric_latency (namespace TEXT NOT NULL, metric TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (namespace, metric, bucket));
+CREATE TABLE metric_latency_sum (namespace TEXT NOT NULL, metric TEXT NOT NULL, sum_ms INTEGER NOT NULL, PRIMARY KEY (namespace, metric));
+INSERT INTO metric_jobs SELECT namespace, state, COUNT(*) FROM jobs GROUP BY namespace, state;
+INSERT INTO metric_queue SELECT namespace, device, COUNT(*) FROM jobs WHERE state = 'QUEUED' GROUP BY namespace, device;`;
+
+/** What one shard reports to a scrape (flat, for RPC). */
+export interface IndexMetrics {
+  jobs: { state: string; n: number }[];
+  ended: { state: string; n: number }[];
+  queued: number;
+  queueTop: { device: string; n: number }[];
+  latency: { metric: string; bucket: number; n: number }[];
+  latencySums: { metric: string; sumMs: number }[];
+}
+
+/** Deltas of one batch, written in a few statements at its end. */
+class MetricDeltas {
+  jobs = new Map<string, number>();
+  ended = new Map<string, number>();
+  queue = new Map<string, number>();
+  latency = new Map<string, number>();
+  sums = new Map<string, number>();
+  constructor(private readonly namespace: string, private readonly device: string) {}
+  private add(m: Map<string, number>, k: string, d: number) {
+    m.set(k, (m.get(k) ?? 0) + d);
+  }
+  held(state: string, d: number) {
+    this.add(this.jobs, state, d);
+    if (state === "QUEUED") this.add(this.queue, this.device, d);
+  }
+  endedIn(state: string) {
+    this.add(this.ended, state, 1);
+  }
+  observe(metric: "wait" | "run", ms: number) {
+    const clamped = Math.max(0, ms);
+    this.add(this.latency, `${metric}\u0000${bucketOf(clamped)}`, 1);
+    this.add(this.sums, metric, clamped);
+  }
+  /** One upsert per touched key. */
+  write(run: (q: string, ...p: (string | number)[]) => number) {
+    const ns = this.namespace;
+    for (const [state, d] of this.jobs) if (d !== 0) run("INSERT INTO metric_jobs (namespace, state, n) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n", ns, state, d);
+    for (const [state, d] of this.ended) run("INSERT INTO metric_ended (namespace, state, n) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n", ns, state, d);
+    for (const [device, d] of this.queue) {
+      if (d === 0) continue;
+      run("INSERT INTO metric_queue (namespace, device, n) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n", ns, device, d);
+      run("DELETE FROM metric_queue WHERE namespace = ? AND device = ? AND n <= 0", ns, device);
+    }
+    for (const [key, d] of this.latency) {
+      const [metric, bucket] = key.split("\u0000") as [string, string];
+      run("INSERT INTO metric_latency (namespace, metric, bucket, n) VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n", ns, metric, Number(bucket), d);
+    }
+    for (const [metric, d] of this.sums) run("INSERT INTO metric_latency_sum (namespace, metric, sum_ms) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET sum_ms = sum_ms + excluded.sum_ms", ns, metric, d);
+  }
+}
+
+type Prior = { state: JobState; change_seq: number; started_at: number | null; finished_at: number | null };
 
 /** How long a deleted job's marker outlives it: far longer than any batch can be in transit. */
 const DELETED_MARKER_MS = 60 * 60 * 1000;
@@ -73,7 +145,7 @@ type Row = { id: string; device: string; state: JobState; function: string; modu
 
 export class JobIndexObject extends SqlObject<Env> {
   protected migrations() {
-    return [SCHEMA, CHANGE_ORDER, BATCH_KEYS];
+    return [SCHEMA, CHANGE_ORDER, BATCH_KEYS, METRICS];
   }
 
   /**
@@ -82,25 +154,54 @@ export class JobIndexObject extends SqlObject<Env> {
    */
   async apply(device: string, namespace: string, rows: IndexRow[]): Promise<number> {
     const now = this.clock.now();
+    const deltas = new MetricDeltas(namespace, device);
     this.ctx.storage.transactionSync(() => {
       for (const r of rows) {
+        const prior = this.one<Prior>("SELECT state, change_seq, started_at, finished_at FROM jobs WHERE id = ?", r.job_id);
         if (r.state === "DELETED") {
-          this.run("DELETE FROM jobs WHERE id = ? AND change_seq < ?", r.job_id, r.change_seq);
+          if (prior && prior.change_seq < r.change_seq) {
+            this.run("DELETE FROM jobs WHERE id = ?", r.job_id);
+            deltas.held(prior.state, -1);
+          }
           this.run`INSERT INTO deleted_jobs (id, change_seq, deleted_at) VALUES (${r.job_id}, ${r.change_seq}, ${now})
              ON CONFLICT (id) DO UPDATE SET change_seq = MAX(change_seq, excluded.change_seq)`;
           continue;
         }
+        if (prior && prior.change_seq >= r.change_seq) continue;
         if (this.one("SELECT 1 AS x FROM deleted_jobs WHERE id = ? AND change_seq >= ?", r.job_id, r.change_seq)) continue;
-        this.run`INSERT INTO jobs (id, namespace, device, state, function, module, created_at, updated_at, change_seq) VALUES (${r.job_id}, ${namespace}, ${device}, ${r.state}, ${r.function}, ${r.module}, ${r.created_at}, ${r.updated_at}, ${r.change_seq})
-           ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, change_seq = excluded.change_seq
+        const startedAt = r.started_at ?? null;
+        const finishedAt = r.finished_at ?? null;
+        this.run`INSERT INTO jobs (id, namespace, device, state, function, module, created_at, updated_at, change_seq, started_at, finished_at) VALUES (${r.job_id}, ${namespace}, ${device}, ${r.state}, ${r.function}, ${r.module}, ${r.created_at}, ${r.updated_at}, ${r.change_seq}, ${startedAt}, ${finishedAt})
+           ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, change_seq = excluded.change_seq, started_at = excluded.started_at, finished_at = excluded.finished_at
            WHERE excluded.change_seq > jobs.change_seq`;
+        if (prior) deltas.held(prior.state, -1);
+        deltas.held(r.state, 1);
+        if (startedAt !== null && (prior?.started_at ?? null) === null) deltas.observe("wait", startedAt - r.created_at);
+        if (isTerminal(r.state as JobState) && !(prior && isTerminal(prior.state))) {
+          deltas.endedIn(r.state);
+          if (startedAt !== null && finishedAt !== null) deltas.observe("run", finishedAt - startedAt);
+        }
       }
+      deltas.write((q, ...p) => this.run(q, ...p));
       this.run(
         "DELETE FROM deleted_jobs WHERE id IN (SELECT id FROM deleted_jobs WHERE deleted_at < ? LIMIT ?)",
         now - DELETED_MARKER_MS, MARKERS_PURGED_PER_BATCH,
       );
     });
     return rows.length;
+  }
+
+  /** This shard's share of a scrape: counts of one namespace, or of all for null; the `topK` deepest queues. */
+  async metrics(namespace: string | null, topK: number): Promise<IndexMetrics> {
+    const jobs = this.all<{ state: string; n: number }>`SELECT state, SUM(n) AS n FROM metric_jobs WHERE ${namespace} IS NULL OR namespace = ${namespace} GROUP BY state`;
+    return {
+      jobs,
+      ended: this.all<{ state: string; n: number }>`SELECT state, SUM(n) AS n FROM metric_ended WHERE ${namespace} IS NULL OR namespace = ${namespace} GROUP BY state`,
+      queued: jobs.find((j) => j.state === "QUEUED")?.n ?? 0,
+      queueTop: this.all<{ device: string; n: number }>`SELECT device, n FROM metric_queue WHERE ${namespace} IS NULL OR namespace = ${namespace} ORDER BY n DESC, device LIMIT ${topK}`,
+      latency: this.all<{ metric: string; bucket: number; n: number }>`SELECT metric, bucket, SUM(n) AS n FROM metric_latency WHERE ${namespace} IS NULL OR namespace = ${namespace} GROUP BY metric, bucket`,
+      latencySums: this.all<{ metric: string; sumMs: number }>`SELECT metric, SUM(sum_ms) AS sumMs FROM metric_latency_sum WHERE ${namespace} IS NULL OR namespace = ${namespace} GROUP BY metric`,
+    };
   }
 
   /**

@@ -15,7 +15,8 @@ import { jobView, type CallRecord, type JobRow } from "./job-row.js";
 import { lateEvent, reportedEvent, transition, type JobEvent } from "../core/lifecycle.js";
 import { leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
 import { randomBase32 } from "../protocol/ids.js";
-import type { JobError, JobState, JobSubmission } from "../protocol/job.js";
+import { parseTraceparent } from "../core/trace.js";
+import type { JobError, JobState, JobSubmission, TracedSubmission } from "../protocol/job.js";
 import type { LeasedJob, LeaseRef, ResultReport } from "../protocol/agent.js";
 import type { Arg } from "../protocol/wasm.js";
 import type { Clock } from "../core/clock.js";
@@ -29,8 +30,9 @@ const counts = (row: JobCore) => ({ attempts: row.attempts, maxAttempts: row.max
 export type Disposition = "accepted" | "duplicate" | "stale";
 
 /** A job as the agent receives it with its lease. */
-const leasedJob = (jobId: string, leaseToken: string, expires: number, attempt: number, job: Pick<LeasedJob, "module" | "function" | "args" | "timeoutMs">, call: CallRecord | null): LeasedJob => ({
+const leasedJob = (jobId: string, leaseToken: string, expires: number, attempt: number, job: Pick<LeasedJob, "module" | "function" | "args" | "timeoutMs">, call: CallRecord | null, traceparent: string | null | undefined): LeasedJob => ({
   jobId, leaseToken, leaseExpiresAt: expires, attempt, module: job.module, function: job.function, args: job.args, timeoutMs: job.timeoutMs, ...(call ? { call: call.ctx } : {}),
+  ...(traceparent ? { traceparent } : {}),
 });
 export type Refusal = { ok: false; reason: string };
 
@@ -54,26 +56,26 @@ export class JobLifecycle {
   constructor(private readonly p: LifecycleParts) {}
 
   /** enqueue: a new job, CREATED (`start: false`) or QUEUED. */
-  enqueue(jobId: string, spec: JobSubmission, deadline: number | null, now: number, call: CallRecord | null = null) {
-    this.p.sql.run`INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at, change_seq, call, deployment)
-       VALUES (${jobId}, ${spec.start ? "QUEUED" : "CREATED"}, ${spec.priority}, ${spec.module}, ${spec.function}, ${JSON.stringify(spec.args)}, ${spec.timeoutMs}, ${spec.maxAttempts}, ${deadline}, ${now}, ${now}, ${this.p.feed.nextChange()}, ${call ? JSON.stringify(call) : null}, ${call?.ctx.deployment ?? null})`;
+  enqueue(jobId: string, spec: TracedSubmission, deadline: number | null, now: number, call: CallRecord | null = null) {
+    this.p.sql.run`INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, max_attempts, deadline, created_at, updated_at, change_seq, call, deployment, traceparent)
+       VALUES (${jobId}, ${spec.start ? "QUEUED" : "CREATED"}, ${spec.priority}, ${spec.module}, ${spec.function}, ${JSON.stringify(spec.args)}, ${spec.timeoutMs}, ${spec.maxAttempts}, ${deadline}, ${now}, ${now}, ${this.p.feed.nextChange()}, ${call ? JSON.stringify(call) : null}, ${call?.ctx.deployment ?? null}, ${spec.traceparent ?? null})`;
     this.p.feed.schedule();
   }
 
   /** enqueue and lease in one statement (the push fast path): a new job, LEASED for its first attempt. */
-  enqueueLeased(jobId: string, spec: JobSubmission, deadline: number | null, now: number, call: CallRecord | null = null): LeasedJob {
+  enqueueLeased(jobId: string, spec: TracedSubmission, deadline: number | null, now: number, call: CallRecord | null = null): LeasedJob {
     if (!transition("QUEUED", { type: "lease" }, { attempts: 0, maxAttempts: spec.maxAttempts }).ok) throw new Error("the life cycle refuses to lease a new job");
     const leaseToken = randomBase32(16);
     const expires = leaseExpiry(now, "delivered", spec.timeoutMs, this.p.settings);
-    this.p.sql.run`INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, attempts, max_attempts, deadline, lease_token, lease_expires, created_at, updated_at, change_seq, call, deployment)
-       VALUES (${jobId}, 'LEASED', ${spec.priority}, ${spec.module}, ${spec.function}, ${JSON.stringify(spec.args)}, ${spec.timeoutMs}, 1, ${spec.maxAttempts}, ${deadline}, ${leaseToken}, ${expires}, ${now}, ${now}, ${this.p.feed.nextChange()}, ${call ? JSON.stringify(call) : null}, ${call?.ctx.deployment ?? null})`;
+    this.p.sql.run`INSERT INTO jobs (id, state, priority, module, function, args, timeout_ms, attempts, max_attempts, deadline, lease_token, lease_expires, created_at, updated_at, change_seq, call, deployment, traceparent)
+       VALUES (${jobId}, 'LEASED', ${spec.priority}, ${spec.module}, ${spec.function}, ${JSON.stringify(spec.args)}, ${spec.timeoutMs}, 1, ${spec.maxAttempts}, ${deadline}, ${leaseToken}, ${expires}, ${now}, ${now}, ${this.p.feed.nextChange()}, ${call ? JSON.stringify(call) : null}, ${call?.ctx.deployment ?? null}, ${spec.traceparent ?? null})`;
     this.p.feed.schedule();
     this.p.timers.wakeBy(expires);
-    return leasedJob(jobId, leaseToken, expires, 1, spec, call);
+    return leasedJob(jobId, leaseToken, expires, 1, spec, call, spec.traceparent);
   }
 
   /** reject at intake: a job the device cannot run is recorded REJECTED at once, with what is missing. */
-  rejectAtIntake(jobId: string, spec: JobSubmission, deadline: number | null, now: number, missing: string[]) {
+  rejectAtIntake(jobId: string, spec: TracedSubmission, deadline: number | null, now: number, missing: string[]) {
     this.enqueue(jobId, { ...spec, start: false }, deadline, now);
     const error: JobError = { kind: "link-error", message: `device ${this.p.deviceId()} does not provide: ${missing.join(", ")}` };
     this.apply(this.core(jobId)!, { type: "reject" }, now, null, error);
@@ -108,7 +110,7 @@ export class JobLifecycle {
         const expires = leaseExpiry(now, "delivered", row.timeout_ms, this.p.settings);
         this.p.sql.run`UPDATE jobs SET state = 'LEASED', attempts = attempts + 1, lease_token = ${leaseToken}, lease_expires = ${expires}, updated_at = ${now}, change_seq = ${this.p.feed.nextChange()} WHERE id = ${row.id}`;
         const job = { module: row.module, function: row.function, args: JSON.parse(row.args) as Arg[], timeoutMs: row.timeout_ms };
-        leased.push(leasedJob(row.id, leaseToken, expires, row.attempts + 1, job, row.call ? (JSON.parse(row.call) as CallRecord) : null));
+        leased.push(leasedJob(row.id, leaseToken, expires, row.attempts + 1, job, row.call ? (JSON.parse(row.call) as CallRecord) : null, row.traceparent));
       }
     });
     if (leased.length > 0) {
@@ -231,10 +233,17 @@ export class JobLifecycle {
     const waited = this.p.waiters.has(row.id);
     const after = this.p.sql.one<JobRow & { chained: number }>(
       `UPDATE jobs SET state = ?, result = ?, error = ?, lease_expires = NULL, finished_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, change_seq = ?
-       WHERE id = ? RETURNING ${waited ? "*, " : ""}(call IS NOT NULL AND json_extract(call, '$.next') IS NOT NULL) AS chained`,
+       WHERE id = ? RETURNING ${waited ? "*, " : "traceparent, created_at, started_at, "}(call IS NOT NULL AND json_extract(call, '$.next') IS NOT NULL) AS chained`,
       state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, this.p.feed.nextChange(), row.id,
     );
     this.p.output.end(row.id, state);
+    // The device object's line for the job, in the trace of the request that submitted it (docs/observability.md).
+    const trace = parseTraceparent(after?.traceparent);
+    console.log(JSON.stringify({
+      level: "info", msg: "job ended", time: new Date(now).toISOString(), jobId: row.id, device: this.p.deviceId(), state, attempts: row.attempts,
+      ...(after ? { waitMs: (after.started_at ?? now) - after.created_at } : {}), ...(error ? { error: error.kind } : {}),
+      ...(trace ? { trace_id: trace.traceId, parent_span_id: trace.spanId } : {}),
+    }));
     this.p.timers.wakeBy(now + this.p.keepEndedMs());
     this.p.ended(row.id, state, after?.chained === 1, now);
     if (waited && after) this.p.waiters.ended(row.id, jobView(after, this.p.deviceId()));

@@ -67,6 +67,8 @@ export type JobRow = {
   /** JSON NextLink: where a chain step's output went */
   next: string | null;
   deployment: string | null;
+  /** W3C traceparent of the submitting request */
+  traceparent?: string | null;
 };
 
 /** What a call of a deployed function keeps beside its job. */
@@ -123,6 +125,7 @@ export function jobView(row: JobRow, deviceId: string): JobView {
     updatedAt: iso(row.updated_at)!,
     startedAt: iso(row.started_at),
     finishedAt: iso(row.finished_at),
+    traceId: row.traceparent ? row.traceparent.split("-")[1] ?? null : null,
     result,
     error: row.error ? (JSON.parse(row.error) as JobError) : null,
     links: jobLinks(row.id),
@@ -157,4 +160,8 @@ CREATE TABLE index_state (id INTEGER PRIMARY KEY CHECK (id = 1), sent_seq INTEGE
 INSERT INTO index_state (id, sent_seq) VALUES (1, 0);`;
 
 /** One job's listing row as the feed sends it; `change_seq` orders the changes of one job (state DELETED: a tombstone). */
-export type IndexRow = { job_id: string; state: string; function: string; module: string; created_at: number; updated_at: number; change_seq: number };
+export type IndexRow = {
+  job_id: string; state: string; function: string; module: string; created_at: number; updated_at: number; change_seq: number;
+  /** for the index's latency histograms (docs/observability.md); absent from feeds older than them */
+  started_at?: number | null; finished_at?: number | null;
+};

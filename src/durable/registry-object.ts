@@ -112,6 +112,11 @@ export class RegistryObject extends SqlObject<Env> {
     return { deployments: page, next: rows.length > limit ? `${page.at(-1)!.namespace}/${page.at(-1)!.id}` : null };
   }
 
+  /** Listed deployments by source, of one namespace or all (GET /metrics). */
+  async deploymentCounts(namespace: string | null): Promise<{ source: string; n: number }[]> {
+    return this.all<{ source: string; n: number }>`SELECT source, COUNT(*) AS n FROM deployments WHERE removed = 0 AND (${namespace} IS NULL OR namespace = ${namespace}) GROUP BY source`;
+  }
+
   // ---- wasmiot facade labels: the capability a legacy orchestrator carries in a host name ----
 
   /** Issues a new label for the device (an older one stops working); only its hash is kept. */

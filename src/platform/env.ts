@@ -20,6 +20,8 @@ export interface Env {
   /** the device listing's shards (see src/core/device-listing.ts) */
   DEVICE_LIST: Namespace<"DEVICE_LIST">;
   EVENTS: Namespace<"EVENTS">;
+  /** each namespace's audit log (docs/observability.md) */
+  AUDIT: Namespace<"AUDIT">;
   MODULES: R2Bucket;
   /** bootstrap admin credential (a Worker secret; .dev.vars locally) */
   ADMIN_TOKEN?: string;
@@ -47,4 +49,6 @@ export interface Env {
   EVENT_RELAYS?: string;
   /** signs dashboard session cookies (>= 32 characters); unset, a key derived from DEVICE_CREDENTIAL_KEY is used */
   SESSION_KEY?: string;
+  /** how many days audit entries are kept (default 90) */
+  AUDIT_RETENTION_DAYS?: string;
 }

@@ -51,3 +51,5 @@ export function eventRelayStub(env: Env, namespace: string, deviceId: string) {
   const of = eventRelayCount(env);
   return env.EVENTS.get(env.EVENTS.idFromName(`events/${namespace}/relay/${shardOf(deviceId, of)}/${of}`));
 }
+/** A namespace's audit log ("*": actions of keys that span all namespaces). */
+export const auditStub = (env: Env, namespace: string) => env.AUDIT.get(env.AUDIT.idFromName(`audit/${namespace}`));

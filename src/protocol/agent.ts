@@ -77,6 +77,8 @@ export const LeasedJob = z.object({
   timeoutMs: z.number().int(),
   /** a call of a deployed function: runs in that deployment's sandbox directory, with its files */
   call: CallContext.optional(),
+  /** W3C traceparent of the request that submitted the job: the agent logs its trace id and sends it back */
+  traceparent: z.string().max(128).optional(),
 });
 export type LeasedJob = z.infer<typeof LeasedJob>;
 
@@ -106,6 +108,8 @@ export const ResultReport = LeaseRef.extend({
   error: z.object({ kind: FailureKind, message: z.string().max(4096) }).nullable(),
   /** output lines not yet sent while the job ran */
   logs: z.array(LogLine).max(LIMITS.maxLogLines).default([]),
+  /** the job's traceparent as delivered, with the agent's span: the result belongs to the same trace */
+  traceparent: z.string().max(128).optional(),
 });
 export type ResultReport = z.infer<typeof ResultReport>;
 

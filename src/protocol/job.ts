@@ -125,6 +125,8 @@ export const JobView = z.object({
   updatedAt: z.string(),
   startedAt: z.string().nullable(),
   finishedAt: z.string().nullable(),
+  /** W3C trace id of the request that submitted the job (GET /v1/audit and the logs carry the same) */
+  traceId: z.string().nullable().optional(),
   result: JobResult.nullable(),
   error: JobError.nullable(),
   links: z.object({ self: z.string(), result: z.string() }),
@@ -160,3 +162,6 @@ export const JobLogs = z.object({
   done: z.boolean(),
 });
 export type JobLogs = z.infer<typeof JobLogs>;
+
+/** A submission as the Worker hands it to the device object: with the submitting request's W3C traceparent. */
+export type TracedSubmission = JobSubmission & { traceparent?: string | null };

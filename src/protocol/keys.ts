@@ -1,7 +1,7 @@
 import { z } from "zod";
 
-/** admin: everything; user: jobs, modules, devices (read); register: device registration only. */
-export const Role = z.enum(["admin", "user", "register"]);
+/** admin: everything; user: jobs, modules, devices (read); register: device registration only; metrics: GET /metrics only. */
+export const Role = z.enum(["admin", "user", "register", "metrics"]);
 export type Role = z.infer<typeof Role>;
 
 /** A tenant: keys scoped to one see only its devices and jobs. */

@@ -4,7 +4,8 @@ import { HTTPException } from "hono/http-exception";
 import { bodyLimit } from "hono/body-limit";
 import { requestId } from "hono/request-id";
 import { LIMITS } from "../protocol/job.js";
-import { log, problem, setLogLevel, validationProblem, type AppEnv } from "./http.js";
+import { log, problem, setLogLevel, traceFields, validationProblem, type AppEnv } from "./http.js";
+import { continueTrace, formatTraceparent } from "../core/trace.js";
 import { healthRoutes } from "./routes/health.js";
 import { keyRoutes } from "./routes/keys.js";
 import { deviceRoutes } from "./routes/devices.js";
@@ -23,6 +24,9 @@ import { serviceRoutes } from "./routes/services.js";
 import { eventRoutes } from "./routes/events.js";
 import { sessionRoutes } from "./routes/session.js";
 import { commandRoutes } from "./routes/commands.js";
+import { metricsRoutes } from "./routes/metrics.js";
+import { auditRoutes } from "./routes/audit.js";
+import { auditTrail } from "./audit.js";
 import { DEPLOYMENT_LIMITS, DeploymentManifest } from "../protocol/deployment.js";
 import { allowedMethods } from "./methods.js";
 import { FleetEvent } from "../protocol/events.js";
@@ -53,6 +57,20 @@ export function createApp() {
     await next();
   });
   app.use(requestId({ headerName: "x-request-id" }));
+  // W3C trace context: continue the caller's trace (a new span of ours) or start one; answered back.
+  app.use(async (c, next) => {
+    const trace = continueTrace(c.req.header("traceparent"));
+    c.set("trace", trace);
+    await next();
+    const value = formatTraceparent(trace);
+    try {
+      c.res.headers.set("traceparent", value);
+    } catch {
+      // an immutable response (passed through from an object): copy it to add the header
+      c.res = new Response(c.res.body, c.res);
+      c.res.headers.set("traceparent", value);
+    }
+  });
   app.use(async (c, next) => {
     const started = Date.now();
     await next();
@@ -65,9 +83,12 @@ export function createApp() {
       status: c.res.status,
       durationMs: Date.now() - started,
       role: c.get("principal")?.role,
+      ...traceFields(c),
       ...c.get("logFields"),
     });
   });
+  // Records mutating requests once their response is decided (after the log line's fields are in).
+  app.use(auditTrail());
   wasmiotRoutes(app); // first: its host-based requests carry no credential and skip the /v1 limits
 
   // The caller first: a bad credential is refused before the body is measured or read.
@@ -105,6 +126,8 @@ export function createApp() {
   rpcRoutes(app);
   sessionRoutes(app);
   eventRoutes(app);
+  metricsRoutes(app);
+  auditRoutes(app);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
   app.openAPIRegistry.registerComponent("securitySchemes", "session", {
@@ -137,7 +160,7 @@ export function createApp() {
     if (err instanceof HTTPException && err.status < 500) {
       return problem(c, err.status === 415 ? "unsupported-media-type" : "validation", err.message);
     }
-    log("error", "unhandled error", { requestId: c.get("requestId"), path: c.req.path, error: String(err), stack: (err as Error)?.stack });
+    log("error", "unhandled error", { requestId: c.get("requestId"), ...traceFields(c), path: c.req.path, error: String(err), stack: (err as Error)?.stack });
     return problem(c, "internal", "something went wrong on our side; the request id identifies it in the logs");
   });
   return app;

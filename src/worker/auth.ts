@@ -16,7 +16,7 @@ import type { Role } from "../protocol/keys.js";
 import { timingSafeEqual } from "../core/crypto.js";
 import { deviceCredentialKey, verifyDeviceCredentialMac } from "../core/device-credential.js";
 import { TtlCache } from "../core/ttl-cache.js";
-import { log, problem, type AppEnv, type Ctx } from "./http.js";
+import { log, problem, traceFields, type AppEnv, type Ctx } from "./http.js";
 import { registryStub, deviceStub } from "../platform/stubs.js";
 import { CSRF_HEADER, forgetSessionKeys, sessionCookie, verifySession } from "./session.js";
 
@@ -73,7 +73,7 @@ async function identifyCaller(c: Ctx): Promise<Response | null> {
   const identified = await identify(token, c.env);
   if (identified === "device-key-missing") {
     // Not the device's fault: agents must keep retrying, not give up on their credential (they do on a 401).
-    log("error", "a device credential arrived but DEVICE_CREDENTIAL_KEY is not set (or shorter than 32 characters)", { requestId: c.get("requestId") });
+    log("error", "a device credential arrived but DEVICE_CREDENTIAL_KEY is not set (or shorter than 32 characters)", { requestId: c.get("requestId"), ...traceFields(c) });
     return problem(c, "not-configured", "device credentials cannot be checked: the control plane's DEVICE_CREDENTIAL_KEY is not set");
   }
   if (identified === "invalid") return problem(c, "unauthenticated", "the credential is not valid");

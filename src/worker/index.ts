@@ -6,5 +6,6 @@ export { JobIndexObject } from "../durable/job-index-object.js";
 export { DeploymentObject } from "../durable/deployment-object.js";
 export { DeviceListObject } from "../durable/device-list-object.js";
 export { EventsObject } from "../durable/events-object.js";
+export { AuditObject } from "../durable/audit-object.js";
 
 export default createApp();

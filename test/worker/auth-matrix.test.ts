@@ -7,7 +7,7 @@ import fc from "fast-check";
 import { call, registerDevice, routeWalk, ADMIN } from "./helpers.js";
 
 type Operation = { "x-roles"?: string[]; parameters?: { name: string; in: string }[] };
-const ROLES = ["anonymous", "admin", "user", "register", "device"] as const;
+const ROLES = ["anonymous", "admin", "user", "register", "metrics", "device"] as const;
 let tokens: Record<(typeof ROLES)[number], string | null>;
 let doc: { paths: Record<string, Record<string, Operation>> };
 let deviceId: string;
@@ -26,7 +26,8 @@ let concrete: (template: string) => string;
 beforeAll(async () => {
   const walk = await routeWalk("matrix");
   ({ deviceId, digest, concrete } = walk);
-  tokens = { anonymous: null, ...walk.tokens };
+  const metrics = (await call("POST", "/v1/keys", { json: { role: "metrics" } })).body.key;
+  tokens = { anonymous: null, ...walk.tokens, metrics };
   const madeUpId = "d" + Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => BASE32[b & 31]).join("");
   const rotated = await registerDevice("matrix-rotated");
   expect((await call("POST", `/v1/devices/${rotated.deviceId}/credential`)).status).toBe(201);

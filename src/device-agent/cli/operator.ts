@@ -220,11 +220,11 @@ export function operatorCommands(program: Command) {
   const keys = program.command("keys").description("API keys (admin)");
   keys
     .command("create")
-    .argument("<role>", "admin, user or register")
+    .argument("<role>", "admin, user, register or metrics")
     .option("--label <label>")
     .option("--namespace <ns>", "scope the key to one tenant")
     .description("create a key; its secret is shown once")
-    .action(action(async (role: "admin" | "user" | "register", o: { label?: string; namespace?: string }, cmd: Command) => {
+    .action(action(async (role: "admin" | "user" | "register" | "metrics", o: { label?: string; namespace?: string }, cmd: Command) => {
       const { api, out } = await client(cmd);
       const key = await api.createKey(role, o.label, o.namespace);
       print(out, key, () => `${key.key}\n(key ${key.id}, role ${key.role}: store it now, it is not shown again)`, () => [key.key]);

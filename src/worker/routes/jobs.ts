@@ -1,6 +1,7 @@
+import { formatTraceparent } from "../../core/trace.js";
 import { z } from "zod";
 import { derivedJobId, deviceOfJob, JobId } from "../../protocol/ids.js";
-import { JobBatch, JobLogs, JobRef, JobState, JobSubmission, JobView, LIMITS } from "../../protocol/job.js";
+import { JobBatch, JobLogs, JobRef, JobState, JobSubmission, JobView, LIMITS, type TracedSubmission } from "../../protocol/job.js";
 import { DeviceId } from "../../protocol/ids.js";
 import { sha256Hex } from "../../core/crypto.js";
 import type { ProblemType } from "../../protocol/problem.js";
@@ -221,7 +222,7 @@ export function jobRoutes(app: App) {
     if ("type" in checked) return problem(c, checked.type, checked.detail);
     const idempotency = idempotencyKey ? { key: idempotencyKey, bodyHash: await sha256Hex(JSON.stringify(spec)) } : null;
     // The device object mints the job's id: only it knows every id its device's jobs hold.
-    const out = await deviceStub(c.env, spec.device).submit(callerNamespace(c), spec, waitMs, idempotency, checked.requires);
+    const out = await deviceStub(c.env, spec.device).submit(callerNamespace(c), { ...spec, traceparent: formatTraceparent(c.get("trace")) }, waitMs, idempotency, checked.requires);
     return fromOutcome(c, out, ({ done, job, replayed }) => {
       annotate(c, { event: replayed ? "job replayed" : "job queued", jobId: job.id, device: spec.device, function: spec.function });
       return c.json(job, done ? 200 : 202, { Location: job.links.self, ...(replayed ? { "Idempotent-Replayed": "true" } : {}) });
@@ -273,9 +274,10 @@ export function jobRoutes(app: App) {
     if (keyed?.claim === "conflict") return problem(c, "conflict", "this Idempotency-Key was used with a different batch");
     // With a key, ids follow from it (a retry names the same jobs); without one, each device object mints its jobs' ids.
     const ids = keyed ? await Promise.all(jobs.map(async (spec, i) => derivedJobId(spec.device, await sha256Hex(`${keyed.scope}\n${i}`)))) : null;
-    const byDevice = new Map<string, { at: number; jobId?: string; spec: JobSubmission; requires: string[] }[]>();
+    const traceparent = formatTraceparent(c.get("trace"));
+    const byDevice = new Map<string, { at: number; jobId?: string; spec: TracedSubmission; requires: string[] }[]>();
     for (const [at, spec] of jobs.entries()) {
-      byDevice.set(spec.device, [...(byDevice.get(spec.device) ?? []), { at, ...(ids ? { jobId: ids[at]! } : {}), spec, requires: requires[at]! }]);
+      byDevice.set(spec.device, [...(byDevice.get(spec.device) ?? []), { at, ...(ids ? { jobId: ids[at]! } : {}), spec: { ...spec, traceparent }, requires: requires[at]! }]);
     }
     const outs = await mapWithConcurrency([...byDevice], DEVICE_FANOUT, async ([device, mine]): Promise<Outcome<JobRef[]>> => {
       const out = await deviceStub(c.env, device).submitBatch(callerNamespace(c), mine.map(({ at: _at, ...entry }) => entry));

@@ -1,0 +1,13 @@
+import { readFileSync } from "node:fs";
+import { ADMIN } from "./lib.mjs";
+const { unstable_startWorker } = await import("wrangler");
+import { mkdtempSync } from "node:fs"; import { tmpdir } from "node:os"; import { join } from "node:path";
+import { WasmvisorClient } from "../dist/sdk/index.js";
+const worker = await unstable_startWorker({ config: "wrangler.toml", bindings: { ADMIN_TOKEN: { type: "plain_text", value: ADMIN }, DEVICE_CREDENTIAL_KEY: { type: "plain_text", value: "bench-device-credential-key-0123456789abcdef" } }, dev: { server: { hostname: "127.0.0.1", port: 0 }, persist: mkdtempSync(join(tmpdir(), "wv-p-")), inspector: false, logLevel: "warn", watch: false } });
+const url = (await worker.url).toString().replace(/\/$/, "");
+const admin = new WasmvisorClient({ server: url, token: ADMIN });
+const key = (await admin.createKey("register", "x")).key;
+await admin.uploadModule(readFileSync("examples/wasm/fibo.wasm"));
+const rs = await Promise.all(Array.from({length: 50}, () => fetch(`${url}/v1/devices/register`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ description: { platform: { memory: { bytes: 1 }, cpu: { humanReadableName: "s", clockSpeed: { Hz: 1 } } }, supervisorInterfaces: [] } }) }).then(async (x) => x.status + " " + (x.status === 201 ? "" : await x.text()))));
+console.log([...new Set(rs)]);
+await worker.dispose(); process.exit(0);
