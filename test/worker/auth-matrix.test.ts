@@ -99,9 +99,10 @@ describe("the auth matrix with a dashboard session cookie", { timeout: 240_000 }
   const CSRF = { "x-wasmvisor-csrf": "1" };
   const cookieOf = (res: { headers: Headers }) => res.headers.get("set-cookie")!.split(";")[0]!;
   const classOf = (status: number) => (status === 401 || status === 403 ? String(status) : "allowed");
-  const ops = () => Object.entries(doc.paths).flatMap(([p, methods]) => Object.entries(methods).map(([m, op]) => ({ p, m, roles: op["x-roles"]! })));
+  const ops = () => Object.entries(doc.paths).flatMap(([p, methods]) => Object.entries(methods).map(([m, op]) => ({ p, m, op, roles: op["x-roles"]! })));
+  const opOf = (m: string, p: string) => (doc.paths[p] as Record<string, Operation>)[m]!;
   const request = (m: string, p: string, headersExtra: Record<string, string>) =>
-    call(m.toUpperCase(), `${concrete(p)}?wait=0`, { token: null, json: m === "get" || m === "delete" ? undefined : {}, headersExtra });
+    call(m.toUpperCase(), target(p, opOf(m, p)), { token: null, json: m === "get" || m === "delete" ? undefined : {}, headersExtra });
 
   it("acts as its key's role (user), and changes nothing without the CSRF header or from another origin", async () => {
     const login = await call("POST", "/v1/session", { token: tokens.user });
