@@ -112,6 +112,13 @@ export class DeviceObject extends SqlObject<Env> {
     return ok(this.deviceView());
   }
 
+  /** Replaces the labels selectors match on; the listing row is republished at once. */
+  async setLabels(namespace: string | null, labels: Record<string, string>): Promise<Outcome<DeviceView>> {
+    if (!this.visibleTo(namespace)) return fail("not-found", NOT_FOUND);
+    await this.p.presence.setLabels(labels);
+    return ok(this.deviceView());
+  }
+
   private deviceView(): DeviceView {
     const d = this.p.presence.device!;
     return {
@@ -136,9 +143,17 @@ export class DeviceObject extends SqlObject<Env> {
     waitMs = 0,
     idempotency: { key: string; bodyHash: string } | null = null,
     requires: string[] = [],
+    /** JSON of the job's offline policy (job-failover.ts), or null */
+    failover: string | null = null,
   ): Promise<Outcome<{ done: boolean; job: JobView; replayed: boolean }>> {
     if (!this.visibleTo(namespace)) return fail("not-found", `device ${spec.device} is not registered`);
-    return this.p.jobs.submit(spec, waitMs, idempotency, requires);
+    const out = await this.p.jobs.submit(spec, waitMs, idempotency, requires);
+    if (out.ok && failover) {
+      this.p.failover.record(out.value.job.id, JSON.parse(failover), spec, requires);
+      await this.p.timers.reschedule(this.clock.now());
+      out.value.job.failover = this.p.failover.view(out.value.job.id);
+    }
+    return out;
   }
 
   async submitBatch(namespace: string | null, batch: { jobId?: string; spec: JobSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
@@ -159,6 +174,8 @@ export class DeviceObject extends SqlObject<Env> {
 
   async getJob(namespace: string | null, jobId: string): Promise<Outcome<JobView>> {
     const view = this.visibleTo(namespace) ? this.p.jobs.view(jobId) : undefined;
+    const failover = view && this.p.failover.view(jobId);
+    if (view && failover) view.failover = failover;
     return view ? ok(view) : fail("not-found", `no job ${jobId}`);
   }
 
@@ -286,6 +303,7 @@ export class DeviceObject extends SqlObject<Env> {
       this.p.lifecycle.expireDeadlines(this.p.store.deadlinesPassedBy(now), now);
     });
     this.p.presence.checkOnline(now);
+    await this.p.failover.run(now);
     if (this.p.presence.device) await this.p.presence.publishOrRetryLater(); // nothing to send unless something listed changed (or a publish failed before)
     this.p.jobs.dispatch();
     this.p.feed.resume();

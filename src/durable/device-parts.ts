@@ -20,6 +20,7 @@ import { DeviceDeployments } from "./device-deployments.js";
 import { ChainForwards } from "./chain-forward.js";
 import { DeviceCalls } from "./device-calls.js";
 import { AgentSession } from "./agent-session.js";
+import { JobFailover } from "./job-failover.js";
 import type { Clock } from "../core/clock.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
@@ -84,9 +85,12 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     durable: () => ctx.storage.sync(),
   });
 
+  const failover = new JobFailover(sql, clock, env, presence, lifecycle, transaction, (id) => store.state(id));
+
   timers.register((now) => store.dueTimes(now));
+  timers.register(() => failover.dueAt());
   timers.register(() => feed.wakeAt());
   timers.register((now) => retention.dueAt(now));
   timers.register(() => forwards.nextTry());
-  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session };
+  return { settings, transaction, deviceId, timers, presence, link, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, failover };
 }

@@ -3,6 +3,7 @@ import { CALL_COLUMNS, IDEMPOTENCY_TABLE, INDEX_FEED_TABLES, JOB_LOGS_TABLE, JOB
 import { DEPLOYMENT_FLOORS_TABLE, DEPLOYMENT_TABLES } from "./device-deployments.js";
 import { DEVICE_TABLE } from "./device-presence.js";
 import { AGENT_LOGS_TABLE } from "./agent-logs.js";
+import { FAILOVER_TABLE } from "./job-failover.js";
 
 export const DEVICE_MIGRATIONS: readonly string[] = [
   DEVICE_TABLE + JOBS_TABLE,
@@ -19,4 +20,6 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
   "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL; CREATE INDEX idempotency_by_time ON idempotency (created_at)",
   // the index shard this object's feed feeds (index-feed.ts: a new one is fed from the start)
   "ALTER TABLE index_state ADD COLUMN target TEXT",
+  // offline policies of jobs (job-failover.ts), and the last reconcile the agent reported (honest status)
+  FAILOVER_TABLE + "ALTER TABLE deployment_version ADD COLUMN reconciled_at INTEGER; ALTER TABLE deployment_version ADD COLUMN reconcile_note TEXT; ALTER TABLE deployment_version ADD COLUMN reported_version INTEGER",
 ];
