@@ -107,6 +107,35 @@ export class DeviceDeployments {
     return n;
   }
 
+  /** The part this device holds of a deployment (null: none). */
+  part(id: string): DevicePart | null {
+    const row = this.sql.one<Row>("SELECT part FROM deployments WHERE id = ?", id);
+    return row ? (JSON.parse(row.part) as DevicePart) : null;
+  }
+
+  /**
+   * The rollout committed: the generation kept beside `generation` may go. The part changes
+   * in place (same generation, state untouched) and the version bumps, so the agent prunes.
+   */
+  releaseKept(id: string, generation: number): boolean {
+    const part = this.part(id);
+    if (!part || part.generation !== generation || part.keep === undefined) return false;
+    delete part.keep;
+    this.sql.run("UPDATE deployments SET part = ? WHERE id = ? AND generation = ?", JSON.stringify(part), id, generation);
+    this.bump();
+    return true;
+  }
+
+  /** Calls of a deployment created since `since` that ended: how many, and how many failed (FAILED, TIMED_OUT, REJECTED). */
+  callOutcomes(id: string, since: number): { calls: number; failed: number } {
+    const r = this.sql.one<{ calls: number; failed: number }>(
+      `SELECT COUNT(*) AS calls, COALESCE(SUM(state IN ('FAILED', 'TIMED_OUT', 'REJECTED')), 0) AS failed FROM jobs
+       WHERE deployment = ? AND created_at >= ? AND state IN ('SUCCEEDED', 'FAILED', 'TIMED_OUT', 'REJECTED')`,
+      id, since,
+    );
+    return r ?? { calls: 0, failed: 0 };
+  }
+
   /** A described function of a deployment on this device, or why there is none (wasmiot's wording). */
   lookup(deployment: string, module: string, fn: string): { ok: true; ref: FunctionRef } | { ok: false; detail: string } {
     const row = this.sql.one<Row>("SELECT part FROM deployments WHERE id = ?", deployment);

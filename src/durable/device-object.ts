@@ -18,6 +18,7 @@ import type { CallRequest } from "./call-intake.js";
 import type { Env } from "../platform/env.js";
 import { isTerminal, type JobLogs, type JobRef, type JobSubmission, type JobView } from "../protocol/job.js";
 import type { AppliedReport, DesiredDeployments, DevicePart, DeviceDeploymentStatus } from "../protocol/deployment.js";
+import type { DeviceHealthSample } from "../protocol/rollout.js";
 import type { DeviceDescription, DeviceView, Health } from "../protocol/device.js";
 import { WS_PING, WS_PONG, type AgentLogLine, type Delivery, type Heartbeat, type LeaseRef, type LogBatch, type ResultReport } from "../protocol/agent.js";
 import { iso } from "../core/time.js";
@@ -243,6 +244,27 @@ export class DeviceObject extends SqlObject<Env> {
 
   async deploymentStatus(namespace: string | null, id: string): Promise<DeviceDeploymentStatus | null> {
     return this.visibleTo(namespace) ? this.p.deployments.status(id, this.p.deviceId()) : null;
+  }
+
+  // ---- rollouts (rollout-object.ts): the part held, the gate's sample, releasing the kept generation ----
+
+  async deploymentPart(namespace: string | null, id: string): Promise<DevicePart | null> {
+    return this.visibleTo(namespace) ? this.p.deployments.part(id) : null;
+  }
+
+  /** What a rollout's health gate reads: this deployment's state here, silence, and its calls since `since`. */
+  async rolloutSample(namespace: string | null, id: string, since: number): Promise<DeviceHealthSample | null> {
+    if (!this.visibleTo(namespace)) return null;
+    const d = this.p.presence.device!;
+    const status = this.p.deployments.status(id, d.id);
+    const calls = this.p.deployments.callOutcomes(id, since);
+    return { deploymentState: status?.state ?? null, deploymentReason: status?.reason ?? null, generation: status?.generation ?? null, silentMs: d.last_seen === null ? null : this.clock.now() - d.last_seen, calls: calls.calls, failedCalls: calls.failed };
+  }
+
+  async releaseKept(namespace: string | null, id: string, generation: number): Promise<boolean> {
+    if (!this.visibleTo(namespace) || !this.p.deployments.releaseKept(id, generation)) return false;
+    this.p.deviceCalls.notifyDeployments();
+    return true;
   }
 
   async desiredDeployments(secret: string): Promise<Outcome<DesiredDeployments>> {

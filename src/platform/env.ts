@@ -19,6 +19,8 @@ export interface Env {
   DEPLOYMENTS: Namespace<"DEPLOYMENTS">;
   /** the device listing's shards (see src/core/device-listing.ts) */
   DEVICE_LIST: Namespace<"DEVICE_LIST">;
+  /** staged rollouts, one object per rollout (src/durable/rollout-object.ts) */
+  ROLLOUTS: Namespace<"ROLLOUTS">;
   MODULES: R2Bucket;
   /** bootstrap admin credential (a Worker secret; .dev.vars locally) */
   ADMIN_TOKEN?: string;

@@ -5,5 +5,6 @@ export { RegistryObject } from "../durable/registry-object.js";
 export { JobIndexObject } from "../durable/job-index-object.js";
 export { DeploymentObject } from "../durable/deployment-object.js";
 export { DeviceListObject } from "../durable/device-list-object.js";
+export { RolloutObject } from "../durable/rollout-object.js";
 
 export default createApp();
