@@ -29,7 +29,8 @@ export const DEPLOYMENT_FLOORS_TABLE = `
 CREATE TABLE deployment_floors (id TEXT PRIMARY KEY, generation INTEGER NOT NULL);
 INSERT INTO deployment_floors (id, generation) SELECT id, generation FROM deployments;`;
 
-type Row = { id: string; generation: number; part: string; state: DeploymentState; reason: string | null; updated_at: number };
+type Row = { id: string; generation: number; part: string; state: DeploymentState; reason: string | null; updated_at: number; applied_generation: number | null };
+type VersionRow = { version: number; reconciled_at: number | null; reconcile_note: string | null; fetched_version: number | null; fetched_at: number | null };
 
 export type FunctionRef = { part: DevicePart; digest: string; spec: FunctionSpec };
 
@@ -95,16 +96,44 @@ export class DeviceDeployments {
   /** What the agent must hold; parts it has not reported on yet become `applying`. */
   desired(): { version: number; deployments: DevicePart[] } {
     this.sql.run("UPDATE deployments SET state = 'applying', updated_at = ? WHERE state = 'pending'", this.clock.now());
+    this.sql.run("UPDATE deployment_version SET fetched_version = version, fetched_at = ?", this.clock.now());
     return { version: this.version, deployments: this.sql.all<Row>("SELECT * FROM deployments ORDER BY id").map((r) => JSON.parse(r.part) as DevicePart) };
   }
 
   /** The agent's word on each part; a report on an older generation changes nothing. */
   report(states: AppliedReport["states"]): number {
     let n = 0;
+    const now = this.clock.now();
     for (const s of states) {
-      n += this.sql.run`UPDATE deployments SET state = ${s.state}, reason = ${s.reason}, updated_at = ${this.clock.now()} WHERE id = ${s.deployment} AND generation = ${s.generation}`;
+      n += this.sql.run`UPDATE deployments SET state = ${s.state}, reason = ${s.reason}, updated_at = ${now},
+        applied_generation = CASE WHEN ${s.state} = 'active' THEN ${s.generation} ELSE applied_generation END
+        WHERE id = ${s.deployment} AND generation = ${s.generation}`;
     }
+    const note = states.map((s) => `${s.deployment} g${s.generation} ${s.state}${s.reason ? `: ${s.reason}` : ""}`).join("; ").slice(0, 2000);
+    this.sql.run("UPDATE deployment_version SET reconciled_at = ?, reconcile_note = ?", now, note);
     return n;
+  }
+
+  /** Desired against actual, and every difference in words (GET /v1/devices/:id). */
+  reconcileView() {
+    const v = this.sql.one<VersionRow>("SELECT * FROM deployment_version")!;
+    const deployments = this.sql.all<Row>("SELECT id, generation, state, reason, updated_at, applied_generation FROM deployments ORDER BY id").map((r) => ({
+      deployment: r.id, desiredGeneration: r.generation, appliedGeneration: r.applied_generation, state: r.state, reason: r.reason, updatedAt: iso(r.updated_at)!,
+    }));
+    const drift: string[] = [];
+    if (v.fetched_version === null) drift.push(deployments.length > 0 ? `the agent has not fetched its desired state (version ${v.version})` : "");
+    else if (v.fetched_version < v.version) drift.push(`the agent last fetched desired state version ${v.fetched_version}; it is at ${v.version}`);
+    for (const d of deployments) {
+      if (d.state === "active") continue;
+      const running = d.appliedGeneration === null ? "nothing applied" : `generation ${d.appliedGeneration} applied`;
+      drift.push(`${d.deployment}: generation ${d.desiredGeneration} is ${d.state}${d.reason ? ` (${d.reason})` : ""}; ${running}`);
+    }
+    const real = drift.filter(Boolean);
+    return {
+      desiredVersion: v.version, fetchedVersion: v.fetched_version, fetchedAt: iso(v.fetched_at),
+      lastReconcileAt: iso(v.reconciled_at), lastReconcileReason: v.reconcile_note,
+      deployments, drift: real, inSync: real.length === 0,
+    };
   }
 
   /** The part this device holds of a deployment (null: none). */

@@ -122,17 +122,27 @@ export class DeviceObject extends SqlObject<Env> {
 
   private deviceView(): DeviceView {
     const d = this.p.presence.device!;
+    const now = this.clock.now();
     return {
       id: d.id,
       namespace: d.namespace,
       name: d.name,
-      status: d.status,
+      // Honest at once: a device silent past the timeout is shown offline even before the alarm records it.
+      status: d.status === "online" && d.last_seen !== null && now - d.last_seen <= this.p.settings.heartbeatTimeoutMs ? "online" : "offline",
       description: JSON.parse(d.description) as DeviceDescription,
       health: d.health ? { ...(JSON.parse(d.health) as Health), at: iso(d.health_at)! } : null,
       registeredAt: iso(d.registered_at)!,
       lastSeenAt: iso(d.last_seen),
       queue: this.p.store.queueCounts(),
       drained: d.drained === 1,
+      freshness: {
+        asOf: iso(now)!,
+        silentMs: d.last_seen === null ? null : now - d.last_seen,
+        heartbeatTimeoutMs: this.p.settings.heartbeatTimeoutMs,
+        stale: d.last_seen === null || now - d.last_seen > this.p.settings.heartbeatTimeoutMs,
+        healthAgeMs: d.health_at === null ? null : now - d.health_at,
+      },
+      reconcile: this.p.deployments.reconcileView(),
     };
   }
 

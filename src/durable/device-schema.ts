@@ -21,5 +21,7 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
   // the index shard this object's feed feeds (index-feed.ts: a new one is fed from the start)
   "ALTER TABLE index_state ADD COLUMN target TEXT",
   // offline policies of jobs (job-failover.ts), and the last reconcile the agent reported (honest status)
-  FAILOVER_TABLE + "ALTER TABLE deployment_version ADD COLUMN reconciled_at INTEGER; ALTER TABLE deployment_version ADD COLUMN reconcile_note TEXT; ALTER TABLE deployment_version ADD COLUMN reported_version INTEGER",
+  FAILOVER_TABLE +
+    "ALTER TABLE deployment_version ADD COLUMN reconciled_at INTEGER; ALTER TABLE deployment_version ADD COLUMN reconcile_note TEXT; ALTER TABLE deployment_version ADD COLUMN fetched_version INTEGER; ALTER TABLE deployment_version ADD COLUMN fetched_at INTEGER;" +
+    "ALTER TABLE deployments ADD COLUMN applied_generation INTEGER",
 ];

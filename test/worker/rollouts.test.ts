@@ -218,3 +218,39 @@ describe("staged rollouts", () => {
     expect(none.body.candidates[0].reasons[0]).toMatch(/^label fleet is /);
   });
 });
+
+describe("honest device status", () => {
+  it("shows desired against actual, the drift in words, the last reconcile and how stale the view is", async () => {
+    const [d] = await fleet("honest", 1);
+    const view = async () => (await call("GET", `/v1/devices/${d!.deviceId}`, { token: user })).body;
+    let v = await view();
+    expect(v.reconcile).toMatchObject({ desiredVersion: 0, inSync: true, drift: [], deployments: [] });
+    expect(v.freshness).toMatchObject({ silentMs: 0, stale: false });
+    expect(v.status).toBe("online");
+
+    await call("POST", "/v1/deployments", { token: user, body: await sign(version1("svc-honest", "honest")), type: "application/jose" });
+    v = await view();
+    expect(v.reconcile.inSync).toBe(false);
+    expect(v.reconcile.drift[0]).toBe("the agent has not fetched its desired state (version 1)");
+    const generation = v.reconcile.deployments[0].desiredGeneration;
+    expect(v.reconcile.deployments[0]).toMatchObject({ deployment: "svc-honest", appliedGeneration: null, state: "pending" });
+
+    await apply(d!, "failed");
+    v = await view();
+    expect(v.reconcile.drift).toEqual([`svc-honest: generation ${generation} is failed (simulated); nothing applied`]);
+    expect(v.reconcile.lastReconcileReason).toBe(`svc-honest g${generation} failed: simulated`);
+    expect(v.reconcile.lastReconcileAt).not.toBeNull();
+
+    // The agent applies it on its next try: in sync.
+    await call("POST", "/v1/agent/deployments/status", { token: d!.credential, json: { states: [{ deployment: "svc-honest", generation, state: "active", reason: null }] } });
+    v = await view();
+    expect(v.reconcile).toMatchObject({ inSync: true, drift: [], fetchedVersion: 1 });
+    expect(v.reconcile.deployments[0]).toMatchObject({ appliedGeneration: generation, state: "active" });
+
+    // Silent past the heartbeat timeout: stale and offline at once, before any alarm ran.
+    await runInDurableObject(deviceObject(d!.deviceId), (obj) => obj.clock.set(T0 + 5_000));
+    v = await view();
+    expect(v.freshness).toMatchObject({ silentMs: 5_000, stale: true, healthAgeMs: 5_000 });
+    expect(v.status).toBe("offline");
+  });
+});
