@@ -5,16 +5,26 @@ import { readFileSync } from "node:fs";
 
 const DESCRIPTION = { platform: { memory: { bytes: 1 << 30 }, cpu: { humanReadableName: "sim", clockSpeed: { Hz: 1e9 } } }, supervisorInterfaces: [] };
 
-/** `credit`: jobs each simulated agent takes at once (it answers at once, so it is always free again). */
-export async function fleet(cp, registerKey, k, credit = 1) {
+/**
+ * `credit`: jobs each simulated agent takes at once (it answers at once, so it is always free again).
+ * `opts.description`: what the devices declare (labels for selectors); `opts.onDeployments(device, ws)`:
+ * called when the control plane says the desired deployments changed; `opts.heartbeatMs`: send a
+ * heartbeat over each socket this often (also returned: `lastBeat(deviceId)` and `silence(deviceId)`).
+ */
+export async function fleet(cp, registerKey, k, credit = 1, opts = {}) {
   const module = await WebAssembly.compile(readFileSync("examples/wasm/fibo.wasm"));
   const devices = [];
-  const reg = async () => {
-    const r = await fetch(`${cp.url}/v1/devices/register`, { method: "POST", headers: { authorization: `Bearer ${registerKey}`, "content-type": "application/json" }, body: JSON.stringify({ description: DESCRIPTION }) });
-    if (!r.ok) throw new Error(`register: ${r.status}`);
+  const reg = async (_, attempt = 0) => {
+    const r = await fetch(`${cp.url}/v1/devices/register`, { method: "POST", headers: { authorization: `Bearer ${registerKey}`, "content-type": "application/json" }, body: JSON.stringify({ description: opts.description ?? DESCRIPTION }) });
+    // An overloaded local runtime answers 503 now and then: try again a few times.
+    if (r.status >= 500 && attempt < 8) {
+      await new Promise((res) => setTimeout(res, 250 * 2 ** attempt));
+      return reg(_, attempt + 1);
+    }
+    if (!r.ok) throw new Error(`register: ${r.status} ${await r.text()}`);
     return r.json();
   };
-  for (let i = 0; i < k; i += 50) devices.push(...(await Promise.all(Array.from({ length: Math.min(50, k - i) }, reg))));
+  for (let i = 0; i < k; i += 50) devices.push(...(await Promise.all(Array.from({ length: Math.min(50, k - i) }, (_, j) => reg(j)))));
 
   let done = 0;
   let allDone;
@@ -31,6 +41,10 @@ export async function fleet(cp, registerKey, k, credit = 1) {
       ws.on("error", reject);
       ws.on("message", (data) => {
         const m = JSON.parse(String(data));
+        if (m.t === "deployments") {
+          opts.onDeployments?.(d, ws, m.version);
+          return;
+        }
         if (m.t === "reported") {
           if (++done === k) allDone();
           return;
@@ -44,5 +58,25 @@ export async function fleet(cp, registerKey, k, credit = 1) {
       });
     });
   for (let i = 0; i < devices.length; i += 100) sockets.push(...(await Promise.all(devices.slice(i, i + 100).map(open))));
-  return { devices, sockets, finished, close: () => sockets.forEach((s) => s.close()) };
+  const lastBeat = new Map();
+  const silenced = new Set();
+  const HEALTH = { cpuPercent: 1, memoryUsedBytes: 1, memoryTotalBytes: 2, loadAverage: [0, 0, 0], uptimeSeconds: 1, diskFreeBytes: 1, jobsRunning: 0 };
+  let beats = 1_000_000;
+  const beat = () => {
+    for (const [i, ws] of sockets.entries()) {
+      const id = devices[i].deviceId;
+      if (silenced.has(id) || ws.readyState !== WebSocket.OPEN) continue;
+      ws.send(JSON.stringify({ t: "heartbeat", id: beats++, health: HEALTH, runningJobs: [], logs: [] }));
+      lastBeat.set(id, Date.now());
+    }
+  };
+  const timer = opts.heartbeatMs ? setInterval(beat, opts.heartbeatMs) : null;
+  if (timer) beat();
+  /** Stops a device's heartbeats and closes its socket; answers when it was last heard. */
+  const silence = (deviceId) => {
+    silenced.add(deviceId);
+    sockets[devices.findIndex((d) => d.deviceId === deviceId)]?.close();
+    return lastBeat.get(deviceId);
+  };
+  return { devices, sockets, finished, lastBeat, silence, close: () => { if (timer) clearInterval(timer); sockets.forEach((s) => s.close()); } };
 }

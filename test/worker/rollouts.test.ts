@@ -209,6 +209,24 @@ describe("staged rollouts", () => {
     expect((await call("GET", "/v1/rollouts/nope", { token: user })).status).toBe(404);
   });
 
+  it("sends at most maxPerMinute devices a minute", async () => {
+    const devs = await fleet("rate", 3);
+    expect((await startRollout("ro-rate", "rate", { strategy: { waveSize: { count: 3 }, maxPerMinute: 1 }, gate: { soakMs: 0 } })).status).toBe(201);
+    const ro = rolloutObject(NS, "ro-rate");
+    const sent = async () => (await show("ro-rate")).devices.filter((x: { state: string }) => x.state !== "pending").length;
+    await runDurableObjectAlarm(ro);
+    expect(await sent()).toBe(1);
+    await at(T0 + 59_000, ro, devs);
+    await runDurableObjectAlarm(ro);
+    expect(await sent()).toBe(1);
+    await at(T0 + 60_000, ro, devs);
+    await runDurableObjectAlarm(ro);
+    expect(await sent()).toBe(2);
+    await at(T0 + 120_000, ro, devs);
+    await runDurableObjectAlarm(ro);
+    expect(await sent()).toBe(3);
+  });
+
   it("refuses a manifest without a selector, and a selector that matches nothing (422 with reasons)", async () => {
     const noSel = await call("POST", "/v1/rollouts", { token: user, json: { deployment: await sign({ ...version2("x", "none"), selector: undefined, modules: [{ ...version2("x", "none").modules[0], devices: ["daaaaaaaaaaaaaaaa"] }] }), strategy: { waveSize: { count: 1 } } } });
     expect(noSel.status).toBe(422);
