@@ -26,23 +26,25 @@ try {
   // A simulated agent applies at once what it is told and reports it (it holds no files).
   const onDeployments = async (d) => {
     const auth = { authorization: `Bearer ${d.credential}` };
-    const desired = await (await fetch(`${cp.url}/v1/agent/deployments`, { headers: auth })).json();
+    const desired = await (await fetch(`${cp.url}/v1/agent/deployments`, { headers: auth, signal: AbortSignal.timeout(60_000) })).json();
     const states = desired.deployments.map((p) => ({ deployment: p.deployment, generation: p.generation, state: "active", reason: null }));
     if (!states.length) return;
-    await fetch(`${cp.url}/v1/agent/deployments/status`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ states }) });
+    await fetch(`${cp.url}/v1/agent/deployments/status`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ states }), signal: AbortSignal.timeout(60_000) });
     if (!applied.has(d.deviceId)) applied.set(d.deviceId, Date.now() - t0);
   };
   const registerStart = Date.now();
-  const sim = await fleet(cp, register, N, 1, { description, onDeployments, heartbeatMs: 10_000 });
+  const sim = await fleet(cp, register, N, 1, { description, onDeployments, heartbeatMs: 10_000, heartbeatDevices: 2, progress: (m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`) });
   console.log(`${N} simulated devices registered and connected in ${((Date.now() - registerStart) / 1000).toFixed(1)} s`);
   await new Promise((r) => setTimeout(r, 2_000)); // the listing has every device online
 
-  const manifest = { id: "fleet-app", selector: { labels: { fleet: "sim" } }, modules: [{ name: "fibo", digest, functions: { fibo: { params: [{ name: "n", type: "integer" }], result: "integer" } }, mounts: [{ name: "v2.txt", base64: btoa("v2") }] }] };
+  // Targets whether or not they are online now: only 2 simulated agents send heartbeats (1,000 every
+  // 10 s would be 100 requests/s on a shared 2-core machine), so the gate's silence limit is set wide.
+  const manifest = { id: "fleet-app", selector: { labels: { fleet: "sim" }, online: null }, modules: [{ name: "fibo", digest, functions: { fibo: { params: [{ name: "n", type: "integer" }], result: "integer" } }, mounts: [{ name: "v2.txt", base64: btoa("v2") }] }] };
   const jws = await new SignJWT({ deployment: manifest }).setProtectedHeader({ alg: "EdDSA", kid }).setIssuedAt().setExpirationTime("5m").setJti(crypto.randomUUID()).sign(pair.privateKey);
   const strategy = { waveSize: { percent: 5 }, exponentialRate: { incrementFactor: 2 } };
-  const gate = { soakMs: 5_000, maxSilenceMs: 60_000, applyTimeoutMs: 60_000 };
+  const gate = { soakMs: 5_000, maxSilenceMs: 3_600_000, applyTimeoutMs: 120_000 };
   t0 = Date.now();
-  const started = await api("POST", "/v1/rollouts", { id: "bench-rollout", deployment: jws, strategy, gate });
+  const started = await api("POST", "/v1/rollouts", { id: "bench-rollout", deployment: jws, strategy, gate, rollback: { failureThreshold: { percent: 5 } } });
   if (started.status !== 201) throw new Error(JSON.stringify(started.body));
   console.log(`rollout started: ${started.body.targets} targets, waves ${started.body.waves.map((w) => w.size).join(", ")}, soak ${gate.soakMs} ms (POST took ${Date.now() - t0} ms)`);
   let at95 = null;
@@ -54,13 +56,17 @@ try {
     if (["committed", "rolled_back", "aborted"].includes(view.state)) break;
     if (Date.now() - t0 > 15 * 60_000) throw new Error(`rollout still ${view.state} after 15 min`);
   }
-  if (at95 === null) at95 = [...applied.values()].sort((a, b) => a - b)[Math.ceil(0.95 * N) - 1];
+  if (at95 === null) at95 = [...applied.values()].sort((a, b) => a - b)[Math.ceil(0.95 * N) - 1] ?? NaN;
+  console.log(`waves: ${view.waves.map((w) => `${w.index}:${w.size} ${w.state} ${JSON.stringify(w.gate)}`).join(" | ")}`);
+  if (view.rollbackReason) console.log(`rollback: ${JSON.stringify(view.rollbackReason).slice(0, 1500)}`);
   const soaks = view.waves.length * gate.soakMs;
   console.log(`rollout ${view.state}: ${JSON.stringify(view.counts)}; 95% of ${N} devices applied the new version ${(at95 / 1000).toFixed(1)} s after the POST; all waves passed and committed after ${((Date.parse(view.updatedAt) - t0) / 1000).toFixed(1)} s (of which ${soaks / 1000} s are the ${view.waves.length} soaks)`);
 
-  // Failover: a job bound to a device that then goes silent moves after afterMs.
+  // Failover: a job bound to one of the two heartbeating devices (labelled standby=pair) moves to
+  // the other after the first has been silent for afterMs.
   const afterMs = 5_000;
-  const job = await api("POST", "/v1/jobs", { selector: { labels: { fleet: "sim" } }, module: digest, function: "fibo", args: [10], start: false, failover: { onOffline: "move", afterMs } });
+  for (const d of sim.devices.slice(0, 2)) await api("PUT", `/v1/devices/${d.deviceId}/labels`, { labels: { fleet: "sim", standby: "pair" } });
+  const job = await api("POST", "/v1/jobs", { selector: { labels: { standby: "pair" } }, module: digest, function: "fibo", args: [10], start: false, failover: { onOffline: "move", afterMs } });
   if (job.status !== 202) throw new Error(JSON.stringify(job.body));
   const lastBeat = sim.silence(job.body.device);
   let moved;
