@@ -21,19 +21,33 @@ try {
   const digest = (await up.json()).digest;
 
   const applied = new Map(); // deviceId -> ms when it reported the rollout's version active
+  let retries = 0;
   let t0 = 0;
   const description = { platform: { memory: { bytes: 1 << 30 }, cpu: { humanReadableName: "sim", clockSpeed: { Hz: 1e9 }, arch: "x64" } }, supervisorInterfaces: [], capabilities: { cameras: [], sensors: [], labels: { fleet: "sim" } } };
   // A simulated agent applies at once what it is told and reports it (it holds no files).
-  const onDeployments = async (d) => {
+  // Like the real agent, it tries again until the control plane has its report (a loaded local runtime answers 5xx now and then).
+  const onDeployments = async (d, _ws, _version, attempt = 0) => {
     const auth = { authorization: `Bearer ${d.credential}` };
-    const desired = await (await fetch(`${cp.url}/v1/agent/deployments`, { headers: auth, signal: AbortSignal.timeout(60_000) })).json();
-    const states = desired.deployments.map((p) => ({ deployment: p.deployment, generation: p.generation, state: "active", reason: null }));
-    if (!states.length) return;
-    await fetch(`${cp.url}/v1/agent/deployments/status`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ states }), signal: AbortSignal.timeout(60_000) });
-    if (!applied.has(d.deviceId)) applied.set(d.deviceId, Date.now() - t0);
+    try {
+      const got = await fetch(`${cp.url}/v1/agent/deployments`, { headers: auth, signal: AbortSignal.timeout(60_000) });
+      if (!got.ok) throw new Error(`desired: ${got.status}`);
+      const desired = await got.json();
+      const states = desired.deployments.map((p) => ({ deployment: p.deployment, generation: p.generation, state: "active", reason: null }));
+      if (!states.length) return;
+      const sent = await fetch(`${cp.url}/v1/agent/deployments/status`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ states }), signal: AbortSignal.timeout(60_000) });
+      if (!sent.ok) throw new Error(`status: ${sent.status}`);
+      if (!applied.has(d.deviceId)) applied.set(d.deviceId, Date.now() - t0);
+    } catch (e) {
+      retries++;
+      if (attempt < 8) {
+        await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+        return onDeployments(d, _ws, _version, attempt + 1);
+      }
+      console.error(`device ${d.deviceId} gave up reporting: ${e}`);
+    }
   };
   const registerStart = Date.now();
-  const sim = await fleet(cp, register, N, 1, { description, onDeployments, heartbeatMs: 10_000, heartbeatDevices: 2, progress: (m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`) });
+  const sim = await fleet(cp, register, N, 1, { description, onDeployments, heartbeatMs: 5_000, heartbeatDevices: 2, progress: (m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`) });
   console.log(`${N} simulated devices registered and connected in ${((Date.now() - registerStart) / 1000).toFixed(1)} s`);
   await new Promise((r) => setTimeout(r, 2_000)); // the listing has every device online
 
@@ -57,6 +71,7 @@ try {
     if (Date.now() - t0 > 15 * 60_000) throw new Error(`rollout still ${view.state} after 15 min`);
   }
   if (at95 === null) at95 = [...applied.values()].sort((a, b) => a - b)[Math.ceil(0.95 * N) - 1] ?? NaN;
+  console.log(`simulated agents' report retries: ${retries}`);
   console.log(`waves: ${view.waves.map((w) => `${w.index}:${w.size} ${w.state} ${JSON.stringify(w.gate)}`).join(" | ")}`);
   if (view.rollbackReason) console.log(`rollback: ${JSON.stringify(view.rollbackReason).slice(0, 1500)}`);
   const soaks = view.waves.length * gate.soakMs;
@@ -64,10 +79,14 @@ try {
 
   // Failover: a job bound to one of the two heartbeating devices (labelled standby=pair) moves to
   // the other after the first has been silent for afterMs.
-  const afterMs = 5_000;
+  const afterMs = 15_000; // longer than the heartbeat interval, or the policy would fire between two heartbeats
   for (const d of sim.devices.slice(0, 2)) await api("PUT", `/v1/devices/${d.deviceId}/labels`, { labels: { fleet: "sim", standby: "pair" } });
   const job = await api("POST", "/v1/jobs", { selector: { labels: { standby: "pair" } }, module: digest, function: "fibo", args: [10], start: false, failover: { onOffline: "move", afterMs } });
   if (job.status !== 202) throw new Error(JSON.stringify(job.body));
+  // Go silent right after a heartbeat was sent, so the silence is measured from it.
+  const before = sim.lastBeat.get(job.body.device);
+  while (sim.lastBeat.get(job.body.device) === before) await new Promise((r) => setTimeout(r, 5));
+  await new Promise((r) => setTimeout(r, 200)); // it reaches the device object
   const lastBeat = sim.silence(job.body.device);
   let moved;
   for (;;) {
