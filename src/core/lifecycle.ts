@@ -16,6 +16,8 @@
  *     (the device's agent finished an earlier attempt after its lease ran out: running it again
  *     would be a duplicate, so a final outcome of that run ends the job)
  *   any non-terminal --cancel--> CANCELED
+ *   CREATED|QUEUED|LEASED|RUNNING --device_lost--> EXPIRED (the job's offline policy, expire or move:
+ *     its device was silent past afterMs; the lease is fenced, a late result from it changes nothing)
  */
 import { isTerminal, type FailureKind, type JobState } from "../protocol/job.js";
 import type { ResultReport } from "../protocol/agent.js";
@@ -32,7 +34,8 @@ export type JobEvent =
   | { type: "lease_expired" }
   | { type: "deadline_passed" }
   | { type: "late_result"; outcome: "succeeded" | "failed" | "rejected" }
-  | { type: "cancel" };
+  | { type: "cancel" }
+  | { type: "device_lost" };
 
 export interface AttemptCounts {
   /** attempts started so far, including the one that just ended */
@@ -83,6 +86,8 @@ export function transition(from: JobState, event: JobEvent, counts: AttemptCount
       return WAITING.has(from) ? done("EXPIRED") : illegal();
     case "cancel":
       return isTerminal(from) ? illegal() : done("CANCELED");
+    case "device_lost":
+      return isTerminal(from) ? illegal() : done("EXPIRED");
     case "late_result":
       if (!(ACTIVE.has(from) || (from === "QUEUED" && counts.attempts > 0))) return illegal();
       return done(event.outcome === "succeeded" ? "SUCCEEDED" : event.outcome === "rejected" ? "REJECTED" : "FAILED");

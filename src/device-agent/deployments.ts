@@ -119,7 +119,11 @@ export class DeploymentSet {
     const states: AppliedReport["states"] = [];
     const wanted = new Map(desired.deployments.map((p) => [p.deployment, p.generation]));
     for (const part of desired.deployments) {
-      if (this.applied.get(part.deployment) === part.generation) continue;
+      if (this.applied.get(part.deployment) === part.generation) {
+        // Same generation, maybe without its kept one now (the rollout committed): drop what is no longer kept.
+        await this.pruneGenerations(part).catch(() => undefined);
+        continue;
+      }
       if (this.applied.has(part.deployment)) this.onRetired(part.deployment);
       try {
         await this.apply(part);
@@ -141,10 +145,9 @@ export class DeploymentSet {
 
   private async apply(part: DevicePart) {
     const base = join(this.root, part.deployment);
-    // Older generations of this deployment go: a redeploy starts from clean directories.
-    for (const entry of await readdir(base).catch(() => [] as string[])) {
-      if (entry !== `g${part.generation}`) await rm(join(base, entry), { recursive: true, force: true });
-    }
+    // Files already on disk from other generations (a rollout's kept previous version): a rollback
+    // to them copies instead of downloading.
+    const onDisk = await this.filesByDigest(base);
     for (const m of part.modules) {
       await this.modules.get(m.digest); // fetched, verified and compiled before the first call
       const dir = this.dir(part.deployment, part.generation, m.name);
@@ -153,13 +156,41 @@ export class DeploymentSet {
         const dest = join(dir, file.name);
         const present = await readFile(dest).catch(() => null);
         if (present && (await sha256Hex(present)) === file.digest) continue;
-        const bytes = await this.client.dataFile(part.deployment, file.digest);
+        const local = onDisk.get(file.digest);
+        const kept = local ? await readFile(local).catch(() => null) : null;
+        const bytes = kept && (await sha256Hex(kept)) === file.digest ? kept : await this.client.dataFile(part.deployment, file.digest);
         const actual = await sha256Hex(bytes);
         if (actual !== file.digest) throw new Error(`data file ${file.name} arrived with sha256 ${actual}, expected ${file.digest}`);
         await writeFile(`${dest}.tmp`, bytes);
         await rename(`${dest}.tmp`, dest);
       }
     }
+    await this.pruneGenerations(part);
+  }
+
+  /** Older generations of a deployment go (a redeploy runs from clean directories), except the one the part says to keep. */
+  private async pruneGenerations(part: DevicePart) {
+    const base = join(this.root, part.deployment);
+    const keep = new Set([`g${part.generation}`, ...(part.keep !== undefined ? [`g${part.keep}`] : [])]);
+    for (const entry of await readdir(base).catch(() => [] as string[])) {
+      if (!keep.has(entry)) await rm(join(base, entry), { recursive: true, force: true });
+    }
+  }
+
+  /** Every file under a deployment's generation directories, by content: sha256 -> path. */
+  private async filesByDigest(base: string): Promise<Map<string, string>> {
+    const found = new Map<string, string>();
+    for (const gen of await readdir(base).catch(() => [] as string[])) {
+      for (const mod of await readdir(join(base, gen)).catch(() => [] as string[])) {
+        for (const name of await readdir(join(base, gen, mod)).catch(() => [] as string[])) {
+          if (name.endsWith(".tmp")) continue;
+          const path = join(base, gen, mod, name);
+          const bytes = await readFile(path).catch(() => null);
+          if (bytes) found.set(await sha256Hex(bytes), path);
+        }
+      }
+    }
+    return found;
   }
 
   /** Deployments not desired any more lose their directories (also ones left on disk from before a restart). */

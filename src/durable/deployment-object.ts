@@ -129,6 +129,47 @@ export class DeploymentObject extends SqlObject<Env> {
     return { devices, generation };
   }
 
+  /**
+   * A rollout's step on some devices: each listed device's placements are replaced, all
+   * under one new generation, which is answered (null: another namespace's deployment).
+   * Devices not listed keep theirs: during a rollout devices hold different versions.
+   */
+  async placeEach(
+    meta: { id: string; namespace: string; source: "signed" | "wasmiot"; signedBy: string | null },
+    entries: { device: string; placements: Placement[] }[],
+  ): Promise<number | null> {
+    this.ensureSchema();
+    const now = this.clock.now();
+    const current = this.one<Row>("SELECT * FROM deployment");
+    if (current && current.namespace !== meta.namespace) return null;
+    let generation = 0;
+    this.ctx.storage.transactionSync(() => {
+      generation = this.nextGeneration();
+      for (const e of entries) {
+        this.run("DELETE FROM placements WHERE device = ?", e.device);
+        for (const p of e.placements) {
+          this.run`INSERT INTO placements (device, module, digest, functions) VALUES (${p.device}, ${p.module}, ${p.digest}, ${JSON.stringify(p.functions)})`;
+        }
+      }
+      this.run`INSERT INTO deployment (id, name, namespace, source, signed_by, generation, created_at, updated_at) VALUES (1, ${meta.id}, ${meta.namespace}, ${meta.source}, ${meta.signedBy}, ${generation}, ${now}, ${now})
+         ON CONFLICT (id) DO UPDATE SET generation = excluded.generation, updated_at = excluded.updated_at`;
+    });
+    if (!current) await registryStub(this.env).upsertDeployment(meta.namespace, meta.id, meta.source, generation);
+    return generation;
+  }
+
+  /** A rollback of devices that had no earlier version: their placements go, as of the answered generation. */
+  async removeEach(namespace: string, devices: string[]): Promise<number> {
+    if (!this.visibleTo(namespace)) return 0;
+    let generation = 0;
+    this.ctx.storage.transactionSync(() => {
+      generation = this.nextGeneration();
+      for (const d of devices) this.run("DELETE FROM placements WHERE device = ?", d);
+      this.run("UPDATE deployment SET generation = ?, updated_at = ?", generation, this.clock.now());
+    });
+    return generation;
+  }
+
   async record(namespace: string | null): Promise<DeploymentRecord | null> {
     const row = this.visibleTo(namespace);
     if (!row) return null;

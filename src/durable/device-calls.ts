@@ -62,7 +62,7 @@ export class DeviceCalls {
   }
 
   /** The agent learns of a new desired state: over its socket, or by an open poll answered now. */
-  private notifyDeployments() {
+  notifyDeployments() {
     this.p.link.notify({ t: "deployments", version: this.p.deployments.version });
     this.p.link.releasePolls();
   }

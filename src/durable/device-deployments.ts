@@ -29,7 +29,8 @@ export const DEPLOYMENT_FLOORS_TABLE = `
 CREATE TABLE deployment_floors (id TEXT PRIMARY KEY, generation INTEGER NOT NULL);
 INSERT INTO deployment_floors (id, generation) SELECT id, generation FROM deployments;`;
 
-type Row = { id: string; generation: number; part: string; state: DeploymentState; reason: string | null; updated_at: number };
+type Row = { id: string; generation: number; part: string; state: DeploymentState; reason: string | null; updated_at: number; applied_generation: number | null };
+type VersionRow = { version: number; reconciled_at: number | null; reconcile_note: string | null; fetched_version: number | null; fetched_at: number | null };
 
 export type FunctionRef = { part: DevicePart; digest: string; spec: FunctionSpec };
 
@@ -101,17 +102,74 @@ export class DeviceDeployments {
   /** What the agent must hold; parts it has not reported on yet become `applying`. */
   desired(): { version: number; deployments: DevicePart[] } {
     if (this.sql.run("UPDATE deployments SET state = 'applying', updated_at = ? WHERE state = 'pending'", this.clock.now()) > 0) this.changed();
+    this.sql.run("UPDATE deployment_version SET fetched_version = version, fetched_at = ?", this.clock.now());
     return { version: this.version, deployments: this.sql.all<Row>("SELECT * FROM deployments ORDER BY id").map((r) => JSON.parse(r.part) as DevicePart) };
   }
 
   /** The agent's word on each part; a report on an older generation changes nothing. */
   report(states: AppliedReport["states"]): number {
     let n = 0;
+    const now = this.clock.now();
     for (const s of states) {
-      n += this.sql.run`UPDATE deployments SET state = ${s.state}, reason = ${s.reason}, updated_at = ${this.clock.now()} WHERE id = ${s.deployment} AND generation = ${s.generation}`;
+      n += this.sql.run`UPDATE deployments SET state = ${s.state}, reason = ${s.reason}, updated_at = ${now},
+        applied_generation = CASE WHEN ${s.state} = 'active' THEN ${s.generation} ELSE applied_generation END
+        WHERE id = ${s.deployment} AND generation = ${s.generation}`;
     }
     if (n > 0) this.changed();
+    const note = states.map((s) => `${s.deployment} g${s.generation} ${s.state}${s.reason ? `: ${s.reason}` : ""}`).join("; ").slice(0, 2000);
+    this.sql.run("UPDATE deployment_version SET reconciled_at = ?, reconcile_note = ?", now, note);
     return n;
+  }
+
+  /** Desired against actual, and every difference in words (GET /v1/devices/:id). */
+  reconcileView() {
+    const v = this.sql.one<VersionRow>("SELECT * FROM deployment_version")!;
+    const deployments = this.sql.all<Row>("SELECT id, generation, state, reason, updated_at, applied_generation FROM deployments ORDER BY id").map((r) => ({
+      deployment: r.id, desiredGeneration: r.generation, appliedGeneration: r.applied_generation, state: r.state, reason: r.reason, updatedAt: iso(r.updated_at)!,
+    }));
+    const drift: string[] = [];
+    if (v.fetched_version === null) drift.push(deployments.length > 0 ? `the agent has not fetched its desired state (version ${v.version})` : "");
+    else if (v.fetched_version < v.version) drift.push(`the agent last fetched desired state version ${v.fetched_version}; it is at ${v.version}`);
+    for (const d of deployments) {
+      if (d.state === "active") continue;
+      const running = d.appliedGeneration === null ? "nothing applied" : `generation ${d.appliedGeneration} applied`;
+      drift.push(`${d.deployment}: generation ${d.desiredGeneration} is ${d.state}${d.reason ? ` (${d.reason})` : ""}; ${running}`);
+    }
+    const real = drift.filter(Boolean);
+    return {
+      desiredVersion: v.version, fetchedVersion: v.fetched_version, fetchedAt: iso(v.fetched_at),
+      lastReconcileAt: iso(v.reconciled_at), lastReconcileReason: v.reconcile_note,
+      deployments, drift: real, inSync: real.length === 0,
+    };
+  }
+
+  /** The part this device holds of a deployment (null: none). */
+  part(id: string): DevicePart | null {
+    const row = this.sql.one<Row>("SELECT part FROM deployments WHERE id = ?", id);
+    return row ? (JSON.parse(row.part) as DevicePart) : null;
+  }
+
+  /**
+   * The rollout committed: the generation kept beside `generation` may go. The part changes
+   * in place (same generation, state untouched) and the version bumps, so the agent prunes.
+   */
+  releaseKept(id: string, generation: number): boolean {
+    const part = this.part(id);
+    if (!part || part.generation !== generation || part.keep === undefined) return false;
+    delete part.keep;
+    this.sql.run("UPDATE deployments SET part = ? WHERE id = ? AND generation = ?", JSON.stringify(part), id, generation);
+    this.bump();
+    return true;
+  }
+
+  /** Calls of a deployment created since `since` that ended: how many, and how many failed (FAILED, TIMED_OUT, REJECTED). */
+  callOutcomes(id: string, since: number): { calls: number; failed: number } {
+    const r = this.sql.one<{ calls: number; failed: number }>(
+      `SELECT COUNT(*) AS calls, COALESCE(SUM(state IN ('FAILED', 'TIMED_OUT', 'REJECTED')), 0) AS failed FROM jobs
+       WHERE deployment = ? AND created_at >= ? AND state IN ('SUCCEEDED', 'FAILED', 'TIMED_OUT', 'REJECTED')`,
+      id, since,
+    );
+    return r ?? { calls: 0, failed: 0 };
   }
 
   /** A described function of a deployment on this device, or why there is none (wasmiot's wording). */

@@ -18,6 +18,7 @@ import type { CallRequest } from "./call-intake.js";
 import type { Env } from "../platform/env.js";
 import { isTerminal, type JobLogs, type JobRef, type JobSubmission, type TracedSubmission, type JobView } from "../protocol/job.js";
 import type { AppliedReport, DesiredDeployments, DevicePart, DeviceDeploymentStatus } from "../protocol/deployment.js";
+import type { DeviceHealthSample } from "../protocol/rollout.js";
 import type { DeviceDescription, DeviceView, Health } from "../protocol/device.js";
 import { WS_PING, WS_PONG, type AgentSessionOpened, type CommandAck, type CommandView, type AgentLogLine, type Delivery, type Heartbeat, type LeaseRef, type LogBatch, type ResultReport } from "../protocol/agent.js";
 import type { ScheduleCreate, ScheduleView } from "../protocol/schedule.js";
@@ -122,13 +123,22 @@ export class DeviceObject extends SqlObject<Env> {
     return ok(this.deviceView());
   }
 
+  /** Replaces the labels selectors match on; the listing row is republished at once. */
+  async setLabels(namespace: string | null, labels: Record<string, string>): Promise<Outcome<DeviceView>> {
+    if (!this.visibleTo(namespace)) return fail("not-found", NOT_FOUND);
+    await this.p.presence.setLabels(labels);
+    return ok(this.deviceView());
+  }
+
   private deviceView(): DeviceView {
     const d = this.p.presence.device!;
+    const now = this.clock.now();
     return {
       id: d.id,
       namespace: d.namespace,
       name: d.name,
-      status: d.status,
+      // Honest at once: a device silent past the timeout is shown offline even before the alarm records it.
+      status: d.status === "online" && d.last_seen !== null && now - d.last_seen <= this.p.settings.heartbeatTimeoutMs ? "online" : "offline",
       description: JSON.parse(d.description) as DeviceDescription,
       health: d.health ? { ...(JSON.parse(d.health) as Health), at: iso(d.health_at)! } : null,
       registeredAt: iso(d.registered_at)!,
@@ -137,6 +147,14 @@ export class DeviceObject extends SqlObject<Env> {
       drained: d.drained === 1,
       services: this.p.services.summary(),
       session: this.sessionView(),
+      freshness: {
+        asOf: iso(now)!,
+        silentMs: d.last_seen === null ? null : now - d.last_seen,
+        heartbeatTimeoutMs: this.p.settings.heartbeatTimeoutMs,
+        stale: d.last_seen === null || now - d.last_seen > this.p.settings.heartbeatTimeoutMs,
+        healthAgeMs: d.health_at === null ? null : now - d.health_at,
+      },
+      reconcile: this.p.deployments.reconcileView(),
     };
   }
 
@@ -148,9 +166,17 @@ export class DeviceObject extends SqlObject<Env> {
     waitMs = 0,
     idempotency: { key: string; bodyHash: string } | null = null,
     requires: string[] = [],
+    /** JSON of the job's offline policy (job-failover.ts), or null */
+    failover: string | null = null,
   ): Promise<Outcome<{ done: boolean; job: JobView; replayed: boolean }>> {
     if (!this.visibleTo(namespace)) return fail("not-found", `device ${spec.device} is not registered`);
-    return this.p.jobs.submit(spec, waitMs, idempotency, requires);
+    const out = await this.p.jobs.submit(spec, waitMs, idempotency, requires);
+    if (out.ok && failover) {
+      this.p.failover.record(out.value.job.id, JSON.parse(failover), spec, requires);
+      await this.p.timers.reschedule(this.clock.now());
+      out.value.job.failover = this.p.failover.view(out.value.job.id);
+    }
+    return out;
   }
 
   async submitBatch(namespace: string | null, batch: { jobId?: string; spec: TracedSubmission; requires: string[] }[]): Promise<Outcome<JobRef[]>> {
@@ -171,6 +197,8 @@ export class DeviceObject extends SqlObject<Env> {
 
   async getJob(namespace: string | null, jobId: string): Promise<Outcome<JobView>> {
     const view = this.visibleTo(namespace) ? this.p.jobs.view(jobId) : undefined;
+    const failover = view && this.p.failover.view(jobId);
+    if (view && failover) view.failover = failover;
     return view ? ok(view) : fail("not-found", `no job ${jobId}`);
   }
 
@@ -260,6 +288,27 @@ export class DeviceObject extends SqlObject<Env> {
 
   async deploymentStatus(namespace: string | null, id: string): Promise<DeviceDeploymentStatus | null> {
     return this.visibleTo(namespace) ? this.p.deployments.status(id, this.p.deviceId()) : null;
+  }
+
+  // ---- rollouts (rollout-object.ts): the part held, the gate's sample, releasing the kept generation ----
+
+  async deploymentPart(namespace: string | null, id: string): Promise<DevicePart | null> {
+    return this.visibleTo(namespace) ? this.p.deployments.part(id) : null;
+  }
+
+  /** What a rollout's health gate reads: this deployment's state here, silence, and its calls since `since`. */
+  async rolloutSample(namespace: string | null, id: string, since: number): Promise<DeviceHealthSample | null> {
+    if (!this.visibleTo(namespace)) return null;
+    const d = this.p.presence.device!;
+    const status = this.p.deployments.status(id, d.id);
+    const calls = this.p.deployments.callOutcomes(id, since);
+    return { deploymentState: status?.state ?? null, deploymentReason: status?.reason ?? null, generation: status?.generation ?? null, silentMs: d.last_seen === null ? null : this.clock.now() - d.last_seen, calls: calls.calls, failedCalls: calls.failed };
+  }
+
+  async releaseKept(namespace: string | null, id: string, generation: number): Promise<boolean> {
+    if (!this.visibleTo(namespace) || !this.p.deployments.releaseKept(id, generation)) return false;
+    this.p.deviceCalls.notifyDeployments();
+    return true;
   }
 
   async desiredDeployments(secret: string, epoch = 0): Promise<Outcome<DesiredDeployments>> {
@@ -388,6 +437,7 @@ export class DeviceObject extends SqlObject<Env> {
     this.p.presence.checkOnline(now);
     if (this.p.presence.device) await this.p.schedules.fire(now);
     this.p.services.startDue(now);
+    await this.p.failover.run(now);
     if (this.p.presence.device) await this.p.presence.publishOrRetryLater(); // nothing to send unless something listed changed (or a publish failed before)
     this.p.jobs.dispatch();
     this.p.feed.resume();

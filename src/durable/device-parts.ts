@@ -26,6 +26,7 @@ import { DeviceEvents } from "./device-events.js";
 import { AgentEpochs } from "./agent-epochs.js";
 import { DeviceCommands } from "./device-commands.js";
 import { DeviceAudit } from "./device-audit.js";
+import { JobFailover } from "./job-failover.js";
 import type { Clock } from "../core/clock.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
@@ -123,8 +124,10 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   });
   // Service-target schedules start services through the services part, once per occurrence id.
   schedules.setServiceStarter({ exists: (id) => services.has(id), startFromSchedule: (id, occ, now) => services.startFromSchedule(id, occ, now) });
+  const failover = new JobFailover(sql, clock, env, presence, lifecycle, transaction, (id) => store.state(id));
 
   timers.register((now) => store.dueTimes(now));
+  timers.register(() => failover.dueAt());
   timers.register(() => feed.wakeAt());
   timers.register((now) => retention.dueAt(now));
   timers.register(() => forwards.nextTry());
@@ -132,5 +135,5 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   timers.register(() => services.nextDue());
   timers.register(() => events.outbox.wakeAt());
   timers.register(() => commands.dueAt());
-  return { settings, transaction, deviceId, timers, events, presence, link, audit, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, schedules, services, epochs, commands };
+  return { settings, transaction, deviceId, timers, events, presence, link, audit, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, schedules, services, epochs, commands, failover };
 }

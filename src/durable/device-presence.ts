@@ -162,6 +162,16 @@ export class DevicePresence {
     }
   }
 
+  /** New labels in the description (selectors match on them), published to the listing now. */
+  async setLabels(labels: Record<string, string>) {
+    const d = this.device!;
+    const description = JSON.parse(d.description) as DeviceDescription;
+    description.capabilities = { ...(description.capabilities ?? { cameras: [], sensors: [] }), labels };
+    d.description = JSON.stringify(description);
+    this.sql.run("UPDATE device SET description = ? WHERE id = ?", d.description, d.id);
+    await this.publishOrRetryLater();
+  }
+
   setDrained(drained: boolean) {
     this.device!.drained = drained ? 1 : 0;
     this.sql.run("UPDATE device SET drained = ? WHERE id = ?", this.device!.drained, this.device!.id);

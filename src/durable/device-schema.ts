@@ -8,6 +8,7 @@ import { SERVICE_TABLES } from "./device-services.js";
 import { DEVICE_EVENTS_SCHEMA } from "./device-events.js";
 import { AGENT_SESSIONS_TABLE } from "./agent-epochs.js";
 import { COMMANDS_TABLE } from "./device-commands.js";
+import { FAILOVER_TABLE } from "./job-failover.js";
 
 export const DEVICE_MIGRATIONS: readonly string[] = [
   DEVICE_TABLE + JOBS_TABLE,
@@ -36,4 +37,8 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
   COMMANDS_TABLE,
   // W3C traceparent of the submitting request (docs/observability.md)
   "ALTER TABLE jobs ADD COLUMN traceparent TEXT",
+  // offline policies of jobs (job-failover.ts), and the last reconcile the agent reported (honest status)
+  FAILOVER_TABLE +
+    "ALTER TABLE deployment_version ADD COLUMN reconciled_at INTEGER; ALTER TABLE deployment_version ADD COLUMN reconcile_note TEXT; ALTER TABLE deployment_version ADD COLUMN fetched_version INTEGER; ALTER TABLE deployment_version ADD COLUMN fetched_at INTEGER;" +
+    "ALTER TABLE deployments ADD COLUMN applied_generation INTEGER",
 ];

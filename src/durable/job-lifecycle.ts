@@ -200,6 +200,14 @@ export class JobLifecycle {
     }
   }
 
+  /** device_lost: the job's offline policy fired; it ends EXPIRED, and its lease with it (answers false if it had ended). */
+  lose(jobId: string, message: string, now: number): boolean {
+    const row = this.core(jobId);
+    if (!row || !transition(row.state, { type: "device_lost" }, counts(row)).ok) return false;
+    this.apply(row, { type: "device_lost" }, now, null, { kind: "device-offline", message });
+    return true;
+  }
+
   /** cancel: any job that has not ended is CANCELED (answers the refusal if it has). */
   cancel(jobId: string, message: string, now: number): Refusal | { ok: true; was: JobState } {
     const row = this.core(jobId)!;

@@ -22,6 +22,8 @@ export interface Env {
   EVENTS: Namespace<"EVENTS">;
   /** each namespace's audit log (docs/observability.md) */
   AUDIT: Namespace<"AUDIT">;
+  /** staged rollouts, one object per rollout (src/durable/rollout-object.ts) */
+  ROLLOUTS: Namespace<"ROLLOUTS">;
   MODULES: R2Bucket;
   /** bootstrap admin credential (a Worker secret; .dev.vars locally) */
   ADMIN_TOKEN?: string;

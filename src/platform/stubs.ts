@@ -23,6 +23,11 @@ export function deploymentStub(env: Env, namespace: string, id: string) {
   return env.DEPLOYMENTS.get(env.DEPLOYMENTS.idFromName(`${namespace}/${id}`));
 }
 
+/** A rollout's object, named by its namespace and id. */
+export function rolloutStub(env: Env, namespace: string, id: string) {
+  return env.ROLLOUTS.get(env.ROLLOUTS.idFromName(`${namespace}/${id}`));
+}
+
 /** Shard names include the count, so a changed INDEX_SHARDS never mixes two placements in one object. */
 const shardName = (shard: number, of: number) => `jobs/${shard}/${of}`;
 

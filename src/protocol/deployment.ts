@@ -8,6 +8,7 @@
 import { z } from "zod";
 import { DeviceId, JobId, Sha256Hex } from "./ids.js";
 import { LIMITS } from "./job.js";
+import { Selector } from "./selector.js";
 
 /** Used in URLs and as directory names on devices, so kept to a safe alphabet. */
 export const DeploymentId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "1-64 of A-Z a-z 0-9 . _ - (not starting with . _ -)");
@@ -106,7 +107,8 @@ export const ModuleSpec = z.strictObject({
   /** bytes; when given, the binary must have exactly this size */
   size: z.number().int().positive().max(LIMITS.maxModuleBytes).optional(),
   url: z.url({ protocol: /^https?$/ }).optional(),
-  devices: z.array(DeviceId).min(1).max(DEPLOYMENT_LIMITS.maxDevices),
+  /** where it goes; may be left out when the manifest has a `selector` (every module then goes to every device it picks) */
+  devices: z.array(DeviceId).max(DEPLOYMENT_LIMITS.maxDevices).default([]),
   functions: z.record(ExportName, FunctionSpec).refine((f) => Object.keys(f).length >= 1 && Object.keys(f).length <= DEPLOYMENT_LIMITS.maxFunctions, {
     message: `describe 1-${DEPLOYMENT_LIMITS.maxFunctions} functions`,
   }),
@@ -118,8 +120,14 @@ export const DeploymentManifest = z
   .strictObject({
     id: DeploymentId,
     modules: z.array(ModuleSpec).min(1).max(DEPLOYMENT_LIMITS.maxModules),
+    /** instead of listing devices per module: every device this picks (at deploy time) gets every module; a rollout's target */
+    selector: Selector.optional(),
   })
   .superRefine((m, ctx) => {
+    for (const [i, mod] of m.modules.entries()) {
+      if (!m.selector && mod.devices.length === 0) ctx.addIssue({ code: "custom", path: ["modules", i, "devices"], message: "name at least one device, or give the manifest a selector" });
+      if (m.selector && mod.devices.length > 0) ctx.addIssue({ code: "custom", path: ["modules", i, "devices"], message: "with a selector, modules name no devices" });
+    }
     const names = m.modules.map((x) => x.name);
     const dup = names.find((n, i) => names.indexOf(n) !== i);
     if (dup) ctx.addIssue({ code: "custom", path: ["modules"], message: `module name ${dup} is used twice` });
@@ -137,6 +145,11 @@ export const DevicePart = z.object({
   /** bumps on every (re)deploy: a new generation means new sandbox dirs and new instances */
   generation: z.number().int().positive(),
   source: z.enum(["signed", "wasmiot"]),
+  /**
+   * A generation whose files the agent keeps on disk beside this one (a rollout's previous
+   * version, until the rollout commits), so a rollback to it needs no download.
+   */
+  keep: z.number().int().positive().optional(),
   modules: z.array(
     z.object({
       name: ModuleName,

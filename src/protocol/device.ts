@@ -66,6 +66,35 @@ export const DeviceView = z.object({
   services: z.array(z.object({ name: z.string(), status: z.string(), cpuPercent: z.number(), rssBytes: z.number() })).optional(),
   /** the agent session now in charge (fencing): its epoch, when it opened, and how many requests of older sessions were refused since */
   session: z.object({ epoch: z.number().int(), openedAt: z.string(), refused: z.number().int() }).nullable().optional(),
+  /** how fresh this view is: when it was read, how long the agent has been silent, whether that is past the heartbeat timeout */
+  freshness: z.object({
+    asOf: z.string(),
+    silentMs: z.number().nullable(),
+    heartbeatTimeoutMs: z.number(),
+    stale: z.boolean(),
+    healthAgeMs: z.number().nullable(),
+  }).optional(),
+  /** desired state (what the control plane wants here) against actual (what the agent last reported), and why they differ */
+  reconcile: z.object({
+    desiredVersion: z.number().int(),
+    /** the desired-state version the agent last fetched (null: never), and when */
+    fetchedVersion: z.number().int().nullable(),
+    fetchedAt: z.string().nullable(),
+    /** the agent's last report on its deployments, and what it said */
+    lastReconcileAt: z.string().nullable(),
+    lastReconcileReason: z.string().nullable(),
+    deployments: z.array(z.object({
+      deployment: z.string(),
+      desiredGeneration: z.number().int(),
+      appliedGeneration: z.number().int().nullable(),
+      state: z.string(),
+      reason: z.string().nullable(),
+      updatedAt: z.string(),
+    })),
+    /** what is not as desired, one line each (empty: in sync) */
+    drift: z.array(z.string()),
+    inSync: z.boolean(),
+  }).optional(),
 }).meta({ id: "Device" });
 export type DeviceView = z.infer<typeof DeviceView>;
 

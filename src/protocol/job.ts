@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { Arg, ResultValue } from "./wasm.js";
 import { DeviceId, JobId, Sha256Hex } from "./ids.js";
+import { Selector } from "./selector.js";
 
 export const JOB_STATES = [
   "CREATED",
@@ -58,6 +59,29 @@ export const JobSubmission = z.strictObject({
 export type JobSubmission = z.output<typeof JobSubmission>;
 export type JobSubmissionInput = z.input<typeof JobSubmission>;
 
+/**
+ * What happens to a job whose device stops sending heartbeats (Nomad's disconnect block):
+ * wait (the default: it runs when the device is back), expire it, or move it to another
+ * device the job's selector picks, once the device has been silent for `afterMs`.
+ */
+export const OfflinePolicy = z.strictObject({
+  onOffline: z.enum(["wait", "expire", "move"]),
+  afterMs: z.number().int().min(1_000).max(7 * 24 * 3_600_000).default(60_000),
+}).meta({ id: "OfflinePolicy" });
+export type OfflinePolicy = z.output<typeof OfflinePolicy>;
+
+/** POST /v1/jobs: a submission for one device, or for the least-loaded healthy device a selector picks. */
+export const JobRequest = JobSubmission.extend({
+  device: DeviceId.optional(),
+  /** instead of `device`: the least-loaded healthy device that matches (422 with each candidate's reasons when none does) */
+  selector: Selector.optional(),
+  failover: OfflinePolicy.optional(),
+}).superRefine((j, ctx) => {
+  if ((j.device === undefined) === (j.selector === undefined)) ctx.addIssue({ code: "custom", path: ["device"], message: "give either device or selector" });
+  if (j.failover?.onOffline === "move" && !j.selector) ctx.addIssue({ code: "custom", path: ["failover", "onOffline"], message: "move needs a selector to pick another device" });
+}).meta({ id: "JobRequest" });
+export type JobRequest = z.output<typeof JobRequest>;
+
 export const JobOutcome = z.enum(["succeeded", "failed", "timed_out", "rejected"]);
 export type JobOutcome = z.infer<typeof JobOutcome>;
 
@@ -75,6 +99,7 @@ export const FailureKind = z.enum([
   "deadline",
   "canceled",
   "internal",
+  "device-offline",
 ]);
 export type FailureKind = z.infer<typeof FailureKind>;
 
@@ -138,6 +163,17 @@ export const JobView = z.object({
   next: NextLink.optional(),
   /** on the first step of a chain: every step and the chain's state */
   chain: ChainView.optional(),
+  /** its offline policy, and (once its device was silent past afterMs) what was done: expired, or moved to another job */
+  failover: z.object({
+    onOffline: z.enum(["expire", "move"]),
+    afterMs: z.number().int(),
+    /** when the policy fired (null: not yet) */
+    firedAt: z.string().nullable(),
+    /** the job that replaces this one on another device (move) */
+    movedTo: JobId.nullable(),
+    /** why it has not moved yet (no device matched), or what was done */
+    note: z.string().nullable(),
+  }).optional(),
 }).meta({ id: "Job" });
 export type JobView = z.infer<typeof JobView>;
 

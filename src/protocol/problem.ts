@@ -37,6 +37,10 @@ export const Problem = z.object({
   instance: z.string().optional(),
   requestId: z.string().optional(),
   errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  /** a selector matched no usable device: why each candidate was passed over (bounded; see `more`) */
+  candidates: z.array(z.object({ device: z.string(), reasons: z.array(z.string()) })).optional(),
+  /** how many more candidates were passed over than `candidates` lists */
+  more: z.number().int().optional(),
 }).meta({ id: "Problem" });
 export type Problem = z.infer<typeof Problem>;
 

@@ -17,6 +17,7 @@ import { rpcRoutes } from "./routes/rpc.js";
 import { orchestratorKeyRoutes } from "./routes/orchestrator-keys.js";
 import { namespaceRoutes } from "./routes/namespaces.js";
 import { deploymentRoutes } from "./routes/deployments.js";
+import { rolloutRoutes } from "./routes/rollouts.js";
 import { agentFileRoutes } from "./routes/agent-files.js";
 import { wasmiotRoutes } from "./routes/wasmiot.js";
 import { scheduleRoutes } from "./routes/schedules.js";
@@ -119,6 +120,7 @@ export function createApp() {
   orchestratorKeyRoutes(app);
   namespaceRoutes(app);
   deploymentRoutes(app);
+  rolloutRoutes(app);
   agentFileRoutes(app);
   scheduleRoutes(app);
   serviceRoutes(app);

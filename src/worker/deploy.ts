@@ -224,3 +224,31 @@ export async function removeDeployment(env: Env, namespace: string, id: string, 
   await mapWithConcurrency(devices, 16, async (device) => { await deviceStub(env, device).removeDeployment(namespace, id, generation); });
   return ok({ devices });
 }
+
+/**
+ * A rollout's new version, resolved once: every module's binary found (or fetched and
+ * stored), its functions checked against its exports, its data files stored; answers the
+ * modules as each device's part carries them and the host functions they need. Chains are
+ * not rolled out (a chain step names devices, a rollout's targets come from its selector).
+ */
+export async function resolveVersion(env: Env, modules: Omit<ModuleToPlace, "devices">[]): Promise<Outcome<{ modules: DevicePart["modules"]; requires: string[] }>> {
+  const chained = modules.find((m) => Object.values(m.functions).some((f) => f.to !== null));
+  if (chained) return fail("unprocessable", `module ${chained.name} chains to another step; rollouts take deployments without chains`);
+  const resolved = await mapWithConcurrency(modules, 4, async (m) => {
+    const info = await resolveModule(env, { ...m, devices: [] });
+    if (!info.ok) return info;
+    const bad = checkFunctions({ ...m, devices: [] }, info.value);
+    if (bad) return fail<never>("unprocessable", bad);
+    const mounts: StoredFile[] = [];
+    for (const mount of m.mounts) {
+      const stored = await storeDataFile(env, m.name, mount);
+      if (!stored.ok) return stored;
+      mounts.push(stored.value);
+    }
+    return ok({ part: { name: m.name, digest: info.value.digest, mounts, functions: m.functions }, requires: requiredInterfaces(info.value.imports) });
+  });
+  const refused = resolved.find((r) => !r.ok);
+  if (refused && !refused.ok) return refused;
+  const done = resolved.map((r) => (r as Extract<typeof r, { ok: true }>).value);
+  return ok({ modules: done.map((d) => d.part), requires: [...new Set(done.flatMap((d) => d.requires))] });
+}

@@ -7,5 +7,6 @@ export { DeploymentObject } from "../durable/deployment-object.js";
 export { DeviceListObject } from "../durable/device-list-object.js";
 export { EventsObject } from "../durable/events-object.js";
 export { AuditObject } from "../durable/audit-object.js";
+export { RolloutObject } from "../durable/rollout-object.js";
 
 export default createApp();

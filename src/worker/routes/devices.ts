@@ -69,6 +69,15 @@ const drain = route({
   responses: { 200: jsonResponse(DeviceView, "Drained") },
 });
 
+const labels = route({
+  method: "put",
+  path: "/v1/devices/{id}/labels",
+  roles: ["admin", "user"],
+  summary: "Replace the device's labels (what selectors match on); the device listing has them at once",
+  request: { params: z.object({ id: DeviceId }), body: jsonBody(z.strictObject({ labels: z.record(z.string().min(1).max(64), z.string().max(256)).refine((l) => Object.keys(l).length <= 64, "at most 64 labels") })) },
+  responses: { 200: jsonResponse(DeviceView, "The device with its new labels") },
+});
+
 const resume = route({
   method: "post",
   path: "/v1/devices/{id}/resume",
@@ -194,6 +203,12 @@ export function deviceRoutes(app: App) {
     const id = c.req.valid("param").id;
     if (!(await canSeeDevice(c, id))) return problem(c, "not-found", "no such device");
     return fromOutcome(c, await deviceStub(c.env, id).setDrained(callerNamespace(c), false), (v) => c.json(v, 200));
+  });
+
+  app.openapi(labels, async (c) => {
+    const id = c.req.valid("param").id;
+    if (!(await canSeeDevice(c, id))) return problem(c, "not-found", "no such device");
+    return fromOutcome(c, await deviceStub(c.env, id).setLabels(callerNamespace(c), c.req.valid("json").labels), (v) => c.json(v, 200));
   });
 
   app.openapi(agentLogs, async (c) => {

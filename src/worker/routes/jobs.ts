@@ -1,7 +1,11 @@
 import { formatTraceparent } from "../../core/trace.js";
 import { z } from "zod";
 import { derivedJobId, deviceOfJob, JobId } from "../../protocol/ids.js";
-import { JobBatch, JobLogs, JobRef, JobState, JobSubmission, JobView, LIMITS, type TracedSubmission } from "../../protocol/job.js";
+import { JobBatch, JobLogs, JobRef, JobRequest, JobState, JobSubmission, JobView, LIMITS, type OfflinePolicy, type TracedSubmission } from "../../protocol/job.js";
+import { DEFAULT_NAMESPACE } from "../../protocol/keys.js";
+import { MAX_REASONS_SHOWN, type Selector } from "../../protocol/selector.js";
+import { explainMisses } from "../../core/selector.js";
+import { placeBySelector } from "../../durable/fleet.js";
 import { DeviceId } from "../../protocol/ids.js";
 import { sha256Hex } from "../../core/crypto.js";
 import type { ProblemType } from "../../protocol/problem.js";
@@ -30,9 +34,9 @@ const submit = route({
   path: "/v1/jobs",
   problems: [404, 409, 422],
   roles: ["admin", "user"],
-  summary: "Submit a job; answers 202 at once with its status and result URLs, or with ?wait= the ended job (200)",
+  summary: "Submit a job to a device, or with `selector` to the least-loaded healthy device that matches (422 naming each candidate's reasons when none does); answers 202 at once with its status and result URLs, or with ?wait= the ended job (200). `failover` says what happens if its device goes silent",
   request: {
-    body: jsonBody(JobSubmission),
+    body: jsonBody(JobRequest),
     query: WaitQuery,
     headers: z.object({ "idempotency-key": z.string().min(1).max(200).optional() }),
   },
@@ -216,13 +220,13 @@ async function claimBatchKey(c: Ctx, key: string, jobs: JobSubmission[]) {
 
 export function jobRoutes(app: App) {
   /** Everything after authentication, shared by signed and unsigned submissions. */
-  async function queue(c: Ctx, spec: JobSubmission, waitMs: number, idempotencyKey: string | undefined) {
+  async function queue(c: Ctx, spec: JobSubmission, waitMs: number, idempotencyKey: string | undefined, failover: (OfflinePolicy & { selector: Selector | null }) | null = null, known?: string[]) {
     if (!(await canSeeDevice(c, spec.device))) return problem(c, "not-found", `device ${spec.device} is not registered`);
-    const checked = await checkCall(c, spec);
+    const checked = known ? { requires: known } : await checkCall(c, spec);
     if ("type" in checked) return problem(c, checked.type, checked.detail);
     const idempotency = idempotencyKey ? { key: idempotencyKey, bodyHash: await sha256Hex(JSON.stringify(spec)) } : null;
     // The device object mints the job's id: only it knows every id its device's jobs hold.
-    const out = await deviceStub(c.env, spec.device).submit(callerNamespace(c), { ...spec, traceparent: formatTraceparent(c.get("trace")) }, waitMs, idempotency, checked.requires);
+    const out = await deviceStub(c.env, spec.device).submit(callerNamespace(c), { ...spec, traceparent: formatTraceparent(c.get("trace")) }, waitMs, idempotency, checked.requires, failover ? JSON.stringify(failover) : null);
     return fromOutcome(c, out, ({ done, job, replayed }) => {
       annotate(c, { event: replayed ? "job replayed" : "job queued", jobId: job.id, device: spec.device, function: spec.function });
       return c.json(job, done ? 200 : 202, { Location: job.links.self, ...(replayed ? { "Idempotent-Replayed": "true" } : {}) });
@@ -236,9 +240,30 @@ export function jobRoutes(app: App) {
   }
 
   app.openapi(submit, async (c) => {
-    const spec = c.req.valid("json");
-    if (await mustBeSigned(c, spec.device)) return problem(c, "signature-required", "this device's namespace accepts only signed jobs: POST /v1/jobs/signed");
-    return queue(c, spec, Math.round(c.req.valid("query").wait * 1000), c.req.valid("header")["idempotency-key"]);
+    const { selector, failover, ...rest } = c.req.valid("json");
+    let spec: JobSubmission;
+    let requires: string[] | undefined;
+    if (selector) {
+      const namespace = callerNamespace(c) ?? DEFAULT_NAMESPACE;
+      if (await signingRequired(c.env, namespace)) return problem(c, "signature-required", "this namespace accepts only signed jobs: POST /v1/jobs/signed");
+      const checked = await checkCall(c, { ...rest, device: "selector" } as JobSubmission);
+      if ("type" in checked) return problem(c, checked.type, checked.detail);
+      requires = checked.requires;
+      const placed = await placeBySelector(c.env, namespace, selector, requires);
+      if (!placed.ok) {
+        return problem(c, "unprocessable", `no healthy device matches the selector: ${explainMisses(placed.misses, MAX_REASONS_SHOWN)}`, {
+          candidates: placed.misses.slice(0, MAX_REASONS_SHOWN),
+          ...(placed.misses.length > MAX_REASONS_SHOWN ? { more: placed.misses.length - MAX_REASONS_SHOWN } : {}),
+        });
+      }
+      annotate(c, { selected: placed.device });
+      spec = { ...rest, device: placed.device };
+    } else {
+      spec = { ...rest, device: rest.device! };
+      if (await mustBeSigned(c, spec.device)) return problem(c, "signature-required", "this device's namespace accepts only signed jobs: POST /v1/jobs/signed");
+    }
+    const policy = failover && failover.onOffline !== "wait" ? { ...failover, selector: selector ?? null } : null;
+    return queue(c, spec, Math.round(c.req.valid("query").wait * 1000), c.req.valid("header")["idempotency-key"], policy, requires);
   });
 
   app.openapi(signed, async (c) => {

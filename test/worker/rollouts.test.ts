@@ -1,0 +1,274 @@
+/**
+ * Staged rollouts through the real Worker, rollout object and device objects, with
+ * simulated agents speaking the HTTP protocol and every object's clock pinned and moved
+ * by hand: waves and their gates, a rollback that reverts every updated device (earlier
+ * waves too) with the gate's numbers, and pause / resume / abort / rollback by an operator.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from "jose";
+import { call, DESCRIPTION, health, uploadModule } from "./helpers.js";
+
+const deviceObject = (id: string) => env.DEVICES.get(env.DEVICES.idFromName(id));
+const rolloutObject = (ns: string, id: string) => env.ROLLOUTS.get(env.ROLLOUTS.idFromName(`${ns}/${id}`));
+const T0 = Date.now() + 3_600_000;
+const NS = "rollouts";
+
+type Dev = { deviceId: string; credential: string };
+let user: string;
+let register: string;
+let key: { privateKey: CryptoKey; kid: string };
+let v1: string;
+let v2: string;
+
+function sign(deployment: unknown) {
+  return new SignJWT({ deployment }).setProtectedHeader({ alg: "EdDSA", kid: key.kid }).setIssuedAt().setExpirationTime("5m").setJti(crypto.randomUUID()).sign(key.privateKey);
+}
+const version1 = (id: string, label: string) => ({ id, selector: { labels: { fleet: label } }, modules: [{ name: "app", digest: v1, functions: { count: { result: "integer" } } }] });
+const version2 = (id: string, label: string) => ({
+  id, selector: { labels: { fleet: label } },
+  modules: [{ name: "app", digest: v2, functions: { add32: { params: [{ name: "a", type: "integer" }, { name: "b", type: "integer" }], result: "integer" } }, mounts: [{ name: "v2.txt", base64: btoa("two") }] }],
+});
+
+async function fleet(label: string, n: number): Promise<Dev[]> {
+  const out: Dev[] = [];
+  for (let i = 0; i < n; i++) {
+    const reg = await call("POST", "/v1/devices/register", { token: register, json: { name: `${label}-${i}`, description: { ...DESCRIPTION, capabilities: { cameras: [], sensors: [], labels: { fleet: label } } } } });
+    await runInDurableObject(deviceObject(reg.body.deviceId), (obj) => obj.clock.set(T0));
+    await call("POST", "/v1/agent/heartbeat", { token: reg.body.credential, json: { health: health() } });
+    out.push(reg.body as Dev);
+  }
+  return out;
+}
+
+/** Every clock at `t`, and every device heard from then (a healthy fleet's heartbeats), except `silent`. */
+async function at(t: number, rollout: ReturnType<typeof rolloutObject>, devices: Dev[], silent: Dev[] = []) {
+  await runInDurableObject(rollout, (obj) => obj.clock.set(t));
+  for (const d of devices) {
+    await runInDurableObject(deviceObject(d.deviceId), (obj) => obj.clock.set(t));
+    if (!silent.includes(d)) await call("POST", "/v1/agent/heartbeat", { token: d.credential, json: { health: health() } });
+  }
+}
+
+/** A simulated agent applying whatever it is told, reporting active (or failed). */
+async function apply(d: Dev, state: "active" | "failed" = "active") {
+  const desired = (await call("GET", "/v1/agent/deployments", { token: d.credential })).body as { deployments: { deployment: string; generation: number; modules: { digest: string }[]; keep?: number }[] };
+  const states = desired.deployments.map((p) => ({ deployment: p.deployment, generation: p.generation, state, reason: state === "failed" ? "simulated" : null }));
+  if (states.length) expect((await call("POST", "/v1/agent/deployments/status", { token: d.credential, json: { states } })).status).toBe(200);
+  return desired.deployments;
+}
+
+const show = async (id: string) => (await call("GET", `/v1/rollouts/${id}`, { token: user })).body;
+
+beforeAll(async () => {
+  const admin = (await call("POST", "/v1/keys", { json: { role: "admin", namespace: NS } })).body.key as string;
+  register = (await call("POST", "/v1/keys", { token: admin, json: { role: "register" } })).body.key as string;
+  user = (await call("POST", "/v1/keys", { token: admin, json: { role: "user" } })).body.key as string;
+  const pair = await generateKeyPair("EdDSA", { extractable: true });
+  const res = await call("POST", "/v1/orchestrator-keys", { token: admin, json: { jwk: await exportJWK(pair.publicKey), label: "rollouts" } });
+  key = { privateKey: pair.privateKey, kid: res.body.kid };
+  v1 = await uploadModule("counter");
+  v2 = await uploadModule("math");
+});
+
+async function startRollout(id: string, label: string, body: Record<string, unknown>) {
+  await runInDurableObject(rolloutObject(NS, id), (obj) => obj.clock.set(T0));
+  return call("POST", "/v1/rollouts", { token: user, json: { id, deployment: await sign(version2("svc-" + label, label)), ...body } });
+}
+
+describe("staged rollouts", () => {
+  it("rolls out wave by wave through the gates and commits; previous files are kept until then", async () => {
+    const devs = await fleet("ok", 5);
+    const dep = await call("POST", "/v1/deployments", { token: user, body: await sign(version1("svc-ok", "ok")), type: "application/jose" });
+    expect(dep.status).toBe(201);
+    expect(dep.body.devices).toHaveLength(5); // the selector picked all five
+    for (const d of devs) await apply(d);
+
+    const res = await startRollout("ro-ok", "ok", { strategy: { waveSize: { count: 1 }, exponentialRate: { incrementFactor: 2 } }, gate: { soakMs: 10_000 } });
+    expect(res.status).toBe(201);
+    expect(res.body.waves.map((w: { size: number }) => w.size)).toEqual([1, 2, 2]);
+    const ro = rolloutObject(NS, "ro-ok");
+    let t = T0;
+    for (const wave of [0, 1, 2]) {
+      await runDurableObjectAlarm(ro);
+      let view = await show("ro-ok");
+      expect(view.waves[wave].state).toBe("soaking");
+      const inWave = view.devices.filter((x: { wave: number }) => x.wave === wave).map((x: { device: string }) => devs.find((d) => d.deviceId === x.device)!);
+      for (const d of inWave) {
+        const parts = await apply(d);
+        expect(parts[0]!.modules[0]!.digest).toBe(v2);
+        expect(parts[0]!.keep).toBeGreaterThan(0); // the previous generation stays on disk until commit
+      }
+      // Later waves' devices are untouched.
+      for (const x of view.devices.filter((x: { wave: number }) => x.wave > wave)) expect(x.state).toBe("pending");
+      t += 10_000;
+      await at(t, ro, devs);
+      await runDurableObjectAlarm(ro);
+      view = await show("ro-ok");
+      expect(view.waves[wave].state).toBe("passed");
+      expect(view.waves[wave].gate).toMatchObject({ failed: 0, pending: 0 });
+    }
+    const done = await show("ro-ok");
+    expect(done.state).toBe("committed");
+    expect(done.counts).toEqual({ healthy: 5 });
+    expect(done.decisions.map((d: { decision: string }) => d.decision)).toContain("committed");
+    // Committed: the kept generation is released on every device.
+    for (const d of devs) {
+      const parts = (await call("GET", "/v1/agent/deployments", { token: d.credential })).body.deployments;
+      expect(parts[0].modules[0].digest).toBe(v2);
+      expect(parts[0].keep).toBeUndefined();
+    }
+  });
+
+  it("rolls every updated device back when a gate trips on the call error rate, and says which numbers tripped it", async () => {
+    const devs = await fleet("bad", 6);
+    await call("POST", "/v1/deployments", { token: user, body: await sign(version1("svc-bad", "bad")), type: "application/jose" });
+    const before = new Map<string, number>();
+    for (const d of devs) before.set(d.deviceId, (await apply(d))[0]!.generation);
+
+    const res = await startRollout("ro-bad", "bad", { strategy: { waveSize: { count: 2 }, exponentialRate: { incrementFactor: 2 } }, gate: { soakMs: 10_000, maxErrorRate: 0.1, minCalls: 2 } });
+    expect(res.status).toBe(201);
+    const ro = rolloutObject(NS, "ro-bad");
+    await runDurableObjectAlarm(ro); // wave 0 (2 devices)
+    let view = await show("ro-bad");
+    const wave0 = view.devices.filter((x: { wave: number }) => x.wave === 0).map((x: { device: string }) => devs.find((d) => d.deviceId === x.device)!);
+    for (const d of wave0) await apply(d);
+    await at(T0 + 10_000, ro, devs);
+    await runDurableObjectAlarm(ro); // gate 0 passes, wave 1 (4 devices) sent
+    view = await show("ro-bad");
+    expect(view.waves[0].state).toBe("passed");
+    const wave1 = view.devices.filter((x: { wave: number }) => x.wave === 1).map((x: { device: string }) => devs.find((d) => d.deviceId === x.device)!);
+    for (const d of wave1) await apply(d);
+    // One device of wave 1 fails both calls of the new version during the soak.
+    const sick = wave1[0]!;
+    await at(T0 + 11_000, ro, devs);
+    for (let i = 0; i < 2; i++) {
+      const called = await call("POST", `/v1/deployments/svc-bad/modules/app/add32?device=${sick.deviceId}&a=1&b=2`, { token: user });
+      expect(called.status).toBe(202);
+    }
+    const leased = (await call("GET", "/v1/agent/jobs?wait=0&max=16", { token: sick.credential })).body.jobs as { jobId: string; leaseToken: string }[];
+    expect(leased).toHaveLength(2);
+    const failed = await call("POST", "/v1/agent/results", {
+      token: sick.credential,
+      json: { results: leased.map((l) => ({ jobId: l.jobId, leaseToken: l.leaseToken, outcome: "failed", error: { kind: "trap", message: "unreachable" }, result: null })) },
+    });
+    expect(failed.status).toBe(200);
+    await at(T0 + 20_000, ro, devs);
+    await runDurableObjectAlarm(ro); // gate 1 trips: rollback, then every updated device reverted
+    view = await show("ro-bad");
+    expect(view.state).toBe("rolled_back");
+    expect(view.waves.map((w: { state: string }) => w.state)).toEqual(["passed", "failed", "skipped"].slice(0, view.waves.length));
+    expect(view.rollbackReason).toEqual({
+      by: "gate", wave: 1, failed: 1, updated: 6, threshold: "more than 0 failed devices",
+      devices: [{ device: sick.deviceId, reasons: ["call error rate 1.000 (2 of 2) over 0.1"] }],
+    });
+    expect(view.counts).toEqual({ reverted: 6 });
+    const sickRow = view.devices.find((x: { device: string }) => x.device === sick.deviceId);
+    expect(sickRow.sample).toMatchObject({ calls: 2, failedCalls: 2, deploymentState: "active" });
+    // Every device (wave 0's healthy ones too) is told to run version 1 again, under a newer generation.
+    for (const d of devs) {
+      const parts = (await call("GET", "/v1/agent/deployments", { token: d.credential })).body.deployments;
+      expect(parts).toHaveLength(1);
+      expect(parts[0].modules[0].digest).toBe(v1);
+      expect(parts[0].generation).toBeGreaterThan(before.get(d.deviceId)!);
+    }
+    const dep = (await call("GET", "/v1/deployments/svc-bad", { token: user })).body;
+    expect(dep.modules[0].digest).toBe(v1);
+  });
+
+  it("pause holds the next wave, resume goes on, abort stops, rollback reverts; wrong moves are 409", async () => {
+    const devs = await fleet("ops", 4);
+    const res = await startRollout("ro-ops", "ops", { strategy: { waveSize: { percent: 25 } }, gate: { soakMs: 1_000 } });
+    expect(res.status).toBe(201);
+    const ro = rolloutObject(NS, "ro-ops");
+    await runDurableObjectAlarm(ro);
+    for (const d of devs) await apply(d); // only wave 0's device has a part
+    expect((await call("POST", "/v1/rollouts/ro-ops/pause", { token: user })).body.state).toBe("paused");
+    expect((await call("POST", "/v1/rollouts/ro-ops/pause", { token: user })).status).toBe(409);
+    await at(T0 + 5_000, ro, devs);
+    await runDurableObjectAlarm(ro);
+    let view = await show("ro-ops");
+    expect(view.waves[0].state).toBe("soaking"); // paused: the gate did not pass
+    expect((await call("POST", "/v1/rollouts/ro-ops/resume", { token: user })).body.state).toBe("running");
+    await runDurableObjectAlarm(ro);
+    view = await show("ro-ops");
+    expect(view.waves[0].state).toBe("passed");
+    expect(view.waves[1].state).toBe("soaking");
+    expect((await call("POST", "/v1/rollouts/ro-ops/abort", { token: user })).body.state).toBe("aborted");
+    view = await show("ro-ops");
+    expect(view.counts).toMatchObject({ skipped: 2 });
+    expect((await call("POST", "/v1/rollouts/ro-ops/resume", { token: user })).status).toBe(409);
+    expect((await call("POST", "/v1/rollouts/ro-ops/rollback", { token: user })).body.state).toBe("rolling_back");
+    await runDurableObjectAlarm(ro);
+    view = await show("ro-ops");
+    expect(view.state).toBe("rolled_back");
+    expect(view.rollbackReason.by).toBe("operator");
+    expect(view.counts).toEqual({ reverted: 2, skipped: 2 });
+    // These devices had no earlier version: the rollback removed the deployment from them.
+    for (const d of devs) expect((await call("GET", "/v1/agent/deployments", { token: d.credential })).body.deployments).toEqual([]);
+    expect((await call("GET", "/v1/rollouts/nope", { token: user })).status).toBe(404);
+  });
+
+  it("sends at most maxPerMinute devices a minute", async () => {
+    const devs = await fleet("rate", 3);
+    expect((await startRollout("ro-rate", "rate", { strategy: { waveSize: { count: 3 }, maxPerMinute: 1 }, gate: { soakMs: 0 } })).status).toBe(201);
+    const ro = rolloutObject(NS, "ro-rate");
+    const sent = async () => (await show("ro-rate")).devices.filter((x: { state: string }) => x.state !== "pending").length;
+    await runDurableObjectAlarm(ro);
+    expect(await sent()).toBe(1);
+    await at(T0 + 59_000, ro, devs);
+    await runDurableObjectAlarm(ro);
+    expect(await sent()).toBe(1);
+    await at(T0 + 60_000, ro, devs);
+    await runDurableObjectAlarm(ro);
+    expect(await sent()).toBe(2);
+    await at(T0 + 120_000, ro, devs);
+    await runDurableObjectAlarm(ro);
+    expect(await sent()).toBe(3);
+  });
+
+  it("refuses a manifest without a selector, and a selector that matches nothing (422 with reasons)", async () => {
+    const noSel = await call("POST", "/v1/rollouts", { token: user, json: { deployment: await sign({ ...version2("x", "none"), selector: undefined, modules: [{ ...version2("x", "none").modules[0], devices: ["daaaaaaaaaaaaaaaa"] }] }), strategy: { waveSize: { count: 1 } } } });
+    expect(noSel.status).toBe(422);
+    const none = await call("POST", "/v1/rollouts", { token: user, json: { deployment: await sign(version2("x", "nowhere")), strategy: { waveSize: { count: 1 } } } });
+    expect(none.status).toBe(422);
+    expect(none.body.candidates.length).toBeGreaterThan(0);
+    expect(none.body.candidates[0].reasons[0]).toMatch(/^label fleet is /);
+  });
+});
+
+describe("honest device status", () => {
+  it("shows desired against actual, the drift in words, the last reconcile and how stale the view is", async () => {
+    const [d] = await fleet("honest", 1);
+    const view = async () => (await call("GET", `/v1/devices/${d!.deviceId}`, { token: user })).body;
+    let v = await view();
+    expect(v.reconcile).toMatchObject({ desiredVersion: 0, inSync: true, drift: [], deployments: [] });
+    expect(v.freshness).toMatchObject({ silentMs: 0, stale: false });
+    expect(v.status).toBe("online");
+
+    await call("POST", "/v1/deployments", { token: user, body: await sign(version1("svc-honest", "honest")), type: "application/jose" });
+    v = await view();
+    expect(v.reconcile.inSync).toBe(false);
+    expect(v.reconcile.drift[0]).toBe("the agent has not fetched its desired state (version 1)");
+    const generation = v.reconcile.deployments[0].desiredGeneration;
+    expect(v.reconcile.deployments[0]).toMatchObject({ deployment: "svc-honest", appliedGeneration: null, state: "pending" });
+
+    await apply(d!, "failed");
+    v = await view();
+    expect(v.reconcile.drift).toEqual([`svc-honest: generation ${generation} is failed (simulated); nothing applied`]);
+    expect(v.reconcile.lastReconcileReason).toBe(`svc-honest g${generation} failed: simulated`);
+    expect(v.reconcile.lastReconcileAt).not.toBeNull();
+
+    // The agent applies it on its next try: in sync.
+    await call("POST", "/v1/agent/deployments/status", { token: d!.credential, json: { states: [{ deployment: "svc-honest", generation, state: "active", reason: null }] } });
+    v = await view();
+    expect(v.reconcile).toMatchObject({ inSync: true, drift: [], fetchedVersion: 1 });
+    expect(v.reconcile.deployments[0]).toMatchObject({ appliedGeneration: generation, state: "active" });
+
+    // Silent past the heartbeat timeout: stale and offline at once, before any alarm ran.
+    await runInDurableObject(deviceObject(d!.deviceId), (obj) => obj.clock.set(T0 + 5_000));
+    v = await view();
+    expect(v.freshness).toMatchObject({ silentMs: 5_000, stale: true, healthAgeMs: 5_000 });
+    expect(v.status).toBe("offline");
+  });
+});
