@@ -121,6 +121,8 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   const schedules = new Schedules({
     sql, transaction, clock, timers, presence, store, lifecycle,
     dispatch: () => jobs.dispatch(),
+    signedOnly: async () =>
+      env.REQUIRE_SIGNED_JOBS === "true" || (await registryStub(env).namespaceSettings(presence.device!.namespace)).requireSignedJobs,
   });
   // Service-target schedules start services through the services part, once per occurrence id.
   schedules.setServiceStarter({ exists: (id) => services.has(id), startFromSchedule: (id, occ, now) => services.startFromSchedule(id, occ, now) });

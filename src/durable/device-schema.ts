@@ -41,4 +41,6 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
   FAILOVER_TABLE +
     "ALTER TABLE deployment_version ADD COLUMN reconciled_at INTEGER; ALTER TABLE deployment_version ADD COLUMN reconcile_note TEXT; ALTER TABLE deployment_version ADD COLUMN fetched_version INTEGER; ALTER TABLE deployment_version ADD COLUMN fetched_at INTEGER;" +
     "ALTER TABLE deployments ADD COLUMN applied_generation INTEGER",
+  // schedules (schedules.ts): why the last occurrence got no run, and consecutive firing failures (back-off, then pause)
+  "ALTER TABLE schedules ADD COLUMN reason TEXT; ALTER TABLE schedules ADD COLUMN failures INTEGER NOT NULL DEFAULT 0",
 ];

@@ -64,6 +64,8 @@ type ScheduleRow = {
   last_fired_at: number | null;
   last_job: string | null;
   missed: number;
+  reason: string | null;
+  failures: number;
   created_at: number;
   updated_at: number;
 };
@@ -103,7 +105,15 @@ export interface SchedulesParts {
   lifecycle: JobLifecycle;
   /** hands ready jobs to the agent */
   dispatch: () => void;
+  /**
+   * Whether the device's namespace accepts only signed jobs (read from the registry, outside
+   * the firing's transaction). A schedule's runs are not signed: while this holds, no
+   * occurrence starts anything (it counts as missed, with a reason).
+   */
+  signedOnly: () => Promise<boolean>;
 }
+
+export const SIGNED_ONLY_REASON = "the device's namespace accepts only signed jobs (requireSignedJobs), and a schedule's runs are not signed";
 
 const timingOf = (r: ScheduleRow): Timing => (r.cron !== null ? { cron: r.cron, timezone: r.timezone! } : { at: r.at! });
 
@@ -194,6 +204,17 @@ export class Schedules {
    */
   async fire(now: number): Promise<number> {
     const due = this.p.sql.all<ScheduleRow>("SELECT * FROM schedules WHERE paused = 0 AND next_at IS NOT NULL AND next_at <= ? ORDER BY next_at", now);
+    if (due.length === 0) return 0;
+    // Read before any transaction (it needs the registry). If it cannot be read, nothing fires
+    // now: every due schedule is retried as after an error.
+    let signedOnly: boolean;
+    try {
+      signedOnly = await this.p.signedOnly();
+    } catch (e) {
+      console.error(JSON.stringify({ level: "error", msg: "schedule firing: namespace settings unreadable", error: String(e) }));
+      for (const seen of due) this.p.sql.run`UPDATE schedules SET next_at = ${now + RETRY_AFTER_ERROR_MS} WHERE id = ${seen.id}`;
+      return 0;
+    }
     let started = 0;
     for (const seen of due) {
       try {
@@ -205,7 +226,7 @@ export class Schedules {
           // Re-read: a pause, resume or delete may have come in while the id was hashed.
           const row = this.row(seen.id);
           if (!row || row.updated_at !== seen.updated_at || row.paused === 1) return;
-          if (this.fireOne(row, decision, occurrence, jobId, now)) started++;
+          if (this.fireOne(row, decision, occurrence, jobId, now, signedOnly)) started++;
         });
       } catch (e) {
         // Nothing of this schedule's firing was stored (the transaction rolled back): it stays
@@ -219,13 +240,17 @@ export class Schedules {
   }
 
   /** One schedule's decision, applied inside the firing's transaction. Answers whether it started a run. */
-  private fireOne(row: ScheduleRow, decision: ReturnType<typeof dueAt>, occurrence: string | null, jobId: string | null, now: number): boolean {
+  private fireOne(row: ScheduleRow, decision: ReturnType<typeof dueAt>, occurrence: string | null, jobId: string | null, now: number, signedOnly: boolean): boolean {
     const next = nextOccurrence(timingOf(row), Math.max(decision.handledThrough, now));
     let missed = decision.missed;
     let fired: { occurrence: string; scheduled: number; job: string | null } | null = null;
+    let reason = row.reason;
     if (decision.fire !== null && occurrence) {
       const target = JSON.parse(row.target) as ScheduleTarget;
-      if (target.kind === "job") {
+      if (signedOnly) {
+        missed++; // made before the namespace required signatures: its unsigned runs are refused now
+        reason = SIGNED_ONLY_REASON;
+      } else if (target.kind === "job") {
         if (this.waitingJob(row.last_job)) {
           missed++; // the earlier run has not started yet (device away or busy): it stands for this occurrence too
         } else {
@@ -240,10 +265,10 @@ export class Schedules {
       }
     }
     if (fired) {
-      this.p.sql.run`UPDATE schedules SET handled_through = ${decision.handledThrough}, next_at = ${next}, missed = missed + ${missed},
+      this.p.sql.run`UPDATE schedules SET handled_through = ${decision.handledThrough}, next_at = ${next}, missed = missed + ${missed}, reason = NULL, failures = 0,
         last_occurrence = ${fired.occurrence}, last_scheduled = ${fired.scheduled}, last_fired_at = ${now}, last_job = ${fired.job}, updated_at = ${now} WHERE id = ${row.id}`;
     } else {
-      this.p.sql.run`UPDATE schedules SET handled_through = ${decision.handledThrough}, next_at = ${next}, missed = missed + ${missed}, updated_at = ${now} WHERE id = ${row.id}`;
+      this.p.sql.run`UPDATE schedules SET handled_through = ${decision.handledThrough}, next_at = ${next}, missed = missed + ${missed}, reason = ${reason}, failures = 0, updated_at = ${now} WHERE id = ${row.id}`;
     }
     return fired !== null;
   }
@@ -286,6 +311,7 @@ export class Schedules {
         ? { occurrence: r.last_occurrence, scheduledAt: iso(r.last_scheduled!), firedAt: iso(r.last_fired_at!), job: r.last_job }
         : null,
       missedCount: r.missed,
+      reason: r.reason,
       createdAt: iso(r.created_at),
       updatedAt: iso(r.updated_at),
     };

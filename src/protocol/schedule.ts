@@ -94,6 +94,8 @@ export const ScheduleView = z.object({
   lastFired: z.object({ occurrence: z.string(), scheduledAt: z.string(), firedAt: z.string(), job: JobId.nullable() }).nullable(),
   /** occurrences that got no run of their own (skipped, or folded into one catch-up run) */
   missedCount: z.number().int(),
+  /** why the last occurrence got no run (e.g. the namespace now requires signed jobs), or why the schedule was paused by the object; null once an occurrence runs */
+  reason: z.string().nullable(),
   createdAt: z.string(),
   updatedAt: z.string(),
 }).meta({ id: "ScheduleView" });

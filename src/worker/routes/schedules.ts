@@ -30,7 +30,7 @@ const create = route({
   responses: {
     201: jsonResponse(ScheduleView, "The schedule, with its next occurrence"),
     400: problemResponse("The request is not valid, e.g. a bad cron expression or an unknown time zone (the errors name the field)"),
-    403: problemResponse("The credential's role may not call this route, or the device's namespace accepts only signed jobs (a schedule's jobs are not signed)"),
+    403: problemResponse("The credential's role may not call this route, or the device's namespace accepts only signed jobs (a schedule's jobs and service starts are not signed)"),
     422: problemResponse("Cannot be scheduled: the module or function does not fit, the one-shot time has passed, the device holds the most schedules, or service schedules are not available"),
   },
 });
@@ -90,11 +90,12 @@ export function scheduleRoutes(app: App) {
       if (!checked.ok) return problem(c, "validation", `${checked.path}: ${checked.message}`, { errors: [{ path: checked.path, message: checked.message }] });
     }
     let requires: string[] = [];
+    // A schedule's jobs and service starts are not signed: refused where the namespace requires signatures.
+    const ns = await deviceNamespace(c, id);
+    if (ns !== null && (await signingRequired(c.env, ns))) {
+      return problem(c, "signature-required", `this device's namespace accepts only signed jobs, and a schedule's ${input.target.kind === "job" ? "jobs are" : "service starts are"} not signed`);
+    }
     if (input.target.kind === "job") {
-      const ns = await deviceNamespace(c, id);
-      if (ns !== null && (await signingRequired(c.env, ns))) {
-        return problem(c, "signature-required", "this device's namespace accepts only signed jobs, and a schedule's jobs are not signed");
-      }
       const checked = await checkCall(c, JobSubmission.parse({ ...input.target.submission, device: id }));
       if ("type" in checked) return problem(c, checked.type, `target.submission: ${checked.detail}`);
       requires = checked.requires;

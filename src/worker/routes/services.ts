@@ -6,9 +6,10 @@
 import { z } from "zod";
 import { DeviceId } from "../../protocol/ids.js";
 import { DesiredServices, RemovedServices, RemoveServices, ServiceList, ServiceLogs, ServiceName, ServiceSpec, ServiceView } from "../../protocol/service.js";
-import { jsonBody, jsonResponse, route } from "../route.js";
+import { jsonBody, jsonResponse, problemResponse, route } from "../route.js";
 import { annotate, fromOutcome, problem, type App, type Ctx } from "../http.js";
-import { callerNamespace, canSeeDevice } from "../tenancy.js";
+import { callerNamespace, canSeeDevice, deviceNamespace } from "../tenancy.js";
+import { signingRequired } from "../signing.js";
 import { devicePrincipal } from "../auth.js";
 import { EPOCH_HEADER, EpochHeaders } from "../../protocol/agent.js";
 import { deviceStub } from "../../platform/stubs.js";
@@ -25,7 +26,10 @@ const create = route({
   roles: ["admin", "user"],
   summary: "Create a service on a device: a module's _start or exported function, run until it returns, restarted by its policy; started now, stopped (startStopped), or later (startAt / startAfterMs: PENDING)",
   request: { params: deviceParam, body: jsonBody(ServiceSpec) },
-  responses: { 201: jsonResponse(ServiceView, "Created; the agent starts it and reports its status") },
+  responses: {
+    201: jsonResponse(ServiceView, "Created; the agent starts it and reports its status"),
+    403: problemResponse("The credential's role may not call this route, or the device's namespace accepts only signed jobs (services are not signed)"),
+  },
 });
 
 const list = route({
@@ -142,6 +146,12 @@ export function serviceRoutes(app: App) {
     const stub = await visible(c, id);
     if (!stub) return problem(c, "not-found", NO_DEVICE);
     const spec = c.req.valid("json");
+    // A service runs a module unsigned, as an unsigned job would: a namespace that accepts only
+    // signed jobs accepts no services (there is no signed form of a service yet).
+    const ns = await deviceNamespace(c, id);
+    if (ns !== null && (await signingRequired(c.env, ns))) {
+      return problem(c, "signature-required", "this device's namespace accepts only signed jobs, and services are not signed: use a namespace with requireSignedJobs false");
+    }
     // The module must be uploaded and export the entry (with arguments that fit it), as for jobs.
     const info = await moduleInfo(c.env, spec.module);
     if (!info) return problem(c, "unprocessable", `module ${spec.module} has not been uploaded (POST /v1/modules)`);
