@@ -45,6 +45,8 @@ export interface AgentOptions {
   maxInstances: number;
   /** the most the outbox file may hold while the control plane is away (bytes; see outbox.ts for what overflows first) */
   outboxQuotaBytes?: number;
+  /** host environment variables a service's envFrom may pass to its guest (default none) */
+  serviceEnvAllow?: string[];
   device: DeviceConfig;
   version: string;
 }

@@ -42,6 +42,7 @@ program
   .option("--prefetch <n>", "jobs held at once, running or waiting for a thread (default: 4 per thread)", positiveInt)
   .option("--max-instances <n>", "deployment instances kept between calls, one thread each (least recently used ends first)", positiveInt, 8)
   .option("--outbox-quota-mb <n>", "disk kept for results, health samples and log lines while the control plane is away (past it: oldest health samples dropped, then log lines; results never)", positiveInt, 16)
+  .addOption(new Option("--service-env-allow <names>", "comma-separated names of this agent's environment variables a service's envFrom may pass to its guest (default: none; other names are dropped)").env("WASMVISOR_SERVICE_ENV_ALLOW"))
   .addOption(new Option("--log-level <level>", "debug shows every job; info (default) shows failures and lifecycle").choices(["debug", "info", "warn", "error"]).default("info"))
   .action(async (o: Record<string, string | number | undefined>) => {
     setAgentLogLevel(o.logLevel as Level);
@@ -60,6 +61,7 @@ program
       prefetch: o.prefetch ? Number(o.prefetch) : Number(o.poolSize) * 4,
       maxInstances: Number(o.maxInstances),
       outboxQuotaBytes: Number(o.outboxQuotaMb) * 1024 * 1024,
+      serviceEnvAllow: String(o.serviceEnvAllow ?? "").split(",").map((n) => n.trim()).filter(Boolean),
       device,
       version: pkg.version,
     });

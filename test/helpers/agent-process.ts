@@ -16,11 +16,11 @@ export interface AgentProcess {
   kill(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startAgent(opts: { server: string; token?: string; dataDir?: string; args?: string[]; command?: string[]; cwd?: string; startTimeoutMs?: number }): Promise<AgentProcess> {
+export async function startAgent(opts: { server: string; token?: string; dataDir?: string; args?: string[]; command?: string[]; cwd?: string; startTimeoutMs?: number; env?: Record<string, string> }): Promise<AgentProcess> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "wv-agent-"));
   const base = opts.command ?? [process.execPath, CLI];
   const args = [...base.slice(1), "agent", "--server", opts.server, "--data-dir", dataDir, "--heartbeat-interval", "1", "--log-level", "debug", ...(opts.token ? ["--token", opts.token] : []), ...(opts.args ?? [])];
-  const proc = spawn(base[0]!, args, { stdio: ["ignore", "pipe", "pipe"], cwd: opts.cwd, env: { ...process.env, WASMVISOR_TOKEN: "" } });
+  const proc = spawn(base[0]!, args, { stdio: ["ignore", "pipe", "pipe"], cwd: opts.cwd, env: { ...process.env, WASMVISOR_TOKEN: "", ...opts.env } });
   const logs: Record<string, unknown>[] = [];
   const listeners = new Set<() => void>();
   const stderr: string[] = [];

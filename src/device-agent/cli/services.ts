@@ -50,7 +50,7 @@ export function serviceCommands(program: Command) {
     .option("--spec <file>", "a ServiceSpec in JSON (examples/services/); the other options override it")
     .option("--entry <export>", "_start (a WASI command, the default) or an exported function")
     .option("--env <NAME=value>", "an environment variable for the guest (repeatable)", collect, [])
-    .option("--env-from <NAME>", "pass this variable of the agent's environment through (repeatable)", collect, [])
+    .option("--env-from <NAME>", "pass this variable of the agent's environment through, if that agent allows it (its --service-env-allow; repeatable)", collect, [])
     .option("--restart <mode>", "always, on-failure (default) or never")
     .option("--max-restarts <n>", "restarts allowed within the window", num)
     .option("--window-ms <ms>", "the budget's window", num)

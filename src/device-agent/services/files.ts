@@ -50,15 +50,17 @@ export interface ExitReport {
 }
 
 /** Writes JSON so that a reader (or a crash in the middle) never sees half a file. */
+/** Written readable by the agent's user only (0600): run files hold environment values passed to guests. */
 export async function writeJsonAtomic(path: string, value: unknown) {
   const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify(value));
+  await rm(tmp, { force: true }); // a leftover keeps its own mode
+  await writeFile(tmp, JSON.stringify(value), { mode: 0o600 });
   await rename(tmp, path);
 }
 
 export function writeJsonAtomicSync(path: string, value: unknown) {
   const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(value));
+  writeFileSync(tmp, JSON.stringify(value), { mode: 0o600 });
   renameSync(tmp, path);
 }
 

@@ -47,6 +47,24 @@ export interface SupervisorOptions {
   maxOutputBytes: number;
   /** how often processes are checked and output is read */
   tickMs?: number;
+  /**
+   * The agent's own environment variables a service's envFrom may pass to its guest, as the
+   * agent's operator chose (--service-env-allow). Default none: a spec's envFrom names
+   * outside this list are dropped (and said so in the service's lastError).
+   */
+  serviceEnvAllow?: readonly string[];
+}
+
+/** A service's envFrom split into what this agent passes and what it drops. */
+export function allowedEnvFrom(envFrom: readonly string[], allow: readonly string[] | undefined, host: NodeJS.ProcessEnv): { env: Record<string, string>; dropped: string[] } {
+  const allowed = new Set(allow ?? []);
+  const env: Record<string, string> = {};
+  const dropped: string[] = [];
+  for (const name of envFrom) {
+    if (!allowed.has(name)) dropped.push(name);
+    else if (host[name] !== undefined) env[name] = host[name]!;
+  }
+  return { env, dropped };
 }
 
 export interface SupervisorDeps {
@@ -295,14 +313,17 @@ export class ServiceSupervisor {
       await this.deps.modules.get(rec.spec.module); // fetched, verified, capped and compiled here first
       const sandboxDir = this.sandboxDir(rec);
       await ensureDir(sandboxDir);
-      const env: Record<string, string> = {};
-      for (const name of rec.spec.envFrom) if (process.env[name] !== undefined) env[name] = process.env[name]!;
+      const { env, dropped } = allowedEnvFrom(rec.spec.envFrom, this.opts.serviceEnvAllow, process.env);
+      if (dropped.length > 0) {
+        rec.lastError = `envFrom names not allowed by this agent (--service-env-allow), dropped: ${dropped.join(", ")}`;
+        this.deps.log("warn", "service envFrom names dropped", { service: rec.name, dropped });
+      }
       Object.assign(env, rec.spec.env);
       const config: RunConfig = {
         name: rec.name, run, dataDir: this.opts.dataDir, digest: rec.spec.module, entry: rec.spec.entry, args: rec.spec.args, env,
         sandboxDir, maxMemoryMb: this.opts.maxMemoryMb, maxOutputBytes: this.opts.maxOutputBytes,
       };
-      await writeJsonAtomic(join(l.dir, FILES.run), config);
+      await writeJsonAtomic(join(l.dir, FILES.run), config); // 0600: it holds the values passed
       await rm(join(l.dir, FILES.exit), { force: true });
       if (rec.status !== "STARTING" || rec.run !== run || this.stopped || !this.live.has(rec.name)) return; // killed, suspended or removed meanwhile
       const log = openSync(join(l.dir, FILES.child), "a");
