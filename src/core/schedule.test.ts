@@ -162,3 +162,19 @@ describe("what is due", () => {
     );
   });
 });
+
+describe("the minimum interval between occurrences (a cron that fires every second would flood a device)", () => {
+  const now = T("2026-01-01T00:00:00Z");
+  it("refuses expressions whose occurrences come closer than the minimum, naming the field", () => {
+    expect(checkCron("* * * * * *", "UTC", now, 10_000)).toEqual({ ok: false, path: "timing.cron", message: expect.stringMatching(/1 s apart.*at least 10 s/) });
+    expect(checkCron("*/2 * * * * *", "UTC", now, 10_000)).toEqual({ ok: false, path: "timing.cron", message: expect.stringMatching(/2 s apart/) });
+    // A short gap only at the wrap of a minute is found too.
+    expect(checkCron("0,58 * * * * *", "UTC", now, 10_000)).toEqual({ ok: false, path: "timing.cron", message: expect.stringMatching(/2 s apart/) });
+    expect(checkCron("*/30 * * * * *", "UTC", now, 60_000)).toEqual({ ok: false, path: "timing.cron", message: expect.stringMatching(/30 s apart.*at least 60 s/) });
+  });
+  it("accepts expressions at or above it", () => {
+    expect(checkCron("*/10 * * * * *", "UTC", now, 10_000)).toEqual({ ok: true });
+    expect(checkCron("* * * * *", "UTC", now, 60_000)).toEqual({ ok: true });
+    expect(checkCron("@hourly", "Europe/Berlin", now, 60_000)).toEqual({ ok: true });
+  });
+});

@@ -28,9 +28,10 @@ function cronOf(expr: string, timezone: string): Cron {
 
 /**
  * Checks a cron expression and its zone: 5 fields (minute first) or 6 (seconds first) or a
- * nickname (@hourly ...), a known IANA zone, and at least one occurrence ahead of `now`.
+ * nickname (@hourly ...), a known IANA zone, at least one occurrence ahead of `now`, and
+ * (given `minIntervalMs`) no two occurrences closer than that.
  */
-export function checkCron(expr: string, timezone: string, now: number): Checked {
+export function checkCron(expr: string, timezone: string, now: number, minIntervalMs?: number): Checked {
   if (!isTimeZone(timezone)) return { ok: false, path: "timing.timezone", message: `"${timezone}" is not an IANA time zone (e.g. Europe/Berlin, America/New_York, UTC)` };
   const trimmed = expr.trim();
   const fields = trimmed.split(/\s+/).length;
@@ -44,7 +45,24 @@ export function checkCron(expr: string, timezone: string, now: number): Checked 
     return { ok: false, path: "timing.cron", message: `"${expr}" is not a cron expression: ${(e as Error).message.replace(/^CronPattern: /, "")}` };
   }
   if (cron.nextRun(new Date(now)) === null) return { ok: false, path: "timing.cron", message: `"${expr}" never occurs` };
+  if (minIntervalMs !== undefined) {
+    const gap = shortestGap(cron, now);
+    if (gap !== null && gap < minIntervalMs) {
+      return { ok: false, path: "timing.cron", message: `"${expr}" has occurrences ${gap / 1000} s apart; a schedule's occurrences must be at least ${minIntervalMs / 1000} s apart` };
+    }
+  }
   return { ok: true };
+}
+
+/** Occurrences looked at to find the shortest gap of an expression (its short gaps show within its first cycles). */
+export const GAP_SAMPLES = 200;
+
+/** The shortest time between consecutive occurrences among the next GAP_SAMPLES after `now` (null: fewer than two). */
+function shortestGap(cron: Cron, now: number): number | null {
+  const runs = cron.nextRuns(GAP_SAMPLES, new Date(now)).map((d) => d.getTime());
+  let min: number | null = null;
+  for (let i = 1; i < runs.length; i++) min = Math.min(min ?? Infinity, runs[i]! - runs[i - 1]!);
+  return min;
 }
 
 /** The first occurrence strictly after `after` (epoch ms), or null when there is none. */

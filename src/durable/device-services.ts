@@ -19,6 +19,9 @@ import {
   type DesiredService, type DesiredServices, type ServiceActual, type ServiceDesired, type ServiceStatus, type ServiceView,
 } from "../protocol/service.js";
 
+/** Occurrence ids kept per service (the most recent ones), against a retried fire of the same occurrence. */
+export const KEPT_OCCURRENCES = 16;
+
 export const SERVICE_TABLES = `
 CREATE TABLE services (
   name        TEXT PRIMARY KEY,
@@ -234,8 +237,10 @@ export class DeviceServices {
       if (!started) return;
       this.p.sql.run`UPDATE services SET run = run + 1, desired = 'running', pending_at = NULL, status = 'STARTING',
         reason = ${`started by schedule occurrence ${occurrenceId}`.slice(0, 500)}, exit_code = NULL, restart_at = NULL WHERE name = ${name}`;
-      // Occurrence ids are kept for a while (a retried fire comes soon), not forever.
-      this.p.sql.run`DELETE FROM service_occurrences WHERE name = ${name} AND at < ${now - 30 * 24 * 3600_000}`;
+      // Only the last few occurrence ids are kept: a retried fire is of a recent occurrence (and
+      // the schedule's own handled-through mark stops older ones), so more is only storage.
+      this.p.sql.run`DELETE FROM service_occurrences WHERE name = ${name} AND occurrence NOT IN
+        (SELECT occurrence FROM service_occurrences WHERE name = ${name} ORDER BY at DESC, occurrence DESC LIMIT ${KEPT_OCCURRENCES})`;
       this.changed();
     });
     return ok({ started, run: this.row(name)!.run });

@@ -94,6 +94,10 @@ const refused = (answer: unknown) => typeof answer === "object" && answer !== nu
  * go on): well within the default grace, so a passing fault does not cost a skip-policy run.
  */
 export const RETRY_AFTER_ERROR_MS = 5_000;
+/** Each further failure in a row doubles the wait, up to this. */
+export const MAX_RETRY_DELAY_MS = 15 * 60_000;
+/** After this many failed firings in a row the schedule is paused, with the last error as its reason (resume tries again). */
+export const MAX_FIRING_FAILURES = 8;
 
 export interface SchedulesParts {
   sql: Sql;
@@ -187,7 +191,7 @@ export class Schedules {
     } else {
       const handled = Math.max(row.handled_through, now);
       const next = nextOccurrence(timingOf(row), handled);
-      this.p.sql.run`UPDATE schedules SET paused = 0, handled_through = ${handled}, next_at = ${next}, updated_at = ${now} WHERE id = ${id}`;
+      this.p.sql.run`UPDATE schedules SET paused = 0, handled_through = ${handled}, next_at = ${next}, failures = 0, reason = NULL, updated_at = ${now} WHERE id = ${id}`;
       if (next !== null) this.p.timers.wakeBy(next);
     }
     return ok(this.view(this.row(id)!));
@@ -232,11 +236,32 @@ export class Schedules {
         // Nothing of this schedule's firing was stored (the transaction rolled back): it stays
         // due and is tried again later, without holding up the other schedules or the alarm.
         console.error(JSON.stringify({ level: "error", msg: "schedule firing failed", scheduleId: seen.id, error: String(e) }));
-        this.p.sql.run`UPDATE schedules SET next_at = ${now + RETRY_AFTER_ERROR_MS} WHERE id = ${seen.id}`;
+        this.failed(seen.id, String(e), now);
       }
     }
     if (started > 0) this.p.dispatch();
     return started;
+  }
+
+  /**
+   * A firing of `id` threw: it is tried again after a delay that doubles with each failure in
+   * a row (from RETRY_AFTER_ERROR_MS), and after MAX_FIRING_FAILURES it is paused with the
+   * error as its reason, instead of being retried every few seconds forever.
+   */
+  private failed(id: string, error: string, now: number) {
+    const row = this.row(id);
+    if (!row) return;
+    const failures = row.failures + 1;
+    if (failures >= MAX_FIRING_FAILURES) {
+      const reason = `paused after ${failures} failed firings in a row; last error: ${error}`.slice(0, 500);
+      this.p.sql.run`UPDATE schedules SET paused = 1, failures = ${failures}, reason = ${reason}, updated_at = ${now} WHERE id = ${id}`;
+      console.error(JSON.stringify({ level: "error", msg: "schedule paused after failed firings", scheduleId: id, failures }));
+      return;
+    }
+    const delay = Math.min(RETRY_AFTER_ERROR_MS * 2 ** (failures - 1), MAX_RETRY_DELAY_MS);
+    const reason = `firing failed (${failures} of ${MAX_FIRING_FAILURES} in a row before it is paused): ${error}`.slice(0, 500);
+    // updated_at is left as it was: it marks user changes a firing must not overwrite.
+    this.p.sql.run`UPDATE schedules SET next_at = ${now + delay}, failures = ${failures}, reason = ${reason} WHERE id = ${id}`;
   }
 
   /** One schedule's decision, applied inside the firing's transaction. Answers whether it started a run. */

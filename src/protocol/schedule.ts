@@ -21,6 +21,11 @@ export const SCHEDULE_LIMITS = {
   maxGraceMs: 24 * 60 * 60_000,
   /** schedules per device */
   maxPerDevice: 100,
+  /**
+   * The least time between two occurrences of a cron schedule, by target: each job occurrence
+   * queues a job, each service occurrence restarts a process on the device.
+   */
+  minIntervalMs: { job: 10_000, service: 60_000 },
 } as const;
 
 /** Repeats: a cron expression (5 fields, or 6 with seconds first) read in an IANA time zone. */

@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { DeviceId } from "../../protocol/ids.js";
-import { ScheduleCreate, ScheduleId, ScheduleList, ScheduleView } from "../../protocol/schedule.js";
+import { SCHEDULE_LIMITS, ScheduleCreate, ScheduleId, ScheduleList, ScheduleView } from "../../protocol/schedule.js";
 import { JobSubmission } from "../../protocol/job.js";
 import { checkCron } from "../../core/schedule.js";
 import { jsonBody, jsonResponse, problemResponse, route } from "../route.js";
@@ -29,7 +29,7 @@ const create = route({
   request: { params: deviceParam, body: jsonBody(ScheduleCreate) },
   responses: {
     201: jsonResponse(ScheduleView, "The schedule, with its next occurrence"),
-    400: problemResponse("The request is not valid, e.g. a bad cron expression or an unknown time zone (the errors name the field)"),
+    400: problemResponse("The request is not valid, e.g. a bad cron expression, occurrences closer than the minimum interval (10 s for jobs, 60 s for services), or an unknown time zone (the errors name the field)"),
     403: problemResponse("The credential's role may not call this route, or the device's namespace accepts only signed jobs (a schedule's jobs and service starts are not signed)"),
     422: problemResponse("Cannot be scheduled: the module or function does not fit, the one-shot time has passed, the device holds the most schedules, or service schedules are not available"),
   },
@@ -86,7 +86,7 @@ export function scheduleRoutes(app: App) {
     const input = c.req.valid("json");
     if (!(await canSeeDevice(c, id))) return problem(c, "not-found", "no such device");
     if ("cron" in input.timing) {
-      const checked = checkCron(input.timing.cron, input.timing.timezone, Date.now());
+      const checked = checkCron(input.timing.cron, input.timing.timezone, Date.now(), SCHEDULE_LIMITS.minIntervalMs[input.target.kind]);
       if (!checked.ok) return problem(c, "validation", `${checked.path}: ${checked.message}`, { errors: [{ path: checked.path, message: checked.message }] });
     }
     let requires: string[] = [];
