@@ -9,6 +9,7 @@
 import { mkdir, readdir, readFile, rm, writeFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { sha256Hex } from "../core/crypto.js";
+import { coalesced } from "../core/coalesced.js";
 import type { AppliedReport, CallContext, DevicePart } from "../protocol/deployment.js";
 import type { ControlPlaneClient } from "./api-client.js";
 import type { ModuleCache } from "./module-cache.js";
@@ -22,8 +23,8 @@ export class DeploymentSet {
   /** deployment id -> generation applied here */
   private readonly applied = new Map<string, number>();
   private appliedVersion = -1;
-  private inFlight: Promise<void> | null = null;
-  private rerun = false;
+  /** One convergence at a time; a request during one runs another after it. */
+  readonly converge = coalesced(() => this.convergeOnce());
   private readonly locks = new Map<string, Promise<unknown>>();
 
   constructor(
@@ -74,25 +75,6 @@ export class DeploymentSet {
   /** The control plane's desired-state version; a different one than applied means: converge. */
   noteVersion(version: number | undefined) {
     if (version !== undefined && version !== this.appliedVersion) void this.converge().catch((e) => this.log("warn", "could not apply deployments", { error: String(e) }));
-  }
-
-  /** One convergence at a time; a request during one runs another after it. */
-  converge(): Promise<void> {
-    if (this.inFlight) {
-      this.rerun = true;
-      return this.inFlight;
-    }
-    this.inFlight = (async () => {
-      try {
-        do {
-          this.rerun = false;
-          await this.convergeOnce();
-        } while (this.rerun);
-      } finally {
-        this.inFlight = null;
-      }
-    })();
-    return this.inFlight;
   }
 
   /** Makes sure the call's deployment generation is applied here before it runs. */

@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { afterExit, FRESH_BUDGET, rearmAt, rearmed, type BudgetState, type ProcessEnd } from "../../core/restart-budget.js";
 import { serviceTransition, type ServiceEvent } from "../../core/service-lifecycle.js";
+import { coalesced } from "../../core/coalesced.js";
 import type { LogLine } from "../../protocol/job.js";
 import { SERVICE_LIMITS, type DesiredService, type DesiredServices, type ServiceActual, type ServiceDesired, type ServiceSpec, type ServiceStatus } from "../../protocol/service.js";
 import type { AgentLog } from "../agent-log.js";
@@ -114,8 +115,12 @@ export class ServiceSupervisor {
   private readonly live = new Map<string, Live>();
   private ticker: NodeJS.Timeout | null = null;
   private appliedVersion = -1;
-  private inFlight: Promise<void> | null = null;
-  private rerun = false;
+  /** One convergence at a time (fetch the desired services, apply them); a request during one runs another after it. */
+  readonly converge = coalesced(async () => {
+    const desired = await this.deps.fetchDesired();
+    await this.apply(desired.services);
+    this.appliedVersion = desired.version;
+  });
   private stopped = false;
   private readonly now: () => number;
 
@@ -174,26 +179,6 @@ export class ServiceSupervisor {
   /** The control plane's desired-services version; another one than applied: fetch and apply. */
   noteVersion(version: number | undefined) {
     if (version !== undefined && version !== this.appliedVersion) void this.converge().catch((e) => this.deps.log("warn", "could not apply services", { error: String(e) }));
-  }
-
-  converge(): Promise<void> {
-    if (this.inFlight) {
-      this.rerun = true;
-      return this.inFlight;
-    }
-    this.inFlight = (async () => {
-      try {
-        do {
-          this.rerun = false;
-          const desired = await this.deps.fetchDesired();
-          await this.apply(desired.services);
-          this.appliedVersion = desired.version;
-        } while (this.rerun);
-      } finally {
-        this.inFlight = null;
-      }
-    })();
-    return this.inFlight;
   }
 
   async apply(services: DesiredService[]) {
