@@ -8,7 +8,6 @@ import { freeFormQuery, jsonResponse, route } from "../route.js";
 import { explainMisses, select } from "../../core/selector.js";
 import { MAX_REASONS_SHOWN } from "../../protocol/selector.js";
 import { fleetCandidates } from "../../durable/fleet.js";
-import { jsonResponse, route } from "../route.js";
 import { annotate, type App, type Ctx, problem } from "../http.js";
 import { callerNamespace, deviceNamespace } from "../tenancy.js";
 import { verifySignedClaim } from "../signing.js";
