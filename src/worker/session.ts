@@ -62,7 +62,7 @@ export function forgetSessionKeys() {
 }
 
 /** The principal a session cookie stands for, or null (bad signature, expired, key revoked). */
-export async function verifySession(env: Env, token: string): Promise<SessionPrincipal | null> {
+export async function verifySession(env: Env, token: string, opts: { fresh?: boolean } = {}): Promise<SessionPrincipal | null> {
   const key = await signingKey(env);
   if (!key) return null;
   let payload;
@@ -78,7 +78,7 @@ export async function verifySession(env: Env, token: string): Promise<SessionPri
     const current = await adminFingerprint(env);
     return current !== "" && timingSafeEqual(bound, current) ? { role: "admin", keyId, namespace: null, expiresAt: payload.exp * 1000 } : null;
   }
-  const active = await activeKeys.get(keyId, () => registryStub(env).activeKey(keyId), (k) => k !== null);
+  const active = opts.fresh ? await registryStub(env).activeKey(keyId) : await activeKeys.get(keyId, () => registryStub(env).activeKey(keyId), (k) => k !== null);
   return active ? { ...active, keyId, expiresAt: payload.exp * 1000 } : null;
 }
 
