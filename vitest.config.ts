@@ -10,6 +10,8 @@ export const TEST_VARS = {
   HEARTBEAT_TIMEOUT_MS: "600",
   RETRY_BASE_MS: "20",
   WASMIOT_FACADE_DOMAIN: "wasmiot.test",
+  // open event streams re-check their credential this often (default 30 s)
+  STREAM_RECHECK_MS: "200",
 };
 
 export default defineConfig({

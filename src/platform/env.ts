@@ -49,6 +49,10 @@ export interface Env {
   INDEX_SHARDS?: string;
   /** relays between device objects and each namespace's event hub (default 4; 64 at 100,000 devices, docs/scale.md) */
   EVENT_RELAYS?: string;
+  /** How often an open event stream or log follow re-checks its credential (ms; default 30000). */
+  STREAM_RECHECK_MS?: string;
+  /** The longest an event stream or log follow opened with an API key stays open (ms; default 600000). */
+  STREAM_MAX_MS?: string;
   /** signs dashboard session cookies (>= 32 characters); unset, a key derived from DEVICE_CREDENTIAL_KEY is used */
   SESSION_KEY?: string;
   /** how many days audit entries are kept (default 90) */

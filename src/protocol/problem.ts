@@ -22,6 +22,7 @@ export const PROBLEM_TYPES = {
   "unsupported-media-type": { status: 415, title: "Unsupported media type" },
   "unprocessable": { status: 422, title: "The request cannot be processed" },
   "upgrade-required": { status: 426, title: "Upgrade required" },
+  "too-many-streams": { status: 429, title: "Too many open streams" },
   "internal": { status: 500, title: "Internal error" },
   "not-configured": { status: 503, title: "The control plane is not configured for this" },
 } as const;

@@ -100,6 +100,26 @@ async function identifySession(c: Ctx): Promise<Response | null> {
   return null;
 }
 
+/**
+ * Whether the credential this request came with is still good, asked afresh (no cache):
+ * long-lived answers (event streams, log follows) call this now and then and end when it
+ * is not (stream-guard.ts).
+ */
+export async function credentialStillValid(c: Ctx): Promise<boolean> {
+  const header = c.req.header("authorization");
+  if (header === undefined) {
+    const token = sessionCookie(c.req.header("cookie"));
+    return token !== undefined && (await verifySession(c.env, token, { fresh: true })) !== null;
+  }
+  const token = header.match(/^Bearer\s+(\S+)$/i)?.[1];
+  if (!token) return false;
+  if (c.env.ADMIN_TOKEN && c.env.ADMIN_TOKEN.length >= 16 && timingSafeEqual(token, c.env.ADMIN_TOKEN)) return true;
+  const parsed = parseCredential(token);
+  if (!parsed) return false;
+  if (parsed.kind === "device") return (await deviceStub(c.env, parsed.deviceId).credentialNamespace(parsed.secret)) !== null;
+  return (await registryStub(c.env).verifyKey(parsed.keyId, parsed.secret)) !== null;
+}
+
 /** First of the API's middleware: a bad credential is refused before the body is looked at. */
 export function authenticate(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {

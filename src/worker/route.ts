@@ -28,6 +28,7 @@ const PROBLEM_DESCRIPTIONS = {
   413: "The request body is too large",
   422: "Well-formed but cannot be processed (the detail says why)",
   426: "Upgrade required",
+  429: "Too many open streams for this credential or namespace: close one first",
   503: "Not configured: the control plane lacks a secret this route needs (DEVICE_CREDENTIAL_KEY)",
 } as const;
 export type DeclaredProblem = keyof typeof PROBLEM_DESCRIPTIONS;

@@ -12,7 +12,7 @@
  */
 import { SignJWT, jwtVerify } from "jose";
 import type { Role } from "../protocol/keys.js";
-import { sha256Hex, timingSafeEqual } from "../core/crypto.js";
+import { timingSafeEqual } from "../core/crypto.js";
 import { TtlCache } from "../core/ttl-cache.js";
 import { registryStub } from "../platform/stubs.js";
 import type { Env } from "../platform/env.js";
@@ -34,15 +34,24 @@ async function signingKey(env: Env): Promise<Uint8Array | null> {
   return new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode("wasmvisor dashboard session key v1")));
 }
 
-/** What a session of the bootstrap admin token is bound to: a changed ADMIN_TOKEN ends them. */
-const adminFingerprint = async (env: Env) => (env.ADMIN_TOKEN ? (await sha256Hex(`session:${env.ADMIN_TOKEN}`)).slice(0, 32) : "");
+/**
+ * What a session of the bootstrap admin token is bound to: a changed ADMIN_TOKEN ends them.
+ * An HMAC under the session signing key, so the (readable) claim is no offline oracle for
+ * guessing ADMIN_TOKEN.
+ */
+async function adminFingerprint(env: Env, key: Uint8Array): Promise<string> {
+  if (!env.ADMIN_TOKEN) return "";
+  const mac = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const sig = new Uint8Array(await crypto.subtle.sign("HMAC", mac, new TextEncoder().encode(`session admin:${env.ADMIN_TOKEN}`)));
+  return [...sig.slice(0, 16)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 /** A new session token for an API key (or the bootstrap admin token); null when no signing key is configured. */
 export async function issueSession(env: Env, p: { role: Role; keyId: string; namespace: string | null }, nowMs: number): Promise<{ token: string; expiresAt: number } | null> {
   const key = await signingKey(env);
   if (!key) return null;
   const expiresAt = Math.floor(nowMs / 1000) + SESSION_TTL_SECONDS;
-  const claims = p.keyId === "bootstrap" ? { adm: await adminFingerprint(env) } : {};
+  const claims = p.keyId === "bootstrap" ? { adm: await adminFingerprint(env, key) } : {};
   const token = await new SignJWT(claims)
     .setProtectedHeader({ alg: "HS256" })
     .setSubject(p.keyId)
@@ -62,7 +71,7 @@ export function forgetSessionKeys() {
 }
 
 /** The principal a session cookie stands for, or null (bad signature, expired, key revoked). */
-export async function verifySession(env: Env, token: string): Promise<SessionPrincipal | null> {
+export async function verifySession(env: Env, token: string, opts: { fresh?: boolean } = {}): Promise<SessionPrincipal | null> {
   const key = await signingKey(env);
   if (!key) return null;
   let payload;
@@ -75,10 +84,10 @@ export async function verifySession(env: Env, token: string): Promise<SessionPri
   if (typeof keyId !== "string" || typeof payload.exp !== "number") return null;
   if (keyId === "bootstrap") {
     const bound = typeof payload.adm === "string" ? payload.adm : "";
-    const current = await adminFingerprint(env);
+    const current = await adminFingerprint(env, key);
     return current !== "" && timingSafeEqual(bound, current) ? { role: "admin", keyId, namespace: null, expiresAt: payload.exp * 1000 } : null;
   }
-  const active = await activeKeys.get(keyId, () => registryStub(env).activeKey(keyId), (k) => k !== null);
+  const active = opts.fresh ? await registryStub(env).activeKey(keyId) : await activeKeys.get(keyId, () => registryStub(env).activeKey(keyId), (k) => k !== null);
   return active ? { ...active, keyId, expiresAt: payload.exp * 1000 } : null;
 }
 

@@ -1,6 +1,6 @@
 /** Dashboard sessions: an API key becomes an HttpOnly cookie; revoking the key or logging out ends it. */
 import { describe, expect, it } from "vitest";
-import { call } from "./helpers.js";
+import { ADMIN, call } from "./helpers.js";
 
 const cookieOf = (res: { headers: Headers }) => res.headers.get("set-cookie")!.split(";")[0]!;
 
@@ -49,5 +49,14 @@ describe("POST /v1/session", () => {
     const login = await call("POST", "/v1/session");
     expect(login.status).toBe(201);
     expect((await call("GET", "/v1/keys", { token: null, headersExtra: { cookie: cookieOf(login) } })).status).toBe(200);
+  });
+
+  it("a bootstrap session's token carries no unkeyed hash of ADMIN_TOKEN (no offline guessing oracle)", async () => {
+    const jwt = cookieOf(await call("POST", "/v1/session")).split("=")[1]!;
+    const claims = JSON.parse(atob(jwt.split(".")[1]!.replace(/-/g, "+").replace(/_/g, "/"))) as { adm: string };
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`session:${ADMIN}`)));
+    const unkeyed = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("").slice(0, 32);
+    expect(claims.adm).toMatch(/^[0-9a-f]{32}$/);
+    expect(claims.adm).not.toBe(unkeyed);
   });
 });

@@ -12,6 +12,8 @@ import { DeploymentId } from "../../protocol/deployment.js";
 import { EventFilter, EventKindPattern, EVENT_REPLAY } from "../../protocol/events.js";
 import { DEFAULT_NAMESPACE, Namespace } from "../../protocol/keys.js";
 import { eventHubStub } from "../../platform/stubs.js";
+import { guardStream, STREAM_MAX_MS, STREAM_RECHECK_MS } from "../stream-guard.js";
+import { MAX_STREAMS_PER_KEY } from "../../durable/events-object.js";
 
 const EventId = z.string().regex(/^\d{1,15}$/, "an event id (digits)");
 
@@ -19,9 +21,12 @@ const stream = route({
   method: "get",
   path: "/v1/events",
   roles: ["admin", "user"],
+  problems: [429],
   summary:
     `The namespace's events as server-sent events (each \`data:\` is a FleetEvent, its \`id:\` the event id): device.registered/online/offline, job.<state>, deployment.<state> (deployment.applied), and kinds other parts publish. ` +
-    `Reconnect with Last-Event-ID to get exactly the events missed while they are in the replay window (the newest ${EVENT_REPLAY.maxEvents} events, at most ${EVENT_REPLAY.maxAgeMs / 60_000} minutes); an \`event: gap\` says some had already left it.`,
+    `Reconnect with Last-Event-ID to get exactly the events missed while they are in the replay window (the newest ${EVENT_REPLAY.maxEvents} events, at most ${EVENT_REPLAY.maxAgeMs / 60_000} minutes); an \`event: gap\` says some had already left it. ` +
+    `A stream ends (after a comment saying why) when its session cookie expires, ${STREAM_MAX_MS / 60_000} minutes after it opened with an API key, or within ${STREAM_RECHECK_MS / 1000} s of its credential being revoked or logged out: clients reconnect with Last-Event-ID and are authenticated again. ` +
+    `One credential may hold ${MAX_STREAMS_PER_KEY} open streams per namespace (429 past that).`,
   request: {
     query: z.object({
       device: DeviceId.optional(),
@@ -53,7 +58,12 @@ export function eventRoutes(app: App) {
     const filter = EventFilter.safeParse({ device: q.device, job: q.job, deployment: q.deployment, kinds });
     if (!filter.success) return validationProblem(c, filter.error, "kind filter");
     const last = c.req.valid("header")["last-event-id"] ?? q.lastEventId;
-    const body = await eventHubStub(c.env, namespace).subscribe(namespace, filter.data, last === undefined ? null : Number(last), q.tail, q.wait === undefined ? null : q.wait * 1000);
-    return new Response(body, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" } });
+    const p = c.get("principal");
+    const holder = p.role === "device" ? `device:${p.deviceId}` : `key:${p.keyId}`;
+    const hub = eventHubStub(c.env, namespace);
+    const key = crypto.randomUUID();
+    const body = await hub.subscribe(namespace, filter.data, last === undefined ? null : Number(last), q.tail, q.wait === undefined ? null : q.wait * 1000, holder, key);
+    if (!(body instanceof ReadableStream)) return problem(c, "too-many-streams", body.refused);
+    return new Response(guardStream(c, body, () => hub.unsubscribe(namespace, key)), { headers: { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" } });
   });
 }

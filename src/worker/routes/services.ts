@@ -11,6 +11,7 @@ import { annotate, fromOutcome, problem, type App, type Ctx } from "../http.js";
 import { callerNamespace, canSeeDevice, deviceNamespace } from "../tenancy.js";
 import { signingRequired } from "../signing.js";
 import { devicePrincipal } from "../auth.js";
+import { guardStream } from "../stream-guard.js";
 import { EPOCH_HEADER, EpochHeaders } from "../../protocol/agent.js";
 import { deviceStub } from "../../platform/stubs.js";
 import { moduleInfo } from "../module-store.js";
@@ -91,7 +92,7 @@ const logs = route({
   method: "get",
   path: "/v1/devices/{id}/services/{name}/logs",
   roles: ["admin", "user"],
-  summary: "The service's recent output lines (a bounded ring); ?follow=1 streams new ones as server-sent events (`line` events) until the service is removed or ?seconds= pass",
+  summary: "The service's recent output lines (a bounded ring); ?follow=1 streams new ones as server-sent events (`line` events) until the service is removed or ?seconds= pass (then `event: end`), or until the credential ends (revoked, logged out, session expired; checked every 30 s; then a comment saying why)",
   request: {
     params: serviceParams,
     query: z.object({
@@ -240,6 +241,8 @@ export function serviceRoutes(app: App) {
         closed = true;
       },
     });
-    return new Response(stream, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
+    // It ends with its credential too (revoked, logged out, session expired: stream-guard.ts).
+    const guarded = guardStream(c, stream, undefined, "reconnect with ?after= the last line's seq (and a valid credential)");
+    return new Response(guarded, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
   });
 }
