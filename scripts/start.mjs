@@ -235,6 +235,7 @@ console.log(`
  subtract(minuend=10, subtrahend=3) through the signed deployment quick-start = ${JSON.stringify(callDone.result?.value)}   (job ${callDone.state})
 ================================================================================
  Control plane: ${URL_BASE}        API description: ${URL_BASE}/openapi.json
+ Dashboard:     ${URL_BASE}/dashboard/   (log in with the admin token)   API reference: ${URL_BASE}/docs
  Admin token:   ${admin}
  Try:
    curl -s -H "authorization: Bearer ${admin}" ${URL_BASE}/v1/devices
