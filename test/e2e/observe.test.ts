@@ -61,8 +61,13 @@ describe("the event stream from Node", () => {
     await new Promise((r) => setTimeout(r, 500)); // the stream is open before the job starts (a replay would hide a missing live path)
     const job = await cp.admin.submitJob({ device: agent.deviceId, module: digest, function: "fibo", args: [10] });
     const seen = await live;
-    // pushed over the agent's WebSocket, a job is created leased; over long-poll it is queued first
-    expect(seen.map((e) => e.kind).filter((k) => k !== "job.queued")).toEqual(["job.leased", "job.running", "job.succeeded"]);
+    // Pushed over the agent's WebSocket, a job is created leased (over long-poll it is queued first). Its
+    // RUNNING shows when the agent's `started` ack is applied before its result; a job that ends first goes
+    // LEASED -> SUCCEEDED directly (core/lifecycle.ts), so on a fast machine RUNNING may not be there.
+    const kinds = seen.map((e) => e.kind).filter((k) => k !== "job.queued");
+    expect(kinds.filter((k) => k !== "job.running")).toEqual(["job.leased", "job.succeeded"]);
+    expect(kinds.filter((k) => k === "job.running").length).toBeLessThanOrEqual(1);
+    expect(kinds.indexOf("job.running")).not.toBe(0);
     expect(seen.at(-1)).toMatchObject({ kind: "job.succeeded", job: job.id, device: agent.deviceId });
 
     // missed while away: two more jobs; resuming after the last seen id gives exactly their events
