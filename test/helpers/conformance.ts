@@ -49,7 +49,9 @@ export class Conformance {
   /** Records a violation (and answers it) when the response is not what the document says. */
   check(method: string, path: string, status: number, contentType: string | null, body: string): string | null {
     this.checked++;
-    const violation = this.find(method.toLowerCase(), path, status, contentType, body);
+    // The operation is the one the server routed to: a URL's dot segments (a fuzzer's "..") are resolved first.
+    const routed = new URL(path, "http://conformance.invalid").pathname;
+    const violation = this.find(method.toLowerCase(), routed, status, contentType, body);
     if (violation) this.violations.push(`${method} ${path} -> ${status}: ${violation}`);
     return violation;
   }
