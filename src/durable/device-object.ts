@@ -296,13 +296,17 @@ export class DeviceObject extends SqlObject<Env> {
     return this.visibleTo(namespace) ? this.p.deployments.part(id) : null;
   }
 
-  /** What a rollout's health gate reads: this deployment's state here, silence, and its calls since `since`. */
-  async rolloutSample(namespace: string | null, id: string, since: number): Promise<DeviceHealthSample | null> {
+  /** What a rollout's health gate reads: this deployment's state here, silence, its calls since `since`, and crashes of services on the version (`digests`: its modules). */
+  async rolloutSample(namespace: string | null, id: string, since: number, digests: string[] = []): Promise<DeviceHealthSample | null> {
     if (!this.visibleTo(namespace)) return null;
     const d = this.p.presence.device!;
     const status = this.p.deployments.status(id, d.id);
     const calls = this.p.deployments.callOutcomes(id, since);
-    return { deploymentState: status?.state ?? null, deploymentReason: status?.reason ?? null, generation: status?.generation ?? null, silentMs: d.last_seen === null ? null : this.clock.now() - d.last_seen, calls: calls.calls, failedCalls: calls.failed };
+    const crashes = this.p.services.crashesOf(id, digests, since);
+    return {
+      deploymentState: status?.state ?? null, deploymentReason: status?.reason ?? null, generation: status?.generation ?? null, silentMs: d.last_seen === null ? null : this.clock.now() - d.last_seen,
+      calls: calls.calls, failedCalls: calls.failed, services: crashes.services, serviceCrashes: crashes.crashes, crashedServices: crashes.names,
+    };
   }
 
   async releaseKept(namespace: string | null, id: string, generation: number): Promise<boolean> {

@@ -4,7 +4,7 @@ import { DEPLOYMENT_FLOORS_TABLE, DEPLOYMENT_TABLES } from "./device-deployments
 import { DEVICE_TABLE } from "./device-presence.js";
 import { AGENT_LOGS_TABLE } from "./agent-logs.js";
 import { SCHEDULES_TABLE } from "./schedules.js";
-import { SERVICE_TABLES } from "./device-services.js";
+import { SERVICE_CRASHES_TABLE, SERVICE_TABLES } from "./device-services.js";
 import { DEVICE_EVENTS_SCHEMA } from "./device-events.js";
 import { AGENT_SESSIONS_TABLE } from "./agent-epochs.js";
 import { COMMANDS_TABLE } from "./device-commands.js";
@@ -43,4 +43,6 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
     "ALTER TABLE deployments ADD COLUMN applied_generation INTEGER",
   // schedules (schedules.ts): why the last occurrence got no run, and consecutive firing failures (back-off, then pause)
   "ALTER TABLE schedules ADD COLUMN reason TEXT; ALTER TABLE schedules ADD COLUMN failures INTEGER NOT NULL DEFAULT 0",
+  // crashes and restarts of services as reported (device-services.ts): a rollout's gate counts those on its new version
+  SERVICE_CRASHES_TABLE,
 ];

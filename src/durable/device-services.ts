@@ -52,6 +52,18 @@ CREATE INDEX service_logs_by_name ON service_logs (name, seq);
 CREATE TABLE service_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
 INSERT INTO service_version (id, version) VALUES (1, 0);`;
 
+/**
+ * Crashes and restarts of services as the agent's reports show them (a rollout's gate counts
+ * those of services on its new version, since each device was sent it). Each row: one report
+ * that showed `n` more, with the service's module and the deployment it runs in (kept when
+ * the service is removed). The newest CRASH_ROWS rows are kept.
+ */
+export const SERVICE_CRASHES_TABLE = `
+CREATE TABLE service_crashes (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, module TEXT NOT NULL, deployment TEXT, at INTEGER NOT NULL, n INTEGER NOT NULL);
+CREATE INDEX service_crashes_by_time ON service_crashes (at);`;
+const CRASH_ROWS = 2_000;
+const FAILING: readonly ServiceStatus[] = ["BACKOFF", "CRASHED"];
+
 type Row = {
   name: string; spec: string; desired: ServiceDesired; pending_at: number | null; run: number; resets: number;
   status: ServiceStatus; status_run: number; reason: string; exit_code: number | null; restarts: number; last_error: string | null;
@@ -283,12 +295,47 @@ export class DeviceServices {
       for (const a of actuals) {
         const r = this.row(a.name);
         if (!r || r.pending_at !== null || a.run !== r.run) continue; // removed, not started yet, or an earlier run
+        this.noteCrashes(r, a, now);
         this.p.sql.run`UPDATE services SET status = ${a.status}, status_run = ${a.run}, reason = ${a.reason}, exit_code = ${a.exitCode},
           restarts = ${a.restarts}, last_error = ${a.lastError}, started_at = ${a.startedAt}, restart_at = ${a.restartAt}, pid = ${a.pid},
           cpu_ms = ${a.cpuMs}, cpu_percent = ${a.cpuPercent}, rss_bytes = ${a.rssBytes}, reported_at = ${now} WHERE name = ${a.name}`;
         if (a.lines.length) this.appendLines(a.name, a.lines);
       }
     });
+  }
+
+  /**
+   * How many crashes and restarts this report shows that the last one of the same run did
+   * not: the restarts count grew (restarts between two beats count too), or the service
+   * entered BACKOFF or CRASHED (a failure the budget did not restart counts once). A count that
+   * fell out of the budget's window and grew again between two beats is undercounted.
+   */
+  private noteCrashes(r: Row, a: ServiceActual, now: number) {
+    const sameRun = r.status_run === a.run && r.reported_at !== null;
+    const grown = Math.max(0, a.restarts - (sameRun ? r.restarts : 0));
+    const entered = FAILING.includes(a.status) && !(sameRun && r.status === a.status && a.restarts === r.restarts);
+    const n = Math.max(grown, entered ? 1 : 0);
+    if (n === 0) return;
+    const spec = JSON.parse(r.spec) as ServiceSpec;
+    const deployment = typeof spec.sandbox === "object" ? spec.sandbox.deployment : null;
+    this.p.sql.run`INSERT INTO service_crashes (name, module, deployment, at, n) VALUES (${r.name}, ${spec.module}, ${deployment}, ${now}, ${n})`;
+    this.p.sql.run`DELETE FROM service_crashes WHERE seq <= (SELECT seq FROM service_crashes ORDER BY seq DESC LIMIT 1 OFFSET ${CRASH_ROWS})`;
+  }
+
+  /**
+   * Services on a deployment's version (run in its module directory, or of one of `digests`):
+   * how many the device holds now, and their crashes and restarts reported since `since`.
+   */
+  crashesOf(deployment: string, digests: readonly string[], since: number): { services: number; crashes: number; names: string[] } {
+    const onVersion = (module: string, dep: string | null) => dep === deployment || digests.includes(module);
+    const services = this.p.sql.all<{ spec: string }>("SELECT spec FROM services").filter((r) => {
+      const spec = JSON.parse(r.spec) as ServiceSpec;
+      return onVersion(spec.module, typeof spec.sandbox === "object" ? spec.sandbox.deployment : null);
+    }).length;
+    const rows = this.p.sql.all<{ name: string; module: string; deployment: string | null; n: number }>`SELECT name, module, deployment, n FROM service_crashes WHERE at >= ${since} ORDER BY seq`
+      .filter((c) => onVersion(c.module, c.deployment));
+    const names = [...new Set(rows.map((c) => c.name))];
+    return { services, crashes: rows.reduce((sum, c) => sum + c.n, 0), names: names.slice(0, 10) };
   }
 
   private appendLines(name: string, lines: LogLine[]) {

@@ -12,9 +12,9 @@ import { SqlObject } from "./sql-object.js";
 import { fail, ok, type Outcome } from "./rpc.js";
 import { iso } from "../core/time.js";
 import { mapWithConcurrency } from "../core/concurrency.js";
-import { describeThreshold, judgeDevice, pastThreshold, planWaves, rateAllowance, type RateWindow } from "../core/rollout.js";
+import { describeThreshold, judgeDevice, pastThreshold, planWaves, rateAllowance, trippedGates, type RateWindow } from "../core/rollout.js";
 import type { DevicePart } from "../protocol/deployment.js";
-import type { DeviceHealthSample, RolloutAction, RolloutDeviceState, RolloutGate, RolloutRollback, RolloutState, RolloutStrategy, RolloutView } from "../protocol/rollout.js";
+import type { DeviceHealthSample, RolloutAction, RolloutGateName, RolloutDeviceState, RolloutGate, RolloutRollback, RolloutState, RolloutStrategy, RolloutView } from "../protocol/rollout.js";
 import type { Selector } from "../protocol/selector.js";
 import type { Placement } from "./deployment-object.js";
 import type { Env } from "../platform/env.js";
@@ -67,7 +67,7 @@ type RolloutRow = {
 type WaveRow = { idx: number; size: number; state: "waiting" | "deploying" | "soaking" | "passed" | "failed" | "skipped"; started_at: number | null; soak_until: number | null; gate: string | null };
 type TargetRow = {
   device: string; wave: number; ord: number; state: RolloutDeviceState; prev_part: string | null; prev_generation: number | null;
-  generation: number | null; started_at: number | null; reasons: string; sample: string | null;
+  generation: number | null; started_at: number | null; reasons: string; sample: string | null; gates: string;
 };
 type RollbackReason = NonNullable<RolloutView["rollbackReason"]>;
 
@@ -79,7 +79,11 @@ const RECHECK_MS = 5_000;
 
 export class RolloutObject extends SqlObject<Env> {
   protected migrations() {
-    return [SCHEMA];
+    return [
+      SCHEMA,
+      // the gate measures each failed device failed (core/rollout.ts judgeDevice), counted in a rollback's `tripped`
+      "ALTER TABLE targets ADD COLUMN gates TEXT NOT NULL DEFAULT '[]'",
+    ];
   }
 
   protected override schemaOnFirstWrite() {
@@ -150,7 +154,7 @@ export class RolloutObject extends SqlObject<Env> {
         break;
       case "rollback":
         if (r.state !== "running" && r.state !== "paused" && r.state !== "aborted") return refuse();
-        this.startRollback({ by: "operator", wave: null, failed: this.count(["failed"]), updated: this.count(["updating", "healthy", "failed"]), threshold: "operator's decision", devices: [] });
+        this.startRollback({ by: "operator", wave: null, failed: this.count(["failed"]), updated: this.count(["updating", "healthy", "failed"]), threshold: "operator's decision", tripped: {}, devices: [] });
         await this.ctx.storage.setAlarm(this.clock.now());
         break;
     }
@@ -231,9 +235,10 @@ export class RolloutObject extends SqlObject<Env> {
   /** The gate after a wave's soak: every device on the new version so far is judged. */
   private async gate(r: RolloutRow, config: RolloutConfig, wave: WaveRow, now: number): Promise<"again" | number> {
     const updated = this.all<TargetRow>("SELECT * FROM targets WHERE state IN ('updating', 'healthy', 'failed') AND generation IS NOT NULL ORDER BY ord");
+    const digests = (JSON.parse(r.template) as DevicePart["modules"]).map((m) => m.digest);
     const samples = await mapWithConcurrency(updated, FANOUT, async (t) => {
       try {
-        return await deviceStub(this.env, t.device).rolloutSample(r.namespace, r.deployment, t.started_at!);
+        return await deviceStub(this.env, t.device).rolloutSample(r.namespace, r.deployment, t.started_at!, digests);
       } catch {
         return null;
       }
@@ -241,13 +246,13 @@ export class RolloutObject extends SqlObject<Env> {
     let pending = 0;
     this.ctx.storage.transactionSync(() => {
       for (const [i, t] of updated.entries()) {
-        const sample: DeviceHealthSample = samples[i] ?? { deploymentState: null, deploymentReason: "the device could not be asked", generation: null, silentMs: null, calls: 0, failedCalls: 0 };
+        const sample: DeviceHealthSample = samples[i] ?? { deploymentState: null, deploymentReason: "the device could not be asked", generation: null, silentMs: null, calls: 0, failedCalls: 0, services: 0, serviceCrashes: 0, crashedServices: [] };
         // A failure recorded when sending stays: the device never got the version.
         if (t.state === "failed" && t.sample === null) continue;
         const v = judgeDevice(sample, t.generation!, t.started_at!, now, config.gate);
         const state: RolloutDeviceState = v.verdict === "healthy" ? "healthy" : v.verdict === "failed" ? "failed" : "updating";
         if (v.verdict === "pending") pending++;
-        this.run`UPDATE targets SET state = ${state}, reasons = ${JSON.stringify(v.verdict === "healthy" ? [] : v.reasons)}, sample = ${JSON.stringify(sample)} WHERE device = ${t.device}`;
+        this.run`UPDATE targets SET state = ${state}, reasons = ${JSON.stringify(v.verdict === "healthy" ? [] : v.reasons)}, gates = ${JSON.stringify(v.verdict === "failed" ? v.gates : [])}, sample = ${JSON.stringify(sample)} WHERE device = ${t.device}`;
       }
     });
     const failed = this.count(["failed"]);
@@ -255,9 +260,10 @@ export class RolloutObject extends SqlObject<Env> {
     const healthy = this.count(["healthy"]);
     this.run("UPDATE waves SET gate = ? WHERE idx = ?", JSON.stringify({ evaluatedAt: now, healthy, failed, pending }), wave.idx);
     if (pastThreshold(failed, total, config.rollback)) {
-      const devices = this.all<TargetRow>("SELECT * FROM targets WHERE state = 'failed' ORDER BY ord LIMIT 50").map((t) => ({ device: t.device, reasons: JSON.parse(t.reasons) as string[] }));
+      const all = this.all<Pick<TargetRow, "gates">>("SELECT gates FROM targets WHERE state = 'failed'").map((t) => ({ gates: JSON.parse(t.gates) as RolloutGateName[] }));
+      const devices = this.all<TargetRow>("SELECT * FROM targets WHERE state = 'failed' ORDER BY ord LIMIT 50").map((t) => ({ device: t.device, gates: JSON.parse(t.gates) as RolloutGateName[], reasons: JSON.parse(t.reasons) as string[] }));
       this.run("UPDATE waves SET state = 'failed' WHERE idx = ?", wave.idx);
-      this.startRollback({ by: "gate", wave: wave.idx, failed, updated: total, threshold: describeThreshold(config.rollback), devices });
+      this.startRollback({ by: "gate", wave: wave.idx, failed, updated: total, threshold: describeThreshold(config.rollback), tripped: trippedGates(all), devices });
       return "again";
     }
     if (pending > 0) {
@@ -276,7 +282,7 @@ export class RolloutObject extends SqlObject<Env> {
       this.decide(
         "rolling back",
         reason.by === "gate"
-          ? `wave ${reason.wave}'s gate: ${reason.failed} of ${reason.updated} updated devices failed, past the threshold (${reason.threshold}); every updated device goes back to its previous version`
+          ? `wave ${reason.wave}'s gate: ${reason.failed} of ${reason.updated} updated devices failed (${Object.entries(reason.tripped).map(([g, n]) => `${g}: ${n}`).join(", ")}), past the threshold (${reason.threshold}); every updated device goes back to its previous version`
           : `by an operator; every updated device goes back to its previous version`,
       );
     });
@@ -378,10 +384,12 @@ export class RolloutObject extends SqlObject<Env> {
       }),
       devices: targets.map((t) => ({
         device: t.device, wave: t.wave, state: t.state, previousGeneration: t.prev_generation, generation: t.generation, startedAt: iso(t.started_at),
-        reasons: JSON.parse(t.reasons) as string[], sample: t.sample ? (JSON.parse(t.sample) as DeviceHealthSample) : null,
+        reasons: JSON.parse(t.reasons) as string[], gates: JSON.parse(t.gates) as RolloutGateName[],
+        sample: t.sample ? { services: 0, serviceCrashes: 0, crashedServices: [], ...(JSON.parse(t.sample) as Partial<DeviceHealthSample>) } as DeviceHealthSample : null,
       })),
       decisions: this.all<{ at: number; decision: string; detail: string }>("SELECT at, decision, detail FROM decisions ORDER BY seq").map((d) => ({ at: iso(d.at)!, decision: d.decision, detail: d.detail })),
-      rollbackReason: r.rollback ? (JSON.parse(r.rollback) as RollbackReason) : null,
+      // (rollbacks recorded before `tripped` existed read as naming none)
+      rollbackReason: r.rollback ? { tripped: {}, ...(JSON.parse(r.rollback) as Partial<RollbackReason>) } as RollbackReason : null,
     };
   }
 }

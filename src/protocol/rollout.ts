@@ -39,6 +39,8 @@ export const RolloutGate = z.strictObject({
   maxErrorRate: z.number().min(0).max(1).default(0.1),
   /** fewer ended calls than this: the error rate is not judged */
   minCalls: z.number().int().min(1).max(1_000_000).default(1),
+  /** crashes and restarts of services on the new version (run in its module directory, or of one of its modules) on a device since it was sent it: more than this fails it */
+  maxServiceCrashes: z.number().int().min(0).max(1_000_000).default(0),
 }).meta({ id: "RolloutGate" });
 export type RolloutGate = z.output<typeof RolloutGate>;
 
@@ -65,6 +67,10 @@ export type RolloutState = z.infer<typeof RolloutState>;
 export const RolloutDeviceState = z.enum(["pending", "updating", "healthy", "failed", "reverting", "reverted", "skipped"]);
 export type RolloutDeviceState = z.infer<typeof RolloutDeviceState>;
 
+/** The measures of the health gate; a failed device names the ones it failed (a rollback counts them). */
+export const RolloutGateName = z.enum(["applied", "heartbeats", "callErrorRate", "serviceCrashes", "superseded"]).meta({ id: "RolloutGateName" });
+export type RolloutGateName = z.infer<typeof RolloutGateName>;
+
 /** What the gate measured on one device. */
 export const DeviceHealthSample = z.object({
   deploymentState: z.string().nullable(),
@@ -73,6 +79,11 @@ export const DeviceHealthSample = z.object({
   silentMs: z.number().nullable(),
   calls: z.number().int(),
   failedCalls: z.number().int(),
+  /** services on the new version the device holds now */
+  services: z.number().int().default(0),
+  /** crashes and restarts of services on the new version since the device was sent it, and which services (at most 10 named) */
+  serviceCrashes: z.number().int().default(0),
+  crashedServices: z.array(z.string()).default([]),
 });
 export type DeviceHealthSample = z.infer<typeof DeviceHealthSample>;
 
@@ -106,6 +117,8 @@ export const RolloutView = z.object({
     generation: z.number().int().nullable(),
     startedAt: z.string().nullable(),
     reasons: z.array(z.string()),
+    /** the gate's measures this device failed (empty unless failed) */
+    gates: z.array(RolloutGateName),
     sample: DeviceHealthSample.nullable(),
   })),
   /** every decision, oldest first: what was done and why */
@@ -117,7 +130,9 @@ export const RolloutView = z.object({
     failed: z.number().int(),
     updated: z.number().int(),
     threshold: z.string(),
-    devices: z.array(z.object({ device: DeviceId, reasons: z.array(z.string()) })),
+    /** which measures tripped: failed devices per gate measure (a device may fail several) */
+    tripped: z.partialRecord(RolloutGateName, z.number().int()),
+    devices: z.array(z.object({ device: DeviceId, gates: z.array(RolloutGateName), reasons: z.array(z.string()) })),
   }).nullable(),
 }).meta({ id: "Rollout" });
 export type RolloutView = z.infer<typeof RolloutView>;

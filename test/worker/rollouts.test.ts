@@ -159,8 +159,8 @@ describe("staged rollouts", () => {
     expect(view.state).toBe("rolled_back");
     expect(view.waves.map((w: { state: string }) => w.state)).toEqual(["passed", "failed", "skipped"].slice(0, view.waves.length));
     expect(view.rollbackReason).toEqual({
-      by: "gate", wave: 1, failed: 1, updated: 6, threshold: "more than 0 failed devices",
-      devices: [{ device: sick.deviceId, reasons: ["call error rate 1.000 (2 of 2) over 0.1"] }],
+      by: "gate", wave: 1, failed: 1, updated: 6, threshold: "more than 0 failed devices", tripped: { callErrorRate: 1 },
+      devices: [{ device: sick.deviceId, gates: ["callErrorRate"], reasons: ["call error rate 1.000 (2 of 2) over 0.1"] }],
     });
     expect(view.counts).toEqual({ reverted: 6 });
     const sickRow = view.devices.find((x: { device: string }) => x.device === sick.deviceId);
@@ -174,6 +174,82 @@ describe("staged rollouts", () => {
     }
     const dep = (await call("GET", "/v1/deployments/svc-bad", { token: user })).body;
     expect(dep.modules[0].digest).toBe(v1);
+  });
+
+  it("counts crashes and restarts of services on the new version during the soak; past maxServiceCrashes the gate trips and every updated device is rolled back", async () => {
+    const counter = await uploadModule("countService");
+    const devs = await fleet("crash", 2);
+    await call("POST", "/v1/deployments", { token: user, body: await sign(version1("svc-crash", "crash")), type: "application/jose" });
+    for (const d of devs) await apply(d);
+    // On each device: a service in the deployment's module directory (on whatever version it
+    // runs), and one of its own (another module) that is not the rollout's business.
+    for (const d of devs) {
+      const mk = (name: string, sandbox: unknown) => call("POST", `/v1/devices/${d.deviceId}/services`, { token: user, json: { name, module: counter, sandbox } });
+      expect((await mk("sensor", { deployment: "svc-crash", module: "app" })).status).toBe(201);
+      expect((await mk("other", "own")).status).toBe(201);
+    }
+    const beat = (d: Dev, services: { name: string; status: string; restarts: number }[]) =>
+      call("POST", "/v1/agent/heartbeat", {
+        token: d.credential,
+        json: {
+          health: health(),
+          services: services.map((s) => ({ run: 1, reason: "test", exitCode: null, lastError: null, startedAt: null, restartAt: null, pid: null, cpuMs: 0, cpuPercent: 0, rssBytes: 0, resets: 0, lines: [], ...s })),
+        },
+      });
+    // A crash before the rollout does not count against it.
+    for (const d of devs) {
+      await beat(d, [{ name: "sensor", status: "RUNNING", restarts: 0 }]);
+      await beat(d, [{ name: "sensor", status: "BACKOFF", restarts: 1 }]);
+    }
+
+    const T1 = T0 + 100_000;
+    const ro = rolloutObject(NS, "ro-crash");
+    await runInDurableObject(ro, (obj) => obj.clock.set(T1));
+    await at(T1, ro, devs);
+    const res = await call("POST", "/v1/rollouts", {
+      token: user,
+      json: { id: "ro-crash", deployment: await sign(version2("svc-crash", "crash")), strategy: { waveSize: { count: 1 } }, gate: { soakMs: 10_000, maxServiceCrashes: 1 } },
+    });
+    expect(res.status).toBe(201);
+    expect(res.body.gate.maxServiceCrashes).toBe(1);
+    await runDurableObjectAlarm(ro); // wave 0 sent
+    let view = await show("ro-crash");
+    const byWave = (w: number) => devs.find((d) => d.deviceId === view.devices.find((x: { wave: number }) => x.wave === w).device)!;
+    const first = byWave(0);
+    const second = byWave(1);
+    await apply(first);
+    // Wave 0's device: the service restarts once during the soak (1 is not over 1), and the
+    // other service crash-loops (it does not run the new version: not counted).
+    await at(T1 + 2_000, ro, devs);
+    await beat(first, [{ name: "sensor", status: "RUNNING", restarts: 1 }, { name: "other", status: "RUNNING", restarts: 0 }]);
+    await beat(first, [{ name: "sensor", status: "BACKOFF", restarts: 2 }, { name: "other", status: "BACKOFF", restarts: 4 }]);
+    await beat(first, [{ name: "sensor", status: "RUNNING", restarts: 2 }, { name: "other", status: "CRASHED", restarts: 5 }]);
+    await at(T1 + 10_000, ro, devs);
+    await runDurableObjectAlarm(ro); // gate 0 passes; wave 1 sent
+    view = await show("ro-crash");
+    expect(view.waves[0].state).toBe("passed");
+    expect(view.devices.find((x: { device: string }) => x.device === first.deviceId).sample).toMatchObject({ services: 1, serviceCrashes: 1, crashedServices: ["sensor"] });
+
+    // Wave 1's device: the service fails, is restarted, fails again and its budget is spent (CRASHED): 2 crashes.
+    await apply(second);
+    await at(T1 + 12_000, ro, devs);
+    await beat(second, [{ name: "sensor", status: "BACKOFF", restarts: 2 }]); // one more restart than before the rollout
+    await beat(second, [{ name: "sensor", status: "CRASHED", restarts: 2 }]); // and a failure not restarted
+    await beat(second, [{ name: "sensor", status: "CRASHED", restarts: 2 }]); // the same status again: nothing new
+    await at(T1 + 20_000, ro, devs);
+    await runDurableObjectAlarm(ro); // gate 1 trips on service crashes: rollback of both devices
+    view = await show("ro-crash");
+    expect(view.state).toBe("rolled_back");
+    expect(view.rollbackReason).toEqual({
+      by: "gate", wave: 1, failed: 1, updated: 2, threshold: "more than 0 failed devices", tripped: { serviceCrashes: 1 },
+      devices: [{ device: second.deviceId, gates: ["serviceCrashes"], reasons: ["service crashes 2 (sensor) over 1"] }],
+    });
+    const row = view.devices.find((x: { device: string }) => x.device === second.deviceId);
+    expect(row).toMatchObject({ state: "reverted", gates: ["serviceCrashes"] });
+    expect(row.sample).toMatchObject({ deploymentState: "active", services: 1, serviceCrashes: 2, crashedServices: ["sensor"], calls: 0 });
+    expect(view.decisions.find((d: { decision: string }) => d.decision === "rolling back").detail).toContain("serviceCrashes: 1");
+    expect(view.counts).toEqual({ reverted: 2 });
+    for (const d of devs) expect((await call("GET", "/v1/agent/deployments", { token: d.credential })).body.deployments[0].modules[0].digest).toBe(v1);
   });
 
   it("pause holds the next wave, resume goes on, abort stops, rollback reverts; wrong moves are 409", async () => {
