@@ -56,6 +56,30 @@ const orchestratorKeyView = (r: TrustRow): OrchestratorKeyView => ({
   createdAt: new Date(r.created_at).toISOString(), revokedAt: r.revoked_at === null ? null : new Date(r.revoked_at).toISOString(),
 });
 
+const ROLLOUTS_TABLE = `
+CREATE TABLE rollouts (
+  namespace  TEXT NOT NULL,
+  id         TEXT NOT NULL,
+  deployment TEXT NOT NULL,
+  state      TEXT NOT NULL,
+  targets    INTEGER NOT NULL,
+  revision   INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (namespace, id)
+);
+CREATE INDEX rollouts_by_deployment ON rollouts (namespace, deployment, state);
+CREATE INDEX rollouts_by_time ON rollouts (created_at, namespace, id);`;
+
+/** A rollout in these states holds its deployment: a second one is refused (409). */
+export const ACTIVE_ROLLOUT_STATES = ["running", "paused", "rolling_back"] as const;
+/** A claim whose rollout object still does not exist this long after is dropped when checked. */
+const STALE_CLAIM_MS = 60_000;
+const ACTIVE_SQL = `state IN (${ACTIVE_ROLLOUT_STATES.map((s) => `'${s}'`).join(", ")})`;
+
+export type RolloutListRow = { namespace: string; id: string; deployment: string; state: string; targets: number; createdAt: string; updatedAt: string };
+type RolloutIndexRow = { namespace: string; id: string; deployment: string; state: string; targets: number; revision: number; created_at: number; updated_at: number };
+
 type KeyRow = { id: string; role: Role; label: string | null; namespace: string | null; hash: string; created_at: number; revoked_at: number | null };
 
 const keyView = (r: KeyRow): KeyView => ({ id: r.id, role: r.role, label: r.label, namespace: r.namespace, createdAt: iso(r.created_at)!, revokedAt: iso(r.revoked_at) });
@@ -76,6 +100,8 @@ export class RegistryObject extends SqlObject<Env> {
       "ALTER TABLE namespace_settings ADD COLUMN retention TEXT",
       // Facade labels are derived from a rotation number (core/facade-label.ts); labels drawn at random before stay until rotated.
       "ALTER TABLE facade_labels ADD COLUMN rotation INTEGER NOT NULL DEFAULT 0; CREATE TABLE facade_rotations (device_id TEXT PRIMARY KEY, rotation INTEGER NOT NULL)",
+      // the rollout listing, and which rollout of a deployment is active (each rollout's object publishes its state here)
+      ROLLOUTS_TABLE,
     ];
   }
 
@@ -115,6 +141,62 @@ export class RegistryObject extends SqlObject<Env> {
   /** Listed deployments by source, of one namespace or all (GET /metrics). */
   async deploymentCounts(namespace: string | null): Promise<{ source: string; n: number }[]> {
     return this.all<{ source: string; n: number }>`SELECT source, COUNT(*) AS n FROM deployments WHERE removed = 0 AND (${namespace} IS NULL OR namespace = ${namespace}) GROUP BY source`;
+  }
+
+  // ---- the rollout listing: one row per rollout, and at most one active per deployment ----
+
+  /**
+   * Records a new rollout as active (running) unless another rollout of the same deployment
+   * is: then `active` names it (the caller checks it with its object, see settleRollout).
+   * `state` "rolling_back": an aborted rollout's rollback takes the deployment back.
+   */
+  async claimRollout(namespace: string, id: string, deployment: string, targets: number, state: "running" | "rolling_back" = "running", revision = 0): Promise<{ claimed: true } | { claimed: false; active: string } | { claimed: false; exists: true }> {
+    const now = this.clock.now();
+    let out: { claimed: true } | { claimed: false; active: string } | { claimed: false; exists: true } = { claimed: true };
+    this.ctx.storage.transactionSync(() => {
+      const other = this.one<{ id: string }>(`SELECT id FROM rollouts WHERE namespace = ? AND deployment = ? AND id != ? AND ${ACTIVE_SQL} ORDER BY created_at LIMIT 1`, namespace, deployment, id);
+      if (other) {
+        out = { claimed: false, active: other.id };
+        return;
+      }
+      const mine = this.one<RolloutIndexRow>("SELECT * FROM rollouts WHERE namespace = ? AND id = ?", namespace, id);
+      if (mine && state === "running") {
+        out = { claimed: false, exists: true };
+        return;
+      }
+      if (mine) this.run("UPDATE rollouts SET state = ?, revision = MAX(revision, ?), updated_at = ? WHERE namespace = ? AND id = ?", state, revision, now, namespace, id);
+      else this.run`INSERT INTO rollouts (namespace, id, deployment, state, targets, created_at, updated_at) VALUES (${namespace}, ${id}, ${deployment}, ${state}, ${targets}, ${now}, ${now})`;
+    });
+    return out;
+  }
+
+  /**
+   * A rollout's object publishes its state (revision: its own count of state changes; an
+   * older publish arriving late changes nothing). `state` null: the rollout does not exist
+   * (its creation failed after the claim): the row goes, freeing the deployment, once it is
+   * older than a creation takes (a claim whose object is being created right now stays).
+   */
+  async settleRollout(namespace: string, id: string, state: string | null, revision: number): Promise<void> {
+    if (state === null) {
+      this.run("DELETE FROM rollouts WHERE namespace = ? AND id = ? AND created_at < ?", namespace, id, this.clock.now() - STALE_CLAIM_MS);
+      return;
+    }
+    this.run("UPDATE rollouts SET state = ?, revision = ?, updated_at = ? WHERE namespace = ? AND id = ? AND revision < ?", state, revision, this.clock.now(), namespace, id, revision);
+  }
+
+  /** Rollouts newest first, `limit` at a time after the keyset cursor; all namespaces for `null`. */
+  async listRollouts(q: { namespace: string | null; state: string | null; deployment: string | null; limit: number; after: { createdAt: number; namespace: string; id: string } | null }): Promise<{ rollouts: RolloutListRow[]; next: { createdAt: number; namespace: string; id: string } | null }> {
+    const a = q.after;
+    const rows = this.all<RolloutIndexRow>`SELECT * FROM rollouts
+      WHERE (${q.namespace} IS NULL OR namespace = ${q.namespace}) AND (${q.state} IS NULL OR state = ${q.state}) AND (${q.deployment} IS NULL OR deployment = ${q.deployment})
+        AND (${a === null ? 1 : 0} = 1 OR (created_at, namespace, id) < (${a?.createdAt ?? 0}, ${a?.namespace ?? ""}, ${a?.id ?? ""}))
+      ORDER BY created_at DESC, namespace DESC, id DESC LIMIT ${q.limit + 1}`;
+    const page = rows.slice(0, q.limit);
+    const last = page.at(-1);
+    return {
+      rollouts: page.map((r) => ({ namespace: r.namespace, id: r.id, deployment: r.deployment, state: r.state, targets: r.targets, createdAt: iso(r.created_at)!, updatedAt: iso(r.updated_at)! })),
+      next: rows.length > q.limit && last ? { createdAt: last.created_at, namespace: last.namespace, id: last.id } : null,
+    };
   }
 
   // ---- wasmiot facade labels: the capability a legacy orchestrator carries in a host name ----

@@ -18,7 +18,7 @@ import type { DeviceHealthSample, RolloutAction, RolloutGateName, RolloutDeviceS
 import type { Selector } from "../protocol/selector.js";
 import type { Placement } from "./deployment-object.js";
 import type { Env } from "../platform/env.js";
-import { deploymentStub, deviceStub } from "../platform/stubs.js";
+import { deploymentStub, deviceStub, registryStub } from "../platform/stubs.js";
 
 const SCHEMA = `
 CREATE TABLE rollout (
@@ -63,6 +63,7 @@ export interface RolloutConfig {
 type RolloutRow = {
   name: string; namespace: string; deployment: string; signed_by: string | null; config: string; template: string; state: RolloutState;
   rate_start: number | null; rate_count: number; rollback: string | null; created_at: number; updated_at: number;
+  revision: number; published_revision: number;
 };
 type WaveRow = { idx: number; size: number; state: "waiting" | "deploying" | "soaking" | "passed" | "failed" | "skipped"; started_at: number | null; soak_until: number | null; gate: string | null };
 type TargetRow = {
@@ -83,6 +84,8 @@ export class RolloutObject extends SqlObject<Env> {
       SCHEMA,
       // the gate measures each failed device failed (core/rollout.ts judgeDevice), counted in a rollback's `tripped`
       "ALTER TABLE targets ADD COLUMN gates TEXT NOT NULL DEFAULT '[]'",
+      // the rollout listing (RegistryObject.rollouts): state changes counted, and the last one published there
+      "ALTER TABLE rollout ADD COLUMN revision INTEGER NOT NULL DEFAULT 0; ALTER TABLE rollout ADD COLUMN published_revision INTEGER NOT NULL DEFAULT -1",
     ];
   }
 
@@ -100,7 +103,41 @@ export class RolloutObject extends SqlObject<Env> {
   }
 
   private setState(state: RolloutState) {
-    this.run("UPDATE rollout SET state = ?, updated_at = ?", state, this.clock.now());
+    this.run("UPDATE rollout SET state = ?, updated_at = ?, revision = revision + 1", state, this.clock.now());
+  }
+
+  /**
+   * Publishes the state to the rollout listing in the registry (which also says whether the
+   * deployment has an active rollout) when it changed since the last publish. A failed publish
+   * is tried again by the alarm.
+   */
+  private async publish(): Promise<boolean> {
+    const r = this.one<RolloutRow>("SELECT * FROM rollout");
+    if (!r || r.published_revision >= r.revision) return true;
+    try {
+      await registryStub(this.env).settleRollout(r.namespace, r.name, r.state, r.revision);
+      this.run("UPDATE rollout SET published_revision = MAX(published_revision, ?)", r.revision);
+      return true;
+    } catch {
+      if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(this.clock.now() + RECHECK_MS);
+      return false;
+    }
+  }
+
+  /**
+   * Publishes this rollout's state again (or, when no rollout by this name exists here, that
+   * it does not): the route asks this of a rollout the listing names as active, in case a
+   * publish or a creation was lost.
+   */
+  async republish(namespace: string, name: string): Promise<RolloutState | null> {
+    const r = this.row(namespace);
+    if (!r) {
+      await registryStub(this.env).settleRollout(namespace, name, null, 0);
+      return null;
+    }
+    this.run("UPDATE rollout SET published_revision = -1");
+    await this.publish();
+    return r.state;
   }
 
   /** Starts a rollout: its targets (in the order given) split into waves; the alarm takes it from there. */
@@ -120,6 +157,7 @@ export class RolloutObject extends SqlObject<Env> {
       this.decide("created", `${input.targets.length} devices matched the selector; waves of ${sizes.join(", ")}`);
     });
     await this.ctx.storage.setAlarm(now);
+    await this.publish();
     return ok(this.view()!);
   }
 
@@ -152,12 +190,19 @@ export class RolloutObject extends SqlObject<Env> {
           this.decide("aborted", "by an operator: no more waves; updated devices keep the new version (and the previous one's files) until a rollback");
         });
         break;
-      case "rollback":
+      case "rollback": {
         if (r.state !== "running" && r.state !== "paused" && r.state !== "aborted") return refuse();
+        if (r.state === "aborted") {
+          // An aborted rollout let go of its deployment: its rollback takes it back, unless another rollout holds it.
+          const claim = await registryStub(this.env).claimRollout(r.namespace, r.name, r.deployment, this.count(["pending", "updating", "healthy", "failed", "reverting", "reverted", "skipped"]), "rolling_back", r.revision + 1);
+          if (!claim.claimed && "active" in claim) return fail("conflict", `rollout ${claim.active} of deployment ${r.deployment} is active: it must end (or be aborted) before this one rolls back`);
+        }
         this.startRollback({ by: "operator", wave: null, failed: this.count(["failed"]), updated: this.count(["updating", "healthy", "failed"]), threshold: "operator's decision", tripped: {}, devices: [] });
         await this.ctx.storage.setAlarm(this.clock.now());
         break;
+      }
     }
+    await this.publish();
     return ok(this.view()!);
   }
 
@@ -168,9 +213,11 @@ export class RolloutObject extends SqlObject<Env> {
       const next = await this.step(this.clock.now());
       if (next === "again") continue;
       if (next !== null) await this.ctx.storage.setAlarm(next);
+      await this.publish();
       return;
     }
     await this.ctx.storage.setAlarm(this.clock.now());
+    await this.publish();
   }
 
   /** One step of the state machine: "again" (more to do now), a time to wake at, or null (nothing until an operator acts). */
@@ -277,7 +324,7 @@ export class RolloutObject extends SqlObject<Env> {
 
   private startRollback(reason: RollbackReason) {
     this.ctx.storage.transactionSync(() => {
-      this.run("UPDATE rollout SET state = 'rolling_back', rollback = ?, updated_at = ?", JSON.stringify(reason), this.clock.now());
+      this.run("UPDATE rollout SET state = 'rolling_back', rollback = ?, updated_at = ?, revision = revision + 1", JSON.stringify(reason), this.clock.now());
       this.skipRest();
       this.decide(
         "rolling back",

@@ -42,6 +42,8 @@ export const Problem = z.object({
   candidates: z.array(z.object({ device: z.string(), reasons: z.array(z.string()) })).optional(),
   /** how many more candidates were passed over than `candidates` lists */
   more: z.number().int().optional(),
+  /** a rollout of the same deployment is active (running, paused or rolling back): its id */
+  activeRollout: z.string().optional(),
 }).meta({ id: "Problem" });
 export type Problem = z.infer<typeof Problem>;
 

@@ -139,3 +139,21 @@ export type RolloutView = z.infer<typeof RolloutView>;
 
 export const RolloutAction = z.enum(["pause", "resume", "abort", "rollback"]);
 export type RolloutAction = z.infer<typeof RolloutAction>;
+
+/** One row of GET /v1/rollouts (GET /v1/rollouts/:id has the waves, devices and decisions). */
+export const RolloutListItem = z.object({
+  id: RolloutId,
+  namespace: z.string(),
+  deployment: DeploymentId,
+  state: RolloutState,
+  targets: z.number().int(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+}).meta({ id: "RolloutListItem" });
+export type RolloutListItem = z.infer<typeof RolloutListItem>;
+
+export const RolloutList = z.object({
+  rollouts: z.array(RolloutListItem),
+  /** pass as `cursor` for the next (older) page; null at the end */
+  nextCursor: z.string().nullable(),
+}).meta({ id: "RolloutList" });

@@ -285,6 +285,75 @@ describe("staged rollouts", () => {
     expect((await call("GET", "/v1/rollouts/nope", { token: user })).status).toBe(404);
   });
 
+  it("refuses a second active rollout of the same deployment (409 naming it); after an abort another may start, and the aborted one's rollback is then refused", async () => {
+    await fleet("dup", 2);
+    const strategy = { waveSize: { count: 1 } };
+    expect((await startRollout("ro-dup-1", "dup", { strategy, gate: { soakMs: 1_000 } })).status).toBe(201);
+    const second = await startRollout("ro-dup-2", "dup", { strategy });
+    expect(second.status).toBe(409);
+    expect(second.type).toBe("application/problem+json");
+    expect(second.body.activeRollout).toBe("ro-dup-1");
+    expect(second.body.detail).toBe("rollout ro-dup-1 of deployment svc-dup is running: abort it (or let it end) before starting another");
+    expect((await show("ro-dup-2")).status).toBe(404); // nothing was started
+    // A rollout of another deployment to the same devices is not held up.
+    const other = await call("POST", "/v1/rollouts", { token: user, json: { id: "ro-dup-other", deployment: await sign(version2("svc-dup-other", "dup")), strategy } });
+    expect(other.status).toBe(201);
+    // Paused still holds the deployment.
+    expect((await call("POST", "/v1/rollouts/ro-dup-1/pause", { token: user })).status).toBe(200);
+    expect((await startRollout("ro-dup-2", "dup", { strategy })).body).toMatchObject({ status: 409, activeRollout: "ro-dup-1" });
+    // Aborted lets go of it.
+    expect((await call("POST", "/v1/rollouts/ro-dup-1/abort", { token: user })).status).toBe(200);
+    expect((await startRollout("ro-dup-2", "dup", { strategy })).status).toBe(201);
+    // The aborted rollout cannot roll back over the running one.
+    const back = await call("POST", "/v1/rollouts/ro-dup-1/rollback", { token: user });
+    expect(back.status).toBe(409);
+    expect(back.body.detail).toMatch(/^rollout ro-dup-2 of deployment svc-dup is active/);
+    expect((await show("ro-dup-1")).state).toBe("aborted");
+    // The same id again is a conflict too.
+    expect((await startRollout("ro-dup-2", "dup", { strategy })).status).toBe(409);
+  });
+
+  it("lists rollouts of the caller's namespace newest first, filtered by state and deployment, in keyset pages", async () => {
+    await fleet("lst", 1);
+    const strategy = { waveSize: { count: 1 } };
+    for (const n of [1, 2, 3]) {
+      const made = await call("POST", "/v1/rollouts", { token: user, json: { id: `ro-lst-${n}`, deployment: await sign(version2(`svc-lst-${n}`, "lst")), strategy } });
+      expect(made.status).toBe(201);
+    }
+    expect((await call("POST", "/v1/rollouts/ro-lst-2/abort", { token: user })).status).toBe(200);
+    const list = async (q: string, token = user) => call("GET", `/v1/rollouts${q}`, { token });
+    const all = await list("?limit=500");
+    expect(all.status).toBe(200);
+    const mine = all.body.rollouts.filter((r: { id: string }) => r.id.startsWith("ro-lst-"));
+    expect(mine.map((r: { id: string }) => r.id)).toEqual(["ro-lst-3", "ro-lst-2", "ro-lst-1"]);
+    expect(mine[1]).toMatchObject({ namespace: NS, deployment: "svc-lst-2", state: "aborted", targets: 1 });
+    expect(all.body.rollouts.every((r: { namespace: string }) => r.namespace === NS)).toBe(true);
+    // Filters.
+    expect((await list("?deployment=svc-lst-2")).body.rollouts.map((r: { id: string }) => r.id)).toEqual(["ro-lst-2"]);
+    const aborted = (await list("?state=aborted")).body.rollouts.map((r: { id: string }) => r.id);
+    expect(aborted).toContain("ro-lst-2");
+    expect(aborted).not.toContain("ro-lst-3");
+    expect((await list("?state=running&deployment=svc-lst-2")).body.rollouts).toEqual([]);
+    // Keyset pages of one: every rollout once, in the same order.
+    const walked: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page = await list(`?limit=1${cursor ? `&cursor=${cursor}` : ""}`);
+      expect(page.body.rollouts.length).toBeLessThanOrEqual(1);
+      walked.push(...page.body.rollouts.map((r: { id: string }) => r.id));
+      cursor = page.body.nextCursor;
+    } while (cursor);
+    expect(walked).toEqual(all.body.rollouts.map((r: { id: string }) => r.id));
+    expect((await list("?cursor=bm90LWEtY3Vyc29y")).status).toBe(400);
+    expect((await list("?state=nope")).status).toBe(400);
+    // Another namespace sees none of them; a scoped key cannot ask for another namespace.
+    const otherAdmin = (await call("POST", "/v1/keys", { json: { role: "admin", namespace: "rollouts-other" } })).body.key as string;
+    expect((await list("", otherAdmin)).body.rollouts).toEqual([]);
+    expect((await list(`?namespace=${NS}`, otherAdmin)).status).toBe(403);
+    // A key spanning namespaces filters by one.
+    expect((await call("GET", `/v1/rollouts?namespace=${NS}&deployment=svc-lst-1`)).body.rollouts.map((r: { id: string }) => r.id)).toEqual(["ro-lst-1"]);
+  });
+
   it("sends at most maxPerMinute devices a minute", async () => {
     const devs = await fleet("rate", 3);
     expect((await startRollout("ro-rate", "rate", { strategy: { waveSize: { count: 3 }, maxPerMinute: 1 }, gate: { soakMs: 0 } })).status).toBe(201);
