@@ -2,12 +2,12 @@
  * Choosing devices by selector without asking every device object: candidates come from the
  * namespace's device listing shards (DeviceListObject, which holds each device's description,
  * status and a recent health), matched by the pure selector (core/selector.ts). For a single
- * placement (a job) only the few best-looking matches are asked for their live load.
+ * placement (a job, a service) only the few best-looking matches are asked for their live load.
  */
 import { leastLoaded, mismatches, select, type Candidate } from "../core/selector.js";
 import { listingShard } from "../core/device-listing.js";
 import { mapWithConcurrency } from "../core/concurrency.js";
-import type { DeviceDescription, Health } from "../protocol/device.js";
+import type { DeviceDescription, DeviceView, Health } from "../protocol/device.js";
 import type { Selector, SelectorMiss } from "../protocol/selector.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
@@ -15,8 +15,10 @@ import { deviceListStub, deviceStub } from "../platform/stubs.js";
 
 /** A namespace's listed devices this many at most are considered (a selector over more is refused by its caller's bounds). */
 export const MAX_CANDIDATES = 20_000;
-/** How many of the matches are asked for their live load when placing one job. */
+/** How many of the matches are asked for their live load when placing one job (the listing's jobsRunning picks them). */
 const LOAD_PROBES = 8;
+/** The same for a service: the listing holds no service counts, so more are asked. */
+const SERVICE_PROBES = 32;
 const PAGE = 500;
 
 export type FleetDevice = Candidate & { registeredAt: number };
@@ -57,22 +59,50 @@ export function withInterfaces(s: Selector, requires: readonly string[]): Select
 export type Placement = { ok: true; device: string } | { ok: false; misses: SelectorMiss[] };
 
 /**
- * The least-loaded healthy device the selector picks: matched on the listing, then the
- * LOAD_PROBES least busy by listed health asked for their live state (online, drained,
- * queued + running). `exclude`: devices not to pick (a job moving away from one).
+ * What "least loaded" means for one kind of placement: which matches to ask first (by what
+ * the listing holds), how many, and each asked device's load from its live view, or why it
+ * cannot take this placement.
  */
-export async function placeBySelector(env: Env, namespace: string, selector: Selector, requires: readonly string[], exclude: readonly string[] = []): Promise<Placement> {
+export interface LoadMeasure {
+  probes: number;
+  order: (d: FleetDevice) => number;
+  load: (v: Pick<DeviceView, "queue" | "services">) => number | { reason: string };
+}
+
+/** Jobs: queued + running; the listing's jobsRunning says whom to ask. */
+export const JOB_LOAD: LoadMeasure = {
+  probes: LOAD_PROBES,
+  order: (d) => d.health?.jobsRunning ?? 0,
+  load: (v) => (v.queue ? v.queue.queued + v.queue.running : { reason: "its load is not known" }),
+};
+
+/**
+ * Services: how many the device holds (the listing does not say, so more matches are asked);
+ * a device that already has a service of this name cannot take it.
+ */
+export const serviceLoad = (name: string): LoadMeasure => ({
+  probes: SERVICE_PROBES,
+  order: () => 0,
+  load: (v) => (v.services?.some((s) => s.name === name) ? { reason: `already has a service named ${name}` } : (v.services?.length ?? 0)),
+});
+
+/**
+ * The least-loaded healthy device the selector picks: matched on the listing, then the
+ * `measure.probes` first by `measure.order` asked for their live state (online, drained,
+ * load). `exclude`: devices not to pick (a job moving away from one).
+ */
+export async function placeBySelector(env: Env, namespace: string, selector: Selector, requires: readonly string[], exclude: readonly string[] = [], measure: LoadMeasure = JOB_LOAD): Promise<Placement> {
   const s = withInterfaces(selector, requires);
   const all = (await fleetCandidates(env, namespace)).filter((d) => !exclude.includes(d.id));
   const { matches, misses } = select(s, all);
-  const probed = [...matches].sort((a, b) => (a.health?.jobsRunning ?? 0) - (b.health?.jobsRunning ?? 0) || (a.id < b.id ? -1 : 1)).slice(0, LOAD_PROBES);
+  const probed = [...matches].sort((a, b) => measure.order(a) - measure.order(b) || (a.id < b.id ? -1 : 1)).slice(0, measure.probes);
   const live = await mapWithConcurrency(probed, LOAD_PROBES, async (d) => {
     const v = await deviceStub(env, d.id).view(namespace);
     if (!v.ok) return { d, load: null, reasons: ["not registered any more"] };
     const now: Candidate = { id: d.id, status: v.value.status, description: v.value.description, drained: v.value.drained ?? false };
-    const reasons = [...mismatches(s, now), ...(now.drained ? ["drained"] : [])];
-    const q = v.value.queue;
-    return { d: { ...d, drained: now.drained, status: now.status }, load: reasons.length === 0 && q ? q.queued + q.running : null, reasons };
+    const load = measure.load(v.value);
+    const reasons = [...mismatches(s, now), ...(now.drained ? ["drained"] : []), ...(typeof load === "number" ? [] : [load.reason])];
+    return { d: { ...d, drained: now.drained, status: now.status }, load: reasons.length === 0 && typeof load === "number" ? load : null, reasons };
   });
   const best = leastLoaded(live.map((l) => l.d), (c) => live.find((l) => l.d.id === c.id)!.load);
   if (best) return { ok: true, device: best.id };

@@ -11,6 +11,7 @@ import { DeviceId, Sha256Hex } from "./ids.js";
 import { Arg } from "./wasm.js";
 import { DeploymentId, ModuleName } from "./deployment.js";
 import { LogLine } from "./job.js";
+import { Selector } from "./selector.js";
 
 /** Names a service on its device (used in URLs and as a directory name on the device). */
 export const ServiceName = z
@@ -66,30 +67,39 @@ export const ServiceSandbox = z
   .meta({ id: "ServiceSandbox" });
 export type ServiceSandbox = z.output<typeof ServiceSandbox>;
 
+/** The fields of a service (ServiceSpec; a placement by selector adds `selector`). */
+const SERVICE_FIELDS = {
+  name: ServiceName,
+  module: Sha256Hex,
+  /** `_start` (a WASI command: args are its argv) or an exported function that runs until it returns (args are its arguments) */
+  entry: z.string().min(1).max(256).default("_start"),
+  args: z.array(Arg).max(SERVICE_LIMITS.maxArgs).default([]),
+  /** variables set for the guest: nothing else of the device's environment reaches it */
+  env: z.record(EnvName, z.string().max(4096)).default({}),
+  /** names of the agent's own environment variables passed through (an allow-list) */
+  envFrom: z.array(EnvName).max(SERVICE_LIMITS.maxEnv).default([]),
+  restart: RestartPolicy.default(DEFAULT_RESTART_POLICY),
+  /** created suspended (STOPPED): resume starts it */
+  startStopped: z.boolean().default(false),
+  /** a one-shot delayed start: PENDING until then (at most one of startAt, startAfterMs) */
+  startAt: z.iso.datetime({ offset: true }).optional(),
+  startAfterMs: z.number().int().min(1).max(366 * 24 * 3600_000).optional(),
+  sandbox: ServiceSandbox,
+};
+
+/** The checks across fields, for every schema built from SERVICE_FIELDS. */
+const checked = <T extends z.ZodType<{ startAt?: string; startAfterMs?: number; env: Record<string, string> }>>(schema: T) =>
+  schema
+    .refine((s) => !(s.startAt && s.startAfterMs), "give startAt or startAfterMs, not both")
+    .refine((s) => Object.keys(s.env).length <= SERVICE_LIMITS.maxEnv, `at most ${SERVICE_LIMITS.maxEnv} env variables`);
+
 /** What a user creates. */
-export const ServiceSpec = z
-  .strictObject({
-    name: ServiceName,
-    module: Sha256Hex,
-    /** `_start` (a WASI command: args are its argv) or an exported function that runs until it returns (args are its arguments) */
-    entry: z.string().min(1).max(256).default("_start"),
-    args: z.array(Arg).max(SERVICE_LIMITS.maxArgs).default([]),
-    /** variables set for the guest: nothing else of the device's environment reaches it */
-    env: z.record(EnvName, z.string().max(4096)).default({}),
-    /** names of the agent's own environment variables passed through (an allow-list) */
-    envFrom: z.array(EnvName).max(SERVICE_LIMITS.maxEnv).default([]),
-    restart: RestartPolicy.default(DEFAULT_RESTART_POLICY),
-    /** created suspended (STOPPED): resume starts it */
-    startStopped: z.boolean().default(false),
-    /** a one-shot delayed start: PENDING until then (at most one of startAt, startAfterMs) */
-    startAt: z.iso.datetime({ offset: true }).optional(),
-    startAfterMs: z.number().int().min(1).max(366 * 24 * 3600_000).optional(),
-    sandbox: ServiceSandbox,
-  })
-  .refine((s) => !(s.startAt && s.startAfterMs), "give startAt or startAfterMs, not both")
-  .refine((s) => Object.keys(s.env).length <= SERVICE_LIMITS.maxEnv, `at most ${SERVICE_LIMITS.maxEnv} env variables`)
-  .meta({ id: "ServiceSpec" });
+export const ServiceSpec = checked(z.strictObject(SERVICE_FIELDS)).meta({ id: "ServiceSpec" });
 export type ServiceSpec = z.output<typeof ServiceSpec>;
+
+/** A service placed by selector (POST /v1/services): the healthy matching device holding the fewest services gets it. */
+export const ServiceBySelector = checked(z.strictObject({ ...SERVICE_FIELDS, selector: Selector })).meta({ id: "ServiceBySelector" });
+export type ServiceBySelector = z.output<typeof ServiceBySelector>;
 
 /** The statuses (meanings and transitions: src/core/service-lifecycle.ts). */
 export const ServiceStatus = z

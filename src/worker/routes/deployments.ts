@@ -5,8 +5,8 @@ import { DEFAULT_NAMESPACE } from "../../protocol/keys.js";
 import { DeviceId } from "../../protocol/ids.js";
 import { chooseDevice, overallState } from "../../core/calls.js";
 import { freeFormQuery, jsonResponse, route } from "../route.js";
-import { explainMisses, select } from "../../core/selector.js";
-import { MAX_REASONS_SHOWN } from "../../protocol/selector.js";
+import { select } from "../../core/selector.js";
+import { noMatchProblem } from "../selector-problem.js";
 import { fleetCandidates } from "../../durable/fleet.js";
 import { annotate, type App, type Ctx, problem } from "../http.js";
 import { callerNamespace, deviceNamespace } from "../tenancy.js";
@@ -134,9 +134,7 @@ export function deploymentRoutes(app: App) {
     if (manifest.selector) {
       // Every module goes to every device the selector picks now (a staged change of many devices: POST /v1/rollouts).
       const { matches, misses } = select(manifest.selector, await fleetCandidates(c.env, namespace));
-      if (matches.length === 0) {
-        return problem(c, "unprocessable", `no device matches the selector: ${explainMisses(misses, MAX_REASONS_SHOWN)}`, { candidates: misses.slice(0, MAX_REASONS_SHOWN), ...(misses.length > MAX_REASONS_SHOWN ? { more: misses.length - MAX_REASONS_SHOWN } : {}) });
-      }
+      if (matches.length === 0) return noMatchProblem(c, misses);
       if (matches.length > DEPLOYMENT_LIMITS.maxDevices) return problem(c, "unprocessable", `the selector matches ${matches.length} devices; a deployment takes at most ${DEPLOYMENT_LIMITS.maxDevices} (use POST /v1/rollouts)`);
       for (const m of manifest.modules) m.devices = matches.map((d) => d.id);
     }

@@ -3,8 +3,8 @@ import { z } from "zod";
 import { derivedJobId, deviceOfJob, JobId } from "../../protocol/ids.js";
 import { JobBatch, JobLogs, JobRef, JobRequest, JobState, JobSubmission, JobView, LIMITS, type OfflinePolicy, type TracedSubmission } from "../../protocol/job.js";
 import { DEFAULT_NAMESPACE } from "../../protocol/keys.js";
-import { MAX_REASONS_SHOWN, type Selector } from "../../protocol/selector.js";
-import { explainMisses } from "../../core/selector.js";
+import type { Selector } from "../../protocol/selector.js";
+import { noMatchProblem } from "../selector-problem.js";
 import { placeBySelector } from "../../durable/fleet.js";
 import { DeviceId } from "../../protocol/ids.js";
 import { sha256Hex } from "../../core/crypto.js";
@@ -250,12 +250,7 @@ export function jobRoutes(app: App) {
       if ("type" in checked) return problem(c, checked.type, checked.detail);
       requires = checked.requires;
       const placed = await placeBySelector(c.env, namespace, selector, requires);
-      if (!placed.ok) {
-        return problem(c, "unprocessable", `no healthy device matches the selector: ${explainMisses(placed.misses, MAX_REASONS_SHOWN)}`, {
-          candidates: placed.misses.slice(0, MAX_REASONS_SHOWN),
-          ...(placed.misses.length > MAX_REASONS_SHOWN ? { more: placed.misses.length - MAX_REASONS_SHOWN } : {}),
-        });
-      }
+      if (!placed.ok) return noMatchProblem(c, placed.misses, "no healthy device matches the selector");
       annotate(c, { selected: placed.device });
       spec = { ...rest, device: placed.device };
     } else {

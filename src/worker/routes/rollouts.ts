@@ -3,8 +3,8 @@ import { z } from "zod";
 import { DeploymentId, DeploymentManifest } from "../../protocol/deployment.js";
 import { DEFAULT_NAMESPACE } from "../../protocol/keys.js";
 import { RolloutAction, RolloutId, RolloutList, type RolloutListItem, RolloutRequest, RolloutState, RolloutView } from "../../protocol/rollout.js";
-import { MAX_REASONS_SHOWN } from "../../protocol/selector.js";
-import { explainMisses, select } from "../../core/selector.js";
+import { select } from "../../core/selector.js";
+import { noMatchProblem } from "../selector-problem.js";
 import { jsonBody, jsonResponse, problemResponse, route } from "../route.js";
 import { annotate, type App, type Ctx, fromOutcome, problem } from "../http.js";
 import { callerNamespace } from "../tenancy.js";
@@ -101,12 +101,7 @@ export function rolloutRoutes(app: App) {
     const version = await resolveVersion(c.env, manifest.modules);
     if (!version.ok) return problem(c, version.problem, version.detail);
     const { matches, misses } = select(withInterfaces(manifest.selector, version.value.requires), await fleetCandidates(c.env, namespace));
-    if (matches.length === 0) {
-      return problem(c, "unprocessable", `no device matches the selector: ${explainMisses(misses, MAX_REASONS_SHOWN)}`, {
-        candidates: misses.slice(0, MAX_REASONS_SHOWN),
-        ...(misses.length > MAX_REASONS_SHOWN ? { more: misses.length - MAX_REASONS_SHOWN } : {}),
-      });
-    }
+    if (matches.length === 0) return noMatchProblem(c, misses);
     if (matches.length > MAX_TARGETS) return problem(c, "unprocessable", `the selector matches ${matches.length} devices; a rollout takes at most ${MAX_TARGETS}`);
     const id = body.id ?? `${manifest.id.slice(0, 50)}-${Date.now().toString(36)}`;
     // One active rollout per deployment: claimed in the listing before the rollout starts.

@@ -5,7 +5,10 @@
  */
 import { z } from "zod";
 import { DeviceId } from "../../protocol/ids.js";
-import { DesiredServices, RemovedServices, RemoveServices, ServiceList, ServiceLogs, ServiceName, ServiceSpec, ServiceView } from "../../protocol/service.js";
+import { DesiredServices, RemovedServices, RemoveServices, ServiceBySelector, ServiceList, ServiceLogs, ServiceName, ServiceSpec, ServiceView } from "../../protocol/service.js";
+import { DEFAULT_NAMESPACE } from "../../protocol/keys.js";
+import { placeBySelector, serviceLoad } from "../../durable/fleet.js";
+import { noMatchProblem } from "../selector-problem.js";
 import { jsonBody, jsonResponse, problemResponse, route } from "../route.js";
 import { annotate, fromOutcome, problem, type App, type Ctx } from "../http.js";
 import { callerNamespace, canSeeDevice, deviceNamespace } from "../tenancy.js";
@@ -15,7 +18,7 @@ import { guardStream } from "../stream-guard.js";
 import { EPOCH_HEADER, EpochHeaders } from "../../protocol/agent.js";
 import { deviceStub } from "../../platform/stubs.js";
 import { moduleInfo } from "../module-store.js";
-import { coerceArgs } from "../../protocol/wasm.js";
+import { coerceArgs, requiredInterfaces } from "../../protocol/wasm.js";
 
 const deviceParam = z.object({ id: DeviceId });
 const serviceParams = z.object({ id: DeviceId, name: ServiceName });
@@ -30,6 +33,20 @@ const create = route({
   responses: {
     201: jsonResponse(ServiceView, "Created; the agent starts it and reports its status"),
     403: problemResponse("The credential's role may not call this route, or the device's namespace accepts only signed jobs (services are not signed)"),
+  },
+});
+
+const createBySelector = route({
+  method: "post",
+  path: "/v1/services",
+  problems: [409, 422],
+  roles: ["admin", "user"],
+  summary:
+    "Create a service on the device a selector picks (labels, capabilities, interfaces, arch, online; the host functions the module imports are added): the healthy matching device (online, not drained, without a service of this name) holding the fewest services. None: 422 with each candidate's reasons. The service then lives under /v1/devices/{device}/services/{name} (Location)",
+  request: { body: jsonBody(ServiceBySelector) },
+  responses: {
+    201: jsonResponse(ServiceView, "Created on `device`; the agent starts it and reports its status"),
+    403: problemResponse("The credential's role may not call this route, or the namespace accepts only signed jobs (services are not signed)"),
   },
 });
 
@@ -126,6 +143,27 @@ async function visible(c: Ctx, id: string) {
 }
 
 const NO_DEVICE = "no such device";
+
+/**
+ * What every service creation checks before a device is asked: the namespace accepts
+ * unsigned work (a service runs a module unsigned, as an unsigned job would, and there is no
+ * signed form of a service yet), and the module is uploaded and exports the entry (with
+ * arguments that fit it), as for jobs. Answers the host functions the module imports.
+ */
+async function checkSpec(c: Ctx, namespace: string | null, spec: ServiceSpec): Promise<Response | { requires: string[] }> {
+  if (namespace !== null && (await signingRequired(c.env, namespace))) {
+    return problem(c, "signature-required", "this namespace accepts only signed jobs, and services are not signed: use a namespace with requireSignedJobs false");
+  }
+  const info = await moduleInfo(c.env, spec.module);
+  if (!info) return problem(c, "unprocessable", `module ${spec.module} has not been uploaded (POST /v1/modules)`);
+  const fn = info.exports.find((e) => e.kind === "function" && e.name === (spec.entry ?? "_start"));
+  if (!fn?.signature) return problem(c, "unprocessable", `the module exports no function "${spec.entry}"`);
+  if (spec.entry !== "_start") {
+    const args = coerceArgs(fn.signature, spec.args);
+    if (!args.ok) return problem(c, "unprocessable", `${spec.entry}: ${args.message}`);
+  }
+  return { requires: requiredInterfaces(info.imports) };
+}
 const FOLLOW_POLL_MS = 1000;
 
 export function serviceRoutes(app: App) {
@@ -147,24 +185,26 @@ export function serviceRoutes(app: App) {
     const stub = await visible(c, id);
     if (!stub) return problem(c, "not-found", NO_DEVICE);
     const spec = c.req.valid("json");
-    // A service runs a module unsigned, as an unsigned job would: a namespace that accepts only
-    // signed jobs accepts no services (there is no signed form of a service yet).
-    const ns = await deviceNamespace(c, id);
-    if (ns !== null && (await signingRequired(c.env, ns))) {
-      return problem(c, "signature-required", "this device's namespace accepts only signed jobs, and services are not signed: use a namespace with requireSignedJobs false");
-    }
-    // The module must be uploaded and export the entry (with arguments that fit it), as for jobs.
-    const info = await moduleInfo(c.env, spec.module);
-    if (!info) return problem(c, "unprocessable", `module ${spec.module} has not been uploaded (POST /v1/modules)`);
-    const fn = info.exports.find((e) => e.kind === "function" && e.name === (spec.entry ?? "_start"));
-    if (!fn?.signature) return problem(c, "unprocessable", `the module exports no function "${spec.entry}"`);
-    if (spec.entry !== "_start") {
-      const args = coerceArgs(fn.signature, spec.args);
-      if (!args.ok) return problem(c, "unprocessable", `${spec.entry}: ${args.message}`);
-    }
+    const checked = await checkSpec(c, await deviceNamespace(c, id), spec);
+    if (checked instanceof Response) return checked;
     return fromOutcome(c, await stub.createService(callerNamespace(c), spec), (v) => {
       annotate(c, { event: "service created", deviceId: id, service: spec.name });
       return c.json(v, 201);
+    });
+  });
+
+  app.openapi(createBySelector, async (c) => {
+    const { selector, ...spec } = c.req.valid("json");
+    const namespace = callerNamespace(c) ?? DEFAULT_NAMESPACE;
+    const checked = await checkSpec(c, namespace, spec);
+    if (checked instanceof Response) return checked;
+    // The job placement's code, measuring load by services held.
+    const placed = await placeBySelector(c.env, namespace, selector, checked.requires, [], serviceLoad(spec.name));
+    if (!placed.ok) return noMatchProblem(c, placed.misses, "no healthy device matches the selector");
+    annotate(c, { selected: placed.device });
+    return fromOutcome(c, await deviceStub(c.env, placed.device).createService(callerNamespace(c), spec), (v) => {
+      annotate(c, { event: "service created", deviceId: placed.device, service: spec.name });
+      return c.json(v, 201, { Location: `/v1/devices/${placed.device}/services/${spec.name}` });
     });
   });
 
