@@ -172,16 +172,23 @@ export class RegistryObject extends SqlObject<Env> {
 
   /**
    * A rollout's object publishes its state (revision: its own count of state changes; an
-   * older publish arriving late changes nothing). `state` null: the rollout does not exist
-   * (its creation failed after the claim): the row goes, freeing the deployment, once it is
-   * older than a creation takes (a claim whose object is being created right now stays).
+   * older publish arriving late changes nothing); a rollout missing here (started before
+   * the listing existed) is added. `state` null: the rollout does not exist (its creation
+   * failed after the claim): the row goes, freeing the deployment, once it is older than a
+   * creation takes (a claim whose object is being created right now stays).
    */
-  async settleRollout(namespace: string, id: string, state: string | null, revision: number): Promise<void> {
+  async settleRollout(namespace: string, id: string, state: string | null, revision: number, entry?: { deployment: string; targets: number; createdAt: number }): Promise<void> {
+    const now = this.clock.now();
     if (state === null) {
-      this.run("DELETE FROM rollouts WHERE namespace = ? AND id = ? AND created_at < ?", namespace, id, this.clock.now() - STALE_CLAIM_MS);
+      this.run("DELETE FROM rollouts WHERE namespace = ? AND id = ? AND created_at < ?", namespace, id, now - STALE_CLAIM_MS);
       return;
     }
-    this.run("UPDATE rollouts SET state = ?, revision = ?, updated_at = ? WHERE namespace = ? AND id = ? AND revision < ?", state, revision, this.clock.now(), namespace, id, revision);
+    if (!entry) {
+      this.run("UPDATE rollouts SET state = ?, revision = ?, updated_at = ? WHERE namespace = ? AND id = ? AND revision < ?", state, revision, now, namespace, id, revision);
+      return;
+    }
+    this.run`INSERT INTO rollouts (namespace, id, deployment, state, targets, revision, created_at, updated_at) VALUES (${namespace}, ${id}, ${entry.deployment}, ${state}, ${entry.targets}, ${revision}, ${entry.createdAt}, ${now})
+      ON CONFLICT (namespace, id) DO UPDATE SET state = excluded.state, revision = excluded.revision, updated_at = excluded.updated_at WHERE excluded.revision > rollouts.revision`;
   }
 
   /** Rollouts newest first, `limit` at a time after the keyset cursor; all namespaces for `null`. */

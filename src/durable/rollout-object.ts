@@ -115,7 +115,8 @@ export class RolloutObject extends SqlObject<Env> {
     const r = this.one<RolloutRow>("SELECT * FROM rollout");
     if (!r || r.published_revision >= r.revision) return true;
     try {
-      await registryStub(this.env).settleRollout(r.namespace, r.name, r.state, r.revision);
+      const targets = this.one<{ n: number }>("SELECT COUNT(*) AS n FROM targets")!.n;
+      await registryStub(this.env).settleRollout(r.namespace, r.name, r.state, r.revision, { deployment: r.deployment, targets, createdAt: r.created_at });
       this.run("UPDATE rollout SET published_revision = MAX(published_revision, ?)", r.revision);
       return true;
     } catch {

@@ -313,6 +313,24 @@ describe("staged rollouts", () => {
     expect((await startRollout("ro-dup-2", "dup", { strategy })).status).toBe(409);
   });
 
+  it("a claim whose rollout never came to exist holds its deployment only until it is checked, a minute on", async () => {
+    await fleet("ghost", 1);
+    const registry = env.REGISTRY.get(env.REGISTRY.idFromName("global"));
+    // A creation that failed after its claim: the listing says ro-ghost runs, its object has nothing.
+    const now = Date.now();
+    await runInDurableObject(registry, (obj) => obj.clock.set(now));
+    expect(await registry.claimRollout(NS, "ro-ghost", "svc-ghost", 1)).toEqual({ claimed: true });
+    const fresh = await startRollout("ro-ghost-2", "ghost", { strategy: { waveSize: { count: 1 } } });
+    expect(fresh.status).toBe(409); // within a creation's time, the claim stands
+    expect(fresh.body.activeRollout).toBe("ro-ghost");
+    await runInDurableObject(registry, (obj) => obj.clock.set(now + 61_000));
+    const later = await startRollout("ro-ghost-2", "ghost", { strategy: { waveSize: { count: 1 } } });
+    expect(later.status).toBe(201);
+    const listed = (await call("GET", "/v1/rollouts?deployment=svc-ghost", { token: user })).body.rollouts;
+    expect(listed.map((r: { id: string; state: string }) => [r.id, r.state])).toEqual([["ro-ghost-2", "running"]]);
+    await runInDurableObject(registry, (obj) => obj.clock.release());
+  });
+
   it("lists rollouts of the caller's namespace newest first, filtered by state and deployment, in keyset pages", async () => {
     await fleet("lst", 1);
     const strategy = { waveSize: { count: 1 } };
