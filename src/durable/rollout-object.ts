@@ -436,10 +436,15 @@ export class RolloutObject extends SqlObject<Env> {
         sample: t.sample ? { services: 0, serviceCrashes: 0, crashedServices: [], ...(JSON.parse(t.sample) as Partial<DeviceHealthSample>) } as DeviceHealthSample : null,
       })),
       decisions: this.all<{ at: number; decision: string; detail: string }>("SELECT at, decision, detail FROM decisions ORDER BY seq").map((d) => ({ at: iso(d.at)!, decision: d.decision, detail: d.detail })),
-      // (rollbacks recorded before `tripped` existed read as naming none)
-      rollbackReason: r.rollback ? { tripped: {}, ...(JSON.parse(r.rollback) as Partial<RollbackReason>) } as RollbackReason : null,
+      rollbackReason: r.rollback ? rollbackOf(r.rollback) : null,
     };
   }
+}
+
+/** A stored rollback reason; those recorded before gates were named read as naming none. */
+function rollbackOf(stored: string): RollbackReason {
+  const r = JSON.parse(stored) as Partial<RollbackReason> & Pick<RollbackReason, "by" | "wave" | "failed" | "updated" | "threshold">;
+  return { ...r, tripped: r.tripped ?? {}, devices: (r.devices ?? []).map((d) => ({ ...d, gates: d.gates ?? [] })) };
 }
 
 function placementsOf(device: string, modules: DevicePart["modules"]): Placement[] {

@@ -95,5 +95,12 @@ describe("services placed by selector", () => {
     expect(elsewhere.status).toBe(422);
     expect(elsewhere.body.detail).toBe("no healthy device matches the selector: no devices are registered in this namespace");
     expect((await place("x", { labels: { site: "east" } })).status).toBe(201);
+    // JSON-RPC mirrors it (service.place), with the same 422 as an error carrying the problem.
+    const rpc = (params: unknown) => call("POST", "/rpc", { token: user, json: { jsonrpc: "2.0", method: "service.place", params, id: 1 } });
+    const placed = await rpc({ spec: { name: "y", module, selector: { labels: { site: "east" } } } });
+    expect(placed.body.result).toMatchObject({ name: "y", status: "STARTING" });
+    const refused = await rpc({ spec: { name: "z", module, selector: { labels: { site: "mars" } } } });
+    expect(refused.body.error.code).toBe(-32602);
+    expect(refused.body.error.data.candidates.map((c: { reasons: string[] }) => c.reasons)).toContainEqual(["label site is east, not mars"]);
   });
 });

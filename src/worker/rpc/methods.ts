@@ -9,7 +9,7 @@ import { JobLogs, JobState, JobSubmission, JobView, LIMITS } from "../../protoco
 import { DeviceRegistration, DeviceStatus, DeviceView, RegistrationResult } from "../../protocol/device.js";
 import { KeyCreate, KeyCreated, KeyView } from "../../protocol/keys.js";
 import { ScheduleCreate, ScheduleId, ScheduleList, ScheduleView } from "../../protocol/schedule.js";
-import { RemovedServices, ServiceList, ServiceLogs, ServiceName, ServiceSpec, ServiceView } from "../../protocol/service.js";
+import { RemovedServices, ServiceBySelector, ServiceList, ServiceLogs, ServiceName, ServiceSpec, ServiceView } from "../../protocol/service.js";
 
 export interface RestCall {
   method: "GET" | "POST" | "DELETE";
@@ -48,6 +48,13 @@ const SERVICE_METHODS: RpcMethod[] = [
     params: z.object({ device: DeviceId, spec: ServiceSpec }),
     result: ServiceView,
     rest: ({ device, spec }) => ({ method: "POST", path: `/v1/devices/${device}/services`, body: spec }),
+  }),
+  method({
+    name: "service.place",
+    summary: "Create a service on the device a selector picks: the healthy match holding the fewest services (POST /v1/services)",
+    params: z.object({ spec: ServiceBySelector }),
+    result: ServiceView,
+    rest: ({ spec }) => ({ method: "POST", path: "/v1/services", body: spec }),
   }),
   method({ name: "service.list", summary: "A device's services", params: z.object({ device: DeviceId }), result: ServiceList, rest: ({ device }) => ({ method: "GET", path: `/v1/devices/${device}/services` }) }),
   method({ name: "service.status", summary: "One service's status, reason, exit code, restarts, last error, CPU and memory", params: ServiceParams, result: ServiceView, rest: ({ device, name }) => ({ method: "GET", path: `/v1/devices/${device}/services/${name}` }) }),
