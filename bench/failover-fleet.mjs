@@ -28,7 +28,22 @@ try {
   const digest = (await up.json()).digest;
   const description = { platform: { memory: { bytes: 1 << 30 }, cpu: { humanReadableName: "sim", clockSpeed: { Hz: 1e9 }, arch: "x64" } }, supervisorInterfaces: [], capabilities: { cameras: [], sensors: [], labels: { fleet: "sim" } } };
   const t0 = Date.now();
-  const sim = await fleet(cp, register, N, 1, { description, heartbeatMs: 5_000, heartbeatDevices: H, progress: log });
+  const sim = await fleet(cp, register, N, 1, { description, progress: log });
+  // The pool's heartbeats go over HTTP (POST /v1/agent/heartbeat), as an agent without an open socket
+  // sends them: they do not depend on sockets the loaded runtime may have dropped while the rest connected.
+  const HEALTH = { cpuPercent: 1, memoryUsedBytes: 1, memoryTotalBytes: 2, loadAverage: [0, 0, 0], uptimeSeconds: 1, diskFreeBytes: 1, jobsRunning: 0 };
+  const pool = sim.devices.slice(0, H);
+  const silenced = new Set();
+  const lastBeat = new Map();
+  let beatFailures = 0;
+  const beatAll = () => Promise.all(pool.filter((d) => !silenced.has(d.deviceId)).map(async (d) => {
+    const r = await fetch(`${cp.url}/v1/agent/heartbeat`, { method: "POST", headers: { authorization: `Bearer ${d.credential}`, "content-type": "application/json" }, body: JSON.stringify({ health: HEALTH }), signal: AbortSignal.timeout(20_000) }).catch(() => null);
+    if (r?.ok) lastBeat.set(d.deviceId, Date.now());
+    else beatFailures++;
+    await r?.body?.cancel();
+  }));
+  await beatAll();
+  const beats = setInterval(() => void beatAll(), 5_000);
   console.log(`${N} simulated devices registered and connected in ${((Date.now() - t0) / 1000).toFixed(1)} s; ${H} of them send heartbeats every 5 s`);
 
   // Let the runtime settle: the devices without heartbeats go offline (each its own alarm) before anything is measured.
@@ -55,11 +70,10 @@ try {
   }
   const holders = [...new Set(jobs.map((j) => j.device))];
   // Fall silent right after a heartbeat went out, all K together, so each silence starts at that heartbeat.
-  const before = sim.lastBeat.get(holders[0]);
-  while (sim.lastBeat.get(holders[0]) === before) await new Promise((r) => setTimeout(r, 5));
-  await new Promise((r) => setTimeout(r, 200)); // it reaches the device objects
+  const before = lastBeat.get(holders[0]);
+  while (lastBeat.get(holders[0]) === before) await new Promise((r) => setTimeout(r, 5));
   const silencedAt = Date.now();
-  for (const d of holders) sim.silence(d);
+  for (const d of holders) silenced.add(d);
   console.log(`${holders.length} devices holding ${K} jobs with failover {onOffline: move, afterMs: ${afterMs}} fell silent together`);
 
   const rows = [];
@@ -81,6 +95,8 @@ try {
   const visible = rows.map((r) => r.visible).sort((a, b) => a - b);
   const unmoved = rows.filter((r) => holders.includes(r.to)).length;
   console.log(`failover at ${N} simulated devices (afterMs ${afterMs}, ${K} jobs on ${holders.length} silent devices): last heartbeat -> policy fired min ${fired[0]} / max ${fired.at(-1)} ms; -> moved job visible to a polling client (polled one after another) min ${visible[0]} / max ${visible.at(-1)} ms; moved onto a silent device: ${unmoved}`);
+  console.log(`heartbeats that failed or timed out (loaded runtime): ${beatFailures}`);
+  clearInterval(beats);
   sim.close();
 } finally {
   await cp.stop();
