@@ -139,7 +139,7 @@ describe("deployments with a failover list", () => {
     expect((await poll(spare.credential)).body.jobs).toEqual([]);
   });
 
-  it("waits, saying why, when no standby is healthy; refuses a standby of another namespace; undeploy removes the home's part too", async () => {
+  it("waits, saying why, when no standby is healthy; refuses a standby that is not a registered device of the namespace (422) and a policy naming no standbys (400); undeploy removes the home's part too", async () => {
     const home = await registerDevice("fo2-home");
     const standby = await registerDevice("fo2-standby");
     await at(T0, "fo-wait", [home, standby]);
@@ -165,5 +165,23 @@ describe("deployments with a failover list", () => {
     expect([...removed.body.devices].sort()).toEqual([home.deviceId, standby.deviceId].sort());
     expect((await apply(home)).length).toBe(0);
     expect((await apply(standby)).length).toBe(0);
+  });
+
+  it("with a selector, moves to the least-loaded healthy match (never the silent home)", async () => {
+    const home = await registerDevice("fo3-home");
+    const other = await registerDevice("fo3-unlabelled");
+    const spare = await registerDevice("fo3-spare");
+    for (const d of [home, spare]) expect((await call("PUT", `/v1/devices/${d.deviceId}/labels`, { json: { labels: { role: "fo3" } } })).status).toBe(200);
+    const all = [home, other, spare];
+    for (const d of all) await beat(d, T0);
+    await at(T0, "fo-sel", all);
+    expect((await deploy("fo-sel", home, { afterMs: AFTER, selector: { labels: { role: "fo3" } } })).status).toBe(201);
+    await apply(home);
+    for (const d of [other, spare]) await beat(d, T0 + AFTER);
+    await at(T0 + AFTER, "fo-sel", all);
+    await alarm("fo-sel");
+    const view = await show("fo-sel");
+    expect(view.failover[0], JSON.stringify(view.failover[0])).toMatchObject({ home: home.deviceId, current: spare.deviceId, policy: { selector: { labels: { role: "fo3" } } } });
+    expect((await apply(spare)).map((p) => p.deployment)).toEqual(["fo-sel"]);
   });
 });
