@@ -61,13 +61,16 @@ try {
     const r = await api("PUT", `/v1/devices/${d.deviceId}/labels`, { labels: { fleet: "sim", pool: "standby" } });
     if (r.status !== 200) throw new Error(`labels: ${r.status} ${JSON.stringify(r.body)}`);
   }
-  // K jobs, not started (so each counts as load where it waits): the least-loaded placement spreads them over K devices.
+  // K jobs, not started (so none runs before its device falls silent), one per device: each holder is
+  // drained while the next job is placed (placement skips drained devices), then all are resumed.
   const jobs = [];
   for (let i = 0; i < K; i++) {
     const job = await api("POST", "/v1/jobs", { selector: { labels: { pool: "standby" } }, module: digest, function: "fibo", args: [10], start: false, failover: { onOffline: "move", afterMs } });
     if (job.status !== 202) throw new Error(JSON.stringify(job.body));
     jobs.push(job.body);
+    await api("POST", `/v1/devices/${job.body.device}/drain`);
   }
+  for (const j of jobs) await api("POST", `/v1/devices/${j.device}/resume`);
   const holders = [...new Set(jobs.map((j) => j.device))];
   // Fall silent right after a heartbeat went out, all K together, so each silence starts at that heartbeat.
   const before = lastBeat.get(holders[0]);

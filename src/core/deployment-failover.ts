@@ -12,7 +12,7 @@ export interface DeviceNow {
   /** registered (in the deployment's namespace) */
   exists: boolean;
   online: boolean;
-  /** ms since its last heartbeat (null: never heard) */
+  /** ms since its last heartbeat, or its registration if none came (null: unknown) */
   silentMs: number | null;
   drained: boolean;
   /** its part of this deployment: state, or null when it holds none */
@@ -28,7 +28,7 @@ export type FailoverDecision =
 /** While failed over, the home (and the standby) are looked at this often. */
 export const WATCH_MS = 5_000;
 
-/** Silent past the policy's time: lost. A device never heard from counts as lost too (it never came up). */
+/** Silent past the policy's time: lost (as is a device that is not registered, or whose silence is unknown). */
 export function lost(d: DeviceNow, afterMs: number): boolean {
   return !d.exists || d.silentMs === null || d.silentMs >= afterMs;
 }

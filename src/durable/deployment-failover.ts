@@ -112,7 +112,10 @@ export class PlacementFailovers {
     const v = await stub.view(namespace);
     if (!v.ok) return { id: device, exists: false, online: false, silentMs: null, drained: false, partState: null };
     const partState = deployment === null ? null : ((await stub.deploymentStatus(namespace, deployment))?.state ?? null);
-    return { id: device, exists: true, online: v.value.status === "online", silentMs: v.value.freshness?.silentMs ?? null, drained: v.value.drained ?? false, partState };
+    // Silent since its last heartbeat, or since its registration if none came (as a job's failover counts).
+    const f = v.value.freshness;
+    const silentMs = f ? (f.silentMs ?? Date.parse(f.asOf) - Date.parse(v.value.registeredAt)) : null;
+    return { id: device, exists: true, online: v.value.status === "online", silentMs, drained: v.value.drained ?? false, partState };
   }
 
   /** The standbys in order of preference: the listed ones as given, or the selector's least-loaded healthy match. */
