@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { env, runDurableObjectAlarm, runInDurableObject, SELF } from "cloudflare:test";
 import { call, registerDevice, submit, uploadModule } from "./helpers.js";
 import type { DeviceObject } from "../../src/durable/device-object.js";
+import { until } from "../helpers/until.js";
 
 const EPOCH = "x-wasmvisor-epoch";
 const T0 = Date.parse("2026-11-27T12:00:00Z");
@@ -15,14 +16,6 @@ const TTL = 30_000; // COMMAND_TTL_MS's default
 const stub = (deviceId: string) => env.DEVICES.get(env.DEVICES.idFromName(deviceId));
 const setClock = (deviceId: string, ms: number) => runInDurableObject(stub(deviceId), (obj: DeviceObject) => obj.clock.set(ms));
 
-async function until<T>(what: string, fn: () => T | undefined): Promise<T> {
-  for (let i = 0; i < 200; i++) {
-    const v = fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe("bounded commands", () => {
   it("gives every command an id and an expiry, and records acked, nacked, expired and unanswered", async () => {
