@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { startControlPlane } from "../helpers/control-plane.js";
 import { startAgent, type AgentProcess } from "../helpers/agent-process.js";
 import { compileWat, WAT } from "../helpers/wat.js";
+import { until } from "../helpers/until.js";
 import type { DeploymentView } from "../../src/sdk/index.js";
 
 const cleanup: (() => Promise<unknown>)[] = [];
@@ -42,22 +43,14 @@ describe("a deployment with a failover list", () => {
     };
     const ranOn = (agent: AgentProcess, jobId: string) => agent.logs.some((l) => l.msg === "job finished" && l.jobId === jobId);
     const failoverOf = async () => (await cp.admin.getDeployment("fo-e2e")).failover![0]!;
-    const until = async (what: string, pred: (f: Failover) => boolean, timeoutMs = 60_000) => {
-      const end = Date.now() + timeoutMs;
-      for (;;) {
-        const f = await failoverOf();
-        if (pred(f)) return f;
-        if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms: ${JSON.stringify(f)}`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    };
+    const placed = (what: string, pred: (f: Failover) => boolean) => until(what, async () => { const f = await failoverOf(); return pred(f) && f; });
 
     const before = await add(1);
     expect(before.device).toBe(home.deviceId);
 
     // The home agent dies.
     await home.kill("SIGKILL");
-    const moved = await until("failover to the standby", (f) => f.current === standby.deviceId);
+    const moved = await placed("failover to the standby", (f) => f.current === standby.deviceId);
     const lastSeen = Date.parse((await cp.admin.getDevice(home.deviceId)).lastSeenAt!);
     expect(moved.history.at(-1)).toMatchObject({ kind: "failover", from: home.deviceId, to: standby.deviceId });
     expect(moved.reason).toMatch(new RegExp(`^home ${home.deviceId} sent no heartbeat for \\d+ ms \\(failover after ${afterMs} ms\\)$`));
@@ -70,7 +63,7 @@ describe("a deployment with a failover list", () => {
     // The home agent comes back on its data dir: the placement returns, and calls run there again.
     home = await startAgent({ server: cp.url, dataDir: home.dataDir });
     cleanup.push(() => home.kill("SIGKILL"));
-    const returned = await until("return home", (f) => f.current === home.deviceId);
+    const returned = await placed("return home", (f) => f.current === home.deviceId);
     expect(returned.history.map((h) => h.kind)).toEqual(["failover", "return"]);
     const after = await add(3);
     expect(after.device).toBe(home.deviceId);
