@@ -21,6 +21,8 @@ describe("deployment failover", () => {
     const home = dev("h", 60_000);
     const out = decide({ afterMs: AFTER, home, current: home, standbys: [dev("s1", null), dev("s2", 5, { exists: false })] });
     expect(out).toEqual({ kind: "no-standby", checkInMs: 5_000, note: "home h sent no heartbeat for 60000 ms, and no standby is healthy: s1: offline; s2: not registered" });
+    const bySelector = decide({ afterMs: AFTER, home, current: home, standbys: [dev("s3", null, { exists: false, passedOver: "label role is not set (wanted spare)" })] });
+    expect(bySelector).toMatchObject({ kind: "no-standby", note: "home h sent no heartbeat for 60000 ms, and no standby is healthy: s3: label role is not set (wanted spare)" });
   });
 
   it("returns home only when the home is back and its part is active again", () => {

@@ -17,6 +17,8 @@ export interface DeviceNow {
   drained: boolean;
   /** its part of this deployment: state, or null when it holds none */
   partState?: DeploymentState | null;
+  /** why it is no candidate, when that was decided before (a selector's miss) */
+  passedOver?: string;
 }
 
 export type FailoverDecision =
@@ -39,6 +41,7 @@ export function healthy(d: DeviceNow, afterMs: number): boolean {
 }
 
 function whyNot(d: DeviceNow, afterMs: number): string {
+  if (d.passedOver) return `${d.id}: ${d.passedOver}`;
   if (!d.exists) return `${d.id}: not registered`;
   if (d.drained) return `${d.id}: drained`;
   if (!d.online || lost(d, afterMs)) return `${d.id}: offline${d.silentMs === null ? "" : ` (silent ${d.silentMs} ms)`}`;

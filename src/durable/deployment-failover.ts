@@ -125,7 +125,7 @@ export class PlacementFailovers {
       return mapWithConcurrency(list, 8, (d) => this.deviceNow(namespace, d, null));
     }
     const placed = await placeBySelector(this.env, namespace, policy.selector!, requires, skip);
-    if (!placed.ok) return placed.misses.slice(0, 5).map((m) => ({ id: `${m.device} (${m.reasons.join(", ")})`, exists: false, online: false, silentMs: null, drained: false }));
+    if (!placed.ok) return placed.misses.slice(0, 5).map((m) => ({ id: m.device, exists: false, online: false, silentMs: null, drained: false, passedOver: m.reasons.join(", ") }));
     return [await this.deviceNow(namespace, placed.device, null)];
   }
 
