@@ -124,7 +124,7 @@ export class PlacementFailovers {
       const list = policy.devices.filter((d) => !skip.includes(d));
       return mapWithConcurrency(list, 8, (d) => this.deviceNow(namespace, d, null));
     }
-    const placed = await placeBySelector(this.env, namespace, policy.selector!, requires, skip);
+    const placed = await placeBySelector(this.env, namespace, policy.selector!, requires, skip, policy.afterMs);
     if (!placed.ok) return placed.misses.slice(0, 5).map((m) => ({ id: m.device, exists: false, online: false, silentMs: null, drained: false, passedOver: m.reasons.join(", ") }));
     return [await this.deviceNow(namespace, placed.device, null)];
   }

@@ -59,9 +59,11 @@ export type Placement = { ok: true; device: string } | { ok: false; misses: Sele
 /**
  * The least-loaded healthy device the selector picks: matched on the listing, then the
  * LOAD_PROBES least busy by listed health asked for their live state (online, drained,
- * queued + running). `exclude`: devices not to pick (a job moving away from one).
+ * queued + running). `exclude`: devices not to pick (a job moving away from one). `maxSilentMs`: only
+ * a device heard from within this long (a failover's move: a device that fell silent together with the
+ * one it leaves still reads online until the heartbeat timeout, and must not be picked).
  */
-export async function placeBySelector(env: Env, namespace: string, selector: Selector, requires: readonly string[], exclude: readonly string[] = []): Promise<Placement> {
+export async function placeBySelector(env: Env, namespace: string, selector: Selector, requires: readonly string[], exclude: readonly string[] = [], maxSilentMs?: number): Promise<Placement> {
   const s = withInterfaces(selector, requires);
   const all = (await fleetCandidates(env, namespace)).filter((d) => !exclude.includes(d.id));
   const { matches, misses } = select(s, all);
@@ -70,7 +72,9 @@ export async function placeBySelector(env: Env, namespace: string, selector: Sel
     const v = await deviceStub(env, d.id).view(namespace);
     if (!v.ok) return { d, load: null, reasons: ["not registered any more"] };
     const now: Candidate = { id: d.id, status: v.value.status, description: v.value.description, drained: v.value.drained ?? false };
-    const reasons = [...mismatches(s, now), ...(now.drained ? ["drained"] : [])];
+    const silent = v.value.freshness?.silentMs ?? null;
+    const quiet = maxSilentMs !== undefined && (silent === null || silent >= maxSilentMs) ? [`silent ${silent === null ? "since registration" : `${silent} ms`} (a move wants a device heard from within ${maxSilentMs} ms)`] : [];
+    const reasons = [...mismatches(s, now), ...(now.drained ? ["drained"] : []), ...quiet];
     const q = v.value.queue;
     return { d: { ...d, drained: now.drained, status: now.status }, load: reasons.length === 0 && q ? q.queued + q.running : null, reasons };
   });
