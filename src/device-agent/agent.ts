@@ -139,6 +139,7 @@ export class Agent {
       connected: () => {
         void this.outbox.flush();
         void this.leases.update(); // what was held across the reconnect is renewed (and acked) at once
+        this.commands.resend(); // command answers the control plane has not confirmed yet
       },
       credentialRefused: () => {
         process.exitCode = 2;

@@ -46,13 +46,32 @@ describe("CommandGate", () => {
     expect(sent).toEqual([[{ id: "a", outcome: "acked" }, { id: "b", outcome: "nacked", reason: "no handler" }]]);
   });
 
-  it("does not throw when answers cannot be sent (the control plane marks them unanswered)", async () => {
+  it("keeps answers whose send failed and sends them again until the control plane confirms them", async () => {
+    const attempts: CommandAck[][] = [];
+    let failNext = 2; // the link drops twice
     const lines: string[] = [];
-    const g = new CommandGate(async () => {
-      throw new Error("offline");
+    const g = new CommandGate(async (acks) => {
+      attempts.push(acks);
+      if (failNext-- > 0) throw new Error("link closed (1006)");
     }, (_l, msg) => lines.push(msg), () => 0);
     g.answer({ id: "x", expiresAt: 1 }, "acked");
+    g.answer({ id: "y", expiresAt: 1 }, "nacked", "no handler");
     await g.flush();
-    expect(lines).toContain("could not send command answers; the control plane marks them unanswered");
+    expect(g.unconfirmed).toBe(2);
+    expect(lines).toContain("could not send command answers; sending them again");
+    g.answer({ id: "z", expiresAt: 1 }, "acked"); // answered while the others wait
+    await g.flush();
+    expect(g.unconfirmed).toBe(3);
+    g.resend(); // a link opened
+    await g.flush();
+    expect(g.unconfirmed).toBe(0);
+    expect(attempts).toEqual([
+      [{ id: "x", outcome: "acked" }, { id: "y", outcome: "nacked", reason: "no handler" }],
+      [{ id: "x", outcome: "acked" }, { id: "y", outcome: "nacked", reason: "no handler" }, { id: "z", outcome: "acked" }],
+      [{ id: "x", outcome: "acked" }, { id: "y", outcome: "nacked", reason: "no handler" }, { id: "z", outcome: "acked" }],
+    ]);
+    await g.flush(); // confirmed answers are not sent again
+    expect(attempts).toHaveLength(3);
+    g.stop();
   });
 });

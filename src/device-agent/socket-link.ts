@@ -9,7 +9,7 @@ import { EPOCH_HEADER, ServerMessage, WS_PING, WS_PONG, type AgentMessage, type 
 type Reply = Extract<ServerMessage, { id: number }>;
 type Pending = { resolve(m: Reply): void; reject(e: Error): void; timer: NodeJS.Timeout };
 /** Messages answered by id: those that always carry one, and acks (which may). */
-type Request = Extract<AgentMessage, { id: number }> | Extract<AgentMessage, { t: "started" }>;
+type Request = Extract<AgentMessage, { id: number }> | Extract<AgentMessage, { t: "started" }> | Extract<AgentMessage, { t: "command-acks" }>;
 
 /**
  * The server (or something in front of it) answered the upgrade with plain HTTP: WebSockets do not

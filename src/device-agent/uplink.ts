@@ -75,11 +75,13 @@ export class Uplink {
     return { cancel, deployments, services };
   }
 
-  /** Answers to bounded commands. */
+  /** Answers to bounded commands; resolves once the control plane confirms it stored them (throws if it did not). */
   async commandAcks(acks: CommandAck[]) {
     const link = this.openLink();
-    if (link) link.send({ t: "command-acks", acks });
-    else await this.client.commandAcks(acks);
+    if (link) {
+      const reply = await link.request<"command-acks">({ t: "command-acks", acks });
+      if (reply.t !== "command-acks-recorded") throw new Error(`unexpected answer ${reply.t} to command answers`);
+    } else await this.client.commandAcks(acks);
   }
 
   /** Freed capacity is news only to a push link (a long poll says how many jobs it takes in each request). */

@@ -161,9 +161,14 @@ export class AgentSession {
       case "logs":
         this.acceptLogs(msg);
         return;
-      case "command-acks":
-        this.p.commands.answer(msg.acks);
+      case "command-acks": {
+        const recorded = this.p.commands.answer(msg.acks);
+        if (msg.id === undefined) return; // an agent that does not resend
+        // Confirmed only once stored: the agent drops its copy when it reads this.
+        await this.p.durable();
+        link.send(ws, { t: "command-acks-recorded", id: msg.id, recorded });
         return;
+      }
       case "heartbeat": {
         const { cancel, deployments, services } = await this.heartbeat({ health: msg.health, runningJobs: msg.runningJobs, logs: msg.logs, services: msg.services });
         link.send(ws, { t: "heartbeat-ack", id: msg.id, cancel, deployments, services });

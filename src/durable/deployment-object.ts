@@ -8,6 +8,8 @@ import { SqlObject } from "./sql-object.js";
 import { iso } from "../core/time.js";
 import { registryStub } from "../platform/stubs.js";
 import type { Env } from "../platform/env.js";
+import { FAILOVER_TABLE, PlacementFailovers, type FailoverSpec } from "./deployment-failover.js";
+import type { PlacementFailover } from "../protocol/deployment.js";
 
 const SCHEMA = `
 CREATE TABLE deployment (
@@ -38,6 +40,8 @@ export type DeploymentRecord = {
   createdAt: string;
   updatedAt: string;
   placements: Placement[];
+  /** placements with a failover policy: home, current device, why it moved */
+  failover: PlacementFailover[];
 };
 
 type Row = { name: string; namespace: string; source: "signed" | "wasmiot"; signed_by: string | null; generation: number; created_at: number; updated_at: number };
@@ -53,7 +57,38 @@ INSERT INTO generation_counter (id, generation) SELECT 1, COALESCE(MAX(generatio
 
 export class DeploymentObject extends SqlObject<Env> {
   protected migrations() {
-    return [SCHEMA, GENERATION_COUNTER];
+    return [SCHEMA, GENERATION_COUNTER, FAILOVER_TABLE];
+  }
+
+  /** Placements with a failover policy (deployment-failover.ts), looked at from the alarm. */
+  private readonly failovers = new PlacementFailovers(this.sql, this.clock, this.env, {
+    meta: () => {
+      const row = this.hasSchema ? this.one<Row>("SELECT * FROM deployment") : undefined;
+      return row ? { id: row.name, namespace: row.namespace, source: row.source } : null;
+    },
+    nextGeneration: () => this.nextGeneration(),
+    movePlacement: (module, from, to, generation, update) => {
+      this.ctx.storage.transactionSync(() => {
+        this.run("UPDATE OR REPLACE placements SET device = ? WHERE device = ? AND module = ?", to, from, module);
+        this.run("UPDATE deployment SET generation = ?, updated_at = ?", generation, this.clock.now());
+        update();
+      });
+    },
+    holders: (module) => this.all<{ device: string }>("SELECT device FROM placements WHERE module = ?", module).map((r) => r.device),
+    modulesOn: (device) => this.all<{ module: string }>("SELECT module FROM placements WHERE device = ?", device).map((r) => r.module),
+  });
+
+  /** Looks at the placements with a failover policy that are due, then sleeps until the next is. */
+  override async alarm() {
+    if (!this.hasSchema) return;
+    await this.failovers.run(this.clock.now());
+    await this.armFailover();
+  }
+
+  private async armFailover() {
+    const due = this.failovers.dueAt();
+    if (due === null) await this.ctx.storage.deleteAlarm();
+    else await this.ctx.storage.setAlarm(Math.max(due, this.clock.now()));
   }
 
   /** The next generation: every put and every removal takes one, in this object's order. */
@@ -82,6 +117,8 @@ export class DeploymentObject extends SqlObject<Env> {
     meta: { id: string; namespace: string; source: "signed" | "wasmiot"; signedBy: string | null },
     placements: Placement[],
     scope: { device: string } | "all",
+    /** placements to re-place on a standby while their device is offline */
+    failover: FailoverSpec[] = [],
   ): Promise<{ generation: number; dropped: string[] } | null> {
     this.ensureSchema();
     const now = this.clock.now();
@@ -97,7 +134,9 @@ export class DeploymentObject extends SqlObject<Env> {
       }
       this.run`INSERT INTO deployment (id, name, namespace, source, signed_by, generation, created_at, updated_at) VALUES (1, ${meta.id}, ${meta.namespace}, ${meta.source}, ${meta.signedBy}, ${generation}, ${now}, ${now})
          ON CONFLICT (id) DO UPDATE SET source = excluded.source, signed_by = excluded.signed_by, generation = excluded.generation, updated_at = excluded.updated_at`;
+      this.failovers.reset(failover, scope);
     });
+    await this.armFailover();
     const after = new Set(this.all<{ device: string }>("SELECT DISTINCT device FROM placements").map((r) => r.device));
     await registryStub(this.env).upsertDeployment(meta.namespace, meta.id, meta.source, generation);
     return { generation, dropped: [...before].filter((d) => !after.has(d)) };
@@ -114,6 +153,8 @@ export class DeploymentObject extends SqlObject<Env> {
       scope === "all" ? "SELECT DISTINCT device FROM placements" : "SELECT DISTINCT device FROM placements WHERE device = ?",
       ...(scope === "all" ? [] : [scope.device]),
     ).map((r) => r.device);
+    // A home whose module is on a standby still holds its part: it goes too.
+    for (const h of this.failovers.homesAway(scope)) if (!devices.includes(h)) devices.push(h);
     const row = this.one<Row>("SELECT * FROM deployment");
     if (devices.length === 0) return { devices, generation: 0 };
     let gone = false;
@@ -124,7 +165,9 @@ export class DeploymentObject extends SqlObject<Env> {
       else this.run("DELETE FROM placements WHERE device = ?", scope.device);
       gone = !this.one("SELECT 1 AS x FROM placements LIMIT 1");
       if (gone) this.run("DELETE FROM deployment");
+      this.failovers.clear(gone ? "all" : scope);
     });
+    await this.armFailover();
     if (gone && row) await registryStub(this.env).dropDeployment(row.namespace, row.name, generation);
     return { devices, generation };
   }
@@ -184,6 +227,7 @@ export class DeploymentObject extends SqlObject<Env> {
       placements: this.all<PlacementRow>("SELECT * FROM placements ORDER BY module, device").map((p) => ({
         device: p.device, module: p.module, digest: p.digest, functions: JSON.parse(p.functions) as string[],
       })),
+      failover: this.failovers.view(),
     };
   }
 }

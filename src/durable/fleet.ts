@@ -89,9 +89,13 @@ export const serviceLoad = (name: string): LoadMeasure => ({
 /**
  * The least-loaded healthy device the selector picks: matched on the listing, then the
  * `measure.probes` first by `measure.order` asked for their live state (online, drained,
- * load). `exclude`: devices not to pick (a job moving away from one).
+ * load). `exclude`: devices not to pick (a job moving away from one). `maxSilentMs`: only
+ * a device heard from within this long (a failover's move: a device that fell silent together with the
+ * one it leaves still reads online until the heartbeat timeout, and must not be picked).
  */
-export async function placeBySelector(env: Env, namespace: string, selector: Selector, requires: readonly string[], exclude: readonly string[] = [], measure: LoadMeasure = JOB_LOAD): Promise<Placement> {
+export async function placeBySelector(
+  env: Env, namespace: string, selector: Selector, requires: readonly string[], exclude: readonly string[] = [], maxSilentMs?: number, measure: LoadMeasure = JOB_LOAD,
+): Promise<Placement> {
   const s = withInterfaces(selector, requires);
   const all = (await fleetCandidates(env, namespace)).filter((d) => !exclude.includes(d.id));
   const { matches, misses } = select(s, all);
@@ -100,8 +104,10 @@ export async function placeBySelector(env: Env, namespace: string, selector: Sel
     const v = await deviceStub(env, d.id).view(namespace);
     if (!v.ok) return { d, load: null, reasons: ["not registered any more"] };
     const now: Candidate = { id: d.id, status: v.value.status, description: v.value.description, drained: v.value.drained ?? false };
+    const silent = v.value.freshness?.silentMs ?? null;
+    const quiet = maxSilentMs !== undefined && (silent === null || silent >= maxSilentMs) ? [`silent ${silent === null ? "since registration" : `${silent} ms`} (a move wants a device heard from within ${maxSilentMs} ms)`] : [];
     const load = measure.load(v.value);
-    const reasons = [...mismatches(s, now), ...(now.drained ? ["drained"] : []), ...(typeof load === "number" ? [] : [load.reason])];
+    const reasons = [...mismatches(s, now), ...(now.drained ? ["drained"] : []), ...quiet, ...(typeof load === "number" ? [] : [load.reason])];
     return { d: { ...d, drained: now.drained, status: now.status }, load: reasons.length === 0 && typeof load === "number" ? load : null, reasons };
   });
   const best = leastLoaded(live.map((l) => l.d), (c) => live.find((l) => l.d.id === c.id)!.load);

@@ -107,7 +107,7 @@ export class JobFailover {
     let note: string;
     let movedTo: string | null = null;
     try {
-      const placed = await placeBySelector(this.env, d.namespace, policy.selector!, requires, [d.id]);
+      const placed = await placeBySelector(this.env, d.namespace, policy.selector!, requires, [d.id], policy.afterMs);
       if (!placed.ok) {
         note = `no other device matches yet: ${explainMisses(placed.misses, MAX_REASONS_SHOWN)}`.slice(0, 2000);
       } else {

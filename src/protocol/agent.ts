@@ -178,7 +178,8 @@ export const AgentMessage = z.discriminatedUnion("t", [
     services: z.array(ServiceActual).max(SERVICE_LIMITS.maxServicesPerDevice).default([]),
   }),
   LogBatch.extend({ t: z.literal("logs") }),
-  z.object({ t: z.literal("command-acks"), acks: CommandAcks.shape.acks }),
+  /** given `id`: the object answers `command-acks-recorded` with it once the answers are stored (the agent resends until it does) */
+  z.object({ t: z.literal("command-acks"), id: z.number().int().optional(), acks: CommandAcks.shape.acks }),
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 
@@ -186,6 +187,8 @@ export const ServerMessage = z.discriminatedUnion("t", [
   z.object({ t: z.literal("jobs"), jobs: z.array(LeasedJob), cmd: CommandRef.optional() }),
   z.object({ t: z.literal("reported"), id: z.number().int(), dispositions: ResultBatchResponse.shape.dispositions }),
   z.object({ t: z.literal("acked"), id: z.number().int(), started: z.number().int(), held: z.number().int() }),
+  /** the command answers of request `id` are stored; `recorded`: how many changed a command (a resent answer changes none) */
+  z.object({ t: z.literal("command-acks-recorded"), id: z.number().int(), recorded: z.number().int() }),
   z.object({ t: z.literal("heartbeat-ack"), id: z.number().int(), cancel: z.array(z.string()), deployments: z.number().int().optional(), services: z.number().int().optional() }),
   /** the desired deployments changed: fetch them (GET /v1/agent/deployments) when `version` is not the one applied */
   z.object({ t: z.literal("deployments"), version: z.number().int(), cmd: CommandRef.optional() }),

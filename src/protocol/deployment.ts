@@ -93,6 +93,23 @@ export const FunctionSpec = z.strictObject({
 });
 export type FunctionSpec = z.output<typeof FunctionSpec>;
 
+/**
+ * Where a module goes when the device it is placed on (its home) falls silent: the job failover
+ * vocabulary (`onOffline`, `afterMs`: silence since the home's last heartbeat) with the standbys, an
+ * ordered list of devices (the first healthy one is taken) or a selector (the least-loaded healthy
+ * match). The module returns home once the home is back and its part is active again.
+ */
+export const DeploymentFailover = z
+  .strictObject({
+    onOffline: z.literal("move").default("move"),
+    afterMs: z.number().int().min(1_000).max(7 * 24 * 3_600_000).default(60_000),
+    devices: z.array(DeviceId).min(1).max(16).optional(),
+    selector: Selector.optional(),
+  })
+  .refine((f) => (f.devices === undefined) !== (f.selector === undefined), { message: "give either devices (an ordered failover list) or a selector" })
+  .meta({ id: "DeploymentFailover" });
+export type DeploymentFailover = z.output<typeof DeploymentFailover>;
+
 /** A data file installed with the deployment (wasmiot's deployment-stage mount). */
 export const DataMount = z.union([
   z.strictObject({ name: FileName, url: z.url({ protocol: /^https?$/ }), sha256: Sha256Hex.optional() }),
@@ -113,6 +130,8 @@ export const ModuleSpec = z.strictObject({
     message: `describe 1-${DEPLOYMENT_LIMITS.maxFunctions} functions`,
   }),
   mounts: z.array(DataMount).max(DEPLOYMENT_LIMITS.maxFiles).default([]),
+  /** re-place this module on a standby while the device it is on is offline (each device it is placed on is a home) */
+  failover: DeploymentFailover.optional(),
 });
 export type ModuleSpec = z.output<typeof ModuleSpec>;
 
@@ -173,6 +192,34 @@ export const DeviceDeploymentStatus = z.object({
 });
 export type DeviceDeploymentStatus = z.infer<typeof DeviceDeploymentStatus>;
 
+export const FailoverMove = z.object({
+  at: z.string(),
+  from: DeviceId,
+  to: DeviceId,
+  /** `failover`: the home fell silent (or a standby did); `return`: the home is back */
+  kind: z.enum(["failover", "return"]),
+  reason: z.string(),
+});
+export type FailoverMove = z.infer<typeof FailoverMove>;
+
+export const PlacementFailover = z.object({
+  module: ModuleName,
+  /** where the manifest placed it */
+  home: DeviceId,
+  /** where calls go now: the home, or a standby */
+  current: DeviceId,
+  policy: DeploymentFailover,
+  /** when it last moved and why (null: never moved) */
+  movedAt: z.string().nullable(),
+  reason: z.string().nullable(),
+  /** the last decision that did not move it (waiting for the home, no standby healthy), and when it looks again */
+  note: z.string().nullable(),
+  nextCheckAt: z.string().nullable(),
+  /** the last moves, oldest first (at most 20) */
+  history: z.array(FailoverMove),
+}).meta({ id: "PlacementFailover" });
+export type PlacementFailover = z.infer<typeof PlacementFailover>;
+
 export const DeploymentView = z.object({
   id: DeploymentId,
   namespace: z.string(),
@@ -184,6 +231,8 @@ export const DeploymentView = z.object({
   state: DeploymentState,
   devices: z.array(DeviceDeploymentStatus),
   modules: z.array(z.object({ name: ModuleName, digest: Sha256Hex, devices: z.array(DeviceId), functions: z.array(z.string()) })),
+  /** each placement with a failover policy: its home, where it is now, and why it moved */
+  failover: z.array(PlacementFailover).optional(),
 }).meta({ id: "Deployment" });
 export type DeploymentView = z.infer<typeof DeploymentView>;
 

@@ -7,7 +7,7 @@
 import { sha256Hex } from "../core/crypto.js";
 import { fail, ok, type Outcome } from "../durable/rpc.js";
 import { type Placement } from "../durable/deployment-object.js";
-import { DEPLOYMENT_LIMITS, type DataMount, type DevicePart, type DeviceDeploymentStatus, type FunctionSpec, type StoredFile } from "../protocol/deployment.js";
+import { DEPLOYMENT_LIMITS, type DataMount, type DeploymentFailover, type DevicePart, type DeviceDeploymentStatus, type FunctionSpec, type StoredFile } from "../protocol/deployment.js";
 import type { DeviceDescription } from "../protocol/device.js";
 import { LIMITS } from "../protocol/job.js";
 import { missingInterfaces, requiredInterfaces, type ModuleInfo } from "../protocol/wasm.js";
@@ -27,6 +27,8 @@ export interface ModuleToPlace {
   devices: string[];
   functions: Record<string, FunctionSpec>;
   mounts: DataMount[];
+  /** re-place it on a standby while a device it is on is offline (deployment-failover.ts) */
+  failover?: DeploymentFailover;
 }
 
 export interface DeployRequest {
@@ -169,6 +171,13 @@ export async function applyDeployment(env: Env, req: DeployRequest): Promise<Out
     if (!info) return fail("unprocessable", `device ${d} is not registered`);
     descriptions.set(d, info.description);
   }
+  // Listed standbys must be this namespace's devices; whether each links what the module imports is checked below.
+  for (const d of new Set(req.modules.flatMap((m) => m.failover?.devices ?? []))) {
+    if (descriptions.has(d)) continue;
+    const info = (await req.deviceNamespace(d)) === req.namespace ? await deviceStub(env, d).facadeInfo(req.namespace) : null;
+    if (!info) return fail("unprocessable", `failover device ${d} is not registered in namespace ${req.namespace}`);
+    descriptions.set(d, info.description);
+  }
   const chainProblem = (await checkChainTenancy(req)) ?? checkChains(env, req.modules, req.source);
   if (chainProblem) return fail("unprocessable", chainProblem);
 
@@ -178,7 +187,7 @@ export async function applyDeployment(env: Env, req: DeployRequest): Promise<Out
     const bad = checkFunctions(m, info.value);
     if (bad) return fail<never>("unprocessable", bad);
     const needs = requiredInterfaces(info.value.imports);
-    for (const d of m.devices) {
+    for (const d of [...m.devices, ...(m.failover?.devices ?? [])]) {
       const missing = missingInterfaces(needs, new Set(descriptions.get(d)!.supervisorInterfaces));
       if (missing.length > 0) return fail<never>("unprocessable", `device ${d} cannot run module ${m.name}: it does not provide ${missing.join(", ")}`);
     }
@@ -195,10 +204,12 @@ export async function applyDeployment(env: Env, req: DeployRequest): Promise<Out
 
   const placed = resolved.map((r) => (r as Extract<typeof r, { ok: true }>).value);
   const placements: Placement[] = placed.flatMap((p) => p.module.devices.map((device) => ({ device, module: p.module.name, digest: p.info.digest, functions: Object.keys(p.module.functions) })));
+  const failover = placed.flatMap((p) => (p.module.failover ? p.module.devices.map((home) => ({ module: p.module.name, home, policy: p.module.failover!, requires: requiredInterfaces(p.info.imports) })) : []));
   const put = await deploymentStub(env, req.namespace, req.id).put(
     { id: req.id, namespace: req.namespace, source: req.source, signedBy: req.signedBy },
     placements,
     req.scope,
+    failover,
   );
   if (!put) return fail("not-found", `deployment ${req.id} belongs to another namespace`);
   const { generation, dropped } = put;

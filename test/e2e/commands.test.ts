@@ -10,6 +10,7 @@ import { startAgent } from "../helpers/agent-process.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
 import { compileWat, WAT } from "../helpers/wat.js";
 import { ADMIN_TOKEN } from "../helpers/control-plane.js";
+import { until } from "../helpers/until.js";
 
 const cleanup: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -51,5 +52,42 @@ describe("a command that reaches the agent after its expiry", () => {
     expect(done.attempts).toBeGreaterThanOrEqual(2); // the discarded delivery's lease ran out; a later one ran it
     expect(agent.logs.filter((l) => l.msg === "job finished" && l.jobId === job.id)).toHaveLength(1);
     console.log(`[commands] discarded ${discarded.lateMs as number} ms late; job ${done.state} on attempt ${done.attempts}, run once`);
+  }, 180_000);
+});
+
+describe("a command answer lost with the link", () => {
+  it("is kept by the agent and sent again once it reconnects: the command ends acked, not unanswered", async () => {
+    // Slow acks and heartbeats are fine here: only the command answer's fate is under test.
+    const cp = await startControlPlane({ vars: { ACK_TIMEOUT_MS: "30000", HEARTBEAT_TIMEOUT_MS: "30000" } });
+    cleanup.push(() => cp.stop());
+    const target = new URL(cp.url);
+    const proxy = new TcpProxy(() => ({ host: target.hostname, port: Number(target.port) }));
+    await proxy.listen();
+    cleanup.push(() => proxy.close());
+    const hello = (await cp.admin.uploadModule(await compileWat(WAT.hello))).digest;
+    const agent = await startAgent({ server: proxy.url, token: (await cp.admin.createKey("register")).key, args: ["--transport", "ws"] });
+    cleanup.push(() => agent.kill("SIGKILL"));
+    await agent.waitForLog((l) => l.msg === "push transport connected");
+
+    // Every byte takes 4 s: the push reaches the agent, and its answer is still inside the link when the link is cut.
+    proxy.delay(4_000);
+    const job = await cp.admin.submitJob({ device: agent.deviceId, module: hello, function: "greet", args: [] });
+    await agent.waitForLog((l) => l.msg === "job started" && l.jobId === job.id, 60_000);
+    // The answer leaves 50 ms after the push arrived (its batch), then spends 4 s in the link: cut it in there.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(proxy.cut()).toBeGreaterThan(0);
+    proxy.delay(0);
+
+    const commands = async () => {
+      const res = await fetch(`${cp.url}/v1/devices/${agent.deviceId}/commands`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+      return ((await res.json()) as { commands: { id: string; kind: string; subject: string; state: string }[] }).commands;
+    };
+    const push = await until("the push's command acked", async () => (await commands()).find((c) => c.kind === "jobs" && c.subject === job.id && c.state === "acked"), 60_000);
+    expect(push.state).toBe("acked");
+    expect(agent.logs.some((l) => l.msg === "could not send command answers; sending them again")).toBe(true);
+    const done = await cp.admin.waitForJob(job.id, { timeoutSeconds: 60 });
+    expect(done.state).toBe("SUCCEEDED");
+    // (The job itself may run twice here: its started ack and its result were both in the cut link, the
+    // object put it back, and the agent ran the redelivery. That is the job pipeline's, reported separately.)
   }, 180_000);
 });

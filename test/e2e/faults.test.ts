@@ -5,6 +5,7 @@ import { startAgent, type AgentProcess } from "../helpers/agent-process.js";
 import { compileWat, WAT } from "../helpers/wat.js";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { until } from "../helpers/until.js";
 
 const cleanup: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -24,15 +25,6 @@ async function agentFor(cp: ControlPlane, opts: { dataDir?: string } = {}) {
   return a;
 }
 
-const until = async <T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> => {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-};
 
 describe("agent crashes", () => {
   it("redelivers a job whose agent was SIGKILLed while holding its lease; it completes exactly once", async () => {

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { startControlPlane, type ControlPlane } from "../helpers/control-plane.js";
 import { startAgent, type AgentProcess } from "../helpers/agent-process.js";
 import { compileWat } from "../helpers/wat.js";
+import { until } from "../helpers/until.js";
 
 /** A WASI command that writes every environment entry (NAME=value) on a line of its own. */
 const PRINT_ENV = `(module
@@ -50,15 +51,6 @@ afterAll(async () => {
   await cp?.stop();
 });
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe("envFrom passes only what the agent's operator allows", () => {
   it("a variable not on --service-env-allow never reaches the guest (and the service says it was dropped); an allowed one does", async () => {

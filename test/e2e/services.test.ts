@@ -16,6 +16,7 @@ import { startAgent, type AgentProcess } from "../helpers/agent-process.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
 import { compileWat, WAT } from "../helpers/wat.js";
 import type { ServiceView } from "../../src/protocol/service.js";
+import { until } from "../helpers/until.js";
 
 let cp: ControlPlane;
 let register: string;
@@ -66,21 +67,6 @@ async function agent(opts: { server?: string; dataDir?: string } = {}): Promise<
   return a;
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v) return v;
-      last = v;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(150);
-  }
-  throw new Error(`${what}: not within ${timeoutMs} ms (last: ${JSON.stringify(last)})`);
-}
 
 const statusIs = (device: string, name: string, ...statuses: ServiceView["status"][]) =>
   until(`${name} ${statuses.join("/")}`, async () => {

@@ -12,22 +12,13 @@ import { ADMIN_TOKEN, startControlPlane } from "../helpers/control-plane.js";
 import { startAgent, type AgentProcess } from "../helpers/agent-process.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
 import { compileWat, WAT } from "../helpers/wat.js";
+import { until } from "../helpers/until.js";
 
 const cleanup: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 const savedOutbox = (a: AgentProcess) => {
   const file = join(a.dataDir, "outbox.json");

@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { env, runDurableObjectAlarm, runInDurableObject, SELF } from "cloudflare:test";
 import { call, registerDevice, submit, uploadModule } from "./helpers.js";
 import type { DeviceObject } from "../../src/durable/device-object.js";
+import { until } from "../helpers/until.js";
 
 const EPOCH = "x-wasmvisor-epoch";
 const T0 = Date.parse("2026-11-27T12:00:00Z");
@@ -15,14 +16,6 @@ const TTL = 30_000; // COMMAND_TTL_MS's default
 const stub = (deviceId: string) => env.DEVICES.get(env.DEVICES.idFromName(deviceId));
 const setClock = (deviceId: string, ms: number) => runInDurableObject(stub(deviceId), (obj: DeviceObject) => obj.clock.set(ms));
 
-async function until<T>(what: string, fn: () => T | undefined): Promise<T> {
-  for (let i = 0; i < 200; i++) {
-    const v = fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe("bounded commands", () => {
   it("gives every command an id and an expiry, and records acked, nacked, expired and unanswered", async () => {
@@ -75,6 +68,39 @@ describe("bounded commands", () => {
     // An answer to a decided command changes nothing.
     const again = await call("POST", "/v1/agent/commands/acks", { token: dev.credential, headersExtra: { [EPOCH]: String(epoch) }, json: { acks: [{ id: push1.cmd.id, outcome: "nacked", reason: "changed my mind" }] } });
     expect(again.body).toEqual({ recorded: 0 });
+  });
+
+  it("confirms answers sent over the socket once stored; an answer resent after a lost confirmation changes nothing", async () => {
+    const dev = await registerDevice();
+    const digest = await uploadModule("math");
+    await setClock(dev.deviceId, T0);
+    const { epoch } = (await call("POST", "/v1/agent/session", { token: dev.credential })).body as { epoch: number };
+    const res = await SELF.fetch("https://wasmvisor.test/v1/agent/ws", { headers: { upgrade: "websocket", authorization: `Bearer ${dev.credential}`, [EPOCH]: String(epoch) } });
+    const ws = res.webSocket!;
+    ws.accept();
+    const inbox: any[] = [];
+    ws.addEventListener("message", (e) => inbox.push(JSON.parse(e.data as string)));
+    ws.send(JSON.stringify({ t: "credit", free: 1 }));
+    const job = (await submit(dev.deviceId, digest, "add32", [1, 1], { timeoutMs: 600_000 })).body;
+    const push = await until("the push", () => inbox.find((m) => m.t === "jobs" && m.jobs[0].jobId === job.id));
+
+    ws.send(JSON.stringify({ t: "command-acks", id: 7, acks: [{ id: push.cmd.id, outcome: "acked" }] }));
+    expect(await until("the confirmation", () => inbox.find((m) => m.t === "command-acks-recorded" && m.id === 7))).toEqual({ t: "command-acks-recorded", id: 7, recorded: 1 });
+    const first = ((await call("GET", `/v1/devices/${dev.deviceId}/commands`)).body.commands as { id: string }[]).find((c) => c.id === push.cmd.id);
+    expect(first).toMatchObject({ state: "acked", answeredAt: new Date(T0).toISOString() });
+
+    // The confirmation was lost on the way: the agent sends the same answer again, later. Confirmed, and nothing changes.
+    await setClock(dev.deviceId, T0 + 5_000);
+    ws.send(JSON.stringify({ t: "command-acks", id: 8, acks: [{ id: push.cmd.id, outcome: "acked" }] }));
+    expect(await until("the second confirmation", () => inbox.find((m) => m.t === "command-acks-recorded" && m.id === 8))).toEqual({ t: "command-acks-recorded", id: 8, recorded: 0 });
+    const second = ((await call("GET", `/v1/devices/${dev.deviceId}/commands`)).body.commands as { id: string }[]).find((c) => c.id === push.cmd.id);
+    expect(second).toEqual(first);
+    // An answer without an id (an agent that does not resend) is recorded and not confirmed.
+    ws.send(JSON.stringify({ t: "command-acks", acks: [{ id: push.cmd.id, outcome: "nacked", reason: "late" }] }));
+    ws.send(JSON.stringify({ t: "command-acks", id: 9, acks: [{ id: "cunknown", outcome: "acked" }] }));
+    await until("the third confirmation", () => inbox.find((m) => m.t === "command-acks-recorded" && m.id === 9));
+    expect(inbox.filter((m) => m.t === "command-acks-recorded").map((m) => m.id)).toEqual([7, 8, 9]);
+    ws.close();
   });
 
   it("refuses answers of a session taken over (409), and hides a device's commands from other tenants and the agent itself", async () => {

@@ -6,6 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { SELF } from "cloudflare:test";
 import { call, health, poll, registerDevice, submit, uploadModule } from "./helpers.js";
+import { until } from "../helpers/until.js";
 
 const EPOCH = "x-wasmvisor-epoch";
 const openSession = async (credential: string) => {
@@ -26,14 +27,6 @@ async function socket(credential: string, epoch: number) {
   return { res, ws, inbox, closed };
 }
 
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  for (let i = 0; i < 200; i++) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe("agent sessions and epochs", () => {
   it("gives each new session the next epoch, and the device view names the one in charge", async () => {

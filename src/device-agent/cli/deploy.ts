@@ -11,6 +11,7 @@ function showDeployment(out: Output, d: DeploymentView) {
       `deployment ${d.id}: ${d.state} (namespace ${d.namespace}, ${d.source}${d.signedBy ? `, signed by ${d.signedBy}` : ""})`,
       table(d.devices.map((x) => ({ ...x })), ["device", "generation", "state", "reason", "updatedAt"]),
       table(d.modules.map((m) => ({ module: m.name, digest: m.digest.slice(0, 12), devices: m.devices.length, functions: m.functions.join(", ") })), ["module", "digest", "devices", "functions"]),
+      ...(d.failover?.length ? [table(d.failover.map((f) => ({ module: f.module, home: f.home, current: f.current, movedAt: f.movedAt, why: f.note ?? f.reason })), ["module", "home", "current", "movedAt", "why"])] : []),
     ].join("\n"),
     () => [d.id],
   );

@@ -117,7 +117,7 @@ async function view(c: Ctx, namespace: string, id: string) {
     const ps = record.placements.filter((p) => p.module === name);
     return { name, digest: ps[0]!.digest, devices: ps.map((p) => p.device), functions: ps[0]!.functions };
   });
-  return { id, namespace, source: record.source, signedBy: record.signedBy, createdAt: record.createdAt, updatedAt: record.updatedAt, state: overallState(states.map((s) => s.state)), devices: states, modules } satisfies DeploymentView;
+  return { id, namespace, source: record.source, signedBy: record.signedBy, createdAt: record.createdAt, updatedAt: record.updatedAt, state: overallState(states.map((s) => s.state)), devices: states, modules, ...(record.failover.length > 0 ? { failover: record.failover } : {}) } satisfies DeploymentView;
 }
 
 export function deploymentRoutes(app: App) {
@@ -143,7 +143,7 @@ export function deploymentRoutes(app: App) {
       id: manifest.id,
       source: "signed",
       signedBy: verified.kid,
-      modules: manifest.modules.map((m) => ({ name: m.name, digest: m.digest, ...(m.size ? { size: m.size } : {}), ...(m.url ? { url: m.url } : {}), devices: m.devices, functions: m.functions, mounts: m.mounts })),
+      modules: manifest.modules.map((m) => ({ name: m.name, digest: m.digest, ...(m.size ? { size: m.size } : {}), ...(m.url ? { url: m.url } : {}), devices: m.devices, functions: m.functions, mounts: m.mounts, ...(m.failover ? { failover: m.failover } : {}) })),
       scope: "all",
       deviceNamespace: (d) => deviceNamespace(c, d),
     });
@@ -179,7 +179,8 @@ export function deploymentRoutes(app: App) {
     const { id, module, function: fn } = c.req.param() as z.infer<typeof callParams>;
     const { device: wanted, namespace: nsParam, ...query } = c.req.query();
     const namespace = namespaceOf(c, nsParam);
-    const record = await placements.get(`${namespace}/${id}`, () => deploymentStub(c.env, namespace, id).record(namespace), (r) => r !== null);
+    // A deployment whose placements fail over is read fresh: a call must follow a move at once, not 2 s later.
+    const record = await placements.get(`${namespace}/${id}`, () => deploymentStub(c.env, namespace, id).record(namespace), (r) => r !== null && r.failover.length === 0);
     const holders = record?.placements.filter((p) => p.module === module).map((p) => p.device) ?? [];
     if (!record) return problem(c, "not-found", `deployment ${id} does not exist`);
     if (holders.length === 0) return problem(c, "not-found", `module ${module} not found for this deployment`);

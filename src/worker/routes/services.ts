@@ -199,7 +199,7 @@ export function serviceRoutes(app: App) {
     const checked = await checkSpec(c, namespace, spec);
     if (checked instanceof Response) return checked;
     // The job placement's code, measuring load by services held.
-    const placed = await placeBySelector(c.env, namespace, selector, checked.requires, [], serviceLoad(spec.name));
+    const placed = await placeBySelector(c.env, namespace, selector, checked.requires, [], undefined, serviceLoad(spec.name));
     if (!placed.ok) return noMatchProblem(c, placed.misses, "no healthy device matches the selector");
     annotate(c, { selected: placed.device });
     return fromOutcome(c, await deviceStub(c.env, placed.device).createService(callerNamespace(c), spec), (v) => {
