@@ -78,7 +78,8 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
       retryBaseMs: settings.retryBaseMs,
       wakeBy: (at) => timers.wakeBy(at),
       target: () => (presence.device ? jobIndexShardName(env, presence.device.id) : undefined),
-      changed: () => events.changed(),
+      // Job events carry their time (the trigger writes the row's updated_at): nothing to stamp.
+      changed: () => events.changed(false),
     },
   );
   const removal = new JobRemoval(sql, transaction, env.MODULES, feed, output);
@@ -87,7 +88,7 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     async () => (await registryStub(env).namespaceSettings(presence.device!.namespace)).retention,
     (jobs) => removal.deleteEnded(jobs),
   );
-  const deployments = new DeviceDeployments(sql, clock, () => events.changed());
+  const deployments = new DeviceDeployments(sql, clock, () => events.changed(false));
   const forwards = new ChainForwards(sql, env, settings.retryBaseMs, clock, () => presence.device!.namespace);
   const lifecycle = new JobLifecycle({
     sql, transaction, clock, settings, feed, output, waiters, timers,

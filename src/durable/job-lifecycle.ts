@@ -16,7 +16,7 @@ import { lateEvent, reportedEvent, transition, type JobEvent } from "../core/lif
 import { leaseExpiry, nextAlarm, retryDelayMs } from "../core/timing.js";
 import { randomBase32 } from "../protocol/ids.js";
 import { parseTraceparent } from "../core/trace.js";
-import type { JobError, JobState, JobSubmission, TracedSubmission } from "../protocol/job.js";
+import { JOB_STATES, type JobError, type JobState, type JobSubmission, type TracedSubmission } from "../protocol/job.js";
 import type { LeasedJob, LeaseRef, ResultReport } from "../protocol/agent.js";
 import type { Arg } from "../protocol/wasm.js";
 import type { Clock } from "../core/clock.js";
@@ -26,6 +26,8 @@ import type { Settings } from "../platform/settings.js";
 export type JobCore = Pick<JobRow, "id" | "state" | "lease_token" | "attempts" | "max_attempts">;
 const CORE_COLUMNS = "id, state, lease_token, attempts, max_attempts";
 const counts = (row: JobCore) => ({ attempts: row.attempts, maxAttempts: row.max_attempts });
+/** The states the table lets an agent's ack start a job from (as SQL: a list of literals). */
+const ACKABLE = JOB_STATES.filter((s) => transition(s, { type: "ack" }, { attempts: 1, maxAttempts: 1 }).ok).map((s) => `'${s}'`).join(", ");
 
 export type Disposition = "accepted" | "duplicate" | "stale";
 
@@ -151,13 +153,18 @@ export class JobLifecycle {
     const now = this.p.clock.now();
     let started = 0;
     let earliest: number | null = null;
+    // One statement per job: the table's ack states and the lease in its WHERE, the new expiry
+    // (leaseExpiry's "started" phase: now + the job's timeout + grace) computed in SQL, read back by RETURNING.
+    const grace = leaseExpiry(now, "started", 0, this.p.settings);
     this.p.transaction(() => {
       for (const ref of refs) {
-        const row = this.p.sql.one<JobRow>("SELECT * FROM jobs WHERE id = ?", ref.jobId);
-        if (!row || row.lease_token !== ref.leaseToken || !transition(row.state, { type: "ack" }, counts(row)).ok) continue;
-        const expires = leaseExpiry(now, "started", row.timeout_ms, this.p.settings);
-        this.p.sql.run`UPDATE jobs SET state = 'RUNNING', started_at = ${now}, lease_expires = ${expires}, updated_at = ${now}, change_seq = ${this.p.feed.nextChange()} WHERE id = ${row.id}`;
-        earliest = nextAlarm([earliest, expires]);
+        const row = this.p.sql.one<{ lease_expires: number }>(
+          `UPDATE jobs SET state = 'RUNNING', started_at = ?, lease_expires = ? + timeout_ms, updated_at = ?, change_seq = ?
+           WHERE id = ? AND lease_token = ? AND state IN (${ACKABLE}) RETURNING lease_expires`,
+          now, grace, now, this.p.feed.nextChange(), ref.jobId, ref.leaseToken,
+        );
+        if (!row) continue;
+        earliest = nextAlarm([earliest, row.lease_expires]);
         started++;
       }
     });
