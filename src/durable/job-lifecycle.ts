@@ -26,6 +26,11 @@ import type { Settings } from "../platform/settings.js";
 export type JobCore = Pick<JobRow, "id" | "state" | "lease_token" | "attempts" | "max_attempts">;
 const CORE_COLUMNS = "id, state, lease_token, attempts, max_attempts";
 const counts = (row: JobCore) => ({ attempts: row.attempts, maxAttempts: row.max_attempts });
+/** The states the table lets a success under the current lease end a job from (as SQL: a list of literals). */
+const SUCCEEDABLE = JOB_STATES.filter((s) => {
+  const t = transition(s, { type: "succeed" }, { attempts: 1, maxAttempts: 1 });
+  return t.ok && t.to === "SUCCEEDED";
+}).map((s) => `'${s}'`).join(", ");
 /** The states the table lets an agent's ack start a job from (as SQL: a list of literals). */
 const ACKABLE = JOB_STATES.filter((s) => transition(s, { type: "ack" }, { attempts: 1, maxAttempts: 1 }).ok).map((s) => `'${s}'`).join(", ");
 
@@ -245,6 +250,11 @@ export class JobLifecycle {
     const out: { jobId: string; disposition: Disposition }[] = [];
     this.p.transaction(() => {
       for (const r of reports) {
+        // The common case in one statement: a success under the current lease ends the job.
+        if (r.outcome === "succeeded" && r.logs.length === 0 && this.endWhere(r.jobId, { token: r.leaseToken, from: SUCCEEDABLE }, "SUCCEEDED", r.result, r.error, now)) {
+          out.push({ jobId: r.jobId, disposition: "accepted" });
+          continue;
+        }
         const row = this.core(r.jobId);
         const decided = decide(row, r);
         if (decided.event && row) {
@@ -312,23 +322,37 @@ export class JobLifecycle {
 
   /** A job ends: one statement writes the end and answers what follows from it. */
   private end(row: JobCore, state: JobState, result: unknown, error: JobError | null, now: number) {
+    this.endWhere(row.id, null, state, result, error, now);
+  }
+
+  /**
+   * A job ends: one statement writes the end and answers what follows from it. With `lease`, the
+   * statement itself checks that the job still holds that lease in a state the table lets `state`
+   * follow from (`from`), and answers false, writing nothing, if not.
+   */
+  private endWhere(jobId: string, lease: { token: string; from: string } | null, state: JobState, result: unknown, error: JobError | null, now: number): boolean {
     // Whether a chain step must hand on, and (only when someone waits) the row itself, so the waiter's answer needs no second read.
-    const waited = this.p.waiters.has(row.id);
+    const waited = this.p.waiters.has(jobId);
     const after = this.p.sql.one<JobRow & { chained: number }>(
       `UPDATE jobs SET state = ?, result = ?, error = ?, lease_expires = NULL, finished_at = ?, started_at = COALESCE(started_at, ?), updated_at = ?, change_seq = ?
-       WHERE id = ? RETURNING ${waited ? "*, " : "traceparent, created_at, started_at, "}(call IS NOT NULL AND json_extract(call, '$.next') IS NOT NULL) AS chained`,
-      state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, this.p.feed.nextChange(), row.id,
+       WHERE id = ?${lease ? ` AND lease_token = ? AND state IN (${lease.from})` : ""} RETURNING ${waited ? "*, " : "traceparent, created_at, started_at, attempts, "}(call IS NOT NULL AND json_extract(call, '$.next') IS NOT NULL) AS chained`,
+      state, result == null ? null : JSON.stringify(result), error ? JSON.stringify(error) : null, now, now, now, this.p.feed.nextChange(), jobId,
+      ...(lease ? [lease.token] : []),
     );
-    this.p.output.end(row.id, state);
+    if (lease && !after) return false;
+    this.p.feed.schedule();
+    this.p.output.end(jobId, state);
     // The device object's line for the job, in the trace of the request that submitted it (docs/observability.md).
     const trace = parseTraceparent(after?.traceparent);
     console.log(JSON.stringify({
-      level: "info", msg: "job ended", time: new Date(now).toISOString(), jobId: row.id, device: this.p.deviceId(), state, attempts: row.attempts,
+      level: "info", msg: "job ended", time: new Date(now).toISOString(), jobId, device: this.p.deviceId(), state, attempts: after?.attempts,
       ...(after ? { waitMs: (after.started_at ?? now) - after.created_at } : {}), ...(error ? { error: error.kind } : {}),
       ...(trace ? { trace_id: trace.traceId, parent_span_id: trace.spanId } : {}),
     }));
     this.p.timers.wakeBy(now + this.p.keepEndedMs());
-    this.p.ended(row.id, state, after?.chained === 1, now);
-    if (waited && after) this.p.waiters.ended(row.id, jobView(after, this.p.deviceId()));
+    this.p.ended(jobId, state, after?.chained === 1, now);
+    if (waited && after) this.p.waiters.ended(jobId, jobView(after, this.p.deviceId()));
+    return true;
   }
+
 }
