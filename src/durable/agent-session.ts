@@ -9,14 +9,15 @@ import type { AgentLink } from "./agent-link.js";
 import type { AgentLogs } from "./agent-logs.js";
 import type { DeviceJobs } from "./device-jobs.js";
 import type { DevicePresence } from "./device-presence.js";
-import type { JobLifecycle } from "./job-lifecycle.js";
+import type { Disposition, JobLifecycle } from "./job-lifecycle.js";
+import type { ResultWaiters } from "./result-waiters.js";
 import type { JobOutput } from "./job-output.js";
 import type { JobStore } from "./job-store.js";
 import type { AgentEpochs } from "./agent-epochs.js";
 import type { DeviceCommands } from "./device-commands.js";
 import type { Clock } from "../core/clock.js";
 import type { DeviceServices } from "./device-services.js";
-import { AgentMessage, EPOCH_HEADER, Epoch, type AgentSessionOpened, type Delivery, type Heartbeat, type LeaseRef, type LogBatch } from "../protocol/agent.js";
+import { AgentMessage, EPOCH_HEADER, Epoch, type AgentSessionOpened, type Delivery, type Heartbeat, type LeaseRef, type LogBatch, type ResultReport } from "../protocol/agent.js";
 import { makeProblem } from "../protocol/problem.js";
 
 /** The Worker forwards the agent's WebSocket upgrade with the credential's secret in this header. */
@@ -38,10 +39,17 @@ export interface AgentSessionParts {
   desiredVersion: () => number;
   /** the device's services: their actual status comes with heartbeats */
   services: DeviceServices;
+  /** who waits for which job (an early answer goes to them before the write) */
+  waiters: ResultWaiters;
   /** resolves once every write so far is durable (storage.sync) */
   durable: () => Promise<void>;
   /** told of jobs a heartbeat's answer tells the agent to stop (the audit) */
   stopped?: (jobIds: string[]) => void;
+  /**
+   * Resolves once answers already given have left the object: the next turn of its event loop
+   * (a timer), by which the runtime has passed them through the output gate while it was open.
+   */
+  afterAnswers: () => Promise<void>;
 }
 
 export type HeartbeatAck = { serverTime: number; cancel: string[]; deployments: number | undefined; services: number | undefined };
@@ -103,6 +111,25 @@ export class AgentSession {
     return { jobs, serverTime: this.p.clock.now(), deployments: this.p.desiredVersion(), services: this.p.services.version, ...(cmd ? { cmd } : {}) };
   }
 
+  /**
+   * Applies the agent's results. Answer before the commit, acknowledge after it (docs/design.md,
+   * "Results: answer before the commit"): when someone waits for one of these jobs, the waiters are
+   * answered first from the row as the write will leave it, the answers leave the object while its
+   * output gate is open (the next turn), and only then are the rows written; the caller acknowledges
+   * the agent once they are durable (`durable`). Any event in between that touches jobs writes them
+   * first (JobLifecycle.writeAnswered), so the write is exactly what the caller saw. A crash before
+   * the commit loses nothing: the agent keeps the result in its outbox and sends it again under the
+   * same lease, and the resend ends the job with that same result.
+   */
+  async settle(reports: ResultReport[]): Promise<{ jobId: string; disposition: Disposition }[]> {
+    const { lifecycle } = this.p;
+    if (!reports.some((r) => this.p.waiters.has(r.jobId))) return lifecycle.settle(reports);
+    const entry = lifecycle.answerEarly(reports);
+    await this.p.afterAnswers();
+    lifecycle.writeAnswered();
+    return entry.dispositions!;
+  }
+
   /** Lines of a running job, from the agent holding its lease; anything else is ignored. */
   acceptLogs(batch: LogBatch): number {
     if (!this.p.store.holdsLease(batch.jobId, batch.leaseToken)) return 0;
@@ -152,7 +179,7 @@ export class AgentSession {
       case "results": {
         // The agent drops a result from its outbox when it reads "reported": that must come after the
         // write is durable, or a crash in between loses the result and the job runs again.
-        const dispositions = lifecycle.settle(msg.results);
+        const dispositions = await this.settle(msg.results);
         await this.p.durable();
         link.send(ws, { t: "reported", id: msg.id, dispositions });
         link.setCredit(ws, msg.free);

@@ -69,9 +69,9 @@ export class DeviceEvents {
     this.outbox = new EventOutbox(sql, send, { clock, coalesceMs: DEVICE_EVENTS_COALESCE_MS, retryBaseMs, wakeBy });
   }
 
-  /** Something the triggers wrote may be waiting: send it soon (cheap when nothing is). */
-  changed() {
-    this.outbox.schedule();
+  /** Something the triggers wrote may be waiting: send it soon (`stamp: false`: job or deployment rows, which carry their time). */
+  changed(stamp = true) {
+    this.outbox.schedule(stamp);
   }
 
   /** Another kind of event about this device (a service, a rollout wave). */

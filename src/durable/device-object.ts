@@ -229,8 +229,8 @@ export class DeviceObject extends SqlObject<Env> {
   }
 
   async report(secret: string, reports: ResultReport[], epoch = 0): Promise<Outcome<{ jobId: string; disposition: Disposition }[]>> {
-    return this.asAgent(secret, () => {
-      const out = this.p.lifecycle.settle(reports);
+    return this.asAgent(secret, async () => {
+      const out = await this.p.session.settle(reports);
       this.p.jobs.dispatch();
       return ok(out);
     }, epoch);

@@ -34,6 +34,15 @@ import { auditStub, eventRelayStub, jobIndexShardName, jobIndexStub, registryStu
 
 export type DeviceParts = ReturnType<typeof composeDevice>;
 
+/** The same queries, each run after `first` (cheap when it has nothing to do). */
+function writingAnsweredFirst(sql: Sql, first: () => void): Sql {
+  return {
+    all: (q: never, ...p: never[]) => (first(), sql.all(q, ...p)),
+    one: (q: never, ...p: never[]) => (first(), sql.one(q, ...p)),
+    run: (q: never, ...p: never[]) => (first(), sql.run(q, ...p)),
+  } as Sql;
+}
+
 export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock: Clock) {
   const settings = settingsFrom(env);
   const transaction = (fn: () => void) => ctx.storage.transactionSync(fn);
@@ -56,7 +65,8 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   const agentLogs = new AgentLogs(sql);
   const waiters = new ResultWaiters();
   const output = new JobOutput(sql, clock);
-  const store = new JobStore(sql);
+  // Every read of the jobs writes answered-but-unwritten results first (JobLifecycle.answerEarly): no read shows less than a caller was told.
+  const store = new JobStore(writingAnsweredFirst(sql, () => lifecycle.writeAnswered()));
   const feed = new IndexFeed(
     sql,
     () => {
@@ -68,7 +78,8 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
       retryBaseMs: settings.retryBaseMs,
       wakeBy: (at) => timers.wakeBy(at),
       target: () => (presence.device ? jobIndexShardName(env, presence.device.id) : undefined),
-      changed: () => events.changed(),
+      // Job events carry their time (the trigger writes the row's updated_at): nothing to stamp.
+      changed: () => events.changed(false),
     },
   );
   const removal = new JobRemoval(sql, transaction, env.MODULES, feed, output);
@@ -77,7 +88,7 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     async () => (await registryStub(env).namespaceSettings(presence.device!.namespace)).retention,
     (jobs) => removal.deleteEnded(jobs),
   );
-  const deployments = new DeviceDeployments(sql, clock, () => events.changed());
+  const deployments = new DeviceDeployments(sql, clock, () => events.changed(false));
   const forwards = new ChainForwards(sql, env, settings.retryBaseMs, clock, () => presence.device!.namespace);
   const lifecycle = new JobLifecycle({
     sql, transaction, clock, settings, feed, output, waiters, timers,
@@ -115,6 +126,8 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     output, agentLogs, epochs, commands, transaction, clock, desiredVersion: () => deployments.version,
     services,
     durable: () => ctx.storage.sync(),
+    waiters,
+    afterAnswers: () => new Promise((resolve) => setTimeout(resolve, 0)),
     stopped: (jobIds) => audit.stopped(jobIds),
   });
 

@@ -39,6 +39,8 @@ export class EventOutbox {
   private inFlight = false;
   private failures = 0;
   private retryAt: number | null = null;
+  /** something was added while a batch was in flight (it goes next) */
+  private addedInFlight = false;
 
   constructor(
     private readonly sql: Sql,
@@ -68,8 +70,10 @@ export class EventOutbox {
    * Sends soon. Rows a trigger wrote carry no time (a trigger cannot read this object's
    * clock): they are stamped now, in the same request as the change.
    */
-  schedule() {
-    this.sql.run("UPDATE event_outbox SET at = ? WHERE at IS NULL", this.opts.clock.now());
+  schedule(stamp = true) {
+    // `stamp: false`: the caller's rows all carry their time (the job and deployment triggers do).
+    if (stamp) this.sql.run("UPDATE event_outbox SET at = ? WHERE at IS NULL", this.opts.clock.now());
+    if (this.inFlight) this.addedInFlight = true;
     if (this.inFlight || this.timer !== null) return;
     this.arm(this.opts.coalesceMs);
   }
@@ -93,6 +97,7 @@ export class EventOutbox {
     const rows = this.sql.all<OutboxEvent & { seq: number }>("SELECT seq, kind, device, job, deployment, data, at FROM event_outbox ORDER BY seq LIMIT ?", BATCH);
     if (rows.length === 0) return;
     this.inFlight = true;
+    this.addedInFlight = false;
     try {
       await send(rows.map(({ seq: _seq, ...e }) => ({ ...e, at: e.at ?? this.opts.clock.now() })));
     } catch {
@@ -108,6 +113,7 @@ export class EventOutbox {
     this.inFlight = false;
     this.failures = 0;
     this.sql.run("DELETE FROM event_outbox WHERE seq <= ?", rows[rows.length - 1]!.seq);
-    if (this.sql.one("SELECT 1 AS x FROM event_outbox LIMIT 1") && this.timer === null) this.arm(0);
+    // More waits if the batch was full or anything was added during the flight (every add schedules).
+    if ((rows.length === BATCH || this.addedInFlight) && this.timer === null) this.arm(0);
   }
 }

@@ -62,6 +62,11 @@ export class IndexFeed {
   /** when the backoff retry is due (null: no retry pending) */
   private retryAt: number | null = null;
   private readonly timers: FeedTimers;
+  /** index_state as last read or written (null: not read yet); this feed is its only writer */
+  private sent: number | null = null;
+  private fedTo: string | null | undefined = undefined;
+  /** whether index_tombstones may hold unsent rows (true until a read finds none past what was sent; set by each tombstone) */
+  private tombstones = true;
 
   constructor(
     private readonly sql: Sql,
@@ -83,6 +88,12 @@ export class IndexFeed {
   /** The sequence number of the next change (write it in the same statement as the change). */
   nextChange(): number {
     return ++this.lastChange;
+  }
+
+  /** The sequence number of a tombstone (a deleted job's row in index_tombstones). */
+  nextTombstone(): number {
+    this.tombstones = true;
+    return this.nextChange();
   }
 
   /** When the object must be awake for a retry (one of its alarm's times). */
@@ -107,10 +118,12 @@ export class IndexFeed {
   private retarget(): boolean {
     const target = this.opts.target?.();
     if (target === undefined) return false;
-    const fedTo = this.sql.one<{ target: string | null }>("SELECT target FROM index_state WHERE id = 1")?.target ?? null;
-    if (fedTo === target) return false;
+    this.fedTo ??= this.sql.one<{ target: string | null }>("SELECT target FROM index_state WHERE id = 1")?.target ?? null;
+    if (this.fedTo === target) return false;
     // Also when none was recorded yet: such a feed fed the index before it was sharded.
     this.sql.run("UPDATE index_state SET target = ?, sent_seq = 0 WHERE id = 1", target);
+    this.fedTo = target;
+    this.sent = 0;
     return true;
   }
 
@@ -123,7 +136,8 @@ export class IndexFeed {
   }
 
   private sentSeq(): number {
-    return this.sql.one<{ sent_seq: number }>("SELECT sent_seq FROM index_state WHERE id = 1")?.sent_seq ?? 0;
+    this.sent ??= this.sql.one<{ sent_seq: number }>("SELECT sent_seq FROM index_state WHERE id = 1")?.sent_seq ?? 0;
+    return this.sent;
   }
 
   private pending(after: number): boolean {
@@ -138,7 +152,10 @@ export class IndexFeed {
     if (!send) return;
     this.retarget();
     const after = this.sentSeq();
-    const { batch, upTo } = this.read(after);
+    const looked = this.tombstones;
+    const { batch, upTo, tombstonesRead } = this.read(after, looked);
+    // None past `after` now: the next batches need not look until a job is deleted (nextTombstone).
+    if (looked && tombstonesRead === 0) this.tombstones = false;
     if (batch.length === 0) return;
     this.inFlight = true;
     try {
@@ -152,8 +169,10 @@ export class IndexFeed {
     this.inFlight = false;
     this.failures = 0;
     this.sql.run("UPDATE index_state SET sent_seq = ? WHERE id = 1 AND sent_seq < ?", upTo, upTo);
-    this.sql.run("DELETE FROM index_tombstones WHERE change_seq <= ?", upTo);
-    if (this.pending(upTo)) this.arm(0);
+    this.sent = Math.max(this.sent ?? 0, upTo);
+    if (batch.some((r) => r.state === "DELETED")) this.sql.run("DELETE FROM index_tombstones WHERE change_seq <= ?", upTo);
+    // Every change (row or tombstone) takes its sequence from this counter: anything past upTo is waiting.
+    if (this.lastChange > upTo) this.arm(0);
   }
 
   /** The index is unreachable: one retry, later each time, from the same sequence. */
@@ -166,15 +185,14 @@ export class IndexFeed {
   }
 
   /** The changes past `after`, as far as both lists are complete (a list cut by the limit bounds the batch). */
-  private read(after: number): { batch: IndexRow[]; upTo: number } {
+  private read(after: number, withTombstones: boolean): { batch: IndexRow[]; upTo: number; tombstonesRead: number } {
     const rows = this.sql.all<IndexRow>(
       "SELECT id AS job_id, state, function, module, created_at, updated_at, change_seq, started_at, finished_at FROM jobs WHERE change_seq > ? ORDER BY change_seq LIMIT ?",
       after, BATCH,
     );
-    const tombstones = this.sql.all<{ change_seq: number; job_id: string }>(
-      "SELECT change_seq, job_id FROM index_tombstones WHERE change_seq > ? ORDER BY change_seq LIMIT ?",
-      after, BATCH,
-    );
+    const tombstones = withTombstones
+      ? this.sql.all<{ change_seq: number; job_id: string }>("SELECT change_seq, job_id FROM index_tombstones WHERE change_seq > ? ORDER BY change_seq LIMIT ?", after, BATCH)
+      : [];
     const upTo = Math.min(
       rows.length === BATCH ? rows[rows.length - 1]!.change_seq : Number.POSITIVE_INFINITY,
       tombstones.length === BATCH ? tombstones[tombstones.length - 1]!.change_seq : Number.POSITIVE_INFINITY,
@@ -186,6 +204,6 @@ export class IndexFeed {
         .filter((t) => t.change_seq <= upTo)
         .map((t) => ({ job_id: t.job_id, state: "DELETED", function: "", module: "", created_at: 0, updated_at: 0, change_seq: t.change_seq })),
     ];
-    return { batch, upTo };
+    return { batch, upTo, tombstonesRead: tombstones.length };
   }
 }

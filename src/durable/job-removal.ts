@@ -31,7 +31,7 @@ export class JobRemoval {
     this.transaction(() => {
       for (const { id } of rows) {
         if (this.sql.run("DELETE FROM jobs WHERE id = ?", id) === 0) continue; // already gone
-        this.sql.run("INSERT INTO index_tombstones (change_seq, job_id) VALUES (?, ?)", this.feed.nextChange(), id);
+        this.sql.run("INSERT INTO index_tombstones (change_seq, job_id) VALUES (?, ?)", this.feed.nextTombstone(), id);
         this.sql.run("DELETE FROM idempotency WHERE job_id = ?", id);
         this.output.remove(id);
       }

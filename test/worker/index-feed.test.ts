@@ -159,7 +159,7 @@ describe("the index feed", () => {
       await timers.step();
       await index.land(true);
       sql.run("DELETE FROM jobs WHERE id = 'a'");
-      sql.run("INSERT INTO index_tombstones (change_seq, job_id) VALUES (?, 'a')", feed.nextChange());
+      sql.run("INSERT INTO index_tombstones (change_seq, job_id) VALUES (?, 'a')", feed.nextTombstone());
       feed.schedule();
       await timers.step();
       expect(index.batches[1]).toEqual(["a:DELETED:2"]);
