@@ -7,7 +7,17 @@ import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { sha256Hex } from "../core/crypto.js";
 import { capMemory, inspect, WasmFormatError, type WasmInspection } from "../wasm/binary.js";
-import type { ControlPlaneClient } from "./api-client.js";
+import { setTimeout as sleep } from "node:timers/promises";
+import { ApiError, type ControlPlaneClient } from "./api-client.js";
+import { agentBackoffMs } from "./agent-backoff.js";
+
+/**
+ * Tries of one module download before the job's attempt fails "module-unavailable". A download the
+ * link broke (a cut connection, a 5xx, a 408/429) is tried again after the agent's backoff (0.5, 1,
+ * 2 s...) while the lease keeper keeps the job's lease: a blip of the link does not cost the job an
+ * attempt, nor the device a second run of it. A refusal (4xx) is not retried.
+ */
+export const MODULE_FETCH_TRIES = 5;
 
 export interface LoadedModule {
   module: WebAssembly.Module;
@@ -25,7 +35,13 @@ export class ModuleCache {
   private readonly compiled = new Map<string, Promise<LoadedModule>>();
   private readonly dir: string;
 
-  constructor(dataDir: string, private readonly client: ControlPlaneClient, private readonly capPages: number) {
+  constructor(
+    dataDir: string,
+    private readonly client: Pick<ControlPlaneClient, "moduleBinary">,
+    private readonly capPages: number,
+    /** tries of one download, and the wait before try `n + 1` after `n` failed */
+    private readonly retry: { tries: number; delayMs: (failures: number) => number } = { tries: MODULE_FETCH_TRIES, delayMs: agentBackoffMs },
+  ) {
     this.dir = join(dataDir, "modules");
   }
 
@@ -58,13 +74,27 @@ export class ModuleCache {
     const file = join(this.dir, `${digest}.wasm`);
     const onDisk = await readFile(file).catch(() => null);
     if (onDisk && (await sha256Hex(onDisk)) === digest) return onDisk;
-    const fetched = await this.client.moduleBinary(digest);
-    const actual = await sha256Hex(fetched);
-    if (actual !== digest) throw new Error(`module ${digest} arrived with sha256 ${actual}; refusing it`);
+    const fetched = await this.download(digest);
     await mkdir(this.dir, { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
     await writeFile(tmp, fetched);
     await rename(tmp, file);
     return fetched;
+  }
+
+  /** The module's bytes from the control plane, verified; a transient failure is tried again. */
+  private async download(digest: string): Promise<Uint8Array<ArrayBuffer>> {
+    for (let failures = 0; ; ) {
+      try {
+        const fetched = await this.client.moduleBinary(digest);
+        const actual = await sha256Hex(fetched);
+        if (actual !== digest) throw new Error(`module ${digest} arrived with sha256 ${actual}; refusing it`);
+        return fetched;
+      } catch (e) {
+        failures++;
+        if ((e instanceof ApiError && e.permanent) || failures >= this.retry.tries) throw e;
+        await sleep(this.retry.delayMs(failures));
+      }
+    }
   }
 }
