@@ -7,17 +7,8 @@ import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { sha256Hex } from "../core/crypto.js";
 import { capMemory, inspect, WasmFormatError, type WasmInspection } from "../wasm/binary.js";
-import { setTimeout as sleep } from "node:timers/promises";
-import { ApiError, type ControlPlaneClient } from "./api-client.js";
-import { agentBackoffMs } from "./agent-backoff.js";
-
-/**
- * Tries of one module download before the job's attempt fails "module-unavailable". A download the
- * link broke (a cut connection, a 5xx, a 408/429) is tried again after the agent's backoff (0.5, 1,
- * 2 s...) while the lease keeper keeps the job's lease: a blip of the link does not cost the job an
- * attempt, nor the device a second run of it. A refusal (4xx) is not retried.
- */
-export const MODULE_FETCH_TRIES = 5;
+import type { ControlPlaneClient } from "./api-client.js";
+import { DOWNLOAD_RETRY, retryTransient, type RetryPolicy } from "./transient-retry.js";
 
 export interface LoadedModule {
   module: WebAssembly.Module;
@@ -39,8 +30,8 @@ export class ModuleCache {
     dataDir: string,
     private readonly client: Pick<ControlPlaneClient, "moduleBinary">,
     private readonly capPages: number,
-    /** tries of one download, and the wait before try `n + 1` after `n` failed */
-    private readonly retry: { tries: number; delayMs: (failures: number) => number } = { tries: MODULE_FETCH_TRIES, delayMs: agentBackoffMs },
+    /** a download the link broke is tried again (transient-retry.ts) before the job's attempt fails "module-unavailable" */
+    private readonly retry: RetryPolicy = DOWNLOAD_RETRY,
   ) {
     this.dir = join(dataDir, "modules");
   }
@@ -82,19 +73,13 @@ export class ModuleCache {
     return fetched;
   }
 
-  /** The module's bytes from the control plane, verified; a transient failure is tried again. */
-  private async download(digest: string): Promise<Uint8Array<ArrayBuffer>> {
-    for (let failures = 0; ; ) {
-      try {
-        const fetched = await this.client.moduleBinary(digest);
-        const actual = await sha256Hex(fetched);
-        if (actual !== digest) throw new Error(`module ${digest} arrived with sha256 ${actual}; refusing it`);
-        return fetched;
-      } catch (e) {
-        failures++;
-        if ((e instanceof ApiError && e.permanent) || failures >= this.retry.tries) throw e;
-        await sleep(this.retry.delayMs(failures));
-      }
-    }
+  /** The module's bytes from the control plane, verified; a download the link broke is tried again. */
+  private download(digest: string): Promise<Uint8Array<ArrayBuffer>> {
+    return retryTransient(async () => {
+      const fetched = await this.client.moduleBinary(digest);
+      const actual = await sha256Hex(fetched);
+      if (actual !== digest) throw new Error(`module ${digest} arrived with sha256 ${actual}; refusing it`);
+      return fetched;
+    }, this.retry);
   }
 }
