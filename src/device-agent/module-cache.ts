@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { sha256Hex } from "../core/crypto.js";
 import { capMemory, inspect, WasmFormatError, type WasmInspection } from "../wasm/binary.js";
 import type { ControlPlaneClient } from "./api-client.js";
+import { DOWNLOAD_RETRY, retryTransient, type RetryPolicy } from "./transient-retry.js";
 
 export interface LoadedModule {
   module: WebAssembly.Module;
@@ -25,7 +26,13 @@ export class ModuleCache {
   private readonly compiled = new Map<string, Promise<LoadedModule>>();
   private readonly dir: string;
 
-  constructor(dataDir: string, private readonly client: ControlPlaneClient, private readonly capPages: number) {
+  constructor(
+    dataDir: string,
+    private readonly client: Pick<ControlPlaneClient, "moduleBinary">,
+    private readonly capPages: number,
+    /** a download the link broke is tried again (transient-retry.ts) before the job's attempt fails "module-unavailable" */
+    private readonly retry: RetryPolicy = DOWNLOAD_RETRY,
+  ) {
     this.dir = join(dataDir, "modules");
   }
 
@@ -58,13 +65,21 @@ export class ModuleCache {
     const file = join(this.dir, `${digest}.wasm`);
     const onDisk = await readFile(file).catch(() => null);
     if (onDisk && (await sha256Hex(onDisk)) === digest) return onDisk;
-    const fetched = await this.client.moduleBinary(digest);
-    const actual = await sha256Hex(fetched);
-    if (actual !== digest) throw new Error(`module ${digest} arrived with sha256 ${actual}; refusing it`);
+    const fetched = await this.download(digest);
     await mkdir(this.dir, { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
     await writeFile(tmp, fetched);
     await rename(tmp, file);
     return fetched;
+  }
+
+  /** The module's bytes from the control plane, verified; a download the link broke is tried again. */
+  private download(digest: string): Promise<Uint8Array<ArrayBuffer>> {
+    return retryTransient(async () => {
+      const fetched = await this.client.moduleBinary(digest);
+      const actual = await sha256Hex(fetched);
+      if (actual !== digest) throw new Error(`module ${digest} arrived with sha256 ${actual}; refusing it`);
+      return fetched;
+    }, this.retry);
   }
 }

@@ -11,6 +11,7 @@ import type { CallContext } from "../protocol/deployment.js";
 import type { FailureKind } from "../protocol/job.js";
 import { WASM_PAGE_BYTES } from "../wasm/binary.js";
 import type { ControlPlaneClient } from "./api-client.js";
+import { DOWNLOAD_RETRY, retryTransient } from "./transient-retry.js";
 import { ModuleCache, ModuleRejected } from "./module-cache.js";
 import { WorkerPool } from "./pool.js";
 import { DeploymentSet } from "./deployments.js";
@@ -120,7 +121,7 @@ export class Runner {
     const key = `${call.deployment}/${call.generation}/${call.module}`;
     return this.deployments.serialize(key, async () => {
       try {
-        for (const name of call.inputs) await writeFile(join(dir, name), await this.client.inputFile(job.jobId, name));
+        for (const name of call.inputs) await writeFile(join(dir, name), await retryTransient(() => this.client.inputFile(job.jobId, name), DOWNLOAD_RETRY));
       } catch (e) {
         return { result: failedResult("module-unavailable", `could not fetch the input files: ${String(e)}`), files: [] };
       }

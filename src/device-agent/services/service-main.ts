@@ -54,7 +54,7 @@ function finish(report: Omit<ExitReport, "run" | "pid" | "at">): never {
 const noNetwork = { moduleBinary: () => Promise.reject(new Error("the module is not on disk")) } as unknown as ConstructorParameters<typeof ModuleCache>[1];
 let loaded;
 try {
-  loaded = await new ModuleCache(config.dataDir, noNetwork, Math.floor((config.maxMemoryMb * 1024 * 1024) / WASM_PAGE_BYTES)).get(config.digest);
+  loaded = await new ModuleCache(config.dataDir, noNetwork, Math.floor((config.maxMemoryMb * 1024 * 1024) / WASM_PAGE_BYTES), { tries: 1, delayMs: () => 0 }).get(config.digest);
 } catch (e) {
   finish({ ok: false, exitCode: null, kind: (e as { kind?: string }).kind ?? "module-unavailable", message: String((e as Error)?.message ?? e) });
 }
