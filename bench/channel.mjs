@@ -73,6 +73,25 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     rows.push(`  REST per job: ${perJobText(r.perJob)}\n  channel per job: ${perJobText(c.perJob)}`);
     rows.push(`floor ${floor.perSecond.toFixed(0)} req/s | REST ${r.perSecond.toFixed(0)} jobs/s (p50 ${fmt(r.p50)} ms, ${(r.perSecond / floor.perSecond).toFixed(2)}x floor) | channel ${c.perSecond.toFixed(0)} jobs/s (p50 ${fmt(c.p50)} ms, ${(c.perSecond / floor.perSecond).toFixed(2)}x floor, ${(c.perSecond / r.perSecond).toFixed(2)}x REST)`);
   }
+  // A direct call of a deployed function (wasmiot style: parameters by name), sequential, for docs/cost.md.
+  const { generateSigningKey, signDeployment } = await import("../dist/sdk/index.js");
+  const signing = await generateSigningKey("EdDSA");
+  await cp.admin.trustOrchestratorKey(signing.publicJwk, "bench");
+  await cp.admin.deploy(await signDeployment(signing.privateJwk, {
+    id: "bench",
+    modules: [{ name: "fibo", digest: fibo, devices: [agent.deviceId], functions: { fibo: { params: [{ name: "n", type: "integer" }], result: "integer" } } }],
+  }));
+  if ((await cp.admin.waitForDeployment("bench", { timeoutSeconds: 30 })).state !== "active") throw new Error("the bench deployment did not become active");
+  const callDeployed = async () => {
+    const j = await (await fetch(`${cp.url}/v1/deployments/bench/modules/fibo/fibo?n=20`, { method: "POST", headers: { authorization: H.authorization, prefer: "wait=30" } })).json();
+    if (j.result?.value !== 10946) throw new Error(`bad result ${JSON.stringify(j)}`);
+  };
+  for (let i = 0; i < 50; i++) await callDeployed();
+  const calls = Math.min(JOBS, 500);
+  const d = await measured(cp, calls, async () => {
+    for (let i = 0; i < calls; i++) await callDeployed();
+  });
+  rows.push(`  deployment call (sequential) per job: ${perJobText(d.perJob)}`);
   console.log(rows.join("\n"));
   agent.stop();
   await cp.stop();
