@@ -5,15 +5,16 @@
  */
 import { describe, expect, it } from "vitest";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
+import type { UsageKind } from "../../src/platform/usage.js";
 import { ADMIN, call, poll, registerDevice, report, uploadModule } from "./helpers.js";
 
 type Parsed = { name: string; metrics: { labels?: Record<string, string>; value?: string }[] }[];
 
-async function usage(token = ADMIN): Promise<Record<string, number>> {
+async function usage(token = ADMIN): Promise<Record<UsageKind, number>> {
   const res = await call("GET", "/metrics", { token });
   expect(res.status).toBe(200);
   const family = (parsePrometheusTextFormat(res.body as string) as Parsed).find((f) => f.name === "wasmvisor_runtime_usage_total");
-  return Object.fromEntries((family?.metrics ?? []).map((m) => [m.labels!.what!, Number(m.value)]));
+  return Object.fromEntries((family?.metrics ?? []).map((m) => [m.labels!.what!, Number(m.value)])) as Record<UsageKind, number>;
 }
 
 describe("the runtime usage counters", () => {
