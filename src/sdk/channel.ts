@@ -11,7 +11,7 @@
  * the same job. The server's in-flight limit is respected here: submissions beyond it wait
  * in this process until an answer frees a slot (back-pressure, not refusals).
  */
-import WebSocket from "ws";
+import type WebSocket from "ws";
 import type { JobSubmissionInput, JobView, Problem } from "../protocol/index.js";
 import type { ChannelServerMessage } from "../protocol/channel.js";
 
@@ -49,8 +49,10 @@ export class JobChannel {
   private constructor(private readonly ws: WebSocket) {}
 
   /** Opens a channel; resolves once the server said it is ready, rejects with the server's problem if the upgrade is refused. */
-  static open(server: string, token: string): Promise<JobChannel> {
-    const ws = new WebSocket(`${server.replace(/^http/, "ws")}/v1/jobs/channel`, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false, handshakeTimeout: 15_000 });
+  static async open(server: string, token: string): Promise<JobChannel> {
+    // Loaded when a channel is opened: the rest of the SDK (and the CLI on it) does not need it.
+    const { default: WebSocketClient } = await import("ws");
+    const ws = new WebSocketClient(`${server.replace(/^http/, "ws")}/v1/jobs/channel`, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false, handshakeTimeout: 15_000 });
     const ch = new JobChannel(ws);
     return new Promise((resolve, reject) => {
       let ready = false;
