@@ -34,15 +34,17 @@ describe("the submission channel through the SDK", () => {
     const answers = await Promise.all(Array.from({ length: n }, (_, i) => ch.submit({ device: agent.deviceId, module: fibo, function: "fibo", args: [(i % 20) + 1] }, { waitSeconds: 60 })));
     const fib = (k: number): number => (k < 2 ? 1 : fib(k - 1) + fib(k - 2));
     for (const [i, a] of answers.entries()) {
-      expect(a.done).toBe(true);
-      expect(a.job.state).toBe("SUCCEEDED");
+      // Under load a job may outlast its wait: then the answer is the 202 one (still queued or
+      // running) and the job is asked for, as a caller would.
+      const job = a.done ? a.job : await cp.admin.waitForJob(a.job.id, { timeoutSeconds: 120 });
+      expect(job.state).toBe("SUCCEEDED");
       // wasmiot's fibo: fibo(12) = 233, fibo(20) = 10946
-      expect(a.job.result?.value).toBe(fib((i % 20) + 1));
+      expect(job.result?.value).toBe(fib((i % 20) + 1));
     }
     expect(new Set(answers.map((a) => a.job.id)).size).toBe(n);
     expect(ch.inFlight).toBe(0);
     ch.close();
-  });
+  }, 300_000); // 300 jobs on a shared 2-core machine: a budget, not a timing assertion
 
   it("rejects a bad submission with the problem naming the field, and the channel keeps working", async () => {
     const ch = await cp.admin.channel();
