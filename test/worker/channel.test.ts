@@ -58,6 +58,30 @@ describe("the submission channel", () => {
     expect((await call("GET", "/v1/jobs/channel", { token: credential, headersExtra: upgrade })).status).toBe(403);
   });
 
+  it("takes the dashboard's session cookie only from this origin (no cross-site WebSocket hijacking)", async () => {
+    const key = (await call("POST", "/v1/keys", { json: { role: "user" } })).body.key as string;
+    const login = await call("POST", "/v1/session", { token: key });
+    const cookie = login.headers.get("set-cookie")!.split(";")[0]!;
+    const upgrade = { upgrade: "websocket", cookie };
+    const foreign = await call("GET", "/v1/jobs/channel", { token: null, headersExtra: { ...upgrade, origin: "https://evil.example" } });
+    expect(foreign.status).toBe(403);
+    const own = await SELF.fetch("https://wasmvisor.test/v1/jobs/channel", { headers: { ...upgrade, origin: "https://wasmvisor.test" } });
+    expect(own.status).toBe(101);
+    const ws = own.webSocket!;
+    ws.accept();
+    const { deviceId } = await registerDevice("channel-cookie");
+    const digest = await uploadModule("math");
+    const answer = new Promise<ChannelServerMessage>((resolve) => ws.addEventListener("message", (e) => {
+      const m = ChannelServerMessage.parse(JSON.parse(e.data as string));
+      if (m.type !== "ready") resolve(m);
+    }));
+    // The replayed POST carries the session and the CSRF header the channel adds: it is accepted as the key's role.
+    ws.send(JSON.stringify({ type: "submit", ref: "c", job: { device: deviceId, module: digest, function: "add32", args: [1, 2] }, wait: 0 }));
+    const m = await answer;
+    expect(m.type === "result" && m.status).toBe(202);
+    ws.close();
+  });
+
   it("answers every submission exactly once, with its result when the agent reports within the wait", async () => {
     const { deviceId, credential } = await registerDevice("channel-results");
     const digest = await uploadModule("math");
