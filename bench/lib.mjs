@@ -1,7 +1,7 @@
 // Shared pieces of the benchmark suite: a control plane as users run it (workerd via wrangler,
 // state persisted on disk), real agents as child processes, and latency statistics.
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -59,3 +59,33 @@ export async function timeSequential(n, fn) {
 }
 
 export const fmt = (ms) => (ms < 10 ? ms.toFixed(2) : ms.toFixed(1));
+
+/** The control plane's billed units so far (GET /metrics, wasmvisor_runtime_usage_total; docs/cost.md). */
+export async function usageNow(url) {
+  const text = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();
+  const out = {};
+  for (const m of text.matchAll(/^wasmvisor_runtime_usage_total\{what="(\w+)"\} (\d+(?:\.\d+)?)/gm)) out[m[1]] = Number(m[2]);
+  return out;
+}
+
+/** Per-job units between two `usageNow` readings. */
+export const usagePerJob = (before, after, jobs) => Object.fromEntries(Object.keys(after).map((k) => [k, (after[k] - (before[k] ?? 0)) / jobs]));
+
+/** CPU seconds (user + system) so far of this process's descendants named `name` (our own workerd, not another run's). */
+export function cpuSecondsOf(name, root = process.pid) {
+  const procs = [];
+  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      procs.push({ pid: Number(pid), ppid: Number(fields[1]), comm, ticks: Number(fields[11]) + Number(fields[12]) });
+    } catch {}
+  }
+  const mine = new Set([root]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const p of procs) if (!mine.has(p.pid) && mine.has(p.ppid)) mine.add(p.pid), (grew = true);
+  }
+  return procs.filter((p) => mine.has(p.pid) && p.comm === name).reduce((a, p) => a + p.ticks, 0) / 100;
+}

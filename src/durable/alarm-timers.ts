@@ -6,6 +6,7 @@
  * time moves it forward with `wakeBy`.
  */
 import { nextAlarm } from "../core/timing.js";
+import { usage } from "../platform/usage.js";
 
 /** A part's next due times (null: nothing due). */
 export type DueTimes = (now: number) => number | null | readonly (number | null)[];
@@ -29,6 +30,7 @@ export class AlarmTimers {
 
   /** The alarm fired: it is no longer set until `reschedule`. */
   fired() {
+    usage.alarmsRun++;
     this.alarmAt = null;
   }
 
@@ -36,6 +38,7 @@ export class AlarmTimers {
   wakeBy(at: number) {
     if (this.alarmAt !== null && this.alarmAt <= at) return;
     this.alarmAt = at;
+    usage.alarmsSet++;
     void this.storage.setAlarm(at);
   }
 
@@ -45,6 +48,7 @@ export class AlarmTimers {
     if (at === null) {
       await this.storage.deleteAlarm();
     } else {
+      usage.alarmsSet++;
       await this.storage.setAlarm(at);
     }
     this.alarmAt = at;

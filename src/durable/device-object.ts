@@ -29,6 +29,7 @@ import type { LogLine } from "../protocol/job.js";
 export type { Disposition } from "./job-lifecycle.js";
 export { DEVICE_SECRET_HEADER } from "./agent-session.js";
 import { fencedDetail } from "./agent-session.js";
+import { usage } from "../platform/usage.js";
 
 const NOT_FOUND = "no such device";
 
@@ -267,6 +268,7 @@ export class DeviceObject extends SqlObject<Env> {
   }
 
   override async webSocketMessage(ws: WebSocket, raw: string | ArrayBuffer) {
+    usage.objectWebSocketMessages++;
     await this.p.session.message(ws, raw);
   }
 

@@ -6,6 +6,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { Clock } from "../core/clock.js";
 import { query } from "../core/sql-query.js";
+import { usage } from "../platform/usage.js";
 
 export type Row = Record<string, SqlStorageValue>;
 
@@ -29,18 +30,30 @@ function statement(q: string | TemplateStringsArray, values: SqlStorageValue[]):
   return typeof q === "string" ? { text: q, params: values } : query(q, ...values);
 }
 
+/** The billed units of a finished statement (src/platform/usage.ts). */
+function count(cursor: SqlStorageCursor<Record<string, SqlStorageValue>>) {
+  usage.sqlStatements++;
+  usage.sqlRowsRead += cursor.rowsRead;
+  usage.sqlRowsWritten += cursor.rowsWritten;
+}
+
 /** The `Sql` helper over an object's database (also for tests that reach into an object's storage). */
 export function sqlOf(storage: SqlStorage): Sql {
   const all = <T extends Row>(q: string | TemplateStringsArray, values: SqlStorageValue[]): T[] => {
     const { text, params } = statement(q, values);
-    return storage.exec<T>(text, ...params).toArray();
+    const cursor = storage.exec<T>(text, ...params);
+    const rows = cursor.toArray();
+    count(cursor);
+    return rows;
   };
   return {
     all: <T extends Row>(q: string | TemplateStringsArray, ...p: SqlStorageValue[]) => all<T>(q, p),
     one: <T extends Row>(q: string | TemplateStringsArray, ...p: SqlStorageValue[]) => all<T>(q, p)[0],
     run: (q: string | TemplateStringsArray, ...p: SqlStorageValue[]) => {
       const { text, params } = statement(q, p);
-      return storage.exec(text, ...params).rowsWritten;
+      const cursor = storage.exec(text, ...params);
+      count(cursor);
+      return cursor.rowsWritten;
     },
   };
 }

@@ -11,3 +11,4 @@ export * from "./wasmiot.js";
 export * from "./schedule.js";
 export * from "./service.js";
 export * from "./events.js";
+export * from "./channel.js";

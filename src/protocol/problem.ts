@@ -23,6 +23,7 @@ export const PROBLEM_TYPES = {
   "unprocessable": { status: 422, title: "The request cannot be processed" },
   "upgrade-required": { status: 426, title: "Upgrade required" },
   "too-many-streams": { status: 429, title: "Too many open streams" },
+  "too-many-in-flight": { status: 429, title: "Too many submissions in flight on this channel" },
   "internal": { status: 500, title: "Internal error" },
   "not-configured": { status: 503, title: "The control plane is not configured for this" },
 } as const;

@@ -6,6 +6,8 @@ import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
 import { EventSourceParserStream, type EventSourceMessage } from "eventsource-parser/stream";
 import { fetchOrExplain, fetchRetryingOnce, isRepeatable } from "./fetch-retry.js";
 export { UnreachableError } from "./fetch-retry.js";
+import { JobChannel } from "./channel.js";
+export { ChannelError, JobChannel, type ChannelAnswer, type ChannelSubmitOptions } from "./channel.js";
 import type { ScheduleCreateInput, ScheduleView } from "../protocol/schedule.js";
 import type { ServiceSpec as ServiceSpecSchema, ServiceView } from "../protocol/service.js";
 import type { z } from "zod";
@@ -213,6 +215,14 @@ export class WasmvisorClient {
   /** Registers an orchestrator's public JWK so jobs it signs are accepted. */
   async trustOrchestratorKey(jwk: JWK, label?: string, namespace?: string): Promise<OrchestratorKeyView> {
     return (await this.request<OrchestratorKeyView>("POST", "/v1/orchestrator-keys", { jwk, ...(label ? { label } : {}), ...(namespace ? { namespace } : {}) })).body;
+  }
+
+  /**
+   * Opens the streaming submission channel (GET /v1/jobs/channel): one WebSocket for many
+   * submissions, each answered as `runJob` would be, without an HTTP request per job.
+   */
+  channel(): Promise<JobChannel> {
+    return JobChannel.open(this.server, this.opts.token);
   }
 
   /** Creates the job and waits up to `waitSeconds` for it to end, in one request (`done` says whether it did). */

@@ -11,6 +11,7 @@ import { keyRoutes } from "./routes/keys.js";
 import { deviceRoutes } from "./routes/devices.js";
 import { moduleRoutes } from "./routes/modules.js";
 import { jobRoutes } from "./routes/jobs.js";
+import { channelRoutes } from "./routes/channel.js";
 import { agentRoutes } from "./routes/agent.js";
 import { API_VERSION, infoRoutes } from "./routes/info.js";
 import { rpcRoutes } from "./routes/rpc.js";
@@ -114,6 +115,7 @@ export function createApp() {
   keyRoutes(app);
   deviceRoutes(app);
   moduleRoutes(app);
+  channelRoutes(app); // before jobRoutes: GET /v1/jobs/channel, not /v1/jobs/{id}
   jobRoutes(app);
   agentRoutes(app);
   infoRoutes(app);

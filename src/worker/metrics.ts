@@ -9,6 +9,7 @@ import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
 import { deviceListStub, jobIndexShards, registryStub } from "../platform/stubs.js";
 import { JOB_STATES } from "../protocol/job.js";
+import { usage } from "../platform/usage.js";
 
 /** Collects some families for one namespace, or for all when `namespace` is null. */
 export type Collector = (env: Env, namespace: string | null) => Promise<Family[]>;
@@ -85,8 +86,20 @@ const deployments: Collector = async (env, namespace) => {
   return [{ name: "wasmvisor_deployments", help: "Deployments listed, by source.", type: "gauge", samples: rows.map((r) => ({ labels: { source: r.source }, value: r.n })) }];
 };
 
+/**
+ * What this isolate has used of what Cloudflare bills by (src/platform/usage.ts): counted
+ * since it started, over all namespaces (only an unscoped scrape sees it). docs/cost.md.
+ */
+const runtimeUsage: Collector = async (_env, namespace) => {
+  if (namespace !== null) return [];
+  return [{
+    name: "wasmvisor_runtime_usage_total", help: "This isolate's billed units since it started: SQL rows read and written, Durable Object calls, WebSocket messages into objects, alarms set and run.", type: "counter",
+    samples: Object.entries(usage).map(([what, value]) => ({ labels: { what }, value })),
+  }];
+};
+
 /** The collectors a scrape runs, in order. Services by status and rollouts by state: one line each here. */
-const COLLECTORS: Collector[] = [devices, jobs, deployments];
+const COLLECTORS: Collector[] = [devices, jobs, deployments, runtimeUsage];
 
 /** For a feature that keeps its own aggregate: its families join every scrape. */
 export function addCollector(c: Collector) {
