@@ -9,6 +9,7 @@ import { DEVICE_EVENTS_SCHEMA } from "./device-events.js";
 import { AGENT_SESSIONS_TABLE } from "./agent-epochs.js";
 import { COMMANDS_TABLE } from "./device-commands.js";
 import { FAILOVER_TABLE } from "./job-failover.js";
+import { TALLY_TABLE } from "./device-tallies.js";
 
 export const DEVICE_MIGRATIONS: readonly string[] = [
   DEVICE_TABLE + JOBS_TABLE,
@@ -43,4 +44,6 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
     "ALTER TABLE deployments ADD COLUMN applied_generation INTEGER",
   // schedules (schedules.ts): why the last occurrence got no run, and consecutive firing failures (back-off, then pause)
   "ALTER TABLE schedules ADD COLUMN reason TEXT; ALTER TABLE schedules ADD COLUMN failures INTEGER NOT NULL DEFAULT 0",
+  // GET /metrics: what this device last sent its listing shard of its services and deployment parts (device-tallies.ts)
+  TALLY_TABLE,
 ];

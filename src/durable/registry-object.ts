@@ -76,6 +76,8 @@ export class RegistryObject extends SqlObject<Env> {
       "ALTER TABLE namespace_settings ADD COLUMN retention TEXT",
       // Facade labels are derived from a rotation number (core/facade-label.ts); labels drawn at random before stay until rotated.
       "ALTER TABLE facade_labels ADD COLUMN rotation INTEGER NOT NULL DEFAULT 0; CREATE TABLE facade_rotations (device_id TEXT PRIMARY KEY, rotation INTEGER NOT NULL)",
+      // each rollout's state as its object last pushed it (GET /metrics: rollouts by state)
+      "CREATE TABLE rollout_states (namespace TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (namespace, id)); CREATE INDEX rollout_states_by_state ON rollout_states (namespace, state)",
     ];
   }
 
@@ -115,6 +117,19 @@ export class RegistryObject extends SqlObject<Env> {
   /** Listed deployments by source, of one namespace or all (GET /metrics). */
   async deploymentCounts(namespace: string | null): Promise<{ source: string; n: number }[]> {
     return this.all<{ source: string; n: number }>`SELECT source, COUNT(*) AS n FROM deployments WHERE removed = 0 AND (${namespace} IS NULL OR namespace = ${namespace}) GROUP BY source`;
+  }
+
+  // ---- rollouts by state (each rollout's object pushes its state: rollout-object.ts) ----
+
+  /** Pushes arrive in any order: only a newer version (the rollout's decision number) replaces the row. */
+  async noteRollout(namespace: string, id: string, state: string, version: number): Promise<void> {
+    this.run`INSERT INTO rollout_states (namespace, id, state, version) VALUES (${namespace}, ${id}, ${state}, ${version})
+       ON CONFLICT (namespace, id) DO UPDATE SET state = excluded.state, version = excluded.version WHERE excluded.version > rollout_states.version`;
+  }
+
+  /** Rollouts by state, of one namespace or all (GET /metrics). */
+  async rolloutCounts(namespace: string | null): Promise<{ state: string; n: number }[]> {
+    return this.all<{ state: string; n: number }>`SELECT state, COUNT(*) AS n FROM rollout_states WHERE ${namespace} IS NULL OR namespace = ${namespace} GROUP BY state`;
   }
 
   // ---- wasmiot facade labels: the capability a legacy orchestrator carries in a host name ----

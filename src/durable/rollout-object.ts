@@ -18,7 +18,7 @@ import type { DeviceHealthSample, RolloutAction, RolloutDeviceState, RolloutGate
 import type { Selector } from "../protocol/selector.js";
 import type { Placement } from "./deployment-object.js";
 import type { Env } from "../platform/env.js";
-import { deploymentStub, deviceStub } from "../platform/stubs.js";
+import { deploymentStub, deviceStub, registryStub } from "../platform/stubs.js";
 
 const SCHEMA = `
 CREATE TABLE rollout (
@@ -79,7 +79,29 @@ const RECHECK_MS = 5_000;
 
 export class RolloutObject extends SqlObject<Env> {
   protected migrations() {
-    return [SCHEMA];
+    // published: the last decision whose state the registry's rollout listing acknowledged (GET /metrics)
+    return [SCHEMA, "ALTER TABLE rollout ADD COLUMN published INTEGER NOT NULL DEFAULT 0"];
+  }
+
+  /**
+   * Tells the registry this rollout's state (GET /metrics counts rollouts by state there), tagged
+   * with its last decision's number (every change of state records one), so a late push never
+   * moves the listing back. A failed push is retried from the alarm.
+   */
+  private async publishState() {
+    const r = this.hasSchema ? this.one<{ name: string; namespace: string; state: RolloutState; published: number }>("SELECT name, namespace, state, published FROM rollout") : undefined;
+    if (!r) return;
+    const version = this.one<{ v: number | null }>("SELECT MAX(seq) AS v FROM decisions")?.v ?? 0;
+    if (version <= r.published) return;
+    try {
+      await registryStub(this.env).noteRollout(r.namespace, r.name, r.state, version);
+      this.run("UPDATE rollout SET published = MAX(published, ?)", version);
+    } catch (e) {
+      console.warn(JSON.stringify({ level: "warn", msg: "rollout state publish failed; will retry", rollout: r.name, error: String(e) }));
+      const at = this.clock.now() + 5_000;
+      const current = await this.ctx.storage.getAlarm();
+      if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+    }
   }
 
   protected override schemaOnFirstWrite() {
@@ -116,6 +138,7 @@ export class RolloutObject extends SqlObject<Env> {
       this.decide("created", `${input.targets.length} devices matched the selector; waves of ${sizes.join(", ")}`);
     });
     await this.ctx.storage.setAlarm(now);
+    await this.publishState();
     return ok(this.view()!);
   }
 
@@ -154,11 +177,18 @@ export class RolloutObject extends SqlObject<Env> {
         await this.ctx.storage.setAlarm(this.clock.now());
         break;
     }
+    await this.publishState();
     return ok(this.view()!);
   }
 
   override async alarm() {
     if (!this.hasSchema) return;
+    await this.publishState(); // a push that failed before
+    await this.advance();
+    await this.publishState();
+  }
+
+  private async advance() {
     // Bounded work per run: each iteration either waits (sets the alarm) or makes progress.
     for (let i = 0; i < 50; i++) {
       const next = await this.step(this.clock.now());
