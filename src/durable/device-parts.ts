@@ -110,10 +110,15 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
       // The agent learns of new desired services over its socket, or by an open poll answered now.
       link.notify({ t: "services", version });
       link.releasePolls();
-      tallies.changed();
+      servicesChanged();
     },
-    reported: () => tallies.changed(),
+    reported: () => servicesChanged(),
   });
+  // a service's status may have changed: its event (written by a trigger) and the metrics tally go out
+  const servicesChanged = () => {
+    events.changed();
+    tallies.changed();
+  };
   // GET /metrics: services by status and deployment parts by state, pushed to the listing shard (device-tallies.ts)
   const tallies = new DeviceTallies(
     sql,

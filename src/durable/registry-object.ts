@@ -77,7 +77,9 @@ export class RegistryObject extends SqlObject<Env> {
       // Facade labels are derived from a rotation number (core/facade-label.ts); labels drawn at random before stay until rotated.
       "ALTER TABLE facade_labels ADD COLUMN rotation INTEGER NOT NULL DEFAULT 0; CREATE TABLE facade_rotations (device_id TEXT PRIMARY KEY, rotation INTEGER NOT NULL)",
       // each rollout's state as its object last pushed it (GET /metrics: rollouts by state)
-      "CREATE TABLE rollout_states (namespace TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (namespace, id)); CREATE INDEX rollout_states_by_state ON rollout_states (namespace, state)",
+      // dashboard sessions logged out before their expiry (src/worker/session.ts); a row goes once its token has expired
+      "CREATE TABLE revoked_sessions (jti TEXT PRIMARY KEY, exp INTEGER NOT NULL); CREATE INDEX revoked_sessions_by_exp ON revoked_sessions (exp)",
+      "CREATE TABLE rollout_states (namespace TEXT NOT NULL, id TEXT NOT NULL, deployment TEXT NOT NULL, state TEXT NOT NULL, version INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (namespace, id)); CREATE INDEX rollout_states_by_state ON rollout_states (namespace, state)",
     ];
   }
 
@@ -119,12 +121,34 @@ export class RegistryObject extends SqlObject<Env> {
     return this.all<{ source: string; n: number }>`SELECT source, COUNT(*) AS n FROM deployments WHERE removed = 0 AND (${namespace} IS NULL OR namespace = ${namespace}) GROUP BY source`;
   }
 
+  // ---- dashboard sessions: the revocation list (logout) and the per-request check ----
+
+  /** Revokes a session until `expiresAtMs` (its token's expiry; a row past it is deleted, 100 at a time, on later revocations). */
+  async revokeSession(jti: string, expiresAtMs: number): Promise<void> {
+    this.run("DELETE FROM revoked_sessions WHERE jti IN (SELECT jti FROM revoked_sessions WHERE exp < ? ORDER BY exp LIMIT 100)", this.clock.now());
+    this.run("INSERT INTO revoked_sessions (jti, exp) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING", jti, expiresAtMs);
+  }
+
+  /** One lookup per session request: is it logged out, and is its key (none for the bootstrap admin) still active. */
+  async sessionState(keyId: string | null, jti: string): Promise<{ revoked: boolean; key: { role: Role; namespace: string | null } | null }> {
+    const revoked = this.one("SELECT 1 AS x FROM revoked_sessions WHERE jti = ?", jti) !== undefined;
+    return { revoked, key: keyId === null || revoked ? null : await this.activeKey(keyId) };
+  }
+
   // ---- rollouts by state (each rollout's object pushes its state: rollout-object.ts) ----
 
   /** Pushes arrive in any order: only a newer version (the rollout's decision number) replaces the row. */
-  async noteRollout(namespace: string, id: string, state: string, version: number): Promise<void> {
-    this.run`INSERT INTO rollout_states (namespace, id, state, version) VALUES (${namespace}, ${id}, ${state}, ${version})
-       ON CONFLICT (namespace, id) DO UPDATE SET state = excluded.state, version = excluded.version WHERE excluded.version > rollout_states.version`;
+  async noteRollout(namespace: string, id: string, deployment: string, state: string, version: number, updatedAt: number): Promise<void> {
+    this.run`INSERT INTO rollout_states (namespace, id, deployment, state, version, updated_at) VALUES (${namespace}, ${id}, ${deployment}, ${state}, ${version}, ${updatedAt})
+       ON CONFLICT (namespace, id) DO UPDATE SET state = excluded.state, version = excluded.version, updated_at = excluded.updated_at WHERE excluded.version > rollout_states.version`;
+  }
+
+  /** Rollouts by id, `limit` at a time after the cursor (`namespace/id`); all namespaces for `null` (GET /v1/rollouts). */
+  async listRollouts(namespace: string | null, limit: number, after: string | null): Promise<{ rollouts: { namespace: string; id: string; deployment: string; state: string; updatedAt: string }[]; next: string | null }> {
+    const rows = this.all<{ namespace: string; id: string; deployment: string; state: string; updated_at: number }>`SELECT namespace, id, deployment, state, updated_at FROM rollout_states
+       WHERE (${namespace} IS NULL OR namespace = ${namespace}) AND (${after} IS NULL OR namespace || '/' || id > ${after}) ORDER BY namespace, id LIMIT ${limit + 1}`;
+    const page = rows.slice(0, limit).map((r) => ({ namespace: r.namespace, id: r.id, deployment: r.deployment, state: r.state, updatedAt: iso(r.updated_at)! }));
+    return { rollouts: page, next: rows.length > limit ? `${page.at(-1)!.namespace}/${page.at(-1)!.id}` : null };
   }
 
   /** Rollouts by state, of one namespace or all (GET /metrics). */

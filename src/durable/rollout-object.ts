@@ -18,7 +18,7 @@ import type { DeviceHealthSample, RolloutAction, RolloutDeviceState, RolloutGate
 import type { Selector } from "../protocol/selector.js";
 import type { Placement } from "./deployment-object.js";
 import type { Env } from "../platform/env.js";
-import { deploymentStub, deviceStub, registryStub } from "../platform/stubs.js";
+import { deploymentStub, deviceStub, eventHubStub, registryStub } from "../platform/stubs.js";
 
 const SCHEMA = `
 CREATE TABLE rollout (
@@ -80,22 +80,40 @@ const RECHECK_MS = 5_000;
 export class RolloutObject extends SqlObject<Env> {
   protected migrations() {
     // published: the last decision whose state the registry's rollout listing acknowledged (GET /metrics)
-    return [SCHEMA, "ALTER TABLE rollout ADD COLUMN published INTEGER NOT NULL DEFAULT 0"];
+    return [SCHEMA, "ALTER TABLE rollout ADD COLUMN published INTEGER NOT NULL DEFAULT 0; ALTER TABLE rollout ADD COLUMN published_state TEXT"];
   }
 
   /**
-   * Tells the registry this rollout's state (GET /metrics counts rollouts by state there), tagged
-   * with its last decision's number (every change of state records one), so a late push never
-   * moves the listing back. A failed push is retried from the alarm.
+   * Tells the registry this rollout's state (GET /metrics counts rollouts by state there; GET
+   * /v1/rollouts lists them), tagged with its last decision's number (every change of state
+   * records one), so a late push never moves the listing back; and adds a `rollout.<state>`
+   * event to the namespace's stream when the state changed. A failed push is retried from the
+   * alarm (the event may then arrive twice: the stream is at least once).
    */
-  private async publishState() {
-    const r = this.hasSchema ? this.one<{ name: string; namespace: string; state: RolloutState; published: number }>("SELECT name, namespace, state, published FROM rollout") : undefined;
+  private publishState(): Promise<void> {
+    // one at a time (the alarm and a request may both publish): the second sees what the first recorded
+    this.publishing = this.publishing.then(() => this.publishOnce());
+    return this.publishing;
+  }
+  private publishing: Promise<void> = Promise.resolve();
+
+  private async publishOnce() {
+    const r = this.hasSchema
+      ? this.one<{ name: string; namespace: string; deployment: string; state: RolloutState; published: number; published_state: string | null; updated_at: number }>(
+          "SELECT name, namespace, deployment, state, published, published_state, updated_at FROM rollout",
+        )
+      : undefined;
     if (!r) return;
-    const version = this.one<{ v: number | null }>("SELECT MAX(seq) AS v FROM decisions")?.v ?? 0;
+    const last = this.one<{ v: number | null; decision: string | null; detail: string | null }>("SELECT seq AS v, decision, detail FROM decisions ORDER BY seq DESC LIMIT 1");
+    const version = last?.v ?? 0;
     if (version <= r.published) return;
     try {
-      await registryStub(this.env).noteRollout(r.namespace, r.name, r.state, version);
-      this.run("UPDATE rollout SET published = MAX(published, ?)", version);
+      await registryStub(this.env).noteRollout(r.namespace, r.name, r.deployment, r.state, version, r.updated_at);
+      if (r.state !== r.published_state) {
+        const data = JSON.stringify({ rollout: r.name, state: r.state, from: r.published_state, decision: last?.decision ?? null, detail: last?.detail ?? null });
+        await eventHubStub(this.env, r.namespace).append(r.namespace, [{ kind: `rollout.${r.state.replace(/_/g, "-")}`, device: null, job: null, deployment: r.deployment, data, at: this.clock.now() }]);
+      }
+      this.run("UPDATE rollout SET published = MAX(published, ?), published_state = ?", version, r.state);
     } catch (e) {
       console.warn(JSON.stringify({ level: "warn", msg: "rollout state publish failed; will retry", rollout: r.name, error: String(e) }));
       const at = this.clock.now() + 5_000;

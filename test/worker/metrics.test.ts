@@ -158,7 +158,11 @@ describe("GET /metrics", () => {
 
     // A rollout: running when started, paused, then aborted.
     expect(value(s.families, "wasmvisor_rollouts", { state: "running" })).toBe(0);
-    const started = await call("POST", "/v1/rollouts", { token: user, json: { id: "obs-ro", deployment: await sign(manifest(math, "add32")), strategy: { waveSize: { count: 1 } }, gate: { soakMs: 3_600_000 } } });
+    // (the test's heartbeat timeout is 600 ms: the device is heard from just before its rollout picks it)
+    expect((await call("POST", "/v1/agent/heartbeat", { token: dev.credential, json: { health: health() } })).status).toBe(200);
+    const rolloutBody = { id: "obs-ro", deployment: await sign(manifest(math, "add32")), strategy: { waveSize: { count: 1 } }, gate: { soakMs: 3_600_000 } };
+    expect((await call("POST", "/v1/agent/heartbeat", { token: dev.credential, json: { health: health() } })).status).toBe(200);
+    const started = await call("POST", "/v1/rollouts", { token: user, json: rolloutBody });
     expect(started.status, JSON.stringify(started.body)).toBe(201);
     s = await scrapeUntil(t.metrics, (f) => value(f, "wasmvisor_rollouts", { state: "running" }) === 1);
     expect((await call("POST", "/v1/rollouts/obs-ro/pause", { token: user })).status).toBe(200);
@@ -169,6 +173,15 @@ describe("GET /metrics", () => {
     expect(value(s.families, "wasmvisor_rollouts", { state: "paused" })).toBe(0);
     const types = Object.fromEntries(s.families.map((f) => [f.name, f.type]));
     expect(types).toMatchObject({ wasmvisor_services: "GAUGE", wasmvisor_deployment_parts: "GAUGE", wasmvisor_rollouts: "GAUGE" });
+
+    // The rollout listing, and the stream's events for the service and the rollout.
+    const listed = await call("GET", "/v1/rollouts", { token: user });
+    expect(listed.body.rollouts).toEqual([expect.objectContaining({ id: "obs-ro", namespace: ns, deployment: "obs-app", state: "aborted" })]);
+    const stream = await call("GET", "/v1/events?tail=100&wait=0&kind=service.*,rollout.*", { token: user });
+    const kinds = [...String(stream.body).matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]!) as { kind: string; data: Record<string, unknown> });
+    expect(kinds.map((e) => e.kind), JSON.stringify(kinds)).toEqual(["service.starting", "service.running", "service.crashed", "rollout.running", "rollout.paused", "rollout.aborted"]);
+    expect(kinds[2]!.data).toMatchObject({ name: "count", status: "CRASHED", from: "RUNNING" });
+    expect(kinds[4]!.data).toMatchObject({ rollout: "obs-ro", state: "paused", from: "running" });
 
     // Another tenant's scrape sees none of it.
     const other = await tenant("obs-parts-other");

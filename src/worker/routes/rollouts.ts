@@ -2,7 +2,7 @@
 import { z } from "zod";
 import { DeploymentManifest } from "../../protocol/deployment.js";
 import { DEFAULT_NAMESPACE } from "../../protocol/keys.js";
-import { RolloutAction, RolloutId, RolloutRequest, RolloutView } from "../../protocol/rollout.js";
+import { RolloutAction, RolloutId, RolloutRequest, RolloutState, RolloutView } from "../../protocol/rollout.js";
 import { MAX_REASONS_SHOWN } from "../../protocol/selector.js";
 import { explainMisses, select } from "../../core/selector.js";
 import { jsonBody, jsonResponse, route } from "../route.js";
@@ -12,7 +12,7 @@ import { verifySignedClaim } from "../signing.js";
 import { resolveVersion } from "../deploy.js";
 import { fleetCandidates, withInterfaces } from "../../durable/fleet.js";
 import type { RolloutConfig } from "../../durable/rollout-object.js";
-import { rolloutStub } from "../../platform/stubs.js";
+import { registryStub, rolloutStub } from "../../platform/stubs.js";
 
 /** Targets of one rollout at most. */
 const MAX_TARGETS = 10_000;
@@ -48,6 +48,17 @@ const act = route({
   summary: "pause (no new devices, no gate passes), resume, abort (no more waves; updated devices keep the new version), or rollback (every updated device back to its previous version)",
   request: { params: z.object({ id: RolloutId, action: RolloutAction }), query: NamespaceQuery },
   responses: { 200: jsonResponse(RolloutView, "The rollout after the action") },
+});
+
+const RolloutListItem = z.object({ namespace: z.string(), id: RolloutId, deployment: z.string(), state: RolloutState, updatedAt: z.string() }).meta({ id: "RolloutListItem" });
+
+const list = route({
+  method: "get",
+  path: "/v1/rollouts",
+  roles: ["admin", "user"],
+  summary: "Rollouts of the caller's namespace (all, for a global key) by id, with their state as each rollout last published it (GET /v1/rollouts/:id for the rest)",
+  request: { query: z.object({ limit: z.coerce.number().int().min(1).max(500).default(100), cursor: z.string().max(200).optional() }) },
+  responses: { 200: jsonResponse(z.object({ rollouts: z.array(RolloutListItem), next: z.string().nullable() }), "A page") },
 });
 
 const namespaceOf = (c: Ctx, fallback?: string) => callerNamespace(c) ?? fallback ?? DEFAULT_NAMESPACE;
@@ -87,6 +98,12 @@ export function rolloutRoutes(app: App) {
     });
     annotate(c, { event: "rollout started", rollout: id, deployment: manifest.id, targets: matches.length });
     return fromOutcome(c, out, (view) => c.json(view, 201, { Location: `/v1/rollouts/${id}` }));
+  });
+
+  app.openapi(list, async (c) => {
+    const q = c.req.valid("query");
+    const page = await registryStub(c.env).listRollouts(callerNamespace(c), q.limit, q.cursor ?? null);
+    return c.json({ rollouts: page.rollouts as z.infer<typeof RolloutListItem>[], next: page.next }, 200);
   });
 
   app.openapi(get, async (c) => {
