@@ -1,6 +1,6 @@
 // The operator's view, measured (docs/observability.md):
-// 1. GET /metrics at 1,000 simulated devices (bench/sim-fleet.mjs), each with one finished job:
-//    scrape time and size.
+// 1. GET /metrics at 1,000 simulated devices (bench/sim-fleet.mjs), each with one finished job
+//    and one service (STARTING: simulated agents run none), and one rollout: scrape time and size.
 // 2. The cost per job of the new bookkeeping (metric counts in the index, audit records,
 //    trace ids): the same job rounds against this checkout and against BASE (a commit before
 //    it, extracted to a temp dir with `git archive`), interleaved, in the same run.
@@ -15,6 +15,7 @@ import { fleet } from "./sim-fleet.mjs";
 
 const DEVICES = Number(process.env.DEVICES ?? 1000);
 const SCRAPES = Number(process.env.SCRAPES ?? 20);
+const SERVICES = process.env.SERVICES !== "0";
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const SEQUENTIAL = Number(process.env.SEQUENTIAL ?? 150);
 const BULK = Number(process.env.BULK ?? 5000);
@@ -50,6 +51,30 @@ for (let i = 0; i < 200; i++) {
   await new Promise((r) => setTimeout(r, 100));
 }
 say("metrics show the fleet");
+if (SERVICES) {
+  // one service per device (its tally goes to the device's listing shard), 16 requests at a time
+  const counter = (await cp.admin.uploadModule(readFileSync("examples/wasm/counter.wasm"))).digest;
+  const queue = [...f.devices];
+  let restarts = 0;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    for (let d = queue.shift(); d; d = queue.shift()) {
+      // a 503 "worker restarted mid-request" (the local runtime under load) is tried again; 409: the first try had created it
+      for (let attempt = 1; ; attempt++) {
+        const r = await fetch(`${cp.url}/v1/devices/${d.deviceId}/services`, { method: "POST", headers: H, body: JSON.stringify({ name: "counter", module: counter }) });
+        if (r.status === 201 || (r.status === 409 && attempt > 1)) break;
+        const text = await r.text();
+        if (r.status !== 503 || attempt >= 5) throw new Error(`service: ${r.status} ${text}`);
+        restarts++;
+      }
+    }
+  }));
+  for (let i = 0; i < 300; i++) {
+    families = parsePrometheusTextFormat(await (await fetch(`${cp.url}/metrics`, { headers: H })).text());
+    if (value(families, "wasmvisor_services", { status: "STARTING" }) === DEVICES) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  say(`metrics show ${value(families, "wasmvisor_services", { status: "STARTING" })} services (${restarts} service requests answered 503 and tried again)`);
+}
 const times = [];
 let bytes = 0;
 let lines = 0;
@@ -61,9 +86,10 @@ for (let i = 0; i < SCRAPES; i++) {
   lines = text.split("\n").filter((l) => l && !l.startsWith("#")).length;
 }
 const s = stats(times);
-console.log(`| GET /metrics at ${DEVICES} simulated devices (${value(families, "wasmvisor_devices", { status: "online" })} online, ${value(families, "wasmvisor_jobs", { state: "SUCCEEDED" })} jobs SUCCEEDED), ${SCRAPES} scrapes | p50 ${fmt(s.p50)} ms, p99 ${fmt(s.p99)} ms | ${bytes} bytes, ${lines} samples |`);
+console.log(`| GET /metrics at ${DEVICES} simulated devices (${value(families, "wasmvisor_devices", { status: "online" })} online, ${value(families, "wasmvisor_jobs", { state: "SUCCEEDED" })} jobs SUCCEEDED, ${value(families, "wasmvisor_services", { status: "STARTING" })} services), ${SCRAPES} scrapes | p50 ${fmt(s.p50)} ms, p99 ${fmt(s.p99)} ms | ${bytes} bytes, ${lines} samples |`);
 f.close();
 await cp.stop();
+if (process.env.SCRAPE_ONLY === "1") process.exit(0);
 
 // ---- 2. per-job cost, this checkout (after) vs BASE (before), same run ----
 const baseDir = mkdtempSync(join(tmpdir(), "wv-base-"));

@@ -6,7 +6,7 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const CSRF = { "x-wasmvisor-csrf": "1" };
-  const state = { devices: new Map(), jobs: new Map(), deployments: new Map(), history: new Map(), source: null };
+  const state = { devices: new Map(), jobs: new Map(), deployments: new Map(), services: new Map(), rollouts: new Map(), history: new Map(), source: null };
   // For measurements (test/e2e/dashboard.test.ts): when each job's end reached the page.
   const metrics = (window.__wasmvisor = { jobEnds: [], events: 0 });
 
@@ -89,17 +89,31 @@
     $("login-view").hidden = true;
     $("app-view").hidden = false;
     $("logout").hidden = false;
-    const [devices, jobs, deployments] = await Promise.all([
+    const [devices, jobs, deployments, rollouts] = await Promise.all([
       api("GET", "/v1/devices?limit=500"),
       api("GET", "/v1/jobs?limit=50"),
       api("GET", "/v1/deployments?limit=100").catch(() => ({ deployments: [] })),
+      api("GET", "/v1/rollouts?limit=100").catch(() => ({ rollouts: [] })),
     ]);
     state.devices = new Map(devices.devices.map((d) => [d.id, d]));
     for (const j of jobs.jobs) state.jobs.set(j.id, j);
     for (const d of deployments.deployments) state.deployments.set(d.id, d);
+    for (const r of rollouts.rollouts) state.rollouts.set(r.id, r);
     renderDevices();
     renderJobs();
     renderDeployments();
+    renderRollouts();
+    // Services live on their devices: those of the first 50 devices to start with, then every change by its event.
+    await Promise.all(
+      [...state.devices.keys()].slice(0, 50).map((id) =>
+        api("GET", `/v1/devices/${id}/services`)
+          .then((list) => {
+            for (const sv of list.services) state.services.set(`${id}/${sv.name}`, { device: id, name: sv.name, status: sv.status, reason: sv.reason, updatedAt: sv.reportedAt || sv.createdAt });
+          })
+          .catch(() => undefined),
+      ),
+    );
+    renderServices();
     follow();
     // Health is not an event (it changes with every heartbeat): the devices shown are re-read every 30 s.
     clearInterval(state.healthTimer);
@@ -159,8 +173,37 @@
       state.deployments.set(e.deployment, d);
       renderDeployments();
     }
+    if (e.kind.startsWith("service.") && e.device && e.data.name) {
+      const key = `${e.device}/${e.data.name}`;
+      if (e.kind === "service.removed") state.services.delete(key);
+      else state.services.set(key, { device: e.device, name: e.data.name, status: e.data.status, reason: e.data.reason, updatedAt: e.at });
+      renderServices();
+    }
+    if (e.kind.startsWith("rollout.") && e.data.rollout) {
+      const r = state.rollouts.get(e.data.rollout) || { id: e.data.rollout, deployment: e.deployment };
+      Object.assign(r, { state: e.data.state, decision: e.data.decision, updatedAt: e.at });
+      state.rollouts.set(r.id, r);
+      renderRollouts();
+    }
     renderDevices();
     renderJobs();
+  }
+
+  function renderServices() {
+    const rows = [...state.services.values()].sort((a, b) => `${a.device}/${a.name}`.localeCompare(`${b.device}/${b.name}`)).slice(0, 200);
+    $("services").replaceChildren(
+      ...rows.map((sv) => {
+        const d = state.devices.get(sv.device);
+        return el("tr", { "data-service": `${sv.device}/${sv.name}` }, el("td", { class: "mono" }, (d && d.name) || sv.device), el("td", {}, sv.name), el("td", {}, badge(sv.status, "service-status")), el("td", {}, sv.reason || ""), el("td", {}, time(sv.updatedAt)));
+      }),
+    );
+  }
+
+  function renderRollouts() {
+    const rows = [...state.rollouts.values()].sort((a, b) => String(b.updatedAt).localeCompare(String(a.updatedAt))).slice(0, 100);
+    $("rollouts").replaceChildren(
+      ...rows.map((r) => el("tr", { "data-rollout": r.id }, el("td", { class: "mono" }, r.id), el("td", { class: "mono" }, r.deployment || "-"), el("td", {}, badge(r.state, "rollout-state")), el("td", {}, r.decision || "-"), el("td", {}, time(r.updatedAt)))),
+    );
   }
 
   async function refreshDevice(id) {

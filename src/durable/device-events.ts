@@ -55,6 +55,18 @@ CREATE TRIGGER events_deployment_state AFTER UPDATE OF state ON deployments WHEN
   )}
 END;`;
 
+/** Services' statuses (a later migration: services came after the outbox). */
+export const SERVICE_EVENTS_SCHEMA = `
+CREATE TRIGGER events_service_created AFTER INSERT ON services BEGIN
+  ${insert("'service.' || lower(new.status)", DEVICE_ID, "NULL", "NULL", "json_object('name', new.name, 'status', new.status, 'from', NULL, 'reason', new.reason, 'exitCode', NULL)", "NULL")}
+END;
+CREATE TRIGGER events_service_status AFTER UPDATE OF status ON services WHEN new.status <> old.status BEGIN
+  ${insert("'service.' || lower(new.status)", DEVICE_ID, "NULL", "NULL", "json_object('name', new.name, 'status', new.status, 'from', old.status, 'reason', new.reason, 'exitCode', new.exit_code)", "NULL")}
+END;
+CREATE TRIGGER events_service_removed AFTER DELETE ON services BEGIN
+  ${insert("'service.removed'", DEVICE_ID, "NULL", "NULL", "json_object('name', old.name, 'status', NULL, 'from', old.status, 'reason', NULL, 'exitCode', old.exit_code)", "NULL")}
+END;`;
+
 export class DeviceEvents {
   readonly outbox: EventOutbox;
 

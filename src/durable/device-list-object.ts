@@ -30,6 +30,16 @@ const METRICS = `
 CREATE TABLE metric_devices (status TEXT NOT NULL, version TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (status, version));
 INSERT INTO metric_devices SELECT status, COALESCE(json_extract(description, '$.agent.version'), 'unknown'), COUNT(*) FROM devices GROUP BY 1, 2;`;
 
+/**
+ * Services by status and deployment parts by state of this shard's devices: each device's last
+ * tally (device-tallies.ts) and the totals they add up to, kept as tallies apply.
+ */
+const TALLIES = `
+CREATE TABLE device_tallies (id TEXT PRIMARY KEY, revision INTEGER NOT NULL, tally TEXT NOT NULL);
+CREATE TABLE metric_parts (kind TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (kind, state));`;
+
+type TallyRow = { kind: string; state: string; n: number };
+
 /** The agent version a description names ("unknown" for none). */
 function agentVersion(description: string): string {
   try {
@@ -47,7 +57,7 @@ type Row = {
 
 export class DeviceListObject extends SqlObject<Env> {
   protected migrations() {
-    return [SCHEMA, METRICS];
+    return [SCHEMA, METRICS, TALLIES];
   }
 
   /** Takes the device's summary unless the row already has this revision or a newer one. */
@@ -74,9 +84,30 @@ export class DeviceListObject extends SqlObject<Env> {
     return applied;
   }
 
-  /** This shard's devices by status and agent version (a scrape's share). */
-  async metrics(): Promise<{ status: string; version: string; n: number }[]> {
-    return this.all<{ status: string; version: string; n: number }>("SELECT status, version, n FROM metric_devices");
+  /**
+   * A device's services by status and deployment parts by state, replacing its previous tally
+   * in the totals unless this revision is not newer than the one held (a late or re-sent one).
+   */
+  async publishTally(id: string, rows: TallyRow[], revision: number): Promise<boolean> {
+    let applied = false;
+    this.ctx.storage.transactionSync(() => {
+      const prior = this.one<{ revision: number; tally: string }>("SELECT revision, tally FROM device_tallies WHERE id = ?", id);
+      if (prior && prior.revision >= revision) return;
+      for (const r of prior ? (JSON.parse(prior.tally) as TallyRow[]) : []) this.run("UPDATE metric_parts SET n = n - ? WHERE kind = ? AND state = ?", r.n, r.kind, r.state);
+      for (const r of rows) this.run("INSERT INTO metric_parts (kind, state, n) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n", r.kind, r.state, r.n);
+      this.run("DELETE FROM metric_parts WHERE n <= 0");
+      this.run("INSERT INTO device_tallies (id, revision, tally) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, tally = excluded.tally", id, revision, JSON.stringify(rows));
+      applied = true;
+    });
+    return applied;
+  }
+
+  /** This shard's devices by status and agent version, and its services and deployment parts by state (a scrape's share). */
+  async metrics(): Promise<{ devices: { status: string; version: string; n: number }[]; parts: TallyRow[] }> {
+    return {
+      devices: this.all<{ status: string; version: string; n: number }>("SELECT status, version, n FROM metric_devices"),
+      parts: this.all<TallyRow>("SELECT kind, state, n FROM metric_parts"),
+    };
   }
 
   /** Up to `limit` rows after `after` (a position in this namespace), in (registeredAt, id) order. */

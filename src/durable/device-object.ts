@@ -448,6 +448,7 @@ export class DeviceObject extends SqlObject<Env> {
     this.p.jobs.dispatch();
     this.p.feed.resume();
     this.p.events.outbox.resume();
+    this.p.tallies.resume(now);
     if (this.p.presence.device) await this.p.retention.run(now);
     await this.p.forwards.run(now);
     await this.p.timers.reschedule(this.clock.now());

@@ -27,10 +27,12 @@ import { AgentEpochs } from "./agent-epochs.js";
 import { DeviceCommands } from "./device-commands.js";
 import { DeviceAudit } from "./device-audit.js";
 import { JobFailover } from "./job-failover.js";
+import { DeviceTallies } from "./device-tallies.js";
 import type { Clock } from "../core/clock.js";
 import type { Env } from "../platform/env.js";
 import { settingsFrom } from "../platform/settings.js";
-import { auditStub, eventRelayStub, jobIndexShardName, jobIndexStub, registryStub } from "../platform/stubs.js";
+import { auditStub, deviceListStub, eventRelayStub, jobIndexShardName, jobIndexStub, registryStub } from "../platform/stubs.js";
+import { listingShard } from "../core/device-listing.js";
 
 export type DeviceParts = ReturnType<typeof composeDevice>;
 
@@ -88,7 +90,11 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
     async () => (await registryStub(env).namespaceSettings(presence.device!.namespace)).retention,
     (jobs) => removal.deleteEnded(jobs),
   );
-  const deployments = new DeviceDeployments(sql, clock, () => events.changed(false));
+  // deployment rows carry their time (nothing to stamp); the metrics tally goes out too
+  const deployments = new DeviceDeployments(sql, clock, () => {
+    events.changed(false);
+    tallies.changed();
+  });
   const forwards = new ChainForwards(sql, env, settings.retryBaseMs, clock, () => presence.device!.namespace);
   const lifecycle = new JobLifecycle({
     sql, transaction, clock, settings, feed, output, waiters, timers,
@@ -116,8 +122,25 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
       // The agent learns of new desired services over its socket, or by an open poll answered now.
       link.notify({ t: "services", version });
       link.releasePolls();
+      servicesChanged();
     },
+    reported: () => servicesChanged(),
   });
+  // a service's status may have changed: its event (written by a trigger) and the metrics tally go out
+  const servicesChanged = () => {
+    events.changed();
+    tallies.changed();
+  };
+  // GET /metrics: services by status and deployment parts by state, pushed to the listing shard (device-tallies.ts)
+  const tallies = new DeviceTallies(
+    sql,
+    clock,
+    () => {
+      const d = presence.device;
+      return d ? (rows, revision) => deviceListStub(env, d.namespace, listingShard(d.id, settings.deviceListShards)).publishTally(d.id, rows, revision) : undefined;
+    },
+    { retryBaseMs: settings.retryBaseMs, wakeBy: (at) => timers.wakeBy(at), waitUntil: (p) => ctx.waitUntil(p) },
+  );
   const epochs = new AgentEpochs(sql);
   const commands = new DeviceCommands(sql, clock, () => settings.commandTtlMs, (at) => timers.wakeBy(at));
   link.stamp = (msg) => commands.stamp(msg);
@@ -150,5 +173,6 @@ export function composeDevice(ctx: DurableObjectState, env: Env, sql: Sql, clock
   timers.register(() => services.nextDue());
   timers.register(() => events.outbox.wakeAt());
   timers.register(() => commands.dueAt());
-  return { settings, transaction, deviceId, timers, events, presence, link, audit, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, schedules, services, epochs, commands, failover };
+  timers.register(() => tallies.dueAt());
+  return { settings, transaction, deviceId, timers, events, presence, link, audit, agentLogs, waiters, output, store, feed, removal, retention, deployments, forwards, lifecycle, jobs, deviceCalls, session, schedules, services, epochs, commands, failover, tallies };
 }

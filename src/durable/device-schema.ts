@@ -5,10 +5,11 @@ import { DEVICE_TABLE } from "./device-presence.js";
 import { AGENT_LOGS_TABLE } from "./agent-logs.js";
 import { SCHEDULES_TABLE } from "./schedules.js";
 import { SERVICE_CRASHES_TABLE, SERVICE_TABLES } from "./device-services.js";
-import { DEVICE_EVENTS_SCHEMA } from "./device-events.js";
+import { DEVICE_EVENTS_SCHEMA, SERVICE_EVENTS_SCHEMA } from "./device-events.js";
 import { AGENT_SESSIONS_TABLE } from "./agent-epochs.js";
 import { COMMANDS_TABLE } from "./device-commands.js";
 import { FAILOVER_TABLE } from "./job-failover.js";
+import { TALLY_TABLE } from "./device-tallies.js";
 
 export const DEVICE_MIGRATIONS: readonly string[] = [
   DEVICE_TABLE + JOBS_TABLE,
@@ -45,4 +46,8 @@ export const DEVICE_MIGRATIONS: readonly string[] = [
   "ALTER TABLE schedules ADD COLUMN reason TEXT; ALTER TABLE schedules ADD COLUMN failures INTEGER NOT NULL DEFAULT 0",
   // crashes and restarts of services as reported (device-services.ts): a rollout's gate counts those on its new version
   SERVICE_CRASHES_TABLE,
+  // GET /metrics: what this device last sent its listing shard of its services and deployment parts (device-tallies.ts)
+  TALLY_TABLE,
+  // the event stream: services' statuses (device-events.ts)
+  SERVICE_EVENTS_SCHEMA,
 ];

@@ -80,6 +80,8 @@ export interface DeviceServicesParts {
   wakeBy: (at: number) => void;
   /** the desired services changed: tell the agent */
   notify: (version: number) => void;
+  /** the agent reported statuses (GET /metrics counts them: device-tallies.ts) */
+  reported?: () => void;
 }
 
 /** Keeps the ring of a service's lines at this many. */
@@ -302,6 +304,7 @@ export class DeviceServices {
         if (a.lines.length) this.appendLines(a.name, a.lines);
       }
     });
+    this.p.reported?.();
   }
 
   /**

@@ -102,6 +102,8 @@ export class RegistryObject extends SqlObject<Env> {
       "ALTER TABLE facade_labels ADD COLUMN rotation INTEGER NOT NULL DEFAULT 0; CREATE TABLE facade_rotations (device_id TEXT PRIMARY KEY, rotation INTEGER NOT NULL)",
       // the rollout listing, and which rollout of a deployment is active (each rollout's object publishes its state here)
       ROLLOUTS_TABLE,
+      // dashboard sessions logged out before their expiry (src/worker/session.ts); a row goes once its token has expired
+      "CREATE TABLE revoked_sessions (jti TEXT PRIMARY KEY, exp INTEGER NOT NULL); CREATE INDEX revoked_sessions_by_exp ON revoked_sessions (exp)",
     ];
   }
 
@@ -204,6 +206,25 @@ export class RegistryObject extends SqlObject<Env> {
       rollouts: page.map((r) => ({ namespace: r.namespace, id: r.id, deployment: r.deployment, state: r.state, targets: r.targets, createdAt: iso(r.created_at)!, updatedAt: iso(r.updated_at)! })),
       next: rows.length > q.limit && last ? { createdAt: last.created_at, namespace: last.namespace, id: last.id } : null,
     };
+  }
+
+  // ---- dashboard sessions: the revocation list (logout) and the per-request check ----
+
+  /** Revokes a session until `expiresAtMs` (its token's expiry; a row past it is deleted, 100 at a time, on later revocations). */
+  async revokeSession(jti: string, expiresAtMs: number): Promise<void> {
+    this.run("DELETE FROM revoked_sessions WHERE jti IN (SELECT jti FROM revoked_sessions WHERE exp < ? ORDER BY exp LIMIT 100)", this.clock.now());
+    this.run("INSERT INTO revoked_sessions (jti, exp) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING", jti, expiresAtMs);
+  }
+
+  /** One lookup per session request: is it logged out, and is its key (none for the bootstrap admin) still active. */
+  async sessionState(keyId: string | null, jti: string): Promise<{ revoked: boolean; key: { role: Role; namespace: string | null } | null }> {
+    const revoked = this.one("SELECT 1 AS x FROM revoked_sessions WHERE jti = ?", jti) !== undefined;
+    return { revoked, key: keyId === null || revoked ? null : await this.activeKey(keyId) };
+  }
+
+  /** Rollouts by state, of one namespace or all (GET /metrics), from the listing each rollout's object publishes to. */
+  async rolloutCounts(namespace: string | null): Promise<{ state: string; n: number }[]> {
+    return this.all<{ state: string; n: number }>`SELECT state, COUNT(*) AS n FROM rollouts WHERE ${namespace} IS NULL OR namespace = ${namespace} GROUP BY state`;
   }
 
   // ---- wasmiot facade labels: the capability a legacy orchestrator carries in a host name ----

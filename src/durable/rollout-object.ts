@@ -18,7 +18,7 @@ import type { DeviceHealthSample, RolloutAction, RolloutGateName, RolloutDeviceS
 import type { Selector } from "../protocol/selector.js";
 import type { Placement } from "./deployment-object.js";
 import type { Env } from "../platform/env.js";
-import { deploymentStub, deviceStub, registryStub } from "../platform/stubs.js";
+import { deploymentStub, deviceStub, eventHubStub, registryStub } from "../platform/stubs.js";
 
 const SCHEMA = `
 CREATE TABLE rollout (
@@ -63,7 +63,7 @@ export interface RolloutConfig {
 type RolloutRow = {
   name: string; namespace: string; deployment: string; signed_by: string | null; config: string; template: string; state: RolloutState;
   rate_start: number | null; rate_count: number; rollback: string | null; created_at: number; updated_at: number;
-  revision: number; published_revision: number;
+  revision: number; published_revision: number; published_state: string | null;
 };
 type WaveRow = { idx: number; size: number; state: "waiting" | "deploying" | "soaking" | "passed" | "failed" | "skipped"; started_at: number | null; soak_until: number | null; gate: string | null };
 type TargetRow = {
@@ -86,6 +86,8 @@ export class RolloutObject extends SqlObject<Env> {
       "ALTER TABLE targets ADD COLUMN gates TEXT NOT NULL DEFAULT '[]'",
       // the rollout listing (RegistryObject.rollouts): state changes counted, and the last one published there
       "ALTER TABLE rollout ADD COLUMN revision INTEGER NOT NULL DEFAULT 0; ALTER TABLE rollout ADD COLUMN published_revision INTEGER NOT NULL DEFAULT -1",
+      // the state the namespace's event stream last heard of (a rollout.<state> event goes out when it changes)
+      "ALTER TABLE rollout ADD COLUMN published_state TEXT",
     ];
   }
 
@@ -111,13 +113,27 @@ export class RolloutObject extends SqlObject<Env> {
    * deployment has an active rollout) when it changed since the last publish. A failed publish
    * is tried again by the alarm.
    */
-  private async publish(): Promise<boolean> {
+  private publish(): Promise<boolean> {
+    // one at a time (the alarm and a request may both publish): the second sees what the first recorded
+    const next = this.publishing.then(() => this.publishOnce());
+    this.publishing = next.catch(() => undefined);
+    return next;
+  }
+  private publishing: Promise<unknown> = Promise.resolve();
+
+  private async publishOnce(): Promise<boolean> {
     const r = this.one<RolloutRow>("SELECT * FROM rollout");
     if (!r || r.published_revision >= r.revision) return true;
     try {
       const targets = this.one<{ n: number }>("SELECT COUNT(*) AS n FROM targets")!.n;
       await registryStub(this.env).settleRollout(r.namespace, r.name, r.state, r.revision, { deployment: r.deployment, targets, createdAt: r.created_at });
-      this.run("UPDATE rollout SET published_revision = MAX(published_revision, ?)", r.revision);
+      if (r.state !== r.published_state) {
+        // the dashboard and `wasmvisor events` hear of it (at least once: a failed append is tried again)
+        const last = this.one<{ decision: string; detail: string }>("SELECT decision, detail FROM decisions ORDER BY seq DESC LIMIT 1");
+        const data = JSON.stringify({ rollout: r.name, state: r.state, from: r.published_state, decision: last?.decision ?? null, detail: last?.detail ?? null });
+        await eventHubStub(this.env, r.namespace).append(r.namespace, [{ kind: `rollout.${r.state.replace(/_/g, "-")}`, device: null, job: null, deployment: r.deployment, data, at: this.clock.now() }]);
+      }
+      this.run("UPDATE rollout SET published_revision = MAX(published_revision, ?), published_state = ?", r.revision, r.state);
       return true;
     } catch {
       if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(this.clock.now() + RECHECK_MS);
@@ -209,6 +225,12 @@ export class RolloutObject extends SqlObject<Env> {
 
   override async alarm() {
     if (!this.hasSchema) return;
+    await this.publish(); // a push that failed before
+    await this.advance();
+    await this.publish();
+  }
+
+  private async advance() {
     // Bounded work per run: each iteration either waits (sets the alarm) or makes progress.
     for (let i = 0; i < 50; i++) {
       const next = await this.step(this.clock.now());

@@ -137,8 +137,8 @@ export function createApp() {
   app.openAPIRegistry.registerComponent("securitySchemes", "session", {
     type: "apiKey",
     in: "cookie",
-    name: "wasmvisor_session",
-    description: "The dashboard's session (POST /v1/session); requests that change something also send X-Wasmvisor-CSRF: 1",
+    name: "__Host-wasmvisor_session",
+    description: "The dashboard's session (POST /v1/session; `wasmvisor_session` over plain http to a non-loopback host); requests that change something also send X-Wasmvisor-CSRF: 1",
   });
   app.openAPIRegistry.register("FleetEvent", FleetEvent);
   // Signed inside a JWS (POST /v1/deployments), so no route's schema names it: listed for clients that build manifests.

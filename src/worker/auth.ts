@@ -18,13 +18,13 @@ import { deviceCredentialKey, verifyDeviceCredentialMac } from "../core/device-c
 import { TtlCache } from "../core/ttl-cache.js";
 import { log, problem, traceFields, type AppEnv, type Ctx } from "./http.js";
 import { registryStub, deviceStub } from "../platform/stubs.js";
-import { CSRF_HEADER, forgetSessionKeys, sessionCookie, verifySession } from "./session.js";
+import { CSRF_HEADER, sessionCookie, verifySession } from "./session.js";
 
 export type CallerRole = Role | "device";
 
 /** `namespace` null: the key spans all namespaces. A device acts in its own namespace. */
 export type Principal =
-  | { role: Role; keyId: string; namespace: string | null; session?: { expiresAt: number } }
+  | { role: Role; keyId: string; namespace: string | null; session?: { expiresAt: number; id: string } }
   | { role: "device"; deviceId: DeviceId; secret: string; namespace: string };
 
 /** Positive checks are cached briefly per isolate: a revoked key or rotated device credential stops working within this time. */
@@ -41,7 +41,6 @@ export function forgetDeviceCredentials() {
 /** An API key revoked through this isolate is refused here at once (elsewhere within KEY_CACHE_MS). */
 export function forgetApiKeys() {
   keyCache.clear();
-  forgetSessionKeys();
 }
 
 /** Why a credential was not accepted: not ours, or (device credentials) this control plane cannot check it. */
@@ -87,16 +86,16 @@ async function identifyCaller(c: Ctx): Promise<Response | null> {
  * CSRF header and, if the browser sent an Origin, come from this origin.
  */
 async function identifySession(c: Ctx): Promise<Response | null> {
-  const token = sessionCookie(c.req.header("cookie"));
+  const token = sessionCookie(c.req.header("cookie"), c.req.url);
   if (token === undefined) return null;
   const session = await verifySession(c.env, token);
-  if (!session) return problem(c, "unauthenticated", "the session has expired or its key was revoked: log in again");
+  if (!session) return problem(c, "unauthenticated", "the session has expired, was logged out, or its key was revoked: log in again");
   if (!["GET", "HEAD"].includes(c.req.method)) {
     if (c.req.header(CSRF_HEADER) !== "1") return problem(c, "forbidden", `a request made with the session cookie that changes something must send ${CSRF_HEADER}: 1`);
     const origin = c.req.header("origin");
     if (origin !== undefined && origin !== new URL(c.req.url).origin) return problem(c, "forbidden", "the session cookie is not accepted from another origin");
   }
-  c.set("principal", { role: session.role, keyId: session.keyId, namespace: session.namespace, session: { expiresAt: session.expiresAt } });
+  c.set("principal", { role: session.role, keyId: session.keyId, namespace: session.namespace, session: { expiresAt: session.expiresAt, id: session.sessionId } });
   return null;
 }
 
@@ -108,8 +107,8 @@ async function identifySession(c: Ctx): Promise<Response | null> {
 export async function credentialStillValid(c: Ctx): Promise<boolean> {
   const header = c.req.header("authorization");
   if (header === undefined) {
-    const token = sessionCookie(c.req.header("cookie"));
-    return token !== undefined && (await verifySession(c.env, token, { fresh: true })) !== null;
+    const token = sessionCookie(c.req.header("cookie"), c.req.url);
+    return token !== undefined && (await verifySession(c.env, token)) !== null;
   }
   const token = header.match(/^Bearer\s+(\S+)$/i)?.[1];
   if (!token) return false;

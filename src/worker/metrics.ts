@@ -10,6 +10,9 @@ import { settingsFrom } from "../platform/settings.js";
 import { deviceListStub, jobIndexShards, registryStub } from "../platform/stubs.js";
 import { JOB_STATES } from "../protocol/job.js";
 import { usage } from "../platform/usage.js";
+import { ServiceStatus } from "../protocol/service.js";
+import { DeploymentState } from "../protocol/deployment.js";
+import { RolloutState } from "../protocol/rollout.js";
 
 /** Collects some families for one namespace, or for all when `namespace` is null. */
 export type Collector = (env: Env, namespace: string | null) => Promise<Family[]>;
@@ -31,19 +34,34 @@ async function namespaces(env: Env, namespace: string | null): Promise<string[]>
   }
 }
 
-/** Devices by status and agent version, from the listing's shards (namespaces x DEVICE_LIST_SHARDS reads). */
+/** Every value of a label first (at 0), so a series exists before its first count. */
+const zeroes = (values: readonly string[]) => new Map<string, number>(values.map((v) => [v, 0]));
+
+/**
+ * Devices by status and agent version, services by status and deployment parts by state,
+ * from the listing's shards (namespaces x DEVICE_LIST_SHARDS reads; devices push their
+ * changes there: device-presence.ts, device-tallies.ts).
+ */
 const devices: Collector = async (env, namespace) => {
   const shards = settingsFrom(env).deviceListShards;
   const reads = (await namespaces(env, namespace)).flatMap((ns) => Array.from({ length: shards }, (_, i) => deviceListStub(env, ns, i).metrics()));
   const byStatus = new Map<string, number>([["online", 0], ["offline", 0]]);
   const byVersion = new Map<string, number>();
-  for (const rows of await Promise.all(reads)) {
-    for (const r of rows) {
+  const services = zeroes(ServiceStatus.options);
+  const parts = zeroes(DeploymentState.options);
+  for (const shard of await Promise.all(reads)) {
+    for (const r of shard.devices) {
       byStatus.set(r.status, (byStatus.get(r.status) ?? 0) + r.n);
       byVersion.set(r.version, (byVersion.get(r.version) ?? 0) + r.n);
     }
+    for (const r of shard.parts) {
+      const into = r.kind === "service" ? services : r.kind === "deployment" ? parts : null;
+      into?.set(r.state, (into.get(r.state) ?? 0) + r.n);
+    }
   }
   return [
+    { name: "wasmvisor_services", help: "Services on devices, by the status their agent last reported (or the control plane set).", type: "gauge", samples: [...services].map(([status, value]) => ({ labels: { status }, value })) },
+    { name: "wasmvisor_deployment_parts", help: "Deployments' parts on devices (one per deployment and device), by state.", type: "gauge", samples: [...parts].map(([state, value]) => ({ labels: { state }, value })) },
     { name: "wasmvisor_devices", help: "Registered devices by status.", type: "gauge", samples: [...byStatus].map(([status, value]) => ({ labels: { status }, value })) },
     {
       name: "wasmvisor_agent_versions", help: `Devices by the agent version they registered with (the ${MAX_VERSION_LABELS} most common; the rest as "other").`, type: "gauge",
@@ -98,8 +116,15 @@ const runtimeUsage: Collector = async (_env, namespace) => {
   }];
 };
 
-/** The collectors a scrape runs, in order. Services by status and rollouts by state: one line each here. */
-const COLLECTORS: Collector[] = [devices, jobs, deployments, runtimeUsage];
+/** Rollouts by state, from the registry's rollout listing (one read; each rollout's object pushes its state). */
+const rollouts: Collector = async (env, namespace) => {
+  const byState = zeroes(RolloutState.options);
+  for (const r of await registryStub(env).rolloutCounts(namespace)) byState.set(r.state, (byState.get(r.state) ?? 0) + r.n);
+  return [{ name: "wasmvisor_rollouts", help: "Rollouts by state.", type: "gauge", samples: [...byState].map(([state, value]) => ({ labels: { state }, value })) }];
+};
+
+/** The collectors a scrape runs, in order. */
+const COLLECTORS: Collector[] = [devices, jobs, deployments, rollouts, runtimeUsage];
 
 /** For a feature that keeps its own aggregate: its families join every scrape. */
 export function addCollector(c: Collector) {

@@ -3,8 +3,9 @@
  *
  * - at the latest STREAM_MAX_MS (10 minutes) after they opened, or when the session cookie
  *   they were opened with expires, whichever is first;
- * - within STREAM_RECHECK_MS (30 s) of the key being revoked, the session logged out, or
- *   the key behind a session revoked: the credential is checked afresh that often.
+ * - within a second when its session is logged out through this isolate, else within
+ *   STREAM_RECHECK_MS (30 s) of the key being revoked, the session logged out, or the key
+ *   behind a session revoked: the credential is checked afresh that often.
  *
  * The last thing sent is an SSE comment saying why; the stream then closes, so EventSource,
  * the SDK's `events()` (and `wasmvisor events`/`top` on it) reconnect with Last-Event-ID
@@ -12,9 +13,12 @@
  */
 import type { Ctx } from "./http.js";
 import { credentialStillValid } from "./auth.js";
+import { sessionLoggedOutHere } from "./session.js";
 
 export const STREAM_MAX_MS = 10 * 60_000;
 export const STREAM_RECHECK_MS = 30_000;
+/** How often a session's stream looks whether it was logged out through this isolate (a memory read, no I/O). */
+const LOGOUT_LOOK_MS = 1_000;
 
 const positive = (v: string | undefined, fallback: number) => {
   const n = Number(v);
@@ -47,6 +51,8 @@ export function guardStream(
     wake();
   };
   const deadline = setTimeout(() => stop("the stream reached its time limit"), Math.max(0, endsAt - now));
+  const sessionId = principal && principal.role !== "device" && principal.session ? principal.session.id : null;
+  const logoutWatch = sessionId ? setInterval(() => sessionLoggedOutHere(sessionId) && stop("the session was logged out"), LOGOUT_LOOK_MS) : undefined;
   let checking = false;
   const recheck = setInterval(() => {
     if (checking) return;
@@ -60,6 +66,7 @@ export function guardStream(
   const cleanup = () => {
     clearTimeout(deadline);
     clearInterval(recheck);
+    if (logoutWatch !== undefined) clearInterval(logoutWatch);
     if (ended) return;
     ended = true;
     const told = onEnd().catch(() => undefined);

@@ -2,15 +2,18 @@
  * The dashboard in a real browser: Debian's chromium (installed by scripts/install-chromium.sh,
  * run here first; if it cannot be installed this file fails) driven by playwright-core, against
  * the real Worker and a real agent. It logs in with an API key, sees the device come online,
- * submits a job from the page and watches it finish, all live through GET /v1/events.
+ * submits a job from the page and watches it finish, sees a service's status and a rollout's
+ * state change, all live through GET /v1/events.
  * Screenshots and the measured figures go to test-artifacts/ (gitignored).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { chromium, type Browser, type Page } from "playwright-core";
-import { startControlPlane, type ControlPlane } from "../helpers/control-plane.js";
+import { ADMIN_TOKEN as ADMIN, startControlPlane, type ControlPlane } from "../helpers/control-plane.js";
 import { startAgent, type AgentProcess } from "../helpers/agent-process.js";
+import { compileWat, WAT } from "../helpers/wat.js";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
 
 const ARTIFACTS = "test-artifacts/dashboard";
 let cp: ControlPlane;
@@ -59,7 +62,8 @@ describe("the dashboard", { timeout: 120_000 }, () => {
 
     const cookies = await page.context().cookies();
     expect(cookies).toHaveLength(1);
-    expect(cookies[0]).toMatchObject({ name: "wasmvisor_session", httpOnly: true, sameSite: "Strict" });
+    // __Host-: Secure, Path=/, no Domain (Chromium keeps a Secure cookie from http://127.0.0.1: a loopback origin is trustworthy)
+    expect(cookies[0]).toMatchObject({ name: "__Host-wasmvisor_session", httpOnly: true, sameSite: "Strict", secure: true, path: "/" });
     expect(cookies[0]!.value).not.toContain(userKey.split(".")[2]);
     const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie);
     expect(stored).not.toContain(userKey.split(".")[2]);
@@ -104,12 +108,49 @@ describe("the dashboard", { timeout: 120_000 }, () => {
     console.log(`update latency, job end (device object) to result on the page: ${mine!.ms} ms`);
   });
 
+  it("shows a service's status and a rollout's state as they change", async () => {
+    const api = async (method: string, path: string, body?: unknown) => {
+      const res = await fetch(`${cp.url}${path}`, {
+        method, headers: { authorization: `Bearer ${ADMIN}`, ...(body ? { "content-type": "application/json" } : {}) }, body: body ? JSON.stringify(body) : undefined, signal: AbortSignal.timeout(60_000),
+      });
+      const text = await res.text();
+      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+      return JSON.parse(text);
+    };
+    const deviceId = agent!.deviceId;
+    // A service on the device: STARTING, then RUNNING once the real agent runs it.
+    const counter = (await cp.admin.uploadModule(await compileWat(WAT.countService))).digest;
+    await api("POST", `/v1/devices/${deviceId}/services`, { name: "count", module: counter });
+    const svc = page.locator(`tr[data-service="${deviceId}/count"]`);
+    await expect.poll(() => svc.getByTestId("service-status").textContent(), { timeout: 60_000 }).toBe("RUNNING");
+    await page.screenshot({ path: `${ARTIFACTS}/4-service-running.png`, fullPage: true });
+    await api("POST", `/v1/devices/${deviceId}/services/count/kill`);
+    await expect.poll(() => svc.getByTestId("service-status").textContent(), { timeout: 60_000 }).toBe("KILLED");
+
+    // A rollout of a signed deployment to the devices linking fd_write: running, then paused by an operator.
+    const pair = await generateKeyPair("EdDSA", { extractable: true });
+    const { kid } = await api("POST", "/v1/orchestrator-keys", { jwk: await exportJWK(pair.publicKey), label: "dashboard" });
+    const manifest = { id: "dash-app", selector: { interfaces: ["fd_write"] }, modules: [{ name: "fibo", digest, functions: { fibo: { params: [{ name: "n", type: "integer" }], result: "integer" } } }] };
+    const jws = await new SignJWT({ deployment: manifest }).setProtectedHeader({ alg: "EdDSA", kid }).setIssuedAt().setExpirationTime("5m").setJti(crypto.randomUUID()).sign(pair.privateKey);
+    await api("POST", "/v1/rollouts", { id: "dash-ro", deployment: jws, strategy: { waveSize: { count: 1 } }, gate: { soakMs: 3_600_000 } });
+    const ro = page.locator(`tr[data-rollout="dash-ro"]`);
+    await expect.poll(() => ro.getByTestId("rollout-state").textContent(), { timeout: 60_000 }).toBe("running");
+    await api("POST", "/v1/rollouts/dash-ro/pause");
+    await expect.poll(() => ro.getByTestId("rollout-state").textContent(), { timeout: 60_000 }).toBe("paused");
+    expect(await ro.textContent()).toContain("dash-app");
+    await page.screenshot({ path: `${ARTIFACTS}/5-rollout-paused.png`, fullPage: true });
+    // after a reload the page lists them from the API (GET /v1/rollouts, the device's services), not only from events
+    await page.reload();
+    await expect.poll(() => page.locator(`tr[data-rollout="dash-ro"]`).getByTestId("rollout-state").textContent(), { timeout: 60_000 }).toBe("paused");
+    await expect.poll(() => page.locator(`tr[data-service="${deviceId}/count"]`).getByTestId("service-status").textContent(), { timeout: 60_000 }).toBe("KILLED");
+  });
+
   it("logs out: the cookie is gone and the API refuses the page", async () => {
     await page.getByTestId("logout").click();
     await page.getByTestId("key").waitFor({ state: "visible" });
     expect(await page.context().cookies()).toEqual([]);
     const status = await page.evaluate(async () => (await fetch("/v1/devices")).status);
     expect(status).toBe(401);
-    await page.screenshot({ path: `${ARTIFACTS}/4-logged-out.png` });
+    await page.screenshot({ path: `${ARTIFACTS}/6-logged-out.png` });
   });
 });

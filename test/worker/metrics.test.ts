@@ -2,10 +2,12 @@
  * GET /metrics after real activity: devices registered with agent versions, one online,
  * jobs submitted, leased and finished. The text is parsed by a real Prometheus parser
  * (parse-prometheus-text-format), and the values must match what happened. Each tenant's
- * metrics key sees only its own namespace.
+ * metrics key sees only its own namespace. Services by status, deployment parts by state and
+ * rollouts by state move as a service's status, a part's state and a rollout's state change.
  */
 import { describe, expect, it } from "vitest";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { call, DESCRIPTION, health, poll, report, sleep, submit, uploadModule } from "./helpers.js";
 
 type Parsed = { name: string; type: string; help: string; metrics: { labels?: Record<string, string>; value?: string; buckets?: Record<string, string>; count?: string; sum?: string }[] }[];
@@ -104,5 +106,88 @@ describe("GET /metrics", () => {
     expect((await call("GET", "/metrics", { token: null })).status).toBe(401);
     expect((await call("GET", "/v1/jobs", { token: metrics })).status).toBe(403);
     expect((await call("GET", "/v1/devices", { token: metrics })).status).toBe(403);
+  });
+
+  it("services by status, deployment parts by state and rollouts by state follow each change, from pushed aggregates", async () => {
+    const ns = "obs-parts";
+    const t = await tenant(ns);
+    const user = (await call("POST", "/v1/keys", { token: t.admin, json: { role: "user" } })).body.key as string;
+    const register = (await call("POST", "/v1/keys", { token: t.admin, json: { role: "register" } })).body.key as string;
+    const reg = await call("POST", "/v1/devices/register", { token: register, json: { name: "p1", description: { ...DESCRIPTION, capabilities: { cameras: [], sensors: [], labels: { fleet: "obs" } } } } });
+    expect(reg.status).toBe(201);
+    const dev = reg.body as { deviceId: string; credential: string };
+    expect((await call("POST", "/v1/agent/heartbeat", { token: dev.credential, json: { health: health() } })).status).toBe(200);
+
+    // A service: STARTING when created, RUNNING once its agent says so, then CRASHED.
+    const counter = await uploadModule("countService");
+    expect((await call("POST", `/v1/devices/${dev.deviceId}/services`, { token: user, json: { name: "count", module: counter } })).status).toBe(201);
+    await scrapeUntil(t.metrics, (f) => value(f, "wasmvisor_services", { status: "STARTING" }) === 1);
+    const actual = (status: string) => ({
+      name: "count", run: 1, status, reason: "test", exitCode: null, restarts: 0, lastError: null, startedAt: 1_700_000_000_000, restartAt: null,
+      pid: 1, cpuMs: 1, cpuPercent: 1, rssBytes: 1, resets: 0, lines: [],
+    });
+    expect((await call("POST", "/v1/agent/heartbeat", { token: dev.credential, json: { health: health(), services: [actual("RUNNING")] } })).status).toBe(200);
+    let s = await scrapeUntil(t.metrics, (f) => value(f, "wasmvisor_services", { status: "RUNNING" }) === 1);
+    expect(value(s.families, "wasmvisor_services", { status: "STARTING" })).toBe(0);
+    expect(value(s.families, "wasmvisor_services", { status: "CRASHED" })).toBe(0);
+    expect((await call("POST", "/v1/agent/heartbeat", { token: dev.credential, json: { health: health(), services: [actual("CRASHED")] } })).status).toBe(200);
+    s = await scrapeUntil(t.metrics, (f) => value(f, "wasmvisor_services", { status: "CRASHED" }) === 1);
+    expect(value(s.families, "wasmvisor_services", { status: "RUNNING" })).toBe(0);
+    // the same report again (a re-sent heartbeat) counts nothing twice
+    expect((await call("POST", "/v1/agent/heartbeat", { token: dev.credential, json: { health: health(), services: [actual("CRASHED")] } })).status).toBe(200);
+    expect(value((await scrape(t.metrics)).families, "wasmvisor_services", { status: "CRASHED" })).toBe(1);
+
+    // A deployment's part: pending when placed, active once the agent applied it.
+    const pair = await generateKeyPair("EdDSA", { extractable: true });
+    const kid = (await call("POST", "/v1/orchestrator-keys", { token: t.admin, json: { jwk: await exportJWK(pair.publicKey), label: "obs" } })).body.kid as string;
+    const sign = (deployment: unknown) => new SignJWT({ deployment }).setProtectedHeader({ alg: "EdDSA", kid }).setIssuedAt().setExpirationTime("5m").setJti(crypto.randomUUID()).sign(pair.privateKey);
+    const math = await uploadModule("math");
+    const counterModule = await uploadModule("counter");
+    const manifest = (digest: string, fn: string) => ({
+      id: "obs-app", selector: { labels: { fleet: "obs" } },
+      modules: [{ name: "app", digest, functions: { [fn]: fn === "add32" ? { params: [{ name: "a", type: "integer" }, { name: "b", type: "integer" }], result: "integer" } : { result: "integer" } } }],
+    });
+    expect((await call("POST", "/v1/deployments", { token: user, body: await sign(manifest(counterModule, "count")), type: "application/jose" })).status).toBe(201);
+    await scrapeUntil(t.metrics, (f) => value(f, "wasmvisor_deployment_parts", { state: "pending" }) === 1);
+    const desired = (await call("GET", "/v1/agent/deployments", { token: dev.credential })).body as { deployments: { deployment: string; generation: number }[] };
+    const states = desired.deployments.map((p) => ({ deployment: p.deployment, generation: p.generation, state: "active", reason: null }));
+    expect((await call("POST", "/v1/agent/deployments/status", { token: dev.credential, json: { states } })).status).toBe(200);
+    s = await scrapeUntil(t.metrics, (f) => value(f, "wasmvisor_deployment_parts", { state: "active" }) === 1);
+    expect(value(s.families, "wasmvisor_deployment_parts", { state: "pending" })).toBe(0);
+    expect(value(s.families, "wasmvisor_deployment_parts", { state: "applying" })).toBe(0);
+
+    // A rollout: running when started, paused, then aborted.
+    expect(value(s.families, "wasmvisor_rollouts", { state: "running" })).toBe(0);
+    // (the test's heartbeat timeout is 600 ms: the device is heard from just before its rollout picks it)
+    expect((await call("POST", "/v1/agent/heartbeat", { token: dev.credential, json: { health: health() } })).status).toBe(200);
+    const rolloutBody = { id: "obs-ro", deployment: await sign(manifest(math, "add32")), strategy: { waveSize: { count: 1 } }, gate: { soakMs: 3_600_000 } };
+    expect((await call("POST", "/v1/agent/heartbeat", { token: dev.credential, json: { health: health() } })).status).toBe(200);
+    const started = await call("POST", "/v1/rollouts", { token: user, json: rolloutBody });
+    expect(started.status, JSON.stringify(started.body)).toBe(201);
+    s = await scrapeUntil(t.metrics, (f) => value(f, "wasmvisor_rollouts", { state: "running" }) === 1);
+    expect((await call("POST", "/v1/rollouts/obs-ro/pause", { token: user })).status).toBe(200);
+    s = await scrapeUntil(t.metrics, (f) => value(f, "wasmvisor_rollouts", { state: "paused" }) === 1);
+    expect(value(s.families, "wasmvisor_rollouts", { state: "running" })).toBe(0);
+    expect((await call("POST", "/v1/rollouts/obs-ro/abort", { token: user })).status).toBe(200);
+    s = await scrapeUntil(t.metrics, (f) => value(f, "wasmvisor_rollouts", { state: "aborted" }) === 1);
+    expect(value(s.families, "wasmvisor_rollouts", { state: "paused" })).toBe(0);
+    const types = Object.fromEntries(s.families.map((f) => [f.name, f.type]));
+    expect(types).toMatchObject({ wasmvisor_services: "GAUGE", wasmvisor_deployment_parts: "GAUGE", wasmvisor_rollouts: "GAUGE" });
+
+    // The rollout listing, and the stream's events for the service and the rollout.
+    const listed = await call("GET", "/v1/rollouts", { token: user });
+    expect(listed.body.rollouts).toEqual([expect.objectContaining({ id: "obs-ro", namespace: ns, deployment: "obs-app", state: "aborted" })]);
+    const stream = await call("GET", "/v1/events?tail=100&wait=0&kind=service.*,rollout.*", { token: user });
+    const kinds = [...String(stream.body).matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]!) as { kind: string; data: Record<string, unknown> });
+    expect(kinds.map((e) => e.kind), JSON.stringify(kinds)).toEqual(["service.starting", "service.running", "service.crashed", "rollout.running", "rollout.paused", "rollout.aborted"]);
+    expect(kinds[2]!.data).toMatchObject({ name: "count", status: "CRASHED", from: "RUNNING" });
+    expect(kinds[4]!.data).toMatchObject({ rollout: "obs-ro", state: "paused", from: "running" });
+
+    // Another tenant's scrape sees none of it.
+    const other = await tenant("obs-parts-other");
+    const o = await scrape(other.metrics);
+    expect(value(o.families, "wasmvisor_services", { status: "CRASHED" })).toBe(0);
+    expect(value(o.families, "wasmvisor_rollouts", { state: "aborted" })).toBe(0);
+    expect(value(o.families, "wasmvisor_deployment_parts", { state: "active" })).toBe(0);
   });
 });
