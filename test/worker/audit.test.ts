@@ -5,7 +5,8 @@
  * object's alarm on its own clock.
  */
 import { describe, expect, it } from "vitest";
-import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "./helpers.js";
 import { call, DESCRIPTION, health, poll, sleep, uploadModule } from "./helpers.js";
 import { auditStub } from "../../src/platform/stubs.js";
 

@@ -6,7 +6,8 @@
  * namespace itself, so a route that forgets its own check still cannot cross.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "./helpers.js";
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from "jose";
 import { call, DESCRIPTION, poll, report, uploadModule } from "./helpers.js";
 import { chainJobId } from "../../src/durable/chain-forward.js";

@@ -5,7 +5,8 @@
  * every few seconds forever. Time is the device object's injected clock.
  */
 import { describe, expect, it } from "vitest";
-import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "./helpers.js";
 import { call, registerDevice, uploadModule } from "./helpers.js";
 import { deviceStub } from "../../src/platform/stubs.js";
 import { sqlOf } from "../../src/durable/sql-object.js";

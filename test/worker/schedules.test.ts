@@ -5,7 +5,8 @@
  * test runs them), across a restart of the object, with the missed-occurrence policies.
  */
 import { describe, expect, it } from "vitest";
-import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { abortAllDurableObjects, env } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "./helpers.js";
 import { call, registerDevice, uploadModule } from "./helpers.js";
 import { deviceStub } from "../../src/platform/stubs.js";
 import { sqlOf } from "../../src/durable/sql-object.js";

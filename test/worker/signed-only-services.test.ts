@@ -5,7 +5,8 @@
  * turned on stop starting runs at fire time (the occurrence counts as missed, with a reason).
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "./helpers.js";
 import { call, DESCRIPTION, uploadModule } from "./helpers.js";
 import { deviceStub } from "../../src/platform/stubs.js";
 import { sqlOf } from "../../src/durable/sql-object.js";
