@@ -4,6 +4,7 @@ import os from "node:os";
 import { resolve } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { Agent } from "./agent.js";
+import { agentFile } from "./agent-files.js";
 import { agentLog, setAgentLogLevel, type Level } from "./agent-log.js";
 import type { TransportMode } from "./transport.js";
 import { readDeviceConfig } from "./machine.js";
@@ -13,7 +14,7 @@ import { deploymentCommands } from "./cli/deploy.js";
 import { scheduleCommands } from "./cli/schedules.js";
 import { observeCommands } from "./cli/observe.js";
 
-const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+const pkg = JSON.parse(readFileSync(agentFile("../../package.json"), "utf8")) as { version: string };
 
 const positiveInt = (value: string) => {
   const n = Number(value);

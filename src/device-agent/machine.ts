@@ -1,7 +1,7 @@
 /** What the device is and how it is doing, read from the real machine. */
 import os from "node:os";
 import { statfs } from "node:fs/promises";
-import { WASI } from "node:wasi";
+import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { DeviceDescription, type Health } from "../protocol/device.js";
@@ -20,6 +20,9 @@ export function readDeviceConfig(path: string | undefined): DeviceConfig {
 
 /** The WASI preview1 functions this Node really links into guests. */
 export function linkedInterfaces(): string[] {
+  // Loaded here, not imported: node:wasi warns when it loads, and the bundled CLI links its
+  // imports before the warning filter (quiet-warnings.ts) has run.
+  const { WASI } = createRequire(import.meta.url)("node:wasi") as typeof import("node:wasi");
   const wasi = new WASI({ version: "preview1", returnOnExit: true });
   return Object.keys(wasi.wasiImport).sort();
 }

@@ -10,6 +10,7 @@
 import { Worker } from "node:worker_threads";
 import type { ExecResult, ExecTask } from "./execute.js";
 import type { LogLine } from "../protocol/job.js";
+import { agentFile } from "./agent-files.js";
 
 interface Pending {
   id: number;
@@ -49,7 +50,7 @@ export class WorkerPool {
   private closed = false;
   private readonly reaper: NodeJS.Timeout;
 
-  constructor(readonly size: number, private readonly workerUrl = new URL("./pool-worker.js", import.meta.url), private readonly idleMs = THREAD_IDLE_MS) {
+  constructor(readonly size: number, private readonly workerUrl = agentFile("pool-worker.js"), private readonly idleMs = THREAD_IDLE_MS) {
     this.reaper = setInterval(() => this.endIdleThreads(), Math.min(5_000, idleMs));
     this.reaper.unref();
   }

@@ -52,13 +52,14 @@ export class EventOutbox {
   /** Adds one event (the generic publish: services, rollouts and other parts add kinds this way). */
   add(e: Omit<OutboxEvent, "at"> & { at?: number }) {
     this.sql.run`INSERT INTO event_outbox (kind, device, job, deployment, data, at) VALUES (${e.kind}, ${e.device}, ${e.job}, ${e.deployment}, ${e.data}, ${e.at ?? this.opts.clock.now()})`;
-    this.schedule();
+    this.schedule(false);
   }
 
   /** Adds many (a relay taking a batch); one statement per event, one transaction by the caller. */
   addAll(events: OutboxEvent[]) {
     for (const e of events) this.sql.run`INSERT INTO event_outbox (kind, device, job, deployment, data, at) VALUES (${e.kind}, ${e.device}, ${e.job}, ${e.deployment}, ${e.data}, ${e.at})`;
-    this.schedule();
+    // Each event carries its time: stamping would re-read every row still waiting (a relay's backlog).
+    this.schedule(false);
   }
 
   /** When the host must be awake for a retry. */

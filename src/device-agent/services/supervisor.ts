@@ -21,6 +21,7 @@ import type { LogLine } from "../../protocol/job.js";
 import { SERVICE_LIMITS, type DesiredService, type DesiredServices, type ServiceActual, type ServiceDesired, type ServiceSpec, type ServiceStatus } from "../../protocol/service.js";
 import type { AgentLog } from "../agent-log.js";
 import { ModuleRejected, type ModuleCache } from "../module-cache.js";
+import { agentFile } from "../agent-files.js";
 import { alive, sample, signal } from "./proc.js";
 import { ensureDir, FILES, parseOutputLine, readJson, removeDir, serviceDir, servicesRoot, writeJsonAtomic, type ExitReport, type RunConfig } from "./files.js";
 
@@ -40,7 +41,7 @@ function takeLines(lines: LogLine[], max: number, bytes: number, spent: (used: n
   return lines.slice(0, n);
 }
 
-const SERVICE_MAIN = fileURLToPath(new URL("./service-main.js", import.meta.url));
+const SERVICE_MAIN = fileURLToPath(agentFile("services/service-main.js"));
 
 export interface SupervisorOptions {
   dataDir: string;
