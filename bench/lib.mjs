@@ -14,10 +14,14 @@ process.env.XDG_CONFIG_HOME ??= mkdtempSync(join(tmpdir(), "wv-xdg-"));
 
 export const ADMIN = "bench-admin-token-0123456789";
 
-/** `config`: another checkout's wrangler.toml (an A/B against an earlier commit, bench/observability.mjs). */
-export async function startControlPlane(config = "wrangler.toml") {
+/**
+ * `config`: another checkout's wrangler.toml (an A/B against an earlier commit, bench/observability.mjs).
+ * `stateRoot`: where the objects' SQLite files go (default: the temp dir, on disk, as users run it;
+ * /dev/shm to take the local disk's fsync per object commit out of a measurement).
+ */
+export async function startControlPlane(config = "wrangler.toml", stateRoot = tmpdir()) {
   const { unstable_startWorker } = await import("wrangler");
-  const persist = mkdtempSync(join(tmpdir(), "wv-bench-state-"));
+  const persist = mkdtempSync(join(stateRoot, "wv-bench-state-"));
   const worker = await unstable_startWorker({
     config,
     bindings: { ADMIN_TOKEN: { type: "plain_text", value: ADMIN }, DEVICE_CREDENTIAL_KEY: { type: "plain_text", value: "bench-device-credential-key-0123456789abcdef" }, ...(process.env.LOG_LEVEL ? { LOG_LEVEL: { type: "plain_text", value: process.env.LOG_LEVEL } } : {}) },

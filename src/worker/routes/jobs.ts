@@ -287,7 +287,10 @@ export function jobRoutes(app: App) {
     const signed = await mapWithConcurrency(devices, DEVICE_FANOUT, (d) => mustBeSigned(c, d));
     const needsSignature = devices.find((_, i) => signed[i]);
     if (needsSignature) return problem(c, "signature-required", `device ${needsSignature}'s namespace accepts only signed jobs: POST /v1/jobs/signed`);
-    const known = await mapWithConcurrency(devices, DEVICE_FANOUT, async (d) => (await canSeeDevice(c, d)) && (await deviceStub(c.env, d).exists(callerNamespace(c))));
+    // One hop per device: the object answers for the caller's namespace itself (a device the Worker
+    // has not seen before would otherwise cost a second hop for its namespace first).
+    const me = c.get("principal");
+    const known = await mapWithConcurrency(devices, DEVICE_FANOUT, async (d) => (me.role !== "device" || me.deviceId === d) && (await deviceStub(c.env, d).exists(callerNamespace(c))));
     const unknown = devices.filter((_, i) => !known[i]);
     if (unknown.length) return problem(c, "not-found", `not registered: ${unknown.join(", ")}`);
     const keyed = key ? await claimBatchKey(c, key, jobs) : null;
