@@ -5,22 +5,8 @@
 // over the channel (one WebSocket shared by all, as BullMQ's submitters share one connection).
 //   node bench/channel.mjs [jobs]
 import { readFileSync } from "node:fs";
-import { ADMIN, cpuSecondsOf, fmt, startAgent, startControlPlane, stats, usageNow, usagePerJob } from "./lib.mjs";
+import { ADMIN, concurrent, cpuSecondsOf, fmt, startAgent, startControlPlane, usageNow, usagePerJob } from "./lib.mjs";
 
-/** `total` jobs by `n` concurrent submitters, each running `fn` one job at a time. */
-export async function concurrent(n, total, fn) {
-  let next = 0;
-  const lat = [];
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (next++ < total) {
-      const t = performance.now();
-      await fn();
-      lat.push(performance.now() - t);
-    }
-  }));
-  return { ...stats(lat), perSecond: total / ((performance.now() - t0) / 1000) };
-}
 
 /**
  * Runs `total` jobs through `run` and answers its throughput plus what each job cost the

@@ -62,6 +62,21 @@ export async function timeSequential(n, fn) {
   return out;
 }
 
+/** `total` jobs by `n` concurrent submitters, each running `fn` one job at a time. */
+export async function concurrent(n, total, fn) {
+  let next = 0;
+  const lat = [];
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: n }, async () => {
+    while (next++ < total) {
+      const t = performance.now();
+      await fn();
+      lat.push(performance.now() - t);
+    }
+  }));
+  return { ...stats(lat), perSecond: total / ((performance.now() - t0) / 1000) };
+}
+
 export const fmt = (ms) => (ms < 10 ? ms.toFixed(2) : ms.toFixed(1));
 
 /** The control plane's billed units so far (GET /metrics, wasmvisor_runtime_usage_total; docs/cost.md). */

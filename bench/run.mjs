@@ -5,7 +5,7 @@
 // mean something only as ratios within one run.
 import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
-import { ADMIN, fmt, startAgent, startControlPlane, stats, timeSequential } from "./lib.mjs";
+import { ADMIN, concurrent, fmt, startAgent, startControlPlane, stats, timeSequential } from "./lib.mjs";
 import { agentOverhead } from "./agent-overhead.mjs";
 import { fleet } from "./sim-fleet.mjs";
 import { bullmqPeer } from "./bullmq-peer.mjs";
@@ -34,19 +34,6 @@ function rssOf(name) {
 }
 const rssOfPid = (pid) => Number(readFileSync(`/proc/${pid}/status`, "utf8").match(/^VmRSS:\s+(\d+)/m)?.[1] ?? 0) / 1024;
 
-async function concurrent(n, total, fn) {
-  let next = 0;
-  const lat = [];
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (next++ < total) {
-      const t = performance.now();
-      await fn();
-      lat.push(performance.now() - t);
-    }
-  }));
-  return { ...stats(lat), perSecond: total / ((performance.now() - t0) / 1000) };
-}
 
 const cp = await startControlPlane();
 const registerKey = (await cp.admin.createKey("register", "bench")).key;
