@@ -5,7 +5,7 @@ import { DesiredDeployments, type AppliedReport } from "../protocol/deployment.j
 import { DesiredServices } from "../protocol/service.js";
 import { problemTypeUri, type Problem } from "../protocol/problem.js";
 import { z } from "zod";
-import { fetchRetryingOnce } from "../sdk/fetch-retry.js";
+import { HttpAnswer, httpRequest, httpRequestRetryingOnce, type HttpInit } from "./http-client.js";
 
 /** A request that has not completed in this long is abandoned (and retried by its caller). */
 export const REQUEST_TIMEOUT_MS = 10_000;
@@ -59,8 +59,14 @@ export class ControlPlaneClient {
   }
 
   /** Builds the error for an answer that is not ok, telling `onFenced` when it is a fencing refusal. */
-  private async failure(res: Response, what: string): Promise<ApiError> {
-    const err = new ApiError(res.status, (await res.json().catch(() => null)) as Partial<Problem> | null, what);
+  private failure(res: HttpAnswer, what: string): ApiError {
+    let problem: Partial<Problem> | null = null;
+    try {
+      problem = res.json() as Partial<Problem>;
+    } catch {
+      // not JSON: the status says it
+    }
+    const err = new ApiError(res.status, problem, what);
     // Only a session can be fenced: a request sent before this process opened one says nothing of it.
     if (err.fenced && this.epoch !== null) this.onFenced(err.problem?.detail ?? err.message);
     return err;
@@ -90,17 +96,17 @@ export class ControlPlaneClient {
     }
   }
 
-  private call<S extends z.ZodType>(what: string, path: string, init: RequestInit, schema: S, opts: { signal?: AbortSignal; repeatable?: boolean; timeoutMs?: number } = {}): Promise<z.infer<S>> {
+  private call<S extends z.ZodType>(what: string, path: string, init: HttpInit, schema: S, opts: { signal?: AbortSignal; repeatable?: boolean; timeoutMs?: number } = {}): Promise<z.infer<S>> {
     return this.timed(opts.timeoutMs ?? REQUEST_TIMEOUT_MS, opts.signal, async (signal) => {
       // Agent calls may be repeated (polls and acks are covered by leases, results and logs by lease tokens);
       // registration is the exception: a repeat would register a second device.
-      const res = await fetchRetryingOnce(
+      const res = await httpRequestRetryingOnce(
         this.server + path,
         { ...init, signal, headers: { ...this.authHeaders(), ...(init.body ? { "content-type": "application/json" } : {}), ...init.headers } },
         opts.repeatable ?? true,
       );
-      if (!res.ok) throw await this.failure(res, what);
-      return schema.parse(await res.json());
+      if (!res.ok) throw this.failure(res, what);
+      return schema.parse(res.json());
     });
   }
 
@@ -164,21 +170,21 @@ export class ControlPlaneClient {
 
   putOutput(jobId: string, leaseToken: string, name: string, bytes: Uint8Array<ArrayBuffer>): Promise<void> {
     return this.timed(TRANSFER_TIMEOUT_MS, undefined, async (signal) => {
-      const res = await fetchRetryingOnce(`${this.server}/v1/agent/jobs/${jobId}/outputs/${encodeURIComponent(name)}`, {
+      const res = await httpRequestRetryingOnce(`${this.server}/v1/agent/jobs/${jobId}/outputs/${encodeURIComponent(name)}`, {
         method: "PUT",
-        body: bytes as Uint8Array<ArrayBuffer>,
+        body: bytes,
         signal,
         headers: { ...this.authHeaders(), "content-type": "application/octet-stream", "x-lease-token": leaseToken },
       }, true);
-      if (!res.ok) throw await this.failure(res, `upload output ${name} of ${jobId}`);
+      if (!res.ok) throw this.failure(res, `upload output ${name} of ${jobId}`);
     });
   }
 
   private download(path: string, what: string): Promise<Uint8Array<ArrayBuffer>> {
     return this.timed(TRANSFER_TIMEOUT_MS, undefined, async (signal) => {
-      const res = await fetch(this.server + path, { signal, headers: this.authHeaders() });
-      if (!res.ok) throw await this.failure(res, what);
-      return new Uint8Array(await res.arrayBuffer());
+      const res = await httpRequest(this.server + path, { signal, headers: this.authHeaders() });
+      if (!res.ok) throw this.failure(res, what);
+      return res.bytes();
     });
   }
 }
