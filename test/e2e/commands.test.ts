@@ -4,31 +4,35 @@
  * (never runs it late), says so, and answers `expired`; once the link is quick again the job comes
  * back on a new lease and runs once.
  */
-import { afterEach, describe, expect, it } from "vitest";
-import { startControlPlane } from "../helpers/control-plane.js";
+import { describe, expect, it } from "vitest";
+import { ADMIN_TOKEN, startControlPlane } from "../helpers/control-plane.js";
 import { startAgent } from "../helpers/agent-process.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
 import { compileWat, WAT } from "../helpers/wat.js";
-import { ADMIN_TOKEN } from "../helpers/control-plane.js";
 import { until } from "../helpers/until.js";
+import { cleanupAfterEach } from "../helpers/cleanup.js";
 
-const cleanup: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
-});
+const cleanup = cleanupAfterEach();
+
+/**
+ * A control plane started with `vars`, a TCP proxy in front of it, the hello module uploaded, and a
+ * real agent (push transport) registered and connected through the proxy.
+ */
+async function agentBehindProxy(vars: Record<string, string>) {
+  const cp = await startControlPlane({ vars });
+  cleanup.push(() => cp.stop());
+  const proxy = await TcpProxy.inFrontOf(cp.url);
+  cleanup.push(() => proxy.close());
+  const hello = (await cp.admin.uploadModule(await compileWat(WAT.hello))).digest;
+  const agent = await startAgent({ server: proxy.url, token: (await cp.admin.createKey("register")).key, args: ["--transport", "ws"] });
+  cleanup.push(() => agent.kill("SIGKILL"));
+  await agent.waitForLog((l) => l.msg === "push transport connected");
+  return { cp, proxy, hello, agent };
+}
 
 describe("a command that reaches the agent after its expiry", () => {
   it("is discarded and reported expired, never applied late", async () => {
-    const cp = await startControlPlane({ vars: { COMMAND_TTL_MS: "1000" } });
-    cleanup.push(() => cp.stop());
-    const target = new URL(cp.url);
-    const proxy = new TcpProxy(() => ({ host: target.hostname, port: Number(target.port) }));
-    await proxy.listen();
-    cleanup.push(() => proxy.close());
-    const hello = (await cp.admin.uploadModule(await compileWat(WAT.hello))).digest;
-    const agent = await startAgent({ server: proxy.url, token: (await cp.admin.createKey("register")).key, args: ["--transport", "ws"] });
-    cleanup.push(() => agent.kill("SIGKILL"));
-    await agent.waitForLog((l) => l.msg === "push transport connected");
+    const { cp, proxy, hello, agent } = await agentBehindProxy({ COMMAND_TTL_MS: "1000" });
 
     proxy.delay(1_500);
     const job = await cp.admin.submitJob({ device: agent.deviceId, module: hello, function: "greet", args: [], maxAttempts: 3 });
@@ -58,16 +62,7 @@ describe("a command that reaches the agent after its expiry", () => {
 describe("a command answer lost with the link", () => {
   it("is kept by the agent and sent again once it reconnects: the command ends acked, not unanswered", async () => {
     // Slow acks and heartbeats are fine here: only the command answer's fate is under test.
-    const cp = await startControlPlane({ vars: { ACK_TIMEOUT_MS: "30000", HEARTBEAT_TIMEOUT_MS: "30000" } });
-    cleanup.push(() => cp.stop());
-    const target = new URL(cp.url);
-    const proxy = new TcpProxy(() => ({ host: target.hostname, port: Number(target.port) }));
-    await proxy.listen();
-    cleanup.push(() => proxy.close());
-    const hello = (await cp.admin.uploadModule(await compileWat(WAT.hello))).digest;
-    const agent = await startAgent({ server: proxy.url, token: (await cp.admin.createKey("register")).key, args: ["--transport", "ws"] });
-    cleanup.push(() => agent.kill("SIGKILL"));
-    await agent.waitForLog((l) => l.msg === "push transport connected");
+    const { cp, proxy, hello, agent } = await agentBehindProxy({ ACK_TIMEOUT_MS: "30000", HEARTBEAT_TIMEOUT_MS: "30000" });
 
     // Every byte takes 4 s: the push reaches the agent, and its answer is still inside the link when the link is cut.
     proxy.delay(4_000);
