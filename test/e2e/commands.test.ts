@@ -64,14 +64,22 @@ describe("a command answer lost with the link", () => {
     // Slow acks and heartbeats are fine here: only the command answer's fate is under test.
     const { cp, proxy, hello, agent } = await agentBehindProxy({ ACK_TIMEOUT_MS: "30000", HEARTBEAT_TIMEOUT_MS: "30000" });
 
-    // Every byte takes 4 s: the push reaches the agent, and its answer is still inside the link when the link is cut.
-    proxy.delay(4_000);
-    const job = await cp.admin.submitJob({ device: agent.deviceId, module: hello, function: "greet", args: [] });
-    await agent.waitForLog((l) => l.msg === "job started" && l.jobId === job.id, 60_000);
-    // The answer leaves 50 ms after the push arrived (its batch), then spends 4 s in the link: cut it in there.
-    await new Promise((r) => setTimeout(r, 500));
-    expect(proxy.cut()).toBeGreaterThan(0);
-    proxy.delay(0);
+    /**
+     * Every byte takes 4 s: a hello job is submitted, and once the agent logs `msg` for it, what the
+     * agent answered is still inside the link; the link is cut 500 ms later, then quick again.
+     */
+    const submitAndCutAfter = async (msg: string) => {
+      proxy.delay(4_000);
+      const submitted = await cp.admin.submitJob({ device: agent.deviceId, module: hello, function: "greet", args: [] });
+      await agent.waitForLog((l) => l.msg === msg && l.jobId === submitted.id, 60_000);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(proxy.cut()).toBeGreaterThan(0);
+      proxy.delay(0);
+      return submitted;
+    };
+
+    // The push reaches the agent; its answer leaves 50 ms after the push arrived (its batch), then spends 4 s in the link: cut it in there.
+    const job = await submitAndCutAfter("job started");
 
     const commands = async () => {
       const res = await fetch(`${cp.url}/v1/devices/${agent.deviceId}/commands`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
@@ -93,12 +101,7 @@ describe("a command answer lost with the link", () => {
 
     // Again with the module cached: the job runs at once, and its started ack and its result are both in
     // the link when it is cut. The result is sent again after the reconnect; the job is not run again.
-    proxy.delay(4_000);
-    const again = await cp.admin.submitJob({ device: agent.deviceId, module: hello, function: "greet", args: [] });
-    await agent.waitForLog((l) => l.msg === "job finished" && l.jobId === again.id, 60_000);
-    await new Promise((r) => setTimeout(r, 500));
-    expect(proxy.cut()).toBeGreaterThan(0);
-    proxy.delay(0);
+    const again = await submitAndCutAfter("job finished");
     const doneAgain = await cp.admin.waitForJob(again.id, { timeoutSeconds: 60 });
     expect(doneAgain.state).toBe("SUCCEEDED");
     expect(runs(again.id)).toHaveLength(1);
