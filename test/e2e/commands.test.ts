@@ -4,31 +4,35 @@
  * (never runs it late), says so, and answers `expired`; once the link is quick again the job comes
  * back on a new lease and runs once.
  */
-import { afterEach, describe, expect, it } from "vitest";
-import { startControlPlane } from "../helpers/control-plane.js";
+import { describe, expect, it } from "vitest";
+import { ADMIN_TOKEN, startControlPlane } from "../helpers/control-plane.js";
 import { startAgent } from "../helpers/agent-process.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
 import { compileWat, WAT } from "../helpers/wat.js";
-import { ADMIN_TOKEN } from "../helpers/control-plane.js";
 import { until } from "../helpers/until.js";
+import { cleanupAfterEach } from "../helpers/cleanup.js";
 
-const cleanup: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
-});
+const cleanup = cleanupAfterEach();
+
+/**
+ * A control plane started with `vars`, a TCP proxy in front of it, the hello module uploaded, and a
+ * real agent (push transport) registered and connected through the proxy.
+ */
+async function agentBehindProxy(vars: Record<string, string>) {
+  const cp = await startControlPlane({ vars });
+  cleanup.push(() => cp.stop());
+  const proxy = await TcpProxy.inFrontOf(cp.url);
+  cleanup.push(() => proxy.close());
+  const hello = (await cp.admin.uploadModule(await compileWat(WAT.hello))).digest;
+  const agent = await startAgent({ server: proxy.url, token: (await cp.admin.createKey("register")).key, args: ["--transport", "ws"] });
+  cleanup.push(() => agent.kill("SIGKILL"));
+  await agent.waitForLog((l) => l.msg === "push transport connected");
+  return { cp, proxy, hello, agent };
+}
 
 describe("a command that reaches the agent after its expiry", () => {
   it("is discarded and reported expired, never applied late", async () => {
-    const cp = await startControlPlane({ vars: { COMMAND_TTL_MS: "1000" } });
-    cleanup.push(() => cp.stop());
-    const target = new URL(cp.url);
-    const proxy = new TcpProxy(() => ({ host: target.hostname, port: Number(target.port) }));
-    await proxy.listen();
-    cleanup.push(() => proxy.close());
-    const hello = (await cp.admin.uploadModule(await compileWat(WAT.hello))).digest;
-    const agent = await startAgent({ server: proxy.url, token: (await cp.admin.createKey("register")).key, args: ["--transport", "ws"] });
-    cleanup.push(() => agent.kill("SIGKILL"));
-    await agent.waitForLog((l) => l.msg === "push transport connected");
+    const { cp, proxy, hello, agent } = await agentBehindProxy({ COMMAND_TTL_MS: "1000" });
 
     proxy.delay(1_500);
     const job = await cp.admin.submitJob({ device: agent.deviceId, module: hello, function: "greet", args: [], maxAttempts: 3 });
@@ -58,25 +62,24 @@ describe("a command that reaches the agent after its expiry", () => {
 describe("a command answer lost with the link", () => {
   it("is kept by the agent and sent again once it reconnects: the command ends acked, not unanswered", async () => {
     // Slow acks and heartbeats are fine here: only the command answer's fate is under test.
-    const cp = await startControlPlane({ vars: { ACK_TIMEOUT_MS: "30000", HEARTBEAT_TIMEOUT_MS: "30000" } });
-    cleanup.push(() => cp.stop());
-    const target = new URL(cp.url);
-    const proxy = new TcpProxy(() => ({ host: target.hostname, port: Number(target.port) }));
-    await proxy.listen();
-    cleanup.push(() => proxy.close());
-    const hello = (await cp.admin.uploadModule(await compileWat(WAT.hello))).digest;
-    const agent = await startAgent({ server: proxy.url, token: (await cp.admin.createKey("register")).key, args: ["--transport", "ws"] });
-    cleanup.push(() => agent.kill("SIGKILL"));
-    await agent.waitForLog((l) => l.msg === "push transport connected");
+    const { cp, proxy, hello, agent } = await agentBehindProxy({ ACK_TIMEOUT_MS: "30000", HEARTBEAT_TIMEOUT_MS: "30000" });
 
-    // Every byte takes 4 s: the push reaches the agent, and its answer is still inside the link when the link is cut.
-    proxy.delay(4_000);
-    const job = await cp.admin.submitJob({ device: agent.deviceId, module: hello, function: "greet", args: [] });
-    await agent.waitForLog((l) => l.msg === "job started" && l.jobId === job.id, 60_000);
-    // The answer leaves 50 ms after the push arrived (its batch), then spends 4 s in the link: cut it in there.
-    await new Promise((r) => setTimeout(r, 500));
-    expect(proxy.cut()).toBeGreaterThan(0);
-    proxy.delay(0);
+    /**
+     * Every byte takes 4 s: a hello job is submitted, and once the agent logs `msg` for it, what the
+     * agent answered is still inside the link; the link is cut 500 ms later, then quick again.
+     */
+    const submitAndCutAfter = async (msg: string) => {
+      proxy.delay(4_000);
+      const submitted = await cp.admin.submitJob({ device: agent.deviceId, module: hello, function: "greet", args: [] });
+      await agent.waitForLog((l) => l.msg === msg && l.jobId === submitted.id, 60_000);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(proxy.cut()).toBeGreaterThan(0);
+      proxy.delay(0);
+      return submitted;
+    };
+
+    // The push reaches the agent; its answer leaves 50 ms after the push arrived (its batch), then spends 4 s in the link: cut it in there.
+    const job = await submitAndCutAfter("job started");
 
     const commands = async () => {
       const res = await fetch(`${cp.url}/v1/devices/${agent.deviceId}/commands`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
@@ -98,12 +101,7 @@ describe("a command answer lost with the link", () => {
 
     // Again with the module cached: the job runs at once, and its started ack and its result are both in
     // the link when it is cut. The result is sent again after the reconnect; the job is not run again.
-    proxy.delay(4_000);
-    const again = await cp.admin.submitJob({ device: agent.deviceId, module: hello, function: "greet", args: [] });
-    await agent.waitForLog((l) => l.msg === "job finished" && l.jobId === again.id, 60_000);
-    await new Promise((r) => setTimeout(r, 500));
-    expect(proxy.cut()).toBeGreaterThan(0);
-    proxy.delay(0);
+    const again = await submitAndCutAfter("job finished");
     const doneAgain = await cp.admin.waitForJob(again.id, { timeoutSeconds: 60 });
     expect(doneAgain.state).toBe("SUCCEEDED");
     expect(runs(again.id)).toHaveLength(1);

@@ -4,7 +4,7 @@
  * the device over; whatever the first says from then on is refused, and it stops itself instead of
  * fighting back by reconnecting.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { copyFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,11 +13,9 @@ import { startAgent, type AgentProcess } from "../helpers/agent-process.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
 import { compileWat, WAT } from "../helpers/wat.js";
 import type { WasmvisorClient } from "../../src/sdk/index.js";
+import { cleanupAfterEach } from "../helpers/cleanup.js";
 
-const cleanup: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
-});
+const cleanup = cleanupAfterEach();
 
 async function controlPlane() {
   const cp = await startControlPlane();
@@ -81,9 +79,7 @@ describe.each(["ws", "poll"] as const)("a second agent with the same credential 
 describe("a stale agent cut off by a partition while it ran a job", () => {
   it("has its result refused (409) after the takeover: none accepted; the job is run again by the new session", async () => {
     const cp = await controlPlane();
-    const target = new URL(cp.url);
-    const proxy = new TcpProxy(() => ({ host: target.hostname, port: Number(target.port) }));
-    await proxy.listen();
+    const proxy = await TcpProxy.inFrontOf(cp.url);
     cleanup.push(() => proxy.close());
     const sleepModule = (await cp.admin.uploadModule(await compileWat(WAT.sleep))).digest;
 

@@ -4,17 +4,15 @@
  * reads online when the policy fires; the move must pass it over for a device heard from within afterMs.
  * (Found by bench/failover-fleet.mjs: 5 of 5 jobs moved onto devices that had fallen silent with theirs.)
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { startControlPlane } from "../helpers/control-plane.js";
 import { startAgent, type AgentProcess } from "../helpers/agent-process.js";
 import { compileWat, WAT } from "../helpers/wat.js";
 import { until } from "../helpers/until.js";
 import type { JobView } from "../../src/sdk/index.js";
+import { cleanupAfterEach } from "../helpers/cleanup.js";
 
-const cleanup: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
-});
+const cleanup = cleanupAfterEach();
 
 describe("a job's failover move", () => {
   it("goes to a device heard from within afterMs, not to one that fell silent too", async () => {

@@ -4,7 +4,7 @@
  * results, its health samples and log lines on disk, is SIGKILLed (a power loss), restarts while still
  * cut off, and once the link heals delivers every result exactly once: no job runs twice.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import net from "node:net";
@@ -13,12 +13,9 @@ import { startAgent, type AgentProcess } from "../helpers/agent-process.js";
 import { TcpProxy } from "../helpers/tcp-proxy.js";
 import { compileWat, WAT } from "../helpers/wat.js";
 import { until } from "../helpers/until.js";
+import { cleanupAfterEach } from "../helpers/cleanup.js";
 
-const cleanup: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
-});
-
+const cleanup = cleanupAfterEach();
 
 const savedOutbox = (a: AgentProcess) => {
   const file = join(a.dataDir, "outbox.json");
@@ -29,9 +26,7 @@ describe("the control plane unreachable while the agent holds work", () => {
   it("keeps results, health and log lines across SIGKILL and delivers every result exactly once after reconnect", async () => {
     const cp = await startControlPlane();
     cleanup.push(() => cp.stop());
-    const target = new URL(cp.url);
-    const proxy = new TcpProxy(() => ({ host: target.hostname, port: Number(target.port) }));
-    await proxy.listen();
+    const proxy = await TcpProxy.inFrontOf(cp.url);
     cleanup.push(() => proxy.close());
     const sleepModule = (await cp.admin.uploadModule(await compileWat(WAT.sleep))).digest;
     const args = ["--pool-size", "3"];

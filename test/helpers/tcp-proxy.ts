@@ -16,6 +16,14 @@ export class TcpProxy {
 
   constructor(private readonly target: () => { host: string; port: number }) {}
 
+  /** A proxy listening (on a free port) in front of `url`, the control plane's. */
+  static async inFrontOf(url: string): Promise<TcpProxy> {
+    const target = new URL(url);
+    const proxy = new TcpProxy(() => ({ host: target.hostname, port: Number(target.port) }));
+    await proxy.listen();
+    return proxy;
+  }
+
   get url() {
     return `http://127.0.0.1:${this.port}`;
   }

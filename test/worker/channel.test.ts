@@ -2,38 +2,14 @@
 import { describe, expect, it } from "vitest";
 import { SELF } from "cloudflare:test";
 import { ChannelServerMessage, CHANNEL_LIMITS } from "../../src/protocol/channel.js";
-import { ADMIN, call, DESCRIPTION, poll, registerDevice, report, sleep, uploadModule } from "./helpers.js";
+import { ADMIN, call, DESCRIPTION, openSocket, poll, registerDevice, report, sleep, uploadModule } from "./helpers.js";
 
 async function open(token: string) {
-  const res = await SELF.fetch("https://wasmvisor.test/v1/jobs/channel", { headers: { upgrade: "websocket", authorization: `Bearer ${token}` } });
-  expect(res.status).toBe(101);
-  const ws = res.webSocket!;
-  ws.accept();
-  const inbox: ChannelServerMessage[] = [];
-  const all: ChannelServerMessage[] = [];
-  let closed: { code: number; reason: string } | null = null;
-  ws.addEventListener("message", (e) => {
-    // Every message the server sends is one the protocol documents.
-    const m = ChannelServerMessage.parse(JSON.parse(e.data as string));
-    inbox.push(m);
-    all.push(m);
-  });
-  ws.addEventListener("close", (e) => {
-    closed = { code: e.code, reason: e.reason };
-  });
-  const next = async (pred: (m: ChannelServerMessage) => boolean = () => true, timeoutMs = 20_000) => {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const i = inbox.findIndex(pred);
-      if (i >= 0) return inbox.splice(i, 1)[0]!;
-      if (Date.now() > end) throw new Error(`no matching message; inbox: ${JSON.stringify(inbox).slice(0, 2000)}`);
-      await sleep(10);
-    }
-  };
-  const answerTo = (ref: string) => next((m) => m.type !== "ready" && m.ref === ref) as Promise<Exclude<ChannelServerMessage, { type: "ready" }>>;
-  const send = (m: unknown) => ws.send(typeof m === "string" ? m : JSON.stringify(m));
-  const ready = await next((m) => m.type === "ready");
-  return { ws, ready, next, answerTo, send, all, closed: () => closed };
+  // Every message the server sends is one the protocol documents.
+  const ch = await openSocket("/v1/jobs/channel", token, (d) => ChannelServerMessage.parse(JSON.parse(d)), 20_000);
+  const answerTo = (ref: string) => ch.next((m) => m.type !== "ready" && m.ref === ref) as Promise<Exclude<ChannelServerMessage, { type: "ready" }>>;
+  const ready = await ch.next((m) => m.type === "ready");
+  return { ...ch, ready, answerTo };
 }
 
 async function tenant(ns: string) {

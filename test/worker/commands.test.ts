@@ -16,19 +16,27 @@ const TTL = 30_000; // COMMAND_TTL_MS's default
 const stub = (deviceId: string) => env.DEVICES.get(env.DEVICES.idFromName(deviceId));
 const setClock = (deviceId: string, ms: number) => runInDurableObject(stub(deviceId), (obj: DeviceObject) => obj.clock.set(ms));
 
+/**
+ * A device whose object's clock reads T0, and its agent: a session opened (its epoch), then the
+ * agent's socket in that session, granting `credit`. `inbox` keeps every message the socket receives.
+ */
+async function agentInSession(credit: number) {
+  const dev = await registerDevice();
+  const digest = await uploadModule("math");
+  await setClock(dev.deviceId, T0);
+  const { epoch } = (await call("POST", "/v1/agent/session", { token: dev.credential })).body as { epoch: number };
+  const res = await SELF.fetch("https://wasmvisor.test/v1/agent/ws", { headers: { upgrade: "websocket", authorization: `Bearer ${dev.credential}`, [EPOCH]: String(epoch) } });
+  const ws = res.webSocket!;
+  ws.accept();
+  const inbox: any[] = [];
+  ws.addEventListener("message", (e) => inbox.push(JSON.parse(e.data as string)));
+  ws.send(JSON.stringify({ t: "credit", free: credit }));
+  return { dev, digest, epoch, ws, inbox };
+}
 
 describe("bounded commands", () => {
   it("gives every command an id and an expiry, and records acked, nacked, expired and unanswered", async () => {
-    const dev = await registerDevice();
-    const digest = await uploadModule("math");
-    await setClock(dev.deviceId, T0);
-    const { epoch } = (await call("POST", "/v1/agent/session", { token: dev.credential })).body as { epoch: number };
-    const res = await SELF.fetch("https://wasmvisor.test/v1/agent/ws", { headers: { upgrade: "websocket", authorization: `Bearer ${dev.credential}`, [EPOCH]: String(epoch) } });
-    const ws = res.webSocket!;
-    ws.accept();
-    const inbox: any[] = [];
-    ws.addEventListener("message", (e) => inbox.push(JSON.parse(e.data as string)));
-    ws.send(JSON.stringify({ t: "credit", free: 2 }));
+    const { dev, digest, epoch, ws, inbox } = await agentInSession(2);
 
     // A job push is a command.
     const first = (await submit(dev.deviceId, digest, "add32", [1, 1], { timeoutMs: 600_000 })).body;
@@ -71,16 +79,7 @@ describe("bounded commands", () => {
   });
 
   it("confirms answers sent over the socket once stored; an answer resent after a lost confirmation changes nothing", async () => {
-    const dev = await registerDevice();
-    const digest = await uploadModule("math");
-    await setClock(dev.deviceId, T0);
-    const { epoch } = (await call("POST", "/v1/agent/session", { token: dev.credential })).body as { epoch: number };
-    const res = await SELF.fetch("https://wasmvisor.test/v1/agent/ws", { headers: { upgrade: "websocket", authorization: `Bearer ${dev.credential}`, [EPOCH]: String(epoch) } });
-    const ws = res.webSocket!;
-    ws.accept();
-    const inbox: any[] = [];
-    ws.addEventListener("message", (e) => inbox.push(JSON.parse(e.data as string)));
-    ws.send(JSON.stringify({ t: "credit", free: 1 }));
+    const { dev, digest, ws, inbox } = await agentInSession(1);
     const job = (await submit(dev.deviceId, digest, "add32", [1, 1], { timeoutMs: 600_000 })).body;
     const push = await until("the push", () => inbox.find((m) => m.t === "jobs" && m.jobs[0].jobId === job.id));
 

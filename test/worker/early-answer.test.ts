@@ -9,34 +9,11 @@
  */
 import { describe, expect, it } from "vitest";
 import { SELF, abortAllDurableObjects, env, runInDurableObject } from "cloudflare:test";
-import { ADMIN, call, health, registerDevice, sleep, uploadModule } from "./helpers.js";
+import { ADMIN, call, connectAgent, registerDevice, result, sleep, uploadModule } from "./helpers.js";
 import type { DeviceObject } from "../../src/durable/device-object.js";
 
-async function connect(credential: string) {
-  const res = await SELF.fetch("https://wasmvisor.test/v1/agent/ws", { headers: { upgrade: "websocket", authorization: `Bearer ${credential}` } });
-  expect(res.status).toBe(101);
-  const ws = res.webSocket!;
-  ws.accept();
-  const inbox: any[] = [];
-  ws.addEventListener("message", (e) => inbox.push(JSON.parse(e.data as string)));
-  const next = async (pred: (m: any) => boolean, timeoutMs = 10_000) => {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const i = inbox.findIndex(pred);
-      if (i >= 0) return inbox.splice(i, 1)[0];
-      if (Date.now() > end) throw new Error(`no matching message; inbox: ${JSON.stringify(inbox)}`);
-      await sleep(20);
-    }
-  };
-  const send = (m: unknown) => ws.send(JSON.stringify(m));
-  // Credit, then a heartbeat whose answer says the credit arrived.
-  send({ t: "credit", free: 1 });
-  send({ t: "heartbeat", id: 1, health: health(), runningJobs: [] });
-  await next((m) => m.t === "heartbeat-ack");
-  return { ws, next, send, inbox };
-}
-
-const result = (value: number) => ({ value, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 1 });
+/** The agent's socket, with credit 1 that has arrived (a heartbeat's answer says so). */
+const connect = (credential: string) => connectAgent(credential, { credit: 1 });
 
 /** The session's seams, reached inside the object (tests only). */
 type SessionSeams = { afterAnswers: () => Promise<void>; durable: () => Promise<void> };

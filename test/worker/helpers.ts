@@ -1,7 +1,7 @@
 /** Drives the real Worker inside workerd (vitest-pool-workers) the way clients do: over HTTP. */
 import { SELF, env, runDurableObjectAlarm as runAlarm, runInDurableObject as runIn } from "cloudflare:test";
 import { uncounted } from "../../src/platform/usage.js";
-import { inject } from "vitest";
+import { expect, inject } from "vitest";
 import { Conformance, type OpenApiDocument } from "../helpers/conformance.js";
 
 export const ADMIN = env.ADMIN_TOKEN!;
@@ -78,15 +78,13 @@ export async function submit(device: string, module: string, fn: string, args: u
 
 export const poll = (credential: string, max = 16, wait = 0) => call("GET", `/v1/agent/jobs?wait=${wait}&max=${max}`, { token: credential });
 
+/** A job's result as an agent reports it: `value`, exit code null, no output, 1 ms. */
+export const result = (value: unknown) => ({ value, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 1 });
+
 export function report(credential: string, jobId: string, leaseToken: string, value: unknown = 1, outcome = "succeeded", error: unknown = null) {
   return call("POST", "/v1/agent/results", {
     token: credential,
-    json: {
-      results: [{
-        jobId, leaseToken, outcome, error,
-        result: { value, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 1 },
-      }],
-    },
+    json: { results: [{ jobId, leaseToken, outcome, error, result: result(value) }] },
   });
 }
 
@@ -94,6 +92,59 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function health() {
   return { cpuPercent: 12.5, memoryUsedBytes: 1, memoryTotalBytes: 2, loadAverage: [0.1, 0.2, 0.3], uptimeSeconds: 5, diskFreeBytes: 10, jobsRunning: 0 };
+}
+
+/**
+ * Opens a WebSocket on `path` with `token` as the bearer (the upgrade must answer 101) and
+ * queues every message it receives, each through `parse`. `next(pred)` takes the first queued
+ * message that matches, waiting up to `timeoutMs` (or the call's own timeout); `all` keeps
+ * every message, taken or not; `closed()` is the close the server sent, if any.
+ */
+export async function openSocket<T>(path: string, token: string, parse: (data: string) => T, timeoutMs: number) {
+  const res = await SELF.fetch(`https://wasmvisor.test${path}`, { headers: { upgrade: "websocket", authorization: `Bearer ${token}` } });
+  expect(res.status).toBe(101);
+  const ws = res.webSocket!;
+  ws.accept();
+  const inbox: T[] = [];
+  const all: T[] = [];
+  const waiters: (() => void)[] = [];
+  let closed: { code: number; reason: string } | null = null;
+  ws.addEventListener("message", (e) => {
+    const m = parse(e.data as string);
+    inbox.push(m);
+    all.push(m);
+    for (const w of waiters.splice(0)) w();
+  });
+  ws.addEventListener("close", (e) => (closed = { code: e.code, reason: e.reason }));
+  const next = async (pred: (m: T) => boolean = () => true, ms = timeoutMs): Promise<T> => {
+    const end = Date.now() + ms;
+    for (;;) {
+      const i = inbox.findIndex(pred);
+      if (i >= 0) return inbox.splice(i, 1)[0]!;
+      if (Date.now() > end) throw new Error(`no matching message; inbox: ${JSON.stringify(inbox).slice(0, 2000)}`);
+      await Promise.race([new Promise<void>((r) => waiters.push(r)), sleep(50)]);
+    }
+  };
+  const send = (m: unknown) => ws.send(typeof m === "string" ? m : JSON.stringify(m));
+  return { ws, inbox, all, next, send, closed: () => closed };
+}
+
+/**
+ * An agent's push connection (GET /v1/agent/ws) as the device `credential`; "pong" (the answer
+ * to a "ping" keepalive) is queued as the string itself, every other message parsed as JSON.
+ * With `credit`, the agent first grants that much credit and sends heartbeat 1, and this returns
+ * once the heartbeat is acknowledged: messages on one socket arrive in order, so the credit has
+ * arrived before anything the test submits next.
+ */
+export async function connectAgent(credential: string, opts: { timeoutMs?: number; credit?: number } = {}) {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- agent messages are checked field by field in the tests
+  const agent = await openSocket<any>("/v1/agent/ws", credential, (d) => (d === "pong" ? "pong" : JSON.parse(d)), opts.timeoutMs ?? 10_000);
+  if (opts.credit !== undefined) {
+    agent.send({ t: "credit", free: opts.credit });
+    agent.send({ t: "heartbeat", id: 1, health: health(), runningJobs: [] });
+    await agent.next((m) => m.t === "heartbeat-ack");
+  }
+  return agent;
 }
 
 /**

@@ -5,32 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { SELF, env, runInDurableObject } from "cloudflare:test";
-import { ADMIN, health, registerDevice, sleep, uploadModule } from "./helpers.js";
-
-async function connect(credential: string) {
-  const res = await SELF.fetch("https://wasmvisor.test/v1/agent/ws", { headers: { upgrade: "websocket", authorization: `Bearer ${credential}` } });
-  expect(res.status).toBe(101);
-  const ws = res.webSocket!;
-  ws.accept();
-  const inbox: any[] = [];
-  let wake: (() => void) | null = null;
-  ws.addEventListener("message", (e) => {
-    inbox.push(JSON.parse(e.data as string));
-    wake?.();
-  });
-  const next = async (pred: (m: any) => boolean, timeoutMs = 10_000) => {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const i = inbox.findIndex(pred);
-      if (i >= 0) return inbox.splice(i, 1)[0];
-      if (Date.now() > end) throw new Error(`no matching message; inbox: ${JSON.stringify(inbox)}`);
-      await Promise.race([new Promise<void>((r) => (wake = r)), sleep(50)]);
-    }
-  };
-  return { ws, next, send: (m: unknown) => ws.send(JSON.stringify(m)) };
-}
-
-const result = (value: number) => ({ value, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 1 });
+import { ADMIN, connectAgent, registerDevice, result, sleep, uploadModule } from "./helpers.js";
 
 type Counter = { statements: number; cursors: { rowsRead: number; rowsWritten: number }[]; texts: Map<string, number> };
 
@@ -38,10 +13,7 @@ describe("the cost of one job in the device object", () => {
   it("counts statements and rows per job on the push path", async () => {
     const { deviceId, credential } = await registerDevice();
     const digest = await uploadModule("math");
-    const agent = await connect(credential);
-    agent.send({ t: "credit", free: 1 });
-    agent.send({ t: "heartbeat", id: 1, health: health(), runningJobs: [] });
-    await agent.next((m) => m.t === "heartbeat-ack");
+    const agent = await connectAgent(credential, { credit: 1 });
     const device = env.DEVICES.get(env.DEVICES.idFromName(deviceId));
     const counter: Counter = { statements: 0, cursors: [], texts: new Map() };
     await runInDurableObject(device, (_obj, state) => {

@@ -1,35 +1,9 @@
 /** The push transport inside workerd: the agent's WebSocket to its device object. */
 import { describe, expect, it } from "vitest";
 import { SELF, env, runInDurableObject } from "cloudflare:test";
-import { call, health, registerDevice, sleep, submit, uploadModule } from "./helpers.js";
+import { call, connectAgent, health, registerDevice, result, sleep, submit, uploadModule } from "./helpers.js";
 
-async function connect(credential: string) {
-  const res = await SELF.fetch("https://wasmvisor.test/v1/agent/ws", { headers: { upgrade: "websocket", authorization: `Bearer ${credential}` } });
-  expect(res.status).toBe(101);
-  const ws = res.webSocket!;
-  ws.accept();
-  const inbox: any[] = [];
-  const waiters: (() => void)[] = [];
-  ws.addEventListener("message", (e) => {
-    inbox.push(e.data === "pong" ? "pong" : JSON.parse(e.data as string));
-    for (const w of waiters.splice(0)) w();
-  });
-  const next = async (pred: (m: any) => boolean, timeoutMs = 5_000) => {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const i = inbox.findIndex(pred);
-      if (i >= 0) return inbox.splice(i, 1)[0];
-      if (Date.now() > end) throw new Error(`no matching message; inbox: ${JSON.stringify(inbox)}`);
-      await Promise.race([new Promise<void>((r) => waiters.push(r)), sleep(50)]);
-    }
-  };
-  const send = (m: unknown) => ws.send(typeof m === "string" ? m : JSON.stringify(m));
-  let closed: { code: number } | null = null;
-  ws.addEventListener("close", (e) => (closed = { code: e.code }));
-  return { ws, next, send, inbox, closed: () => closed };
-}
-
-const result = (value: number) => ({ value, exitCode: null, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, durationMs: 1 });
+const connect = (credential: string, credit?: number) => connectAgent(credential, { timeoutMs: 5_000, credit });
 
 describe("the agent's WebSocket", () => {
   it("needs the device's own credential and an upgrade", async () => {
@@ -105,10 +79,7 @@ describe("the agent's WebSocket", () => {
     // the server sends on reconnect is never answered and the socket lingers as closing.
     const halfDead = await SELF.fetch("https://wasmvisor.test/v1/agent/ws", { headers: { upgrade: "websocket", authorization: `Bearer ${credential}` } });
     expect(halfDead.status).toBe(101);
-    const fresh = await connect(credential);
-    fresh.send({ t: "credit", free: 4 });
-    fresh.send({ t: "heartbeat", id: 1, health: health(), runningJobs: [] });
-    await fresh.next((m) => m.t === "heartbeat-ack"); // the credit arrived before the submit
+    const fresh = await connect(credential, 4); // the credit arrived before the submit
 
     const pushed = (await submit(deviceId, digest, "add32", [1, 2])).body;
     expect(pushed.state).toBe("LEASED");
@@ -120,10 +91,7 @@ describe("the agent's WebSocket", () => {
   it("never pushes a job whose row was not stored", async () => {
     const { deviceId, credential } = await registerDevice();
     const digest = await uploadModule("math");
-    const agent = await connect(credential);
-    agent.send({ t: "credit", free: 4 });
-    agent.send({ t: "heartbeat", id: 1, health: health(), runningJobs: [] });
-    await agent.next((m) => m.t === "heartbeat-ack");
+    const agent = await connect(credential, 4);
     const first = (await submit(deviceId, digest, "add32", [1, 1])).body;
     expect((await agent.next((m) => m.t === "jobs")).jobs[0].jobId).toBe(first.id);
 
