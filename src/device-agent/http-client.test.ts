@@ -19,6 +19,10 @@ beforeAll(async () => {
       if (req.url === "/bytes") return res.end(Buffer.from([0, 97, 115, 109]));
       if (req.url === "/problem") return res.writeHead(404, { "content-type": "application/problem+json" }).end('{"detail":"no"}');
       if (req.url === "/never") return; // answers nothing
+      if (req.url === "/cut") {
+        res.writeHead(200, { "content-length": "100" }).write("partial");
+        return setTimeout(() => req.socket.destroy(), 20);
+      }
       if (req.url === "/reset-once" && resets++ === 0) return req.socket.destroy();
       res.end("fine");
     });
@@ -49,6 +53,10 @@ describe("the agent's HTTP client", () => {
     const pending = httpRequest(`${base}/never`, { signal: ctl.signal });
     setTimeout(() => ctl.abort(new Error("no answer in time")), 50);
     await expect(pending).rejects.toThrow("no answer in time");
+  });
+
+  it("fails an answer cut off before its end, instead of handing over half of it", async () => {
+    await expect(httpRequest(`${base}/cut`)).rejects.toMatchObject({ code: "ECONNRESET" });
   });
 
   it("says which server could not be reached and why", async () => {

@@ -1,8 +1,7 @@
 /**
  * The agent's HTTP requests, on node:http and node:https (keep-alive), not on fetch. Why: the
- * agent already loads node:http for its WebSocket, while the first fetch loads undici, which
- * kept about 9 MB more of an idle agent's memory on a device (docs/benchmarks.md, idle agent
- * RSS). What the agent needs is small: a request with a body, its status and its whole answer
+ * agent already loads node:http for its WebSocket, while the first fetch loads undici: an idle
+ * agent kept 73-81 MB with fetch and 59-60 MB without (docs/benchmarks.md, idle agent RSS). What the agent needs is small: a request with a body, its status and its whole answer
  * (JSON, or a module's bytes), cancelled by a signal.
  */
 import http, { type IncomingHttpHeaders } from "node:http";
@@ -53,7 +52,8 @@ export function httpRequest(url: string, init: HttpInit = {}): Promise<HttpAnswe
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("end", () => resolve(new HttpAnswer(res.statusCode ?? 0, res.headers, Buffer.concat(chunks))));
         res.on("error", reject);
-        res.on("aborted", () => reject(Object.assign(new Error("the answer was cut off"), { code: "ECONNRESET" })));
+        // closed before its end: the connection was cut mid-answer
+        res.on("close", () => res.complete || reject(Object.assign(new Error("the answer was cut off"), { code: "ECONNRESET" })));
       },
     );
     const abort = () => req.destroy(init.signal!.reason instanceof Error ? init.signal!.reason : new Error(String(init.signal!.reason)));
