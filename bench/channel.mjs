@@ -5,7 +5,7 @@
 // over the channel (one WebSocket shared by all, as BullMQ's submitters share one connection).
 //   node bench/channel.mjs [jobs]
 import { readFileSync } from "node:fs";
-import { ADMIN, concurrent, cpuSecondsOf, fmt, startAgent, startControlPlane, usageNow, usagePerJob } from "./lib.mjs";
+import { ADMIN, concurrent, cpuSecondsOf, deployFibo, fmt, startAgent, startControlPlane, usageNow, usagePerJob } from "./lib.mjs";
 
 
 /**
@@ -60,18 +60,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     rows.push(`floor ${floor.perSecond.toFixed(0)} req/s | REST ${r.perSecond.toFixed(0)} jobs/s (p50 ${fmt(r.p50)} ms, ${(r.perSecond / floor.perSecond).toFixed(2)}x floor) | channel ${c.perSecond.toFixed(0)} jobs/s (p50 ${fmt(c.p50)} ms, ${(c.perSecond / floor.perSecond).toFixed(2)}x floor, ${(c.perSecond / r.perSecond).toFixed(2)}x REST)`);
   }
   // A direct call of a deployed function (wasmiot style: parameters by name), sequential, for docs/cost.md.
-  const { generateSigningKey, signDeployment } = await import("../dist/sdk/index.js");
-  const signing = await generateSigningKey("EdDSA");
-  await cp.admin.trustOrchestratorKey(signing.publicJwk, "bench");
-  await cp.admin.deploy(await signDeployment(signing.privateJwk, {
-    id: "bench",
-    modules: [{ name: "fibo", digest: fibo, devices: [agent.deviceId], functions: { fibo: { params: [{ name: "n", type: "integer" }], result: "integer" } } }],
-  }));
-  if ((await cp.admin.waitForDeployment("bench", { timeoutSeconds: 30 })).state !== "active") throw new Error("the bench deployment did not become active");
-  const callDeployed = async () => {
-    const j = await (await fetch(`${cp.url}/v1/deployments/bench/modules/fibo/fibo?n=20`, { method: "POST", headers: { authorization: H.authorization, prefer: "wait=30" } })).json();
-    if (j.result?.value !== 10946) throw new Error(`bad result ${JSON.stringify(j)}`);
-  };
+  const callDeployed = await deployFibo(cp, fibo, agent.deviceId);
   for (let i = 0; i < 50; i++) await callDeployed();
   const calls = Math.min(JOBS, 500);
   const d = await measured(cp, calls, async () => {

@@ -108,3 +108,23 @@ export function cpuSecondsOf(name, root = process.pid) {
   }
   return procs.filter((p) => mine.has(p.pid) && p.comm === name).reduce((a, p) => a + p.ticks, 0) / 100;
 }
+
+/**
+ * Deploys fibo.wasm as the signed deployment "bench" on `deviceId` (an orchestrator key trusted for
+ * it) and answers a function calling fibo(20) through its endpoint by parameter name, waiting for
+ * the result in the same request (bench row 2b).
+ */
+export async function deployFibo(cp, fibo, deviceId) {
+  const { generateSigningKey, signDeployment } = await import("../dist/sdk/index.js");
+  const signing = await generateSigningKey("EdDSA");
+  await cp.admin.trustOrchestratorKey(signing.publicJwk, "bench");
+  await cp.admin.deploy(await signDeployment(signing.privateJwk, {
+    id: "bench",
+    modules: [{ name: "fibo", digest: fibo, devices: [deviceId], functions: { fibo: { params: [{ name: "n", type: "integer" }], result: "integer" } } }],
+  }));
+  if ((await cp.admin.waitForDeployment("bench", { timeoutSeconds: 30 })).state !== "active") throw new Error("the bench deployment did not become active");
+  return async () => {
+    const j = await (await fetch(`${cp.url}/v1/deployments/bench/modules/fibo/fibo?n=20`, { method: "POST", headers: { authorization: `Bearer ${ADMIN}`, prefer: "wait=30" } })).json();
+    if (j.result?.value !== 10946) throw new Error(`bad result ${JSON.stringify(j)}`);
+  };
+}

@@ -5,7 +5,7 @@
 // mean something only as ratios within one run.
 import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
-import { ADMIN, concurrent, fmt, startAgent, startControlPlane, stats, timeSequential } from "./lib.mjs";
+import { ADMIN, concurrent, deployFibo, fmt, startAgent, startControlPlane, stats, timeSequential } from "./lib.mjs";
 import { agentOverhead } from "./agent-overhead.mjs";
 import { fleet } from "./sim-fleet.mjs";
 import { bullmqPeer } from "./bullmq-peer.mjs";
@@ -87,18 +87,7 @@ const channelRow = rows.push(["3d. fibo(20) through one device, 16 concurrent su
 
 // 2b. A call through a signed deployment's endpoint (parameters by name), waiting for its result in the same request.
 say("deployment calls");
-const { generateSigningKey, signDeployment } = await import("../dist/sdk/index.js");
-const signing = await generateSigningKey("EdDSA");
-await cp.admin.trustOrchestratorKey(signing.publicJwk, "bench");
-await cp.admin.deploy(await signDeployment(signing.privateJwk, {
-  id: "bench",
-  modules: [{ name: "fibo", digest: fibo, devices: [agent.deviceId], functions: { fibo: { params: [{ name: "n", type: "integer" }], result: "integer" } } }],
-}));
-if ((await cp.admin.waitForDeployment("bench", { timeoutSeconds: 30 })).state !== "active") throw new Error("the bench deployment did not become active");
-const callDeployed = async () => {
-  const j = await (await fetch(`${cp.url}/v1/deployments/bench/modules/fibo/fibo?n=20`, { method: "POST", headers: { authorization: H.authorization, prefer: "wait=30" } })).json();
-  if (j.result?.value !== 10946) throw new Error(`bad result ${JSON.stringify(j)}`);
-};
+const callDeployed = await deployFibo(cp, fibo, agent.deviceId);
 await timeSequential(50, callDeployed);
 const depFloor = [];
 const depCall = [];
